@@ -1,0 +1,224 @@
+"""VAD-gated utterance segmenter: turns a caller's PCM stream into speech-started and utterance events.
+
+Audio of any chunk length is buffered into 20 ms frames, and webrtcvad marks each frame voiced or not.
+
+Rules (all durations in whole 20 ms frames):
+
+* Speech. A voiced frame counts as speech only inside a run of at least ``MIN_RUN_FRAMES`` (2)
+  consecutive voiced frames; when a run reaches that length its earlier frames count retroactively.
+  A lone voiced frame is a VAD flip and counts as silence. Lone unvoiced frames inside speech need no
+  special handling: an endpoint takes ``end_silence_ms`` of non-speech.
+* Onset. The first speech run opens an utterance. Its pcm starts ``pre_roll_ms`` before the run's
+  first frame (less if fewer frames have arrived since the previous utterance ended).
+* Barge-in. ``SpeechStarted`` is emitted once per utterance, as soon as its speech frames total
+  ``barge_in_min_ms``. It can precede an utterance that is later dropped as too short when
+  ``barge_in_min_ms < min_speech_ms``.
+* Endpoint. The utterance ends when its silence reaches ``end_silence_ms``, where silence is:
+
+  - in :meth:`Segmenter.push`: the non-speech frames pushed since its last speech frame, i.e. audio
+    time. This holds whatever the pace: frames pushed faster than real time (a simulator at 4x, or a
+    backlog all carrying the same ``now``) are endpointed by their own count.
+  - in :meth:`Segmenter.tick`: those frames plus the wall-clock time since the last push arrived
+    (``now - last push's now``). Time in which no frames arrive at all thus counts as silence, so a
+    stream that goes quiet is still endpointed ``end_silence_ms`` after its last voiced frame. When
+    frames arrive in real time the two measures agree. Once frames arrive again only they count.
+
+* Length. An utterance whose audio from its first speech frame reaches ``max_utterance_s`` is cut
+  and emitted with ``forced=True``. The next speech run opens a new utterance whose pre-roll is the
+  audio after the cut, so no audio is lost or repeated.
+* Minimum. An utterance with less than ``min_speech_ms`` of speech frames is dropped without an event
+  (a click or a cough is not a turn).
+* Trailing audio. An endpointed utterance's pcm runs to ``TRAIL_KEEP_MS`` after its last speech
+  frame; the rest of the endpoint silence is trimmed.
+
+Times: ``now`` is ``time.monotonic()`` when a chunk arrived, and every frame completed by that chunk
+is taken to have arrived then. ``Utterance.speech_start`` / ``speech_end`` are the arrival times of
+the first and last speech frames; ``SpeechStarted.at`` is the arrival time of the frame that reached
+``barge_in_min_ms``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import numpy as np
+import webrtcvad
+
+__all__ = ["FRAME_MS", "Segmenter", "SegmenterEvent", "SpeechStarted", "Utterance"]
+
+FRAME_MS = 20
+MIN_RUN_FRAMES = 2  # voiced frames in a row before they count as speech
+TRAIL_KEEP_MS = 100  # silence kept after the last speech frame of an endpointed utterance
+VAD_RATES = (8000, 16000, 32000, 48000)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The caller has been speaking for ``barge_in_min_ms``: time to stop talking over them."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Utterance:
+    """One caller turn: int16 PCM at the segmenter's rate, with pre-roll and a short silence tail."""
+
+    pcm: np.ndarray
+    speech_start: float
+    speech_end: float
+    voiced_ms: int
+    forced: bool
+
+
+SegmenterEvent: TypeAlias = SpeechStarted | Utterance
+
+
+@dataclass(slots=True)
+class _OpenUtterance:
+    frames: list[bytes]  # pre-roll + everything since onset, one 20 ms frame each
+    onset_index: int  # index in frames of the first speech frame
+    speech_start: float
+    speech_end: float
+    last_speech_index: int
+    speech_frames: int  # frames counted as speech (see MIN_RUN_FRAMES)
+    silence_frames: int = 0  # non-speech frames since the last speech frame
+    started_emitted: bool = False
+
+
+class Segmenter:
+    """Feed it caller audio with :meth:`push` and a timer with :meth:`tick`; it returns events."""
+
+    def __init__(
+        self,
+        aggressiveness: int = 2,
+        min_speech_ms: int = 250,
+        pre_roll_ms: int = 300,
+        end_silence_ms: int = 600,
+        max_utterance_s: float = 30.0,
+        barge_in_min_ms: int = 200,
+        sample_rate: int = 8000,
+    ) -> None:
+        if sample_rate not in VAD_RATES:
+            raise ValueError(f"webrtcvad supports {VAD_RATES} Hz, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self.min_speech_ms = min_speech_ms
+        self.end_silence_ms = end_silence_ms
+        self.max_utterance_ms = max_utterance_s * 1000
+        self.barge_in_min_ms = barge_in_min_ms
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._frame_len = sample_rate * FRAME_MS // 1000
+        pre_roll_frames = round(pre_roll_ms / FRAME_MS)
+        # Frames seen while idle; the last MIN_RUN_FRAMES - 1 may turn out to start a speech run.
+        self._ring: deque[bytes] = deque(maxlen=pre_roll_frames + MIN_RUN_FRAMES - 1)
+        self._pending = np.zeros(0, dtype=np.int16)  # less than one frame, awaiting more input
+        self._run = 0  # consecutive voiced frames up to now
+        self._run_start_at = 0.0
+        self._last_arrival: float | None = None
+        self._open: _OpenUtterance | None = None
+
+    def push(self, pcm: np.ndarray, now: float) -> list[SegmenterEvent]:
+        """Add caller audio (mono int16, any length) that arrived at monotonic time ``now``."""
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise TypeError(f"expected mono int16 PCM, got {pcm.dtype} with shape {pcm.shape}")
+        if pcm.size == 0:
+            return []
+        self._last_arrival = now
+        events: list[SegmenterEvent] = []
+        for frame in self._split_frames(pcm):
+            self._on_frame(frame, now, events)
+        return events
+
+    def tick(self, now: float) -> list[SegmenterEvent]:
+        """Endpoint on wall-clock time when frames stop arriving; call every ~50 ms."""
+        if self._open is None or self._last_arrival is None:
+            return []
+        gap_ms = max(0.0, now - self._last_arrival) * 1000
+        if self._open.silence_frames * FRAME_MS + gap_ms < self.end_silence_ms:
+            return []
+        events: list[SegmenterEvent] = []
+        self._finish(self._open, forced=False, events=events)
+        return events
+
+    def reset(self) -> None:
+        """Drop any partial utterance and buffered audio, as if the stream had just started."""
+        self._open = None
+        self._ring.clear()
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._run = 0
+        self._last_arrival = None
+
+    def _split_frames(self, pcm: np.ndarray) -> list[bytes]:
+        if len(pcm) == self._frame_len and not self._pending.size:
+            return [pcm.tobytes()]  # the common case: one whole 20 ms frame
+        if self._pending.size:
+            pcm = np.concatenate([self._pending, pcm])
+        usable = len(pcm) - len(pcm) % self._frame_len
+        self._pending = pcm[usable:].copy()
+        data = pcm[:usable].tobytes()
+        step = self._frame_len * 2  # bytes per frame
+        return [data[i : i + step] for i in range(0, len(data), step)]
+
+    def _on_frame(self, frame: bytes, now: float, events: list[SegmenterEvent]) -> None:
+        if self._vad.is_speech(frame, self.sample_rate):
+            self._run += 1
+            if self._run == 1:
+                self._run_start_at = now
+        else:
+            self._run = 0
+        is_speech = self._run >= MIN_RUN_FRAMES
+        utt = self._open
+        if utt is None:
+            if not is_speech:
+                self._ring.append(frame)
+                return
+            utt = self._start_utterance(frame, now)
+        else:
+            self._extend_utterance(utt, frame, is_speech, now)
+        self._check_utterance(utt, now, events)
+
+    def _start_utterance(self, frame: bytes, now: float) -> _OpenUtterance:
+        frames = [*self._ring, frame]
+        self._ring.clear()
+        self._open = _OpenUtterance(
+            frames=frames,
+            onset_index=len(frames) - MIN_RUN_FRAMES,
+            speech_start=self._run_start_at,
+            speech_end=now,
+            last_speech_index=len(frames) - 1,
+            speech_frames=MIN_RUN_FRAMES,
+        )
+        return self._open
+
+    def _extend_utterance(self, utt: _OpenUtterance, frame: bytes, is_speech: bool, now: float) -> None:
+        utt.frames.append(frame)
+        if not is_speech:
+            utt.silence_frames += 1
+            return
+        # The run's earlier frames were counted as silence until it reached MIN_RUN_FRAMES.
+        utt.speech_frames += MIN_RUN_FRAMES if self._run == MIN_RUN_FRAMES else 1
+        utt.silence_frames = 0
+        utt.speech_end = now
+        utt.last_speech_index = len(utt.frames) - 1
+
+    def _check_utterance(self, utt: _OpenUtterance, now: float, events: list[SegmenterEvent]) -> None:
+        if not utt.started_emitted and utt.speech_frames * FRAME_MS >= self.barge_in_min_ms:
+            utt.started_emitted = True
+            events.append(SpeechStarted(at=now))
+        if utt.silence_frames * FRAME_MS >= self.end_silence_ms:
+            self._finish(utt, forced=False, events=events)
+        elif (len(utt.frames) - utt.onset_index) * FRAME_MS >= self.max_utterance_ms:
+            self._finish(utt, forced=True, events=events)
+
+    def _finish(self, utt: _OpenUtterance, forced: bool, events: list[SegmenterEvent]) -> None:
+        self._open = None
+        self._ring.clear()  # its frames belong to the utterance; the next pre-roll starts afresh
+        self._run = 0
+        voiced_ms = utt.speech_frames * FRAME_MS
+        if voiced_ms < self.min_speech_ms:
+            return
+        end = len(utt.frames) if forced else utt.last_speech_index + 1 + TRAIL_KEEP_MS // FRAME_MS
+        pcm = np.frombuffer(b"".join(utt.frames[:end]), dtype=np.int16).copy()
+        events.append(Utterance(pcm, utt.speech_start, utt.speech_end, voiced_ms, forced))

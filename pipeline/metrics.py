@@ -1,0 +1,83 @@
+"""Per-turn timings and facts: what vendor comparisons are built on.
+
+All times are `time.monotonic()` seconds from the one clock of the server process; the derived
+figures are milliseconds relative to `speech_end` (the end of the caller's last voiced frame).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger("switchboard.metrics")
+
+
+STAGES = ("endpoint", "stt_done", "llm_first_token", "first_chunk", "tts_first_byte", "first_audio_sent")
+
+
+@dataclass
+class TurnMetrics:
+    call_id: str
+    index: int
+    kind: str = "reply"  # "greeting" or "reply"
+    # clock readings (monotonic seconds), None when the stage never happened
+    speech_start: float | None = None
+    speech_end: float | None = None
+    endpoint: float | None = None
+    stt_done: float | None = None
+    llm_first_token: float | None = None
+    first_chunk: float | None = None
+    tts_first_byte: float | None = None
+    first_audio_sent: float | None = None
+    turn_done: float | None = None
+    # what happened
+    transcript: str = ""
+    reply_text: str = ""  # everything the LLM produced for speaking
+    reply_heard: str = ""  # what the caller actually heard (marks acknowledged before any clear)
+    interrupted: bool = False
+    ended_call: bool = False
+    error: str | None = None
+    vendors: dict[str, str] = field(default_factory=dict)  # stage -> "vendor/model"
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tts_chars: int = 0
+    bot_audio_ms: int = 0
+
+    def since_speech_end(self, reading: float | None) -> float | None:
+        if reading is None or self.speech_end is None:
+            return None
+        return round((reading - self.speech_end) * 1000, 1)
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        return self.since_speech_end(self.first_audio_sent)
+
+    def summary(self) -> dict:
+        """The turn as one flat dict: derived milliseconds plus the facts (no raw clock readings)."""
+        stages = STAGES
+        out = {f"{stage}_ms": self.since_speech_end(getattr(self, stage)) for stage in stages}
+        facts = asdict(self)
+        for key in (*stages, "speech_start", "speech_end", "turn_done"):
+            facts.pop(key)
+        out["voice_to_voice_ms"] = self.voice_to_voice_ms
+        if self.speech_start is not None and self.speech_end is not None:
+            out["speech_ms"] = round((self.speech_end - self.speech_start) * 1000, 1)
+        return {**facts, **out}
+
+    def log(self) -> None:
+        log.info("turn %s", json.dumps(self.summary(), sort_keys=True))
+
+
+def call_summary(turns: list[TurnMetrics]) -> dict:
+    """Medians over a call's answered turns, for the line logged at call end."""
+    v2v = [t.voice_to_voice_ms for t in turns if t.voice_to_voice_ms is not None]
+    return {
+        "turns": len(turns),
+        "answered": len(v2v),
+        "interrupted": sum(t.interrupted for t in turns),
+        "errors": sum(t.error is not None for t in turns),
+        "voice_to_voice_ms_median": round(statistics.median(v2v), 1) if v2v else None,
+        "voice_to_voice_ms_max": max(v2v) if v2v else None,
+    }
