@@ -1,0 +1,574 @@
+"""The schema of pipeline.yaml (pydantic models) and its loader.
+
+Every model forbids unknown keys, so a typo is a start-up error that names the key, never a setting
+silently ignored. Provider sections are discriminated on `provider:`; each provider's options live in
+its own model here so the whole file's meaning can be read in one place.
+
+`load_config` / `parse_config` turn the file into a `Config` or raise `ConfigError`, whose message lists
+every problem on its own line as `<yaml path>: <what is wrong and what is allowed>`. String values may
+use `${VAR}` / `${VAR:-default}`; the values of environment variables never appear in error messages.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV_VAR = "SWITCHBOARD_CONFIG"
+CONFIG_FILE_NAME = "pipeline.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VADConfig(Strict):
+    """Voice activity detection and endpointing of the caller's speech."""
+
+    aggressiveness: int = Field(2, ge=0, le=3)
+    min_speech_ms: int = Field(250, ge=20, le=5000)
+    pre_roll_ms: int = Field(300, ge=0, le=2000)
+    end_silence_ms: int = Field(600, ge=100, le=5000)
+    max_utterance_s: float = Field(30, ge=1, le=300)
+    barge_in_min_ms: int = Field(200, ge=20, le=5000)
+
+
+# --- STT -------------------------------------------------------------------------------------------
+
+
+class PocketsphinxSTTConfig(Strict):
+    """The embedded offline recognizer."""
+
+    provider: Literal["pocketsphinx"]
+    mode: Literal["auto", "grammar", "keyphrase", "lm"] = "auto"
+    phrases: list[str] = Field(default_factory=list)
+    pool_size: int = Field(2, ge=1, le=32)
+
+
+STTConfig = Annotated[PocketsphinxSTTConfig, Field(discriminator="provider")]
+
+
+# --- LLM -------------------------------------------------------------------------------------------
+
+
+class ScriptedRule(Strict):
+    """One rule of the scripted responder; rules are tried in order and the first match wins."""
+
+    match: str  # a Python regex, searched case-insensitively in the caller's transcript
+    reply: str
+    end_call: bool = False
+    phrases: list[str] = Field(default_factory=list)  # what callers say; taught to the embedded STT
+
+    @field_validator("match")
+    @classmethod
+    def _match_compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from None
+        return pattern
+
+
+class ScriptedLLMConfig(Strict):
+    """The embedded responder: regex rules to canned replies, honest about being a script."""
+
+    provider: Literal["scripted"]
+    rules: list[ScriptedRule] = Field(default_factory=list)
+    fallback: str = "Sorry, I didn't catch that. Could you say it again?"
+    words_per_second: float = Field(0, ge=0, le=1000)  # 0 = stream words as fast as possible
+
+
+LLMConfig = Annotated[ScriptedLLMConfig, Field(discriminator="provider")]
+
+
+# --- TTS -------------------------------------------------------------------------------------------
+
+
+class EspeakTTSConfig(Strict):
+    """The embedded offline synthesizer (eSpeak NG)."""
+
+    provider: Literal["espeak"]
+    voice: str = "en-us+klatt4"
+    rate: int = Field(175, ge=80, le=450)  # words per minute
+    pitch: int = Field(50, ge=0, le=99)
+
+
+TTSConfig = Annotated[EspeakTTSConfig, Field(discriminator="provider")]
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+
+
+class PlayerConfig(Strict):
+    """Pacing of the bot's audio towards the carrier."""
+
+    lead_ms: int = Field(160, ge=0, le=2000)  # audio sent ahead of real time
+
+
+class PipelineConfig(Strict):
+    """Everything one call needs: what to say, how to listen, which vendor does each stage."""
+
+    greeting: str = "Hello! How can I help you?"
+    system_prompt: str = "You are a helpful assistant on a phone call. Keep replies short."
+    apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    end_call_watchdog_s: float = Field(10, ge=1, le=120)
+    vad: VADConfig = Field(default_factory=VADConfig)
+    stt: STTConfig
+    llm: LLMConfig
+    tts: TTSConfig
+    player: PlayerConfig = Field(default_factory=PlayerConfig)
+
+
+class Config(Strict):
+    """The whole of pipeline.yaml: named pipelines and which one a call gets by default."""
+
+    default_pipeline: str = "default"
+    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_pipeline_exists(self) -> Config:
+        problem = _default_pipeline_problem(
+            repr(self.default_pipeline), self.default_pipeline in self.pipelines, list(self.pipelines),
+            explicit="default_pipeline" in self.model_fields_set,
+        )
+        if problem:
+            raise PydanticCustomError(_DEFAULT_PIPELINE_ERROR, problem)
+        return self
+
+    def pipeline(self, name: str | None = None) -> PipelineConfig:
+        """The pipeline called `name`; None, "" or an unknown name (logged) gives the default one."""
+        if name and name in self.pipelines:
+            return self.pipelines[name]
+        if name:
+            log.warning("unknown pipeline %r; using %r (defined: %s)",
+                        name, self.default_pipeline, ", ".join(self.pipelines))
+        return self.pipelines[self.default_pipeline]
+
+
+_DEFAULT_PIPELINE_ERROR = "unknown_default_pipeline"
+
+
+def _default_pipeline_problem(shown: str, exists: bool, defined: list[str], *, explicit: bool) -> str | None:
+    """The sentence for a `default_pipeline` that names no pipeline, or None when it is fine."""
+    if exists:
+        return None
+    if explicit:
+        return f"default_pipeline: {shown} is not a pipeline; defined: {', '.join(defined)}"
+    return (f"default_pipeline: not set, and no pipeline is named 'default'; "
+            f"set it to one of: {', '.join(defined)}")
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """pipeline.yaml cannot be used. The message lists every problem found, one per line."""
+
+    def __init__(self, problems: str | list[str], source: str = CONFIG_FILE_NAME) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        super().__init__("\n".join(self.problems))
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+_KeyPath = tuple[str | int, ...]  # keys and list indexes from the document's root
+_Problem = tuple[_KeyPath, str]  # where (to sort problems as the file reads), the line to show
+
+
+def default_config_path() -> Path:
+    """$SWITCHBOARD_CONFIG if set, else ./pipeline.yaml if present, else the bundled pipeline.yaml."""
+    if env_path := os.environ.get(CONFIG_ENV_VAR):
+        return Path(env_path)
+    local = Path.cwd() / CONFIG_FILE_NAME
+    if local.is_file():
+        return local
+    return Path(__file__).resolve().parent.parent / CONFIG_FILE_NAME
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a pipeline file (default: `default_config_path()`); raise ConfigError."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc.strerror or exc}", str(path)) from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = CONFIG_FILE_NAME) -> Config:
+    """Validate pipeline YAML given as text; `source` names it in messages. Raise ConfigError."""
+    data = _parse_yaml(text, source)
+    env = _Interpolation()
+    data = env.apply(data, ())
+    problems = [*env.problems, *_cross_check(data, env)]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += [
+            _describe(err, source, env) for err in exc.errors()
+            if err["type"] != _DEFAULT_PIPELINE_ERROR  # reported by _cross_check, env values hidden
+            and _resolve(err["loc"]).path not in env.failed
+        ]
+    else:
+        if not problems:
+            return config
+    raise ConfigError(_in_document_order(problems, data), source)
+
+
+def _in_document_order(problems: list[_Problem], data: dict[str, Any]) -> list[str]:
+    """The problems' lines sorted as their keys appear in the file, duplicates dropped."""
+    order: dict[_KeyPath, int] = {}
+
+    def number(value: Any, path: _KeyPath) -> None:
+        order[path] = len(order)
+        if isinstance(value, list):
+            value = dict(enumerate(value))
+        for key, item in value.items() if isinstance(value, dict) else ():
+            number(item, (*path, key))
+
+    def position(path: _KeyPath) -> int:
+        while path not in order:  # a missing key sorts with the section that misses it
+            path = path[:-1]
+        return order[path]
+
+    number(data, ())
+    lines = [line for _, line in sorted(problems, key=lambda problem: position(problem[0]))]
+    return list(dict.fromkeys(lines))
+
+
+# --- YAML ----------------------------------------------------------------------------------------------
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """The top-level mapping of the document; syntax errors become `<source> line L, column C: ...`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_nodes(node, set(), set())
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(_yaml_problem(exc, source), source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: {exc}", source) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise ConfigError(f"{source}: the file has no settings; it needs at least a 'pipelines:' mapping "
+                          "(see docs/configuration.md)", source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with a 'pipelines:' key, "
+                          f"got {_describe_value(data)}", source)
+    return data
+
+
+def _check_nodes(node: yaml.Node, done: set[int], open_: set[int]) -> None:
+    """Reject duplicate keys (PyYAML silently keeps the last) and aliases that contain themselves."""
+    if id(node) in open_:
+        raise yaml.constructor.ConstructorError(
+            None, None, "this alias refers to a section that contains it", node.start_mark)
+    if id(node) in done:  # an alias of a node already checked
+        return
+    open_.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in keys:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key_node.value}'", key_node.start_mark)
+                keys.add(key_node.value)
+            _check_nodes(value_node, done, open_)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_nodes(item, done, open_)
+    open_.discard(id(node))
+    done.add(id(node))
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, source: str) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{source} line {mark.line + 1}, column {mark.column + 1}" if mark else source
+    text = exc.problem or exc.context or "invalid YAML"
+    if exc.problem and exc.context and exc.context_mark and exc.context_mark is not mark:
+        text += f" ({exc.context} at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    if "'\\t'" in text:
+        text += "; indent with spaces, not tabs"
+    return f"{where}: {text}"
+
+
+# --- ${ENV} interpolation --------------------------------------------------------------------------------
+
+# `$${` is a literal `${`; `${NAME}` / `${NAME:-default}` are references; any other `${` is a mistake.
+_ENV_REF = re.compile(r"\$(\$\{)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+
+
+@dataclass
+class _Interpolation:
+    """Replaces ${...} in the parsed document's strings, remembering which values came from the env."""
+
+    problems: list[_Problem] = field(default_factory=list)
+    env_paths: dict[_KeyPath, list[str]] = field(default_factory=dict)  # path -> variables it used
+    failed: set[_KeyPath] = field(default_factory=set)
+
+    def apply(self, value: Any, path: _KeyPath) -> Any:
+        """`value` with every string interpolated (containers are copied, keys are left alone)."""
+        if isinstance(value, str):
+            return self._string(value, path)
+        if isinstance(value, dict):
+            return {key: self.apply(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.apply(item, (*path, index)) for index, item in enumerate(value)]
+        return value
+
+    def hidden_vars(self, path: _KeyPath) -> list[str]:
+        """Variables whose values flowed into `path` or into one of its direct keys (e.g. provider)."""
+        return [name for env_path, names in self.env_paths.items()
+                if env_path == path or env_path[:-1] == path for name in names]
+
+    def _string(self, text: str, path: _KeyPath) -> str:
+        if "${" not in text:
+            return text
+        used: list[str] = []
+
+        def substitute(ref: re.Match[str]) -> str:
+            escaped, name, default = ref.groups()
+            if escaped:
+                return escaped
+            if name is None:
+                self._fail(path, "invalid ${...} reference; write ${NAME} or ${NAME:-default}, "
+                                 "or $${ for a literal ${")
+                return ref.group(0)
+            used.append(name)
+            value = os.environ.get(name)
+            if default is not None and not value:
+                return default
+            if value is None:
+                self._fail(path, f"environment variable {name} is not set; set it, "
+                                 f"or give a default with ${{{name}:-value}}")
+                return ref.group(0)
+            return value
+
+        result = _ENV_REF.sub(substitute, text)
+        if used:
+            self.env_paths[path] = used
+        return result
+
+    def _fail(self, path: _KeyPath, problem: str) -> None:
+        self.failed.add(path)
+        self.problems.append((path, f"{_format_path(path, '')}: {problem}"))
+
+
+def _cross_check(data: dict[str, Any], env: _Interpolation) -> list[_Problem]:
+    """Checks that span keys, done on the raw data so they are reported along with all other problems."""
+    pipelines, name = data.get("pipelines"), data.get("default_pipeline", "default")
+    if not isinstance(pipelines, dict) or not pipelines or not isinstance(name, str):
+        return []
+    hidden = env.hidden_vars(("default_pipeline",))
+    problem = _default_pipeline_problem(
+        _hidden_text(hidden) if hidden else repr(name), name in pipelines, [str(k) for k in pipelines],
+        explicit="default_pipeline" in data,
+    )
+    return [(("default_pipeline",), problem)] if problem else []
+
+
+# --- pydantic errors -> sentences ------------------------------------------------------------------------
+
+
+@dataclass
+class _Target:
+    """Where an error points: the YAML path, and the model and field of its last key if known."""
+
+    path: _KeyPath = ()
+    model: type[BaseModel] | None = None
+    info: FieldInfo | None = None
+
+
+def _resolve(loc: tuple[str | int, ...]) -> _Target:
+    """Follow a pydantic error location through the schema, dropping discriminated-union tags."""
+    target, annotation, tags = _Target(), Config, {}
+    for part in loc:
+        if isinstance(part, str) and part in tags:  # the tag pydantic inserts after a union field
+            annotation, tags = tags[part], {}
+            continue
+        target = _Target((*target.path, part))
+        annotation, tags = _unwrap_optional(annotation), {}
+        if _is_model(annotation):
+            target.model, target.info = annotation, annotation.model_fields.get(str(part))
+            annotation = target.info.annotation if target.info else None
+            if target.info and target.info.discriminator:
+                tags = _union_members(annotation, str(target.info.discriminator))
+        elif get_origin(annotation) in (dict, list):
+            annotation = get_args(annotation)[-1]
+        else:
+            annotation = None
+    return target
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """`X | None` -> X, so nested optional sections resolve like required ones."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _union_members(annotation: Any, discriminator: str) -> dict[str, type[BaseModel]]:
+    """Tag value -> model, for a (possibly one-member) discriminated union."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    tags: dict[str, type[BaseModel]] = {}
+    for member in members:
+        if _is_model(member) and discriminator in member.model_fields:
+            tags.update(dict.fromkeys(get_args(member.model_fields[discriminator].annotation), member))
+    return tags
+
+
+_EXPECTED = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "finite_number": "a finite number",
+    "bool_parsing": "true or false", "bool_type": "true or false", "string_type": "a string",
+    "list_type": "a list", "dict_type": "a mapping (key: value)", "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+}
+_RANGE_TYPES = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+
+
+def _describe(err: ErrorDetails, source: str, env: _Interpolation) -> _Problem:
+    """One pydantic error as `<path>: <sentence>`."""
+    kind, target = err["type"], _resolve(err["loc"])
+    hidden = env.hidden_vars(target.path)
+    got = _hidden_text(hidden) if hidden else _describe_value(err["input"])
+    if err["loc"][-1:] == ("[key]",):  # the key itself is invalid, e.g. a number
+        path = _resolve(err["loc"][:-1]).path
+        return path, f"{_format_path(path, source)}: this key must be a string, got {got}; put it in quotes"
+    if kind == "missing":
+        parent = target.path[:-1]
+        return parent, f"{_format_path(parent, source)}: missing required key '{target.path[-1]}'"
+    return target.path, f"{_format_path(target.path, source)}: {_sentence(kind, err, target, got, hidden)}"
+
+
+def _sentence(kind: str, err: ErrorDetails, target: _Target, got: str, hidden: list[str]) -> str:
+    """What is wrong at the target, and what would be accepted."""
+    if kind in _EXPECTED:
+        quote_hint = kind == "string_type" and isinstance(err["input"], (bool, int, float)) and not hidden
+        return f"must be {_EXPECTED[kind]}, got {got}" + ("; put it in quotes" if quote_hint else "")
+    if kind in _RANGE_TYPES:
+        return f"must be {_range_text(target.info, err.get('ctx', {}))}, got {got}"
+    if kind == "literal_error":
+        return f"must be one of {', '.join(_choices(target.info, err))}, got {got}"
+    if kind == "extra_forbidden":
+        return _unknown_key_sentence(target)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return _tag_sentence(kind, err, target, hidden)
+    if kind == "too_short":
+        minimum = err["ctx"]["min_length"]
+        return "must not be empty" if minimum == 1 else f"must have at least {minimum} entries"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    return str(err["msg"])
+
+
+def _range_text(info: FieldInfo | None, ctx: dict[str, Any]) -> str:
+    """'between 100 and 5000', 'at least 0', ... from the field's own bounds (ctx names only one)."""
+    bounds = dict(ctx)
+    for rule in info.metadata if info else []:
+        if isinstance(rule, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)):
+            name = type(rule).__name__.lower()
+            bounds[name] = getattr(rule, name)
+    if "ge" in bounds and "le" in bounds:
+        return f"between {_number(bounds['ge'])} and {_number(bounds['le'])}"
+    words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+    return " and ".join(f"{words[name]} {_number(value)}" for name, value in bounds.items() if name in words)
+
+
+def _choices(info: FieldInfo | None, err: ErrorDetails) -> list[str]:
+    literal = _unwrap_optional(info.annotation) if info else None
+    if get_origin(literal) is Literal:
+        return [str(choice) for choice in get_args(literal)]
+    return [str(err["ctx"]["expected"])]
+
+
+def _unknown_key_sentence(target: _Target) -> str:
+    allowed = sorted(target.model.model_fields) if target.model else []
+    if not allowed:
+        return "unknown key"
+    sentence = f"unknown key; allowed keys: {', '.join(allowed)}"
+    close = difflib.get_close_matches(str(target.path[-1]), allowed, n=1)
+    return sentence + (f"; did you mean '{close[0]}'?" if close else "")
+
+
+def _tag_sentence(kind: str, err: ErrorDetails, target: _Target, hidden: list[str]) -> str:
+    discriminator = str(target.info.discriminator) if target.info else "provider"
+    tags = _union_members(target.info.annotation, discriminator) if target.info else {}
+    allowed = ", ".join(tags) or str(err["ctx"].get("expected_tags", ""))
+    if kind == "union_tag_not_found":
+        return f"missing required key '{discriminator}'; allowed: {allowed}"
+    tag = f"({_hidden_text(hidden)})" if hidden else repr(err["ctx"]["tag"])
+    return f"unknown {discriminator} {tag}; allowed: {allowed}"
+
+
+# --- formatting -------------------------------------------------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _format_path(path: _KeyPath, source: str) -> str:
+    """`pipelines.default.llm.rules[2].match`; the root is the file's name."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(str(part)):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{str(part)!r}]"
+    return text or source
+
+
+def _describe_value(value: Any) -> str:
+    """A value as the YAML author wrote it, short: 'abc', 20, true, a list, an empty value."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _number(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = str(value)
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _hidden_text(names: list[str]) -> str:
+    """Stands in for a value that came from the environment (it may be a secret)."""
+    return "the value of " + ", ".join(f"${{{name}}}" for name in dict.fromkeys(names))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
