@@ -1,0 +1,289 @@
+"""One phone call: caller audio in, utterances, turns (STT → LLM → TTS), bot audio out.
+
+A `CallSession` owns everything about one call: the segmenter, the conversation history, the turn in
+flight (one asyncio task), the outbound player, barge-in and the per-turn metrics. The carrier adapter
+(telephony/*) feeds it decoded audio, marks and digits, and gives it a `CarrierLink` to answer on.
+
+Read it top to bottom: inbound audio → `_on_events` → `_start_turn` → `_reply` → `_speak` → player.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from audio.resample import StreamResampler, resample
+from audio.segmenter import Segmenter, SegmenterEvent, SpeechStarted, Utterance
+from pipeline.config import PipelineConfig
+from pipeline.metrics import TurnMetrics, call_summary
+from pipeline.player import CarrierLink, Player
+from pipeline.text import SentenceChunker, speakable
+from providers.base import END_CALL_TOOL, LLM, STT, TTS, Message, TextDelta, ToolCall, Usage
+
+log = logging.getLogger("switchboard.call")
+
+TICK_S = 0.05  # how often the wall-clock endpointer runs
+MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before giving up on it
+
+
+@dataclass
+class Providers:
+    stt: STT
+    llm: LLM
+    tts: TTS
+
+
+@dataclass
+class _Spoken:
+    mark: str
+    text: str
+    audio_s: float
+
+
+class CallSession:
+    def __init__(
+        self,
+        call_id: str,
+        config: PipelineConfig,
+        providers: Providers,
+        link: CarrierLink,
+        on_turn: Callable[[TurnMetrics], None] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.config = config
+        self.stt, self.llm, self.tts = providers.stt, providers.llm, providers.tts
+        self.link = link
+        self.on_turn = on_turn
+        vad = config.vad
+        self.segmenter = Segmenter(
+            aggressiveness=vad.aggressiveness,
+            min_speech_ms=vad.min_speech_ms,
+            pre_roll_ms=vad.pre_roll_ms,
+            end_silence_ms=vad.end_silence_ms,
+            max_utterance_s=vad.max_utterance_s,
+            barge_in_min_ms=vad.barge_in_min_ms,
+        )
+        self.player = Player(link, lead_ms=config.player.lead_ms)
+        self.to_line_rate = StreamResampler(self.tts.sample_rate, 8000)  # one outbound stream per call
+        self.history: list[Message] = []
+        self.turns: list[TurnMetrics] = []
+        self._turn: asyncio.Task | None = None
+        self._carried_audio: np.ndarray | None = None  # an utterance whose turn was cut before STT
+        self._ticker: asyncio.Task | None = None
+        self._ending = False
+        self.closed = asyncio.Event()
+        self.started_at = time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.player.start()
+        self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
+        if self.config.greeting:
+            self._turn = asyncio.create_task(self._greet(), name=f"greeting-{self.call_id}")
+
+    async def close(self) -> dict:
+        """The caller hung up or we did: stop everything and return the call's summary."""
+        if self.closed.is_set():
+            return call_summary(self.turns)
+        self.closed.set()
+        for task in (self._turn, self._ticker):
+            if task and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in (self._turn, self._ticker) if t), return_exceptions=True)
+        await self.player.close()
+        summary = call_summary(self.turns)
+        log.info("call %s ended after %.1f s: %s", self.call_id, time.monotonic() - self.started_at, summary)
+        return summary
+
+    # --- what the carrier tells us ----------------------------------------------------------------
+
+    async def on_audio(self, pcm: np.ndarray, now: float | None = None) -> None:
+        await self._on_events(self.segmenter.push(pcm, time.monotonic() if now is None else now))
+
+    def on_mark(self, name: str) -> None:
+        self.player.on_mark(name)
+
+    def on_dtmf(self, digit: str) -> None:
+        log.info("call %s: DTMF %s (not used by this pipeline)", self.call_id, digit)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            await self._on_events(self.segmenter.tick(time.monotonic()))
+
+    async def _on_events(self, events: list[SegmenterEvent]) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                await self._barge_in()
+            elif isinstance(event, Utterance):
+                await self._start_turn(event)
+
+    # --- turns ------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """The bot is thinking or talking."""
+        return (self._turn is not None and not self._turn.done()) or self.player.audible
+
+    async def _barge_in(self) -> None:
+        """The caller talks over the bot: stop talking at once and drop the turn in flight."""
+        if self._ending or not self.busy:
+            return
+        log.info("call %s: barge-in", self.call_id)
+        await self._cancel_turn()
+        await self.player.clear()
+        self.to_line_rate.flush()  # drop what the cut chunk left inside the resampler
+
+    async def _cancel_turn(self) -> None:
+        turn = self._turn
+        if turn is None or turn.done():
+            return
+        turn.cancel()
+        await asyncio.gather(turn, return_exceptions=True)
+
+    async def _start_turn(self, utterance: Utterance) -> None:
+        if self._ending:
+            return
+        if self.busy:  # an utterance too short to count as barge-in still supersedes the reply
+            await self._barge_in()
+        if self._carried_audio is not None:
+            utterance.pcm = np.concatenate([self._carried_audio, utterance.pcm])
+            self._carried_audio = None
+        self._turn = asyncio.create_task(self._run_turn(utterance), name=f"turn-{self.call_id}")
+
+    def _new_metrics(self, kind: str) -> TurnMetrics:
+        metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind)
+        metrics.vendors = {
+            "stt": f"{self.stt.vendor}/{self.stt.model}",
+            "llm": f"{self.llm.vendor}/{self.llm.model}",
+            "tts": f"{self.tts.vendor}/{self.tts.model}",
+        }
+        self.turns.append(metrics)
+        return metrics
+
+    async def _greet(self) -> None:
+        metrics = self._new_metrics("greeting")
+        spoken: list[_Spoken] = []
+        try:
+            await self._speak(self.config.greeting, metrics, spoken)
+            await self._wait_heard(spoken)
+        finally:
+            self._finish(metrics, spoken)
+
+    async def _run_turn(self, utterance: Utterance) -> None:
+        metrics = self._new_metrics("reply")
+        metrics.speech_start, metrics.speech_end = utterance.speech_start, utterance.speech_end
+        metrics.endpoint = time.monotonic()
+        spoken: list[_Spoken] = []
+        try:
+            try:
+                transcript = await self.stt.transcribe(resample(utterance.pcm, 8000, self.stt.sample_rate))
+            except asyncio.CancelledError:
+                self._carried_audio = utterance.pcm  # cut before we knew what they said: keep it
+                raise
+            metrics.stt_done = time.monotonic()
+            metrics.transcript = transcript.text.strip()
+            if not metrics.transcript:
+                log.info("call %s: %d ms of speech, no words: no reply", self.call_id, utterance.voiced_ms)
+                return
+            self.history.append(Message("user", metrics.transcript))
+            end_call = await self._reply(metrics, spoken)
+            if end_call is None:
+                await self._wait_heard(spoken)
+            else:
+                await self._wait_heard(spoken, watchdog_s=self.config.end_call_watchdog_s)
+                await self._hang_up(spoken)
+        except asyncio.CancelledError:
+            metrics.interrupted = not metrics.ended_call  # hanging up closes the call, which cancels us
+            raise
+        except Exception as exc:  # a vendor failure must never leave the caller in silence
+            log.exception("call %s: turn %d failed", self.call_id, metrics.index)
+            metrics.error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await self._speak(self.config.apology, metrics, spoken)
+                await self._wait_heard(spoken)
+        finally:
+            self._finish(metrics, spoken)
+
+    async def _reply(self, metrics: TurnMetrics, spoken: list[_Spoken]) -> ToolCall | None:
+        """Stream the LLM's answer into speech, sentence by sentence. Returns an end_call, if asked."""
+        messages = [Message("system", self.config.system_prompt), *self.history]
+        chunker = SentenceChunker()
+        end_call: ToolCall | None = None
+        async for event in self.llm.stream(messages, [END_CALL_TOOL]):
+            if isinstance(event, TextDelta):
+                metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
+                metrics.reply_text += event.text
+                for chunk in chunker.push(event.text):
+                    await self._speak(chunk, metrics, spoken)
+            elif isinstance(event, ToolCall) and event.name == END_CALL_TOOL.name:
+                metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
+                end_call = event
+            elif isinstance(event, Usage):
+                metrics.tokens_in, metrics.tokens_out = event.input_tokens, event.output_tokens
+        rest = chunker.flush()
+        if rest:
+            await self._speak(rest, metrics, spoken)
+        if end_call is not None:
+            self._ending = True  # from here on the caller can't talk us out of hanging up
+            metrics.ended_call = True
+            farewell = str(end_call.arguments.get("farewell") or "").strip()
+            if farewell:
+                metrics.reply_text += (" " if metrics.reply_text else "") + farewell
+                await self._speak(farewell, metrics, spoken)
+        return end_call
+
+    async def _speak(self, text: str, metrics: TurnMetrics, spoken: list[_Spoken]) -> None:
+        """Synthesise one chunk, queue it for the caller at 8 kHz, and put a mark after it."""
+        text = speakable(text)
+        if not text:
+            return
+        metrics.first_chunk = metrics.first_chunk or time.monotonic()
+        metrics.tts_chars += len(text)
+
+        def first_frame_sent(at: float) -> None:
+            metrics.first_audio_sent = metrics.first_audio_sent or at
+
+        samples = 0
+        async for pcm in self.tts.stream(text):
+            metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
+            line_audio = self.to_line_rate.process(pcm)
+            samples += len(line_audio)
+            self.player.enqueue(line_audio, first_frame_sent)
+        tail = self.to_line_rate.flush()  # soxr holds back tens of ms until flushed
+        samples += len(tail)
+        self.player.enqueue(tail, first_frame_sent)
+        metrics.bot_audio_ms += samples // 8
+        spoken.append(_Spoken(self.player.enqueue_mark(), text, samples / 8000))
+
+    async def _wait_heard(self, spoken: list[_Spoken], watchdog_s: float | None = None) -> None:
+        """Wait until the caller has heard the last chunk, it was cleared, or its mark is overdue."""
+        if spoken:
+            overdue_s = watchdog_s or sum(s.audio_s for s in spoken) + MARK_GRACE_S
+            await self.player.wait_mark(spoken[-1].mark, within_s=overdue_s)
+
+    async def _hang_up(self, spoken: list[_Spoken]) -> None:
+        if spoken and not self.player.heard(spoken[-1].mark):
+            log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
+        log.info("call %s: hanging up (end_call)", self.call_id)
+        await self.link.hang_up()
+
+    def _finish(self, metrics: TurnMetrics, spoken: list[_Spoken]) -> None:
+        """Record the turn; history keeps only what the caller actually heard."""
+        metrics.turn_done = time.monotonic()
+        metrics.reply_heard = " ".join(s.text for s in spoken if self.player.heard(s.mark))
+        if metrics.reply_heard:
+            self.history.append(Message("assistant", metrics.reply_heard))
+        metrics.log()
+        if self.on_turn is not None:
+            try:
+                self.on_turn(metrics)
+            except Exception:
+                log.exception("on_turn callback failed")

@@ -1,0 +1,73 @@
+"""Providers that cost nothing: a fixed transcript, an instant reply, pre-rendered audio.
+
+With them a call's latency and CPU are Switchboard's own (bench/calls.py), and tests of the call logic
+don't depend on recognition accuracy. They can also fail on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from providers.base import LLMEvent, Message, ProviderError, TextDelta, Tool, ToolCall, Transcript, Usage
+
+
+class InstantSTT:
+    vendor, model, sample_rate = "instant", "fixed", 16000
+
+    def __init__(self, text: str = "hello", fail: bool = False, delay_s: float = 0.0) -> None:
+        self.text, self.fail, self.delay_s = text, fail, delay_s
+        self.heard: list[np.ndarray] = []
+
+    async def transcribe(self, pcm: np.ndarray) -> Transcript:
+        self.heard.append(pcm)
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise ProviderError("instant", "server", "injected STT failure", retryable=True)
+        return Transcript(self.text)
+
+
+class InstantLLM:
+    """Replies with `reply`; a caller line containing `goodbye` gets the end_call tool."""
+
+    vendor, model = "instant", "echo"
+
+    def __init__(self, reply: str = "Sure. Anything else?", fail_after_words: int | None = None) -> None:
+        self.reply, self.fail_after_words = reply, fail_after_words
+        self.requests: list[list[Message]] = []
+
+    async def stream(self, messages: list[Message], tools: list[Tool]) -> AsyncIterator[LLMEvent]:
+        self.requests.append(list(messages))
+        if "goodbye" in messages[-1].content and any(t.name == "end_call" for t in tools):
+            yield ToolCall("call_1", "end_call", {"farewell": "Goodbye!"})
+            return
+        for n, word in enumerate(self.reply.split(" ")):
+            if self.fail_after_words is not None and n >= self.fail_after_words:
+                raise ProviderError("instant", "connection", "injected stream cut")
+            yield TextDelta(word if n == 0 else " " + word)
+            await asyncio.sleep(0)
+        yield Usage(input_tokens=sum(len(m.content.split()) for m in messages), output_tokens=n + 1)
+
+
+class InstantTTS:
+    """A 300 Hz tone, `ms_per_char` long per character, at `sample_rate`."""
+
+    vendor, model = "instant", "tone"
+
+    def __init__(self, sample_rate: int = 24000, ms_per_char: float = 60.0) -> None:
+        self.sample_rate, self.ms_per_char = sample_rate, ms_per_char
+        self.spoken: list[str] = []
+
+    def render(self, text: str) -> np.ndarray:
+        n = int(len(text) * self.ms_per_char / 1000 * self.sample_rate)
+        t = np.arange(n) / self.sample_rate
+        return (np.sin(2 * np.pi * 300 * t) * 6000).astype(np.int16)
+
+    async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+        self.spoken.append(text)
+        pcm = self.render(text)
+        step = self.sample_rate // 10
+        for start in range(0, len(pcm), step):
+            yield pcm[start : start + step]

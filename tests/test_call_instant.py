@@ -1,0 +1,127 @@
+"""CallSession over a real WebSocket with instant providers: the call logic, independent of recognition.
+
+Each test places a simulated Twilio call (telephony/caller.py) against the real server on 127.0.0.1.
+"""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from audio.wav import write_wav
+from pipeline.call import Providers
+from pipeline.config import parse_config
+from pipeline.metrics import TurnMetrics
+from server import create_app, running
+from telephony.caller import CallerLine, run_call
+from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+from tests.speech import quiet, speech_like
+
+CONFIG = """
+pipelines:
+  default:
+    greeting: "Hi there."
+    apology: "Sorry, trouble."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+"""
+
+
+@pytest.fixture
+def speech_wav(tmp_path):
+    """1.2 s of speech-like sound with a little line noise either side, as a WAV line for the caller."""
+    path = tmp_path / "line.wav"
+    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
+    return str(path)
+
+
+async def place_call(providers: Providers, lines: list[CallerLine], **kwargs):
+    config = parse_config(CONFIG)
+    turns: list[TurnMetrics] = []
+    app = create_app(config, on_turn=turns.append, providers={"default": providers})
+    async with running(app) as port:
+        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=3, **kwargs)
+        await asyncio.sleep(0.1)  # let the server finish the call's last turn record
+        assert app.state.calls == {}, "the call should be over on the server too"
+    return result, turns
+
+
+async def test_reply_is_streamed_at_the_right_rate_and_the_call_hangs_up(speech_wav):
+    tts = InstantTTS(sample_rate=24000, ms_per_char=60)
+    stt = InstantSTT("what time is it")
+    providers = Providers(stt, InstantLLM("It is noon. Anything else?"), tts)
+    result, turns = await place_call(providers, [CallerLine(wav=speech_wav), CallerLine(wav=speech_wav)])
+
+    # Line 1 is answered; line 2's transcript contains no "goodbye" so we end it via the STT text.
+    greeting, reply = turns[0], turns[1]
+    assert greeting.kind == "greeting" and greeting.reply_heard == "Hi there."
+    assert reply.transcript == "what time is it"
+    assert reply.reply_heard == "It is noon. Anything else?"
+    assert reply.voice_to_voice_ms is not None and reply.voice_to_voice_ms > 0
+    # The STT got 16 kHz audio of about the caller's line (pre-roll + 1.2 s + a short tail).
+    assert 1.2 <= len(stt.heard[0]) / 16000 <= 1.8
+    # Everything the TTS rendered at 24 kHz reached the caller at 8 kHz: same duration. A wrong
+    # rate anywhere on the path would play 2-3x too long or short. Padding: < 20 ms per chunk.
+    rendered_s = sum(len(tts.render(text)) for text in tts.spoken) / 24000
+    assert result.bot_audio_received_s == pytest.approx(rendered_s, abs=0.02 * len(tts.spoken) + 0.01)
+    assert result.malformed_count == 0
+
+
+async def test_goodbye_speaks_the_farewell_then_hangs_up(speech_wav):
+    providers = Providers(InstantSTT("goodbye"), InstantLLM(), InstantTTS())
+    result, turns = await place_call(providers, [CallerLine(wav=speech_wav)])
+    assert result.hangup and not result.stop_sent
+    last = turns[-1]
+    assert last.ended_call and last.reply_heard == "Goodbye!" and not last.interrupted
+    assert result.marks_echoed == result.marks_received  # the farewell was heard before the hang-up
+
+
+async def test_barge_in_clears_cancels_and_keeps_only_what_was_heard(speech_wav):
+    long_reply = "Yes. No. " * 12  # many short sentences, ~5 s of audio
+    tts = InstantTTS(ms_per_char=60)
+    providers = Providers(InstantSTT("tell me everything"), InstantLLM(long_reply.strip()), tts)
+    lines = [CallerLine(wav=speech_wav), CallerLine(wav=speech_wav, barge_in=True)]
+    result, turns = await place_call(providers, lines)
+
+    assert result.clears_received >= 1
+    assert result.lines[1].clear_received
+    interrupted = [t for t in turns if t.interrupted]
+    assert len(interrupted) == 1
+    cut = interrupted[0]
+    # The caller heard some sentences, not all; the history keeps exactly the heard ones.
+    assert cut.reply_heard and len(cut.reply_heard) < len(cut.reply_text)
+    assert long_reply.strip().startswith(cut.reply_heard)
+    later_request = providers.llm.requests[-1]
+    assistant_lines = [m.content for m in later_request if m.role == "assistant"]
+    assert cut.reply_heard in assistant_lines
+    assert long_reply.strip() not in assistant_lines
+    # The barge-in line itself was answered afterwards.
+    assert turns[-1].transcript == "tell me everything" and not turns[-1].interrupted
+
+
+async def test_stt_failure_is_spoken_around_and_recorded(speech_wav):
+    providers = Providers(InstantSTT(fail=True), InstantLLM(), InstantTTS())
+    result, turns = await place_call(providers, [CallerLine(wav=speech_wav)])
+    failed = turns[1]
+    assert failed.error and "injected STT failure" in failed.error
+    assert failed.reply_heard == "Sorry, trouble."
+    assert result.lines[0].response_delay_ms is not None  # the caller was not left in silence
+
+
+async def test_llm_stream_cut_midway_still_answers(speech_wav):
+    providers = Providers(
+        InstantSTT("hello"), InstantLLM("Well. Let me think about that.", fail_after_words=2), InstantTTS()
+    )
+    _, turns = await place_call(providers, [CallerLine(wav=speech_wav)])
+    failed = turns[1]
+    assert "injected stream cut" in failed.error
+    assert failed.reply_heard.endswith("Sorry, trouble.")
+
+
+async def test_stream_without_silence_frames_is_still_endpointed(speech_wav):
+    """Some calls carry no frames while the caller is silent: the wall-clock endpointer answers them."""
+    providers = Providers(InstantSTT("hello"), InstantLLM("Hi."), InstantTTS())
+    result, turns = await place_call(providers, [CallerLine(wav=speech_wav)], silence_frames=False)
+    assert [t.transcript for t in turns if t.kind == "reply"] == ["hello"]
+    assert result.lines[0].response_delay_ms is not None
