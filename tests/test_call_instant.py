@@ -125,3 +125,88 @@ async def test_stream_without_silence_frames_is_still_endpointed(speech_wav):
     result, turns = await place_call(providers, [CallerLine(wav=speech_wav)], silence_frames=False)
     assert [t.transcript for t in turns if t.kind == "reply"] == ["hello"]
     assert result.lines[0].response_delay_ms is not None
+
+
+async def test_garbage_frames_are_dropped_and_the_call_keeps_answering(caplog):
+    """Bad frames of every kind are logged and dropped; the same call still gets its reply."""
+    import base64
+    import json
+
+    import websockets
+
+    from audio.g711 import ulaw_encode
+
+    providers = Providers(InstantSTT("hello"), InstantLLM("Hi."), InstantTTS())
+    app = create_app(parse_config(CONFIG), providers={"default": providers})
+    start = {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": "MZ1",
+        "start": {
+            "streamSid": "MZ1",
+            "callSid": "CA1",
+            "accountSid": "AC1",
+            "customParameters": {},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+    garbage = [
+        "{not json",
+        b"\x00\x01binary",
+        "[]",
+        '{"event": "dance"}',
+        '{"event": "media", "media": {}}',
+        '{"event": "media", "media": {"payload": "***"}}',
+        '{"event": "mark", "mark": {"name": 7}}',
+        json.dumps(start),  # a second start
+    ]
+    audio = np.concatenate([quiet(0.3), speech_like(1.0), quiet(1.0, seed=3)])
+    async with running(app) as port, websockets.connect(f"ws://127.0.0.1:{port}/media-stream") as ws:
+        await ws.send('{"event": "stop", "stop": {}}')  # stop before start
+        await ws.send(json.dumps({"event": "media", "media": {"payload": "AAAA"}}))  # media before start
+        await ws.send('{"event": "connected", "protocol": "Call", "version": "1.0.0"}')
+        await ws.send(json.dumps(start))
+        for n, offset in enumerate(range(0, len(audio) - 159, 160)):
+            if n < len(garbage):
+                await ws.send(garbage[n])
+            payload = base64.b64encode(ulaw_encode(audio[offset : offset + 160])).decode()
+            await ws.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}}))
+            await asyncio.sleep(0.02)
+        events = []
+        async with asyncio.timeout(10):
+            while "Hi." not in providers.tts.spoken or events.count("mark") < 2:
+                events.append(json.loads(await ws.recv())["event"])
+        assert app.state.calls and "media" in events  # the call is alive and answered
+    dropped = [r.getMessage() for r in caplog.records if "dropped a frame" in r.getMessage()]
+    assert len(dropped) == len(garbage) + 2
+    for reason in (
+        "not JSON",
+        "binary frame",
+        "unknown event 'dance'",
+        "invalid base64",
+        "second start",
+        "stop before start",
+        "media before start",
+    ):
+        assert any(reason in line for line in dropped), reason
+
+
+def test_webhook_returns_twiml_and_health_counts_calls(monkeypatch):
+    from starlette.testclient import TestClient
+
+    providers = Providers(InstantSTT(), InstantLLM(), InstantTTS())
+    client = TestClient(create_app(parse_config(CONFIG), providers={"default": providers}))
+    monkeypatch.delenv("PUBLIC_URL", raising=False)
+    response = client.post(
+        "/incoming-call",
+        data={"From": "+15550001111", "To": "+15550002222", "CallSid": "CA1"},
+        headers={"X-Forwarded-Host": "bot.example.com", "X-Forwarded-Proto": "https"},
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/xml")
+    assert '<Stream url="wss://bot.example.com/media-stream">' in response.text
+    assert '<Parameter name="pipeline" value="default" />' in response.text
+    assert '<Parameter name="from" value="+15550001111" />' in response.text
+    assert response.text.endswith("</Connect><Hangup /></Response>")
+    monkeypatch.setenv("PUBLIC_URL", "https://abc.ngrok.app")
+    assert 'url="wss://abc.ngrok.app/media-stream"' in client.post("/incoming-call", data={}).text
+    assert client.get("/healthz").json() == {"status": "ok", "active_calls": 0}

@@ -1,0 +1,82 @@
+"""A whole call on the bundled offline pipeline: espeak caller → pocketsphinx → scripted → espeak bot.
+
+The caller's lines are synthesised in the caller's voice, sent as real-time μ-law frames over a real
+WebSocket, recognised by PocketSphinx closely enough to pick the scripted rule; the bot's audio comes
+back at the right rate; a barge-in clears and cancels; goodbye hangs up.
+"""
+
+import asyncio
+
+import pytest
+
+from pipeline.config import default_config_path, load_config
+from pipeline.metrics import TurnMetrics
+from providers.espeak import synthesize
+from server import create_app, running
+from switchboard import DEMO_LINES, latency_table
+from telephony.caller import CallerLine, run_call
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(default_config_path())
+
+
+async def place_call(config, lines, **kwargs):
+    turns: list[TurnMetrics] = []
+    app = create_app(config, on_turn=turns.append)
+    async with running(app) as port:
+        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=4, **kwargs)
+        await asyncio.sleep(0.1)
+    return result, turns
+
+
+def rule_reply(config, text: str) -> str:
+    """The reply the bundled script gives to `text` (the rules are tried in order)."""
+    import re
+
+    for rule in config.pipeline().llm.rules:
+        if re.search(rule.match, text, re.IGNORECASE):
+            return rule.reply
+    return config.pipeline().llm.fallback
+
+
+async def test_demo_call_recognises_each_line_answers_barges_in_and_hangs_up(config, tmp_path):
+    record = tmp_path / "call.wav"
+    result, turns = await place_call(config, DEMO_LINES, record_path=str(record))
+    print(latency_table(turns))
+    replies = [t for t in turns if t.kind == "reply"]
+
+    # Each caller line was heard well enough to pick the rule the script has for it.
+    assert len(replies) == len(DEMO_LINES)
+    for line, turn in zip(DEMO_LINES, replies, strict=True):
+        assert rule_reply(config, turn.transcript) == rule_reply(config, line.text), (
+            line.text,
+            turn.transcript,
+        )
+
+    # The caller talked over the long opening-hours reply: clear, cancelled turn, partial history.
+    hours = replies[0]
+    assert hours.interrupted and result.lines[1].clear_received
+    assert len(hours.reply_heard) < len(hours.reply_text)
+    # ...and the bot answered the interruption instead.
+    assert replies[1].reply_heard == rule_reply(config, "book a table")
+
+    # Goodbye: the farewell was heard in full, then the server closed the stream.
+    assert replies[-1].ended_call and replies[-1].reply_heard == rule_reply(config, "goodbye")
+    assert result.hangup and not result.stop_sent
+    assert result.malformed_count == 0
+    assert record.exists()
+
+
+async def test_bot_audio_lasts_as_long_as_the_synthesised_reply(config):
+    """A sample-rate slip anywhere between espeak (22.05 kHz) and the 8 kHz line changes this."""
+    pipeline = config.pipeline()
+    result, _ = await place_call(config, [CallerLine("thank you goodbye")])
+    tts = pipeline.tts
+    # The greeting and the end_call farewell are each spoken as one chunk.
+    chunks = [pipeline.greeting, rule_reply(config, "goodbye")]
+    expected_s = sum(len(synthesize(c, tts.voice, tts.rate, tts.pitch)) for c in chunks) / 22050
+    # each chunk is padded to a whole 20 ms frame before its mark
+    assert result.bot_audio_received_s == pytest.approx(expected_s, abs=0.02 * len(chunks) + 0.01)
+    assert result.hangup
