@@ -137,16 +137,13 @@ class CallSession:
         if self._ending or not self.busy:
             return
         log.info("call %s: barge-in", self.call_id)
-        await self._cancel_turn()
-        await self.player.clear()
-        self.to_line_rate.flush()  # drop what the cut chunk left inside the resampler
-
-    async def _cancel_turn(self) -> None:
         turn = self._turn
-        if turn is None or turn.done():
-            return
-        turn.cancel()
-        await asyncio.gather(turn, return_exceptions=True)
+        if turn is not None:
+            turn.cancel()  # it can't queue more audio now: it wakes up to CancelledError
+        await self.player.clear()  # the clear goes out before we wait for the turn to unwind
+        if turn is not None:
+            await asyncio.gather(turn, return_exceptions=True)
+        self.to_line_rate.flush()  # drop what the cut chunk left inside the resampler
 
     async def _start_turn(self, utterance: Utterance) -> None:
         if self._ending:
