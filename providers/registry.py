@@ -1,0 +1,76 @@
+"""Build the STT, LLM and TTS a pipeline's config names: one factory per `provider:` value.
+
+A vendor module plugs in with one line in the matching table below. Factories import their module
+when called, so a pipeline loads only the SDKs it uses. Heavy objects are shared: identical
+PocketSphinx settings (with the same phrases) get the same instance, hence one decoder pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.config import LLMConfig, STTConfig, TTSConfig
+from providers.base import LLM, STT, TTS
+
+__all__ = ["build_llm", "build_stt", "build_tts"]
+
+_shared_stt: dict[str, STT] = {}
+
+
+def _pocketsphinx(cfg: Any, llm_cfg: Any | None) -> STT:
+    from providers.pocketsphinx import PocketsphinxSTT
+    from providers.scripted import ScriptedLLM
+
+    # The scripted rules' phrases are exactly what callers are expected to say: teach them.
+    phrases = ScriptedLLM(llm_cfg).phrases() if getattr(llm_cfg, "provider", None) == "scripted" else []
+    key = cfg.model_dump_json() + "\n" + "\n".join(phrases)
+    if key not in _shared_stt:
+        _shared_stt[key] = PocketsphinxSTT(cfg, phrases)
+    return _shared_stt[key]
+
+
+def _scripted(cfg: Any) -> LLM:
+    from providers.scripted import ScriptedLLM
+
+    return ScriptedLLM(cfg)
+
+
+def _espeak(cfg: Any) -> TTS:
+    from providers.espeak import EspeakTTS
+
+    return EspeakTTS(cfg)
+
+
+STT_FACTORIES: dict[str, Callable[[Any, Any | None], STT]] = {
+    "pocketsphinx": _pocketsphinx,
+}
+LLM_FACTORIES: dict[str, Callable[[Any], LLM]] = {
+    "scripted": _scripted,
+}
+TTS_FACTORIES: dict[str, Callable[[Any], TTS]] = {
+    "espeak": _espeak,
+}
+
+
+def build_stt(cfg: STTConfig, llm_cfg: LLMConfig | None = None) -> STT:
+    """The STT for a pipeline's `stt:` section; `llm_cfg` lets the embedded STT learn the script."""
+    return _factory(STT_FACTORIES, "stt", cfg)(cfg, llm_cfg)
+
+
+def build_llm(cfg: LLMConfig) -> LLM:
+    """The LLM for a pipeline's `llm:` section."""
+    return _factory(LLM_FACTORIES, "llm", cfg)(cfg)
+
+
+def build_tts(cfg: TTSConfig) -> TTS:
+    """The TTS for a pipeline's `tts:` section."""
+    return _factory(TTS_FACTORIES, "tts", cfg)(cfg)
+
+
+def _factory(table: dict[str, Any], stage: str, cfg: Any) -> Any:
+    try:
+        return table[cfg.provider]
+    except KeyError:
+        known = ", ".join(table)
+        raise ValueError(f"{stage}: unknown provider {cfg.provider!r}; available: {known}") from None
