@@ -176,7 +176,17 @@ def create_app(
         await session.start()
         return session
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Build heavy provider state (recogniser decoders) now, not on the first caller's first word.
+        for pipeline_providers in providers.values():
+            warm = getattr(pipeline_providers.stt, "warm", None)
+            if warm is not None:
+                await warm()
+        yield
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/incoming-call", incoming_call, methods=["POST"]),
             Route("/healthz", healthz),
@@ -195,7 +205,7 @@ async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]
 
     sock = socket.socket()
     sock.bind((host, 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="on"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
