@@ -167,6 +167,7 @@ class CallSession:
 
     async def _greet(self) -> None:
         metrics = self._new_metrics("greeting")
+        metrics.reply_text = self.config.greeting
         spoken: list[_Spoken] = []
         try:
             await self._speak(self.config.greeting, metrics, spoken)
