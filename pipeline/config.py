@@ -59,7 +59,33 @@ class PocketsphinxSTTConfig(Strict):
     pool_size: int = Field(2, ge=1, le=32)
 
 
-STTConfig = Annotated[PocketsphinxSTTConfig, Field(discriminator="provider")]
+class Timeouts(Strict):
+    """Per-stage limits for a cloud vendor. A stage that misses one fails over (see `fallback`)."""
+
+    connect_s: float = Field(3.0, gt=0, le=60)  # TCP + TLS connect
+    first_token_s: float = Field(5.0, gt=0, le=120)  # request sent -> first token / audio byte / transcript
+    total_s: float = Field(30.0, gt=0, le=600)  # request sent -> stream finished
+
+
+class VendorConfig(Strict):
+    """Options every cloud adapter takes. The key comes from the vendor's usual environment variable
+    (`api_key_env` overrides its name); it is never written in this file."""
+
+    base_url: str | None = None  # another endpoint speaking the same API (proxy, local server, test fake)
+    api_key_env: str | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+
+class OpenAISTTConfig(VendorConfig):
+    """OpenAI transcription (16 kHz mono WAV upload)."""
+
+    provider: Literal["openai"]
+    model: Literal["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"] = "gpt-4o-mini-transcribe"
+    language: str | None = None  # ISO-639-1, e.g. "en"; None lets the model detect it
+    prompt: str | None = None  # vocabulary / style hint
+
+
+STTConfig = Annotated[PocketsphinxSTTConfig | OpenAISTTConfig, Field(discriminator="provider")]
 
 
 # --- LLM -------------------------------------------------------------------------------------------
@@ -92,7 +118,55 @@ class ScriptedLLMConfig(Strict):
     words_per_second: float = Field(0, ge=0, le=1000)  # 0 = stream words as fast as possible
 
 
-LLMConfig = Annotated[ScriptedLLMConfig, Field(discriminator="provider")]
+class ChatVendorConfig(VendorConfig):
+    """Options every cloud LLM takes."""
+
+    model: str
+    temperature: float | None = Field(None, ge=0, le=2)  # None = the vendor's default
+    max_tokens: int = Field(300, ge=1, le=32000)  # a phone reply is short; this bounds a runaway one
+
+
+class OpenAILLMConfig(ChatVendorConfig):
+    """OpenAI chat completions, or any OpenAI-compatible server via `base_url` (vLLM, Ollama, Groq...)."""
+
+    provider: Literal["openai"]
+    model: str = "gpt-4o-mini"
+
+
+class AnthropicLLMConfig(ChatVendorConfig):
+    """Anthropic Messages API (Claude)."""
+
+    provider: Literal["anthropic"]
+    model: str = "claude-haiku-4-5"
+
+
+class GeminiLLMConfig(ChatVendorConfig):
+    """Google Gemini through the google-genai SDK."""
+
+    provider: Literal["gemini"]
+    model: str = "gemini-2.5-flash"
+
+
+class CohereLLMConfig(ChatVendorConfig):
+    """Cohere chat (v2 API)."""
+
+    provider: Literal["cohere"]
+    model: str = "command-a-03-2025"
+
+
+class HuggingFaceLLMConfig(ChatVendorConfig):
+    """Hugging Face Inference Providers (a model id) or a TGI / Inference Endpoint (`base_url`)."""
+
+    provider: Literal["huggingface"]
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    inference_provider: str | None = None  # e.g. "together", "groq"; None = Hugging Face's choice
+
+
+LLMConfig = Annotated[
+    ScriptedLLMConfig | OpenAILLMConfig | AnthropicLLMConfig | GeminiLLMConfig | CohereLLMConfig
+    | HuggingFaceLLMConfig,
+    Field(discriminator="provider"),
+]
 
 
 # --- TTS -------------------------------------------------------------------------------------------
@@ -107,7 +181,17 @@ class EspeakTTSConfig(Strict):
     pitch: int = Field(50, ge=0, le=99)
 
 
-TTSConfig = Annotated[EspeakTTSConfig, Field(discriminator="provider")]
+class OpenAITTSConfig(VendorConfig):
+    """OpenAI speech, streamed as 24 kHz PCM and resampled to the line's 8 kHz."""
+
+    provider: Literal["openai"]
+    model: Literal["gpt-4o-mini-tts", "tts-1", "tts-1-hd"] = "gpt-4o-mini-tts"
+    voice: str = "alloy"
+    instructions: str | None = None  # tone of voice (gpt-4o-mini-tts only)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+
+
+TTSConfig = Annotated[EspeakTTSConfig | OpenAITTSConfig, Field(discriminator="provider")]
 
 
 # --- the pipeline ----------------------------------------------------------------------------------
@@ -117,6 +201,14 @@ class PlayerConfig(Strict):
     """Pacing of the bot's audio towards the carrier."""
 
     lead_ms: int = Field(160, ge=0, le=2000)  # audio sent ahead of real time
+
+
+class FallbackConfig(Strict):
+    """Alternatives per stage, tried in order when the stage fails before the caller heard anything."""
+
+    stt: list[STTConfig] = Field(default_factory=list)
+    llm: list[LLMConfig] = Field(default_factory=list)
+    tts: list[TTSConfig] = Field(default_factory=list)
 
 
 class PipelineConfig(Strict):
@@ -130,6 +222,7 @@ class PipelineConfig(Strict):
     stt: STTConfig
     llm: LLMConfig
     tts: TTSConfig
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     player: PlayerConfig = Field(default_factory=PlayerConfig)
 
 

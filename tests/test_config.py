@@ -212,11 +212,11 @@ pipelines:
      "pipelines.default.vad.end_silense_ms: unknown key; allowed keys: aggressiveness, barge_in_min_ms, "
      "end_silence_ms, max_utterance_s, min_speech_ms, pre_roll_ms; did you mean 'end_silence_ms'?"),
     (MINIMAL.replace("provider: espeak", "provider: espek"),
-     "pipelines.default.tts: unknown provider 'espek'; allowed: espeak"),
+     "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai"),
     (MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: grammer"),
      "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, got 'grammer'"),
     (MINIMAL.replace("provider: scripted", "fallback: Pardon"),
-     "pipelines.default.llm: missing required key 'provider'; allowed: scripted"),
+     "pipelines.default.llm: missing required key 'provider'; allowed: scripted, openai, anthropic, gemini, cohere, huggingface"),
     (MINIMAL.replace("    tts: {provider: espeak}\n", ""),
      "pipelines.default: missing required key 'tts'"),
     (MINIMAL.replace("provider: espeak", "provider: espeak, rate: abc"),
@@ -275,8 +275,8 @@ def test_every_problem_is_listed_in_file_order() -> None:
         "pipelines.default.vad.end_silence_ms: must be between 100 and 5000, got 20",
         "pipelines.default.vad.aggressiveness: must be an integer, got 'high'",
         "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, got 'grammer'",
-        "pipelines.default.llm: missing required key 'provider'; allowed: scripted",
-        "pipelines.default.tts: unknown provider 'espek'; allowed: espeak",
+        "pipelines.default.llm: missing required key 'provider'; allowed: scripted, openai, anthropic, gemini, cohere, huggingface",
+        "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai",
         "pipelines.sales: missing required key 'tts'",
     ]
 
@@ -356,7 +356,7 @@ def test_env_values_cannot_inject_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
     (MINIMAL.replace("provider: espeak", "provider: espeak, rate: '${SB_SECRET}'"),
      "pipelines.default.tts.rate: must be an integer, got the value of ${SB_SECRET}"),
     (MINIMAL.replace("provider: espeak", "provider: '${SB_SECRET}'"),
-     "pipelines.default.tts: unknown provider (the value of ${SB_SECRET}); allowed: espeak"),
+     "pipelines.default.tts: unknown provider (the value of ${SB_SECRET}); allowed: espeak, openai"),
     (MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: '${SB_SECRET:-lm}'"),
      "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, "
      "got the value of ${SB_SECRET}"),
