@@ -7,6 +7,7 @@ a vendor's types.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -108,3 +109,17 @@ END_CALL_TOOL = Tool(
         "required": ["farewell"],
     },
 )
+
+
+class MissingCredential(Exception):
+    """A vendor's key is not in the environment: a start-up error naming the variable to set."""
+
+
+def api_key(vendor: str, override_env: str | None, *default_envs: str) -> str:
+    """The key from the first set variable (`override_env`, else the vendor's usual ones)."""
+    names = [override_env] if override_env else list(default_envs)
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise MissingCredential(f"{vendor}: set {' or '.join(names)}")

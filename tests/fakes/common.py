@@ -1,0 +1,87 @@
+"""What every fake vendor server shares: fault injection and a record of what happened.
+
+A fake is a Starlette app (served on 127.0.0.1 with `server.running`) speaking one vendor's real wire
+format. Tests steer it through a `Faults` object and read back the requests it got and whether the
+client hung up mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+
+@dataclass
+class Faults:
+    """How the fake misbehaves. Reset between tests by making a new one."""
+
+    first_byte_delay_s: float = 0.0  # before the response starts (status line included)
+    event_delay_s: float = 0.0  # between streamed events
+    status: int | None = None  # answer every request with this HTTP error instead (e.g. 429, 500)
+    fail_times: int | None = None  # with `status`: only the first N requests fail, then normal service
+    cut_after_events: int | None = None  # drop the connection after this many streamed events
+    # what happened
+    requests: list[dict[str, Any]] = field(default_factory=list)  # parsed JSON bodies (or form fields)
+    paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    disconnects: int = 0  # streams the client closed before the end
+    completed: int = 0  # streams sent to the end
+
+    def should_fail(self) -> bool:
+        if self.status is None:
+            return False
+        if self.fail_times is None:
+            return True
+        failed_so_far = len(self.requests) - 1
+        return failed_so_far < self.fail_times
+
+
+def error_response(status: int, body: dict[str, Any]) -> Response:
+    headers = {"retry-after": "0"} if status == 429 else {}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class StreamCut(Exception):
+    """Raised inside a fake's stream to drop the connection abruptly (a stream cut midway)."""
+
+
+def stream(
+    faults: Faults,
+    events: list[bytes],
+    media_type: str = "text/event-stream",
+    on_done: Callable[[], None] | None = None,
+) -> StreamingResponse:
+    """Send pre-encoded chunks with the injected delays; count disconnects; cut when told to."""
+
+    async def body() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            for n, event in enumerate(events):
+                if faults.cut_after_events is not None and n >= faults.cut_after_events:
+                    raise StreamCut(f"cut after {n} events")
+                if n and faults.event_delay_s:
+                    await asyncio.sleep(faults.event_delay_s)
+                yield event
+            finished = True
+            faults.completed += 1
+            if on_done:
+                on_done()
+        except asyncio.CancelledError:
+            raise
+        finally:
+            if not finished and faults.cut_after_events is None:
+                faults.disconnects += 1
+
+    return StreamingResponse(body(), media_type=media_type)
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One Server-Sent Event carrying JSON (or a raw string such as `[DONE]`)."""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
