@@ -23,7 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from pipeline.call import CallSession, Providers
-from pipeline.config import Config, PipelineConfig, default_config_path, load_config
+from pipeline.config import Config, default_config_path, load_config
 from pipeline.metrics import TurnMetrics
 from telephony import twilio
 
@@ -64,16 +64,6 @@ class TwilioLink:
                 log.debug("close after the caller left: %s", exc)
 
 
-def build_providers(pipeline: PipelineConfig) -> Providers:
-    from providers import registry  # imported here: it loads the provider modules, some heavy
-
-    return Providers(
-        stt=registry.build_stt(pipeline.stt, pipeline.llm),
-        llm=registry.build_llm(pipeline.llm),
-        tts=registry.build_tts(pipeline.tts),
-    )
-
-
 def create_app(
     config: Config,
     on_turn: Callable[[TurnMetrics], None] | None = None,
@@ -83,6 +73,8 @@ def create_app(
 
     `providers` (pipeline name -> Providers) replaces the configured ones: tests and benchmarks."""
     if providers is None:
+        from providers.registry import build_providers  # loads the provider modules the config names
+
         providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
     calls: dict[str, CallSession] = {}
 

@@ -14,12 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from audio.resample import StreamResampler, resample
 from audio.segmenter import Segmenter, SegmenterEvent, SpeechStarted, Utterance
+from pipeline import failover
 from pipeline.config import PipelineConfig
 from pipeline.metrics import TurnMetrics, call_summary
 from pipeline.player import CarrierLink, Player
@@ -34,9 +35,14 @@ MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before gi
 
 @dataclass
 class Providers:
+    """A pipeline's providers: the primary of each stage, then its fallbacks in order."""
+
     stt: STT
     llm: LLM
     tts: TTS
+    fallback_stt: list[STT] = field(default_factory=list)
+    fallback_llm: list[LLM] = field(default_factory=list)
+    fallback_tts: list[TTS] = field(default_factory=list)
 
 
 @dataclass
@@ -57,7 +63,9 @@ class CallSession:
     ) -> None:
         self.call_id = call_id
         self.config = config
-        self.stt, self.llm, self.tts = providers.stt, providers.llm, providers.tts
+        self.stt_chain = [providers.stt, *providers.fallback_stt]
+        self.llm_chain = [providers.llm, *providers.fallback_llm]
+        self.tts_chain = [providers.tts, *providers.fallback_tts]
         self.link = link
         self.on_turn = on_turn
         vad = config.vad
@@ -70,7 +78,7 @@ class CallSession:
             barge_in_min_ms=vad.barge_in_min_ms,
         )
         self.player = Player(link, lead_ms=config.player.lead_ms)
-        self.to_line_rate = StreamResampler(self.tts.sample_rate, 8000)  # one outbound stream per call
+        self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
         self.turns: list[TurnMetrics] = []
         self._turn: asyncio.Task | None = None
@@ -143,7 +151,8 @@ class CallSession:
         await self.player.clear()  # the clear goes out before we wait for the turn to unwind
         if turn is not None:
             await asyncio.gather(turn, return_exceptions=True)
-        self.to_line_rate.flush()  # drop what the cut chunk left inside the resampler
+        for resampler in self.to_line_rate.values():
+            resampler.flush()  # drop what the cut chunk left inside it
 
     async def _start_turn(self, utterance: Utterance) -> None:
         if self._ending:
@@ -157,10 +166,9 @@ class CallSession:
 
     def _new_metrics(self, kind: str) -> TurnMetrics:
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind)
-        metrics.vendors = {
-            "stt": f"{self.stt.vendor}/{self.stt.model}",
-            "llm": f"{self.llm.vendor}/{self.llm.model}",
-            "tts": f"{self.tts.vendor}/{self.tts.model}",
+        metrics.vendors = {  # the primaries; a fallback that serves replaces its stage's entry
+            stage: f"{chain[0].vendor}/{chain[0].model}"
+            for stage, chain in (("stt", self.stt_chain), ("llm", self.llm_chain), ("tts", self.tts_chain))
         }
         self.turns.append(metrics)
         return metrics
@@ -182,7 +190,9 @@ class CallSession:
         spoken: list[_Spoken] = []
         try:
             try:
-                transcript = await self.stt.transcribe(resample(utterance.pcm, 8000, self.stt.sample_rate))
+                transcript = await failover.transcribe(
+                    self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics
+                )
             except asyncio.CancelledError:
                 self._carried_audio = utterance.pcm  # cut before we knew what they said: keep it
                 raise
@@ -215,17 +225,19 @@ class CallSession:
         messages = [Message("system", self.config.system_prompt), *self.history]
         chunker = SentenceChunker()
         end_call: ToolCall | None = None
-        async for event in self.llm.stream(messages, [END_CALL_TOOL]):
-            if isinstance(event, TextDelta):
-                metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
-                metrics.reply_text += event.text
-                for chunk in chunker.push(event.text):
-                    await self._speak(chunk, metrics, spoken)
-            elif isinstance(event, ToolCall) and event.name == END_CALL_TOOL.name:
-                metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
-                end_call = event
-            elif isinstance(event, Usage):
-                metrics.tokens_in, metrics.tokens_out = event.input_tokens, event.output_tokens
+        events = failover.stream_reply(self.llm_chain, messages, [END_CALL_TOOL], metrics)
+        async with contextlib.aclosing(events):  # a failing TTS mid-reply must close the LLM stream
+            async for _, event in events:
+                if isinstance(event, TextDelta):
+                    metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
+                    metrics.reply_text += event.text
+                    for chunk in chunker.push(event.text):
+                        await self._speak(chunk, metrics, spoken)
+                elif isinstance(event, ToolCall) and event.name == END_CALL_TOOL.name:
+                    metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
+                    end_call = event
+                elif isinstance(event, Usage):
+                    metrics.tokens_in, metrics.tokens_out = event.input_tokens, event.output_tokens
         rest = chunker.flush()
         if rest:
             await self._speak(rest, metrics, spoken)
@@ -250,16 +262,24 @@ class CallSession:
             metrics.first_audio_sent = metrics.first_audio_sent or at
 
         samples = 0
-        async for pcm in self.tts.stream(text):
+        resampler: StreamResampler | None = None
+        async for tts, pcm in failover.synthesize(self.tts_chain, text, metrics):
             metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
-            line_audio = self.to_line_rate.process(pcm)
+            resampler = self._line_resampler(tts.sample_rate)
+            line_audio = resampler.process(pcm)
             samples += len(line_audio)
             self.player.enqueue(line_audio, first_frame_sent)
-        tail = self.to_line_rate.flush()  # soxr holds back tens of ms until flushed
-        samples += len(tail)
-        self.player.enqueue(tail, first_frame_sent)
+        if resampler is not None:
+            tail = resampler.flush()  # soxr holds back tens of ms until flushed
+            samples += len(tail)
+            self.player.enqueue(tail, first_frame_sent)
         metrics.bot_audio_ms += samples // 8
         spoken.append(_Spoken(self.player.enqueue_mark(), text, samples / 8000))
+
+    def _line_resampler(self, rate: int) -> StreamResampler:
+        if rate not in self.to_line_rate:
+            self.to_line_rate[rate] = StreamResampler(rate, 8000)
+        return self.to_line_rate[rate]
 
     async def _wait_heard(self, spoken: list[_Spoken], watchdog_s: float | None = None) -> None:
         """Wait until the caller has heard the last chunk, it was cleared, or its mark is overdue."""

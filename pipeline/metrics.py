@@ -38,7 +38,8 @@ class TurnMetrics:
     reply_heard: str = ""  # what the caller actually heard (marks acknowledged before any clear)
     interrupted: bool = False
     ended_call: bool = False
-    error: str | None = None
+    error: str | None = None  # what made the turn fail (the caller heard the apology)
+    failures: list[str] = field(default_factory=list)  # every provider failure, recovered or not
     vendors: dict[str, str] = field(default_factory=dict)  # stage -> "vendor/model"
     tokens_in: int | None = None
     tokens_out: int | None = None

@@ -7,15 +7,18 @@ PocketSphinx settings (with the same phrases) get the same instance, hence one d
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config import LLMConfig, STTConfig, TTSConfig
+from pipeline.call import Providers
+from pipeline.config import LLMConfig, PipelineConfig, STTConfig, TTSConfig
 from providers.base import LLM, STT, TTS
 
-__all__ = ["build_llm", "build_stt", "build_tts"]
+__all__ = ["build_llm", "build_providers", "build_stt", "build_tts"]
 
 _shared_stt: dict[str, STT] = {}
+_shared_clients: dict[str, Any] = {}
 
 
 def _pocketsphinx(cfg: Any, llm_cfg: Any | None) -> STT:
@@ -42,15 +45,50 @@ def _espeak(cfg: Any) -> TTS:
     return EspeakTTS(cfg)
 
 
+def _vendor(module: str, cls: str) -> Callable[..., Any]:
+    """A factory for a cloud adapter. Identical settings share one instance, hence one HTTP client
+    and its warm connections; the stage's timeouts ride along for pipeline/failover.py."""
+
+    def build(cfg: Any, _llm_cfg: Any | None = None) -> Any:
+        key = f"{module}.{cls}:{cfg.model_dump_json()}"
+        if key not in _shared_clients:
+            provider = getattr(importlib.import_module(module), cls)(cfg)
+            provider.timeouts = cfg.timeouts
+            _shared_clients[key] = provider
+        return _shared_clients[key]
+
+    return build
+
+
 STT_FACTORIES: dict[str, Callable[[Any, Any | None], STT]] = {
     "pocketsphinx": _pocketsphinx,
+    "openai": _vendor("providers.openai", "OpenAISTT"),
 }
 LLM_FACTORIES: dict[str, Callable[[Any], LLM]] = {
     "scripted": _scripted,
+    "openai": _vendor("providers.openai", "OpenAILLM"),
+    "anthropic": _vendor("providers.anthropic", "AnthropicLLM"),
+    "gemini": _vendor("providers.gemini", "GeminiLLM"),
+    "cohere": _vendor("providers.cohere", "CohereLLM"),
+    "huggingface": _vendor("providers.huggingface", "HuggingFaceLLM"),
 }
 TTS_FACTORIES: dict[str, Callable[[Any], TTS]] = {
     "espeak": _espeak,
+    "openai": _vendor("providers.openai", "OpenAITTS"),
 }
+
+
+def build_providers(pipeline: PipelineConfig) -> Providers:
+    """Every provider a pipeline names, primaries and fallbacks. Raises MissingCredential for a
+    vendor whose key is not set, so that is a start-up error, not a failure mid-call."""
+    return Providers(
+        stt=build_stt(pipeline.stt, pipeline.llm),
+        llm=build_llm(pipeline.llm),
+        tts=build_tts(pipeline.tts),
+        fallback_stt=[build_stt(cfg, pipeline.llm) for cfg in pipeline.fallback.stt],
+        fallback_llm=[build_llm(cfg) for cfg in pipeline.fallback.llm],
+        fallback_tts=[build_tts(cfg) for cfg in pipeline.fallback.tts],
+    )
 
 
 def build_stt(cfg: STTConfig, llm_cfg: LLMConfig | None = None) -> STT:
