@@ -1,8 +1,9 @@
-"""The `switchboard` command: serve, demo, call.
+"""The `switchboard` command: serve, demo, call, check.
 
 switchboard serve [--config pipeline.yaml] [--host H] [--port P]
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
+switchboard check [pipeline.yaml] [--ping]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 from pipeline.config import ConfigError, default_config_path, load_config
 from pipeline.metrics import TurnMetrics
+from providers.base import MissingCredential
 from telephony import caller
 
 DEMO_LINES = [
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     call = commands.add_parser("call", help="play Twilio's part against a media-stream WebSocket")
     caller.add_arguments(call)
 
+    check = commands.add_parser("check", help="validate pipeline.yaml; show providers and credentials")
+    check.add_argument("config", nargs="?", help="pipeline.yaml (default: as for serve)")
+    check.add_argument("--ping", action="store_true", help="send one tiny real request per provider")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -56,12 +62,31 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose))
+        if args.command == "check":
+            return run_check(args.config, args.ping)
         return caller.run_from_args(args)
     except ConfigError as exc:
+        print(f"switchboard: {exc.source}:\n{exc}", file=sys.stderr)
+        return 2
+    except MissingCredential as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def run_check(config_path: str | None, ping: bool) -> int:
+    from pipeline import check
+
+    path = config_path or default_config_path()
+    config = load_config(path)
+    print(f"{path}: valid")
+    lines, complete = check.describe(config)
+    print("\n".join(lines))
+    if ping:
+        print("ping (time to first result):")
+        print("\n".join(asyncio.run(check.ping_all(config))))
+    return 0 if complete else 1
 
 
 def _print_turn(metrics: TurnMetrics) -> None:

@@ -1,0 +1,44 @@
+"""`switchboard check`: providers, models and credentials of a pipeline.yaml, never a key's value."""
+
+from switchboard import main
+
+CLOUD = """
+pipelines:
+  default:
+    stt: {provider: openai, model: whisper-1}
+    llm: {provider: anthropic}
+    tts: {provider: espeak}
+    fallback:
+      llm:
+        - {provider: gemini, model: gemini-2.5-flash}
+        - {provider: openai, base_url: "http://localhost:11434/v1", model: llama3.2}
+"""
+
+
+def test_check_lists_every_provider_and_whether_its_key_is_set(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(CLOUD)
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
+    assert main(["check", str(path)]) == 1  # a key is missing
+    out = capsys.readouterr().out
+    assert "stt              openai        whisper-1" in out
+    assert "MISSING: set OPENAI_API_KEY" in out
+    assert "ANTHROPIC_API_KEY set" in out and "sk-ant-secret-value" not in out
+    assert "llm fallback 1   gemini        gemini-2.5-flash" in out
+    assert "MISSING: set GEMINI_API_KEY or GOOGLE_API_KEY" in out
+    assert "at http://localhost:11434/v1" in out
+
+
+def test_check_of_a_broken_file_names_the_key(tmp_path, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(CLOUD.replace("model: whisper-1", "model: whisper-2"))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pipelines.default.stt.model: must be one of whisper-1, gpt-4o-transcribe, gpt-4o-mini-transcribe" in err
+
+
+def test_check_of_the_bundled_pipeline_passes(capsys):
+    assert main(["check"]) == 0
+    assert "no key needed (embedded)" in capsys.readouterr().out
