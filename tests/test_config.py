@@ -56,7 +56,10 @@ def test_bundled_pipeline_is_luigis_on_the_embedded_providers(bundled: Config) -
     pipeline = bundled.pipeline(None)
     assert pipeline.greeting == "Hello, thanks for calling Luigi's. How can I help you?"
     assert (pipeline.stt.provider, pipeline.llm.provider, pipeline.tts.provider) == (
-        "pocketsphinx", "scripted", "espeak")
+        "pocketsphinx",
+        "scripted",
+        "espeak",
+    )
     assert pipeline.tts.voice != "en-us+klatt4"  # the caller simulator's voice
 
 
@@ -73,16 +76,19 @@ def test_bundled_opening_hours_reply_takes_over_six_seconds_to_say(bundled: Conf
     assert len(reply.split()) / pipeline.tts.rate * 60 > 6
 
 
-@pytest.mark.parametrize(("said", "reply_starts"), [
-    ("i would like to book a table", "Of course. For how many people"),
-    ("can i make a reservation", "Of course. For how many people"),
-    ("for four people at seven", "Lovely, I have noted that down"),
-    ("are you open at seven", "We are open"),
-    ("where are you located", "We are at twelve Market Street"),
-    ("do you have vegetarian options", "We serve fresh pasta"),
-    ("thank you", "You're welcome"),
-    ("bye", "Thanks for calling Luigi's"),
-])
+@pytest.mark.parametrize(
+    ("said", "reply_starts"),
+    [
+        ("i would like to book a table", "Of course. For how many people"),
+        ("can i make a reservation", "Of course. For how many people"),
+        ("for four people at seven", "Lovely, I have noted that down"),
+        ("are you open at seven", "We are open"),
+        ("where are you located", "We are at twelve Market Street"),
+        ("do you have vegetarian options", "We serve fresh pasta"),
+        ("thank you", "You're welcome"),
+        ("bye", "Thanks for calling Luigi's"),
+    ],
+)
 def test_bundled_rules_answer_what_callers_say(bundled: Config, said: str, reply_starts: str) -> None:
     assert rule_for(bundled, said).reply.startswith(reply_starts)
 
@@ -106,7 +112,8 @@ def test_bundled_phrases_use_only_words_the_recognizer_knows(bundled: Config) ->
 def test_bundled_every_key_has_a_comment() -> None:
     lines = BUNDLED.read_text().splitlines()
     uncommented = [
-        lines[line] for line in key_lines(yaml.compose(BUNDLED.read_text()))
+        lines[line]
+        for line in key_lines(yaml.compose(BUNDLED.read_text()))
         if "  # " not in lines[line] and not lines[line - 1].lstrip().startswith("#")
     ]
     assert not uncommented
@@ -161,13 +168,16 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
 
 # --- choosing a pipeline ---------------------------------------------------------------------------------
 
-TWO_PIPELINES = MINIMAL + """\
+TWO_PIPELINES = (
+    MINIMAL
+    + """\
   sales:
     greeting: Sales here.
     stt: {provider: pocketsphinx}
     llm: {provider: scripted}
     tts: {provider: espeak}
 """
+)
 
 
 def test_pipeline_by_name_or_default(caplog: pytest.LogCaptureFixture) -> None:
@@ -203,57 +213,99 @@ pipelines:
 # --- error messages ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (MINIMAL + "    vad: {end_silence_ms: 20}\n",
-     "pipelines.default.vad.end_silence_ms: must be between 100 and 5000, got 20"),
-    (MINIMAL + "    vad: {max_utterance_s: 0.5}\n",
-     "pipelines.default.vad.max_utterance_s: must be between 1 and 300, got 0.5"),
-    (MINIMAL + "    vad: {end_silense_ms: 700}\n",
-     "pipelines.default.vad.end_silense_ms: unknown key; allowed keys: aggressiveness, barge_in_min_ms, "
-     "end_silence_ms, max_utterance_s, min_speech_ms, pre_roll_ms; did you mean 'end_silence_ms'?"),
-    (MINIMAL.replace("provider: espeak", "provider: espek"),
-     "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai"),
-    (MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: grammer"),
-     "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, got 'grammer'"),
-    (MINIMAL.replace("provider: scripted", "fallback: Pardon"),
-     "pipelines.default.llm: missing required key 'provider'; allowed: scripted, openai, anthropic, gemini, cohere, huggingface"),
-    (MINIMAL.replace("    tts: {provider: espeak}\n", ""),
-     "pipelines.default: missing required key 'tts'"),
-    (MINIMAL.replace("provider: espeak", "provider: espeak, rate: abc"),
-     "pipelines.default.tts.rate: must be an integer, got 'abc'"),
-    (MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, pool_size: 2.5"),
-     "pipelines.default.stt.pool_size: must be a whole number, got 2.5"),
-    (MINIMAL.replace("provider: scripted", "provider: scripted, words_per_second: fast"),
-     "pipelines.default.llm.words_per_second: must be a number, got 'fast'"),
-    (MINIMAL.replace("provider: scripted",
-                     "provider: scripted, rules: [{match: x, reply: y, end_call: maybe}]"),
-     "pipelines.default.llm.rules[0].end_call: must be true or false, got 'maybe'"),
-    (MINIMAL + "    greeting: yes\n",
-     "pipelines.default.greeting: must be a string, got true; put it in quotes"),
-    (MINIMAL + "    vad:\n",
-     "pipelines.default.vad: must be a mapping (key: value), got an empty value"),
-    (MINIMAL + "    tts: {provider: espeak, voise: en-us}\n",
-     "pipeline.yaml line 6, column 5: duplicate key 'tts'"),
-    (MINIMAL + "pipeline: {}\n",
-     "pipeline: unknown key; allowed keys: default_pipeline, pipelines; did you mean 'pipelines'?"),
-    ("default_pipeline: default\n", "pipeline.yaml: missing required key 'pipelines'"),
-    ("pipelines: {}\n", "pipelines: must not be empty"),
-    ("default_pipeline: main\n" + TWO_PIPELINES,
-     "default_pipeline: 'main' is not a pipeline; defined: default, sales"),
-    (TWO_PIPELINES.replace("  default:", "  support:"),
-     "default_pipeline: not set, and no pipeline is named 'default'; set it to one of: support, sales"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MINIMAL + "    vad: {end_silence_ms: 20}\n",
+            "pipelines.default.vad.end_silence_ms: must be between 100 and 5000, got 20",
+        ),
+        (
+            MINIMAL + "    vad: {max_utterance_s: 0.5}\n",
+            "pipelines.default.vad.max_utterance_s: must be between 1 and 300, got 0.5",
+        ),
+        (
+            MINIMAL + "    vad: {end_silense_ms: 700}\n",
+            "pipelines.default.vad.end_silense_ms: unknown key; allowed keys: aggressiveness, "
+            "barge_in_min_ms, end_silence_ms, max_utterance_s, min_speech_ms, pre_roll_ms; "
+            "did you mean 'end_silence_ms'?",
+        ),
+        (
+            MINIMAL.replace("provider: espeak", "provider: espek"),
+            "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai",
+        ),
+        (
+            MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: grammer"),
+            "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, got 'grammer'",
+        ),
+        (
+            MINIMAL.replace("provider: scripted", "fallback: Pardon"),
+            "pipelines.default.llm: missing required key 'provider'; "
+            "allowed: scripted, openai, anthropic, gemini, cohere, huggingface",
+        ),
+        (
+            MINIMAL.replace("    tts: {provider: espeak}\n", ""),
+            "pipelines.default: missing required key 'tts'",
+        ),
+        (
+            MINIMAL.replace("provider: espeak", "provider: espeak, rate: abc"),
+            "pipelines.default.tts.rate: must be an integer, got 'abc'",
+        ),
+        (
+            MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, pool_size: 2.5"),
+            "pipelines.default.stt.pool_size: must be a whole number, got 2.5",
+        ),
+        (
+            MINIMAL.replace("provider: scripted", "provider: scripted, words_per_second: fast"),
+            "pipelines.default.llm.words_per_second: must be a number, got 'fast'",
+        ),
+        (
+            MINIMAL.replace(
+                "provider: scripted", "provider: scripted, rules: [{match: x, reply: y, end_call: maybe}]"
+            ),
+            "pipelines.default.llm.rules[0].end_call: must be true or false, got 'maybe'",
+        ),
+        (
+            MINIMAL + "    greeting: yes\n",
+            "pipelines.default.greeting: must be a string, got true; put it in quotes",
+        ),
+        (MINIMAL + "    vad:\n", "pipelines.default.vad: must be a mapping (key: value), got an empty value"),
+        (
+            MINIMAL + "    tts: {provider: espeak, voise: en-us}\n",
+            "pipeline.yaml line 6, column 5: duplicate key 'tts'",
+        ),
+        (
+            MINIMAL + "pipeline: {}\n",
+            "pipeline: unknown key; allowed keys: default_pipeline, pipelines; did you mean 'pipelines'?",
+        ),
+        ("default_pipeline: default\n", "pipeline.yaml: missing required key 'pipelines'"),
+        ("pipelines: {}\n", "pipelines: must not be empty"),
+        (
+            "default_pipeline: main\n" + TWO_PIPELINES,
+            "default_pipeline: 'main' is not a pipeline; defined: default, sales",
+        ),
+        (
+            TWO_PIPELINES.replace("  default:", "  support:"),
+            "default_pipeline: not set, and no pipeline is named 'default'; set it to one of: support, sales",
+        ),
+    ],
+)
 def test_one_problem_one_sentence(text: str, expected: str) -> None:
     assert problems(text) == [expected]
 
 
 def test_invalid_regex_names_the_rule() -> None:
-    [problem] = problems(MINIMAL.replace("llm: {provider: scripted}", """llm:
+    [problem] = problems(
+        MINIMAL.replace(
+            "llm: {provider: scripted}",
+            """llm:
       provider: scripted
       rules:
         - {match: hello, reply: Hi}
         - {match: bye, reply: Bye}
-        - {match: "(unclosed", reply: Oops}"""))
+        - {match: "(unclosed", reply: Oops}""",
+        )
+    )
     assert problem.startswith("pipelines.default.llm.rules[2].match: invalid regex: ")
     assert "unterminated subpattern" in problem
 
@@ -275,29 +327,45 @@ def test_every_problem_is_listed_in_file_order() -> None:
         "pipelines.default.vad.end_silence_ms: must be between 100 and 5000, got 20",
         "pipelines.default.vad.aggressiveness: must be an integer, got 'high'",
         "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, got 'grammer'",
-        "pipelines.default.llm: missing required key 'provider'; allowed: scripted, openai, anthropic, gemini, cohere, huggingface",
+        "pipelines.default.llm: missing required key 'provider'; "
+        "allowed: scripted, openai, anthropic, gemini, cohere, huggingface",
         "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai",
         "pipelines.sales: missing required key 'tts'",
     ]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("", "pipeline.yaml: the file has no settings; it needs at least a 'pipelines:' mapping "
-         "(see docs/configuration.md)"),
-    ("# only a comment\n", "pipeline.yaml: the file has no settings; it needs at least a 'pipelines:' "
-                           "mapping (see docs/configuration.md)"),
-    ("- default\n", "pipeline.yaml: the top level must be a mapping with a 'pipelines:' key, got a list"),
-    ("hello\n", "pipeline.yaml: the top level must be a mapping with a 'pipelines:' key, got 'hello'"),
-    ("pipelines:\n  default:\n    stt: {provider: pocketsphinx\n    llm: x\n",
-     "pipeline.yaml line 4, column 8: expected ',' or '}', but got ':' "
-     "(while parsing a flow mapping at line 3, column 10)"),
-    ("pipelines:\n\tdefault: {}\n",
-     "pipeline.yaml line 2, column 1: found character '\\t' that cannot start any token; "
-     "indent with spaces, not tabs"),
-    ("a: 1\n---\nb: 2\n",
-     "pipeline.yaml line 2, column 1: but found another document "
-     "(expected a single document in the stream at line 1, column 1)"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "",
+            "pipeline.yaml: the file has no settings; it needs at least a 'pipelines:' mapping "
+            "(see docs/configuration.md)",
+        ),
+        (
+            "# only a comment\n",
+            "pipeline.yaml: the file has no settings; it needs at least a 'pipelines:' "
+            "mapping (see docs/configuration.md)",
+        ),
+        ("- default\n", "pipeline.yaml: the top level must be a mapping with a 'pipelines:' key, got a list"),
+        ("hello\n", "pipeline.yaml: the top level must be a mapping with a 'pipelines:' key, got 'hello'"),
+        (
+            "pipelines:\n  default:\n    stt: {provider: pocketsphinx\n    llm: x\n",
+            "pipeline.yaml line 4, column 8: expected ',' or '}', but got ':' "
+            "(while parsing a flow mapping at line 3, column 10)",
+        ),
+        (
+            "pipelines:\n\tdefault: {}\n",
+            "pipeline.yaml line 2, column 1: found character '\\t' that cannot start any token; "
+            "indent with spaces, not tabs",
+        ),
+        (
+            "a: 1\n---\nb: 2\n",
+            "pipeline.yaml line 2, column 1: but found another document "
+            "(expected a single document in the stream at line 1, column 1)",
+        ),
+    ],
+)
 def test_file_level_problems(text: str, expected: str) -> None:
     assert problems(text) == [expected]
 
@@ -352,19 +420,31 @@ def test_env_values_cannot_inject_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert voice_from("${SB_VOICE}") == "en-us\n    rate: 999"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (MINIMAL.replace("provider: espeak", "provider: espeak, rate: '${SB_SECRET}'"),
-     "pipelines.default.tts.rate: must be an integer, got the value of ${SB_SECRET}"),
-    (MINIMAL.replace("provider: espeak", "provider: '${SB_SECRET}'"),
-     "pipelines.default.tts: unknown provider (the value of ${SB_SECRET}); allowed: espeak, openai"),
-    (MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: '${SB_SECRET:-lm}'"),
-     "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, "
-     "got the value of ${SB_SECRET}"),
-    ("default_pipeline: '${SB_SECRET}'\n" + MINIMAL,
-     "default_pipeline: the value of ${SB_SECRET} is not a pipeline; defined: default"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MINIMAL.replace("provider: espeak", "provider: espeak, rate: '${SB_SECRET}'"),
+            "pipelines.default.tts.rate: must be an integer, got the value of ${SB_SECRET}",
+        ),
+        (
+            MINIMAL.replace("provider: espeak", "provider: '${SB_SECRET}'"),
+            "pipelines.default.tts: unknown provider (the value of ${SB_SECRET}); allowed: espeak, openai",
+        ),
+        (
+            MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: '${SB_SECRET:-lm}'"),
+            "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, "
+            "got the value of ${SB_SECRET}",
+        ),
+        (
+            "default_pipeline: '${SB_SECRET}'\n" + MINIMAL,
+            "default_pipeline: the value of ${SB_SECRET} is not a pipeline; defined: default",
+        ),
+    ],
+)
 def test_env_values_never_appear_in_messages(
-        monkeypatch: pytest.MonkeyPatch, text: str, expected: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
     monkeypatch.setenv("SB_SECRET", "sk-live-0123456789")
     assert problems(text) == [expected]
 
