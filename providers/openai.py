@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import wave
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import numpy as np
@@ -48,8 +50,17 @@ TTS_RATE = 24000
 MIN_AUDIO_S = 0.1  # the API rejects shorter uploads with 400 audio_too_short
 
 
+def _needs_key(config: VendorConfig) -> bool:
+    """OpenAI itself needs a key; a local OpenAI-compatible server (Ollama, vLLM...) often has none."""
+    host = urlsplit(config.base_url).hostname if config.base_url else "api.openai.com"
+    return bool(config.api_key_env) or host is None or host.endswith("openai.com")
+
+
 def _client(config: VendorConfig) -> tuple[openai.AsyncOpenAI, str]:
-    key = api_key(VENDOR, config.api_key_env, "OPENAI_API_KEY")  # MissingCredential: a start-up error
+    if _needs_key(config):
+        key = api_key(VENDOR, config.api_key_env, "OPENAI_API_KEY")  # MissingCredential: a start-up error
+    else:
+        key = os.environ.get("OPENAI_API_KEY") or "no-key"  # the SDK insists on some value
     client = openai.AsyncOpenAI(
         api_key=key,
         base_url=config.base_url,

@@ -357,7 +357,7 @@ async def test_cancelling_tts_mid_stream_closes_the_connection(fake):
 def test_missing_key_is_a_startup_error(monkeypatch, make):
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(MissingCredential, match=r"^openai: set OPENAI_API_KEY$"):
-        make(Fake(Faults(), OpenAIScript(), "http://127.0.0.1:9/v1"))
+        make(Fake(Faults(), OpenAIScript(), None))  # api.openai.com
 
 
 async def test_api_key_env_override(fake, monkeypatch):
@@ -414,3 +414,10 @@ async def test_a_phone_call_through_all_three_openai_stages(fake, tmp_path):
     assert result.bot_audio_received_s == pytest.approx(sent_s, abs=0.02 * len(spoken) + 0.01)
     assert result.malformed_count == 0
     assert json.dumps(fake.faults.requests).count(KEY) == 0
+
+
+def test_a_local_openai_compatible_server_needs_no_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    OpenAILLM(OpenAILLMConfig(provider="openai", base_url="http://localhost:11434/v1", model="llama3.1"))
+    with pytest.raises(MissingCredential, match="openai: set OPENAI_API_KEY"):
+        OpenAILLM(OpenAILLMConfig(provider="openai", base_url="https://api.openai.com/v1"))
