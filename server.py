@@ -1,14 +1,18 @@
-"""The Starlette app: Twilio's webhook, the media WebSocket, health; and `python server.py`.
+"""The Starlette app: Twilio's webhook, the media WebSockets, health; and `python server.py`.
 
 POST /incoming-call   TwiML that connects the call to our /media-stream WebSocket, then hangs up
 WS   /media-stream    Twilio Media Streams: one CallSession per connection
+POST /api/calls       place an outbound call (Bearer $SWITCHBOARD_API_TOKEN)
+WS   /exotel          Exotel's Voicebot applet (same loop, Exotel's wire format; optional Basic auth)
 GET  /healthz         200 and the number of active calls
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import logging
 import os
 import socket
@@ -25,19 +29,31 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from pipeline.call import CallSession, Providers
 from pipeline.config import Config, default_config_path, load_config
 from pipeline.metrics import TurnMetrics
-from telephony import twilio
+from pipeline.player import CarrierLink
+from telephony import exotel, twilio
+from telephony.signature import SIGNATURE_HEADER, SignatureChecker, signed_url
+from telephony.twilio_rest import AUTH_TOKEN_ENV, DialError, TwilioRest, dial
 
 log = logging.getLogger("switchboard.server")
 
 YIELD_EVERY = 32  # messages handled before yielding, so a burst from one call can't starve the others
+EXOTEL_AUTH_ENV = "EXOTEL_BASIC_AUTH"  # "key:token": /exotel then requires that HTTP Basic auth
+API_TOKEN_ENV = "SWITCHBOARD_API_TOKEN"  # bearer token of POST /api/calls; unset: the API is off
+
+Parser = Callable[[str | bytes], twilio.InboundEvent]  # one connection's frame parser; raises BadFrame
+LinkFactory = Callable[[twilio.Start], CarrierLink]  # the call's link, made once `start` arrives
 
 
 class TwilioLink:
     """The call's way back to Twilio: our audio, marks, clear and hang-up as Media Streams messages."""
 
-    def __init__(self, websocket: WebSocket, stream_sid: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, stream_sid: str, call_sid: str = "", rest: TwilioRest | None = None
+    ) -> None:
         self.websocket = websocket
         self.stream_sid = stream_sid
+        self.call_sid = call_sid
+        self.rest = rest  # with credentials, hang-up goes through Twilio's REST API
 
     async def _send(self, text: str) -> None:
         if self.websocket.application_state == WebSocketState.CONNECTED:
@@ -56,7 +72,11 @@ class TwilioLink:
         await self._send(twilio.clear_message(self.stream_sid))
 
     async def hang_up(self) -> None:
-        """Closing the stream makes Twilio continue with the TwiML after <Connect>: our <Hangup/>."""
+        """End the call through the REST API when we can, then close the stream either way.
+
+        Closing alone also ends it: Twilio continues with the TwiML after <Connect>, our <Hangup/>."""
+        if self.rest is not None and self.call_sid:
+            await self.rest.hang_up(self.call_sid)  # logs a failure; closing the stream is the fallback
         if self.websocket.application_state == WebSocketState.CONNECTED:
             try:
                 await self.websocket.close()
@@ -64,27 +84,102 @@ class TwilioLink:
                 log.debug("close after the caller left: %s", exc)
 
 
+class ExotelLink(TwilioLink):
+    """The call's way back to Exotel: PCM16 at the call's rate in chunks Exotel accepts, marks, clear.
+
+    The player sends 20 ms frames; Exotel wants ≥ 200 ms per message, so up to `holds_ms` of audio
+    waits here (the player runs that much further ahead to make up for it). A mark first sends what is
+    held, padded with silence to a valid chunk. Hang-up (closing the socket) is Twilio's."""
+
+    holds_ms = exotel.Chunker.HOLD_MS
+
+    def __init__(self, websocket: WebSocket, stream_sid: str, sample_rate: int) -> None:
+        super().__init__(websocket, stream_sid)
+        self.chunker = exotel.Chunker(sample_rate)
+
+    async def send_audio(self, pcm: np.ndarray) -> None:
+        for payload in self.chunker.push(pcm):
+            await self._send(exotel.media_message(self.stream_sid, payload))
+
+    async def send_mark(self, name: str) -> None:
+        for payload in self.chunker.flush():
+            await self._send(exotel.media_message(self.stream_sid, payload))
+        await self._send(exotel.mark_message(self.stream_sid, name))
+
+    async def send_clear(self) -> None:
+        self.chunker.clear()
+        await self._send(exotel.clear_message(self.stream_sid))
+
+
+def exotel_auth_ok(authorization: str | None, expected: str) -> bool:
+    """Does an `Authorization: Basic …` header carry `expected` ("key:token")? Constant-time."""
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except ValueError:
+        return False
+    return hmac.compare_digest(given, expected.encode())
+
+
+def signature_checker(config: Config, insecure_dev: bool = False) -> SignatureChecker | None:
+    """The Twilio signature check, or None (with a loud warning) when it is off."""
+    token = os.environ.get(AUTH_TOKEN_ENV)
+    why_off = (
+        "--insecure-dev" if insecure_dev
+        else "twilio.validate_signatures is false in the config" if not config.twilio.validate_signatures
+        else f"{AUTH_TOKEN_ENV} is not set" if not token
+        else None
+    )
+    if why_off is None and token:
+        return SignatureChecker(token)
+    log.warning("!!! INSECURE: Twilio request signatures are NOT checked (%s): anyone who finds this "
+                "server can place calls into it. Set %s and drop --insecure-dev in production. !!!",
+                why_off, AUTH_TOKEN_ENV)
+    return None
+
+
 def create_app(
     config: Config,
     on_turn: Callable[[TurnMetrics], None] | None = None,
     providers: dict[str, Providers] | None = None,
+    insecure_dev: bool = False,
 ) -> Starlette:
     """Build the app. Providers are built here, so a bad provider setting fails at start-up.
 
-    `providers` (pipeline name -> Providers) replaces the configured ones: tests and benchmarks."""
+    `providers` (pipeline name -> Providers) replaces the configured ones: tests and benchmarks.
+    `insecure_dev` turns off Twilio signature checks (otherwise on whenever TWILIO_AUTH_TOKEN is set).
+    Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here."""
     if providers is None:
         from providers.registry import build_providers  # loads the provider modules the config names
 
         providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
     calls: dict[str, CallSession] = {}
+    checker = signature_checker(config, insecure_dev)
+    rest = TwilioRest.from_env()
+    api_token = os.environ.get(API_TOKEN_ENV)
 
     async def incoming_call(request: Request) -> Response:
         form = await request.form()
+        if checker is not None:
+            signed = signed_url(request.url.path, request.url.query, request.headers, request.url.scheme,
+                                os.environ.get("PUBLIC_URL"))
+            problem = checker.problem(signed, form, request.headers.get(SIGNATURE_HEADER))
+            if problem:
+                log.warning("incoming-call: rejected a request from %s: %s", _peer(request), problem)
+                return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
         host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
         proto = request.headers.get("x-forwarded-proto") or request.url.scheme
         url = twilio.stream_url(os.environ.get("PUBLIC_URL"), host, proto)
+        called = str(form.get("To") or "")
+        pipeline = config.pipeline_for_number(called)
+        if pipeline is None:
+            log.log(logging.WARNING if config.numbers else logging.INFO,
+                    "incoming call %s: no route for the called number %r in numbers:, using pipeline %r",
+                    form.get("CallSid"), called, config.default_pipeline)
         parameters = {
-            "pipeline": config.default_pipeline,
+            "pipeline": pipeline or config.default_pipeline,
             "from": str(form.get("From") or ""),
             "to": str(form.get("To") or ""),
         }
@@ -96,6 +191,64 @@ def create_app(
 
     async def media_stream(websocket: WebSocket) -> None:
         await websocket.accept()
+        if checker is not None:
+            signed = signed_url(websocket.url.path, websocket.url.query, websocket.headers,
+                                websocket.url.scheme, os.environ.get("PUBLIC_URL"), websocket=True)
+            problem = checker.problem(signed, {}, websocket.headers.get(SIGNATURE_HEADER))
+            if problem:
+                log.warning("media-stream: rejected a connection from %s: %s", _peer(websocket), problem)
+                await websocket.close(code=1008, reason="invalid Twilio signature")
+                return
+        await _serve_stream(
+            websocket, twilio.parse,
+            lambda start: TwilioLink(websocket, start.stream_sid, start.call_sid, rest),
+        )
+
+    async def api_calls(request: Request) -> Response:
+        """POST /api/calls {"to", "pipeline"?, "from"?}: place an outbound call."""
+        if not api_token:
+            return JSONResponse({"error": f"the call API is off: set {API_TOKEN_ENV} on the server and "
+                                          "send it as 'Authorization: Bearer <token>'"}, status_code=403)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_token.encode()):
+            log.warning("api/calls: rejected a request from %s: no or wrong bearer token", _peer(request))
+            return JSONResponse({"error": "missing or wrong 'Authorization: Bearer <token>'"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        fields = ("to", "pipeline", "from")
+        if not isinstance(body, dict) or not all(isinstance(body.get(k) or "", str) for k in fields):
+            return JSONResponse({"error": 'expected a JSON object {"to": "+1…", "pipeline": "name", '
+                                          '"from": "+1…"} with string values ("pipeline", "from" optional)'},
+                                status_code=400)
+        try:
+            placed = await asyncio.to_thread(
+                dial, config, body.get("to", ""), body.get("pipeline"), body.get("from")
+            )
+        except DialError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"call_sid": placed.call_sid, "to": placed.to, "from": placed.from_,
+                             "pipeline": placed.pipeline}, status_code=201)
+
+    async def exotel_stream(websocket: WebSocket) -> None:
+        expected = os.environ.get(EXOTEL_AUTH_ENV)
+        if expected and not exotel_auth_ok(websocket.headers.get("authorization"), expected):
+            log.warning("exotel: rejected a connection from %s: missing or wrong Basic auth",
+                        websocket.client.host if websocket.client else "?")
+            await websocket.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
+            return
+        await websocket.accept()
+
+        def link(start: twilio.Start) -> CarrierLink:
+            rate = start.sample_rate if isinstance(start, exotel.Start) else exotel.LINE_RATE
+            return ExotelLink(websocket, start.stream_sid, rate)
+
+        await _serve_stream(websocket, exotel.Decoder().parse, link)
+
+    async def _serve_stream(websocket: WebSocket, parse: Parser, make_link: LinkFactory) -> None:
+        """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
         session: CallSession | None = None
         handled = 0
         try:
@@ -106,7 +259,7 @@ def create_app(
                 raw = message.get("text")
                 raw = message.get("bytes") if raw is None else raw
                 try:
-                    event = twilio.parse(raw)
+                    event = parse(raw)
                 except twilio.BadFrame as exc:
                     log.warning("call %s: dropped a frame: %s", session.call_id if session else "-", exc)
                     continue
@@ -114,9 +267,10 @@ def create_app(
                     if session is None:
                         log.warning("dropped a frame: stop before start")
                         continue
-                    log.info("call %s: caller hung up (stop)", session.call_id)
+                    reason = getattr(event, "reason", "")  # Exotel says why
+                    log.info("call %s: caller hung up (stop%s)", session.call_id, reason and f": {reason}")
                     break
-                session = await _dispatch(event, session, websocket)
+                session = await _dispatch(event, session, make_link)
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -127,13 +281,13 @@ def create_app(
                 calls.pop(session.call_id, None)
                 await session.close()
 
-    async def _dispatch(event: twilio.InboundEvent, session: CallSession | None, websocket: WebSocket):
+    async def _dispatch(event: twilio.InboundEvent, session: CallSession | None, make_link: LinkFactory):
         """Hand one event to its call. Returns the call's session (created by `start`)."""
         if isinstance(event, twilio.Start):
             if session is not None:
                 log.warning("call %s: dropped a frame: second start", session.call_id)
                 return session
-            return await _start_call(event, websocket)
+            return await _start_call(event, make_link)
         if isinstance(event, twilio.Connected):
             return session
         if session is None:
@@ -150,8 +304,10 @@ def create_app(
             log.exception("call %s: failed to handle %s", session.call_id, type(event).__name__)
         return session
 
-    async def _start_call(start: twilio.Start, websocket: WebSocket) -> CallSession:
+    async def _start_call(start: twilio.Start, make_link: LinkFactory) -> CallSession:
         wanted = start.custom_parameters.get("pipeline")
+        if not wanted and isinstance(start, exotel.Start):  # Exotel routes by the number called
+            wanted = config.pipeline_for_number(start.to_number)
         name = wanted if wanted in config.pipelines else config.default_pipeline
         if wanted and wanted != name:
             log.warning("call %s: unknown pipeline %r, using %r", start.call_sid, wanted, name)
@@ -160,7 +316,7 @@ def create_app(
             call_id=call_id,
             config=config.pipelines[name],
             providers=providers[name],
-            link=TwilioLink(websocket, start.stream_sid),
+            link=make_link(start),
             on_turn=on_turn,
         )
         calls[call_id] = session
@@ -181,13 +337,19 @@ def create_app(
         lifespan=lifespan,
         routes=[
             Route("/incoming-call", incoming_call, methods=["POST"]),
+            Route("/api/calls", api_calls, methods=["POST"]),
             Route("/healthz", healthz),
             WebSocketRoute("/media-stream", media_stream),
+            WebSocketRoute("/exotel", exotel_stream),
         ]
     )
     app.state.calls = calls
     app.state.config = config
     return app
+
+
+def _peer(connection: Request | WebSocket) -> str:
+    return connection.client.host if connection.client else "?"
 
 
 @contextlib.asynccontextmanager
@@ -211,14 +373,20 @@ async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]
         sock.close()
 
 
-def serve(config_path: str | Path | None = None, host: str | None = None, port: int | None = None) -> None:
+def serve(
+    config_path: str | Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    insecure_dev: bool = False,
+) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(config_path or default_config_path())
     host = host or os.environ.get("HOST", "0.0.0.0")
     port = port or int(os.environ.get("PORT", "5050"))
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", ws_ping_interval=None)
+    app = create_app(config, insecure_dev=insecure_dev)
+    uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None)
 
 
 if __name__ == "__main__":

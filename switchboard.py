@@ -1,6 +1,7 @@
 """The `switchboard` command: serve, demo, call, check.
 
-switchboard serve [--config pipeline.yaml] [--host H] [--port P]
+switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--insecure-dev]
+switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--config pipeline.yaml]
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
 switchboard check [pipeline.yaml] [--ping]
@@ -37,6 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--host", help="default $HOST or 0.0.0.0")
     serve.add_argument("--port", type=int, help="default $PORT or 5050")
+    serve.add_argument(
+        "--insecure-dev", action="store_true",
+        help="do not check Twilio request signatures (local development only; logs a loud warning)",
+    )
+
+    dial = commands.add_parser("dial", help="place an outbound call through Twilio onto a pipeline")
+    dial.add_argument("to", help="the number to call, E.164 (e.g. +15551234567)")
+    dial.add_argument("--pipeline", help="the pipeline that answers (default: default_pipeline)")
+    dial.add_argument(
+        "--from", dest="from_", metavar="FROM", help="caller id, E.164 (default: $TWILIO_FROM_NUMBER)"
+    )
+    dial.add_argument("--config", help="pipeline.yaml (default: as for serve)")
 
     demo = commands.add_parser("demo", help="a simulated call against an in-process server, offline")
     demo.add_argument("--config", help="pipeline.yaml to demo (default: the bundled one)")
@@ -58,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from server import serve as run_server
 
-            run_server(args.config, args.host, args.port)
+            run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev)
             return 0
+        if args.command == "dial":
+            return run_dial(args.config, args.to, args.pipeline, args.from_)
         if args.command == "demo":
             return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose))
         if args.command == "check":
@@ -73,6 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def run_dial(config_path: str | None, to: str, pipeline: str | None, from_: str | None) -> int:
+    from telephony.twilio_rest import DialError, dial
+
+    config = load_config(config_path or default_config_path())
+    try:
+        placed = dial(config, to, pipeline, from_)
+    except DialError as exc:
+        print(f"switchboard dial: {exc}", file=sys.stderr)
+        return 2
+    print(f"placed call {placed.call_sid} to {placed.to} from {placed.from_} on pipeline {placed.pipeline!r}")
+    return 0
 
 
 def run_check(config_path: str | None, ping: bool) -> int:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from pipeline import failover
 from pipeline.config import PipelineConfig
 from pipeline.metrics import TurnMetrics, call_summary
 from pipeline.player import CarrierLink, Player
+from pipeline.recorder import Recorder
 from pipeline.text import SentenceChunker, speakable
 from providers.base import END_CALL_TOOL, LLM, STT, TTS, Message, TextDelta, ToolCall, Usage
 
@@ -52,6 +55,14 @@ class _Spoken:
     audio_s: float
 
 
+@dataclass
+class Keypad:
+    """Digits the caller pressed, and the user message they become (the pipeline's `dtmf.format`)."""
+
+    digits: str
+    text: str
+
+
 class CallSession:
     def __init__(
         self,
@@ -77,7 +88,11 @@ class CallSession:
             max_utterance_s=vad.max_utterance_s,
             barge_in_min_ms=vad.barge_in_min_ms,
         )
-        self.player = Player(link, lead_ms=config.player.lead_ms)
+        self.recorder = Recorder(time.monotonic()) if config.record else None
+        self.recording: Path | None = None  # the WAV, once written at the end of the call
+        # a link that holds audio back to fill its carrier's chunks (Exotel) needs that much more lead
+        lead_ms = config.player.lead_ms + getattr(link, "holds_ms", 0)
+        self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
         self.turns: list[TurnMetrics] = []
@@ -85,6 +100,8 @@ class CallSession:
         self._carried_audio: np.ndarray | None = None  # an utterance whose turn was cut before STT
         self._ticker: asyncio.Task | None = None
         self._ending = False
+        self._digits = ""  # keypad digits collected so far
+        self._digits_due: float | None = None  # when they are handed over (the inter-digit timeout)
         self.closed = asyncio.Event()
         self.started_at = time.monotonic()
 
@@ -99,32 +116,68 @@ class CallSession:
     async def close(self) -> dict:
         """The caller hung up or we did: stop everything and return the call's summary."""
         if self.closed.is_set():
-            return call_summary(self.turns)
+            return self._summary()
         self.closed.set()
         for task in (self._turn, self._ticker):
             if task and not task.done():
                 task.cancel()
         await asyncio.gather(*(t for t in (self._turn, self._ticker) if t), return_exceptions=True)
         await self.player.close()
-        summary = call_summary(self.turns)
+        if self.recorder is not None:
+            await self._save_recording(self.recorder)
+        summary = self._summary()
         log.info("call %s ended after %.1f s: %s", self.call_id, time.monotonic() - self.started_at, summary)
         return summary
+
+    def _summary(self) -> dict:
+        summary = call_summary(self.turns)
+        if self.recording is not None:
+            summary["recording"] = str(self.recording)
+        return summary
+
+    async def _save_recording(self, recorder: Recorder) -> None:
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.call_id).lstrip(".") or "call"
+        path = Path(self.config.recordings_dir) / f"{name}.wav"
+        try:
+            self.recording = await asyncio.to_thread(recorder.write, path, time.monotonic())
+        except OSError as exc:
+            log.error("call %s: could not write the recording %s: %s", self.call_id, path, exc)
 
     # --- what the carrier tells us ----------------------------------------------------------------
 
     async def on_audio(self, pcm: np.ndarray, now: float | None = None) -> None:
-        await self._on_events(self.segmenter.push(pcm, time.monotonic() if now is None else now))
+        at = time.monotonic() if now is None else now
+        if self.recorder is not None:
+            self.recorder.add_caller(pcm, at)
+        await self._on_events(self.segmenter.push(pcm, at))
 
     def on_mark(self, name: str) -> None:
         self.player.on_mark(name)
 
-    def on_dtmf(self, digit: str) -> None:
-        log.info("call %s: DTMF %s (not used by this pipeline)", self.call_id, digit)
+    def on_dtmf(self, digit: str, now: float | None = None) -> None:
+        """Collect a keypad digit; the tick loop hands the entry over once it is complete."""
+        dtmf = self.config.dtmf
+        if not dtmf.enabled or self._ending:
+            log.info("call %s: DTMF %s ignored (%s)", self.call_id, digit,
+                     "hanging up" if dtmf.enabled else "dtmf.enabled is false")
+            return
+        now = time.monotonic() if now is None else now
+        if digit == "#" and dtmf.end_on_hash:
+            self._digits = self._digits or "#"  # a lone # is still an answer
+            self._digits_due = now
+        else:
+            self._digits += digit
+            self._digits_due = now + dtmf.inter_digit_timeout_ms / 1000
+        log.info("call %s: DTMF %s (entry so far: %s)", self.call_id, digit, self._digits)
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            await self._on_events(self.segmenter.tick(time.monotonic()))
+            now = time.monotonic()
+            await self._on_events(self.segmenter.tick(now))
+            if self._digits_due is not None and now >= self._digits_due:
+                digits, self._digits, self._digits_due = self._digits, "", None
+                await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
 
     async def _on_events(self, events: list[SegmenterEvent]) -> None:
         for event in events:
@@ -154,12 +207,12 @@ class CallSession:
         for resampler in self.to_line_rate.values():
             resampler.flush()  # drop what the cut chunk left inside it
 
-    async def _start_turn(self, utterance: Utterance) -> None:
+    async def _start_turn(self, utterance: Utterance | Keypad) -> None:
         if self._ending:
             return
         if self.busy:  # an utterance too short to count as barge-in still supersedes the reply
             await self._barge_in()
-        if self._carried_audio is not None:
+        if isinstance(utterance, Utterance) and self._carried_audio is not None:
             utterance.pcm = np.concatenate([self._carried_audio, utterance.pcm])
             self._carried_audio = None
         self._turn = asyncio.create_task(self._run_turn(utterance), name=f"turn-{self.call_id}")
@@ -183,23 +236,17 @@ class CallSession:
         finally:
             self._finish(metrics, spoken)
 
-    async def _run_turn(self, utterance: Utterance) -> None:
-        metrics = self._new_metrics("reply")
-        metrics.speech_start, metrics.speech_end = utterance.speech_start, utterance.speech_end
+    async def _run_turn(self, heard: Utterance | Keypad) -> None:
+        """Answer what the caller said (an utterance, transcribed here) or keyed in (digits)."""
+        metrics = self._new_metrics("reply" if isinstance(heard, Utterance) else "keypad")
         metrics.endpoint = time.monotonic()
         spoken: list[_Spoken] = []
         try:
-            try:
-                transcript = await failover.transcribe(
-                    self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics
-                )
-            except asyncio.CancelledError:
-                self._carried_audio = utterance.pcm  # cut before we knew what they said: keep it
-                raise
-            metrics.stt_done = time.monotonic()
-            metrics.transcript = transcript.text.strip()
-            if not metrics.transcript:
-                log.info("call %s: %d ms of speech, no words: no reply", self.call_id, utterance.voiced_ms)
+            if isinstance(heard, Keypad):
+                metrics.transcript = heard.text
+            else:
+                metrics.transcript = await self._transcribe(heard, metrics)
+            if not metrics.transcript:  # speech with no words (logged): no reply
                 return
             self.history.append(Message("user", metrics.transcript))
             end_call = await self._reply(metrics, spoken)
@@ -219,6 +266,20 @@ class CallSession:
                 await self._wait_heard(spoken)
         finally:
             self._finish(metrics, spoken)
+
+    async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
+        metrics.speech_start, metrics.speech_end = utterance.speech_start, utterance.speech_end
+        try:
+            transcript = await failover.transcribe(
+                self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics
+            )
+        except asyncio.CancelledError:
+            self._carried_audio = utterance.pcm  # cut before we knew what they said: keep it
+            raise
+        metrics.stt_done = time.monotonic()
+        if not transcript.text.strip():
+            log.info("call %s: %d ms of speech, no words: no reply", self.call_id, utterance.voiced_ms)
+        return transcript.text.strip()
 
     async def _reply(self, metrics: TurnMetrics, spoken: list[_Spoken]) -> ToolCall | None:
         """Stream the LLM's answer into speech, sentence by sentence. Returns an end_call, if asked."""

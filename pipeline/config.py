@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -203,6 +204,28 @@ class PlayerConfig(Strict):
     lead_ms: int = Field(160, ge=0, le=2000)  # audio sent ahead of real time
 
 
+class DTMFConfig(Strict):
+    """Keypad digits: collected, then handed to the LLM as one user message."""
+
+    enabled: bool = True  # false: digits are logged and ignored
+    inter_digit_timeout_ms: int = Field(1500, ge=100, le=10000)  # no new digit this long ends the entry
+    end_on_hash: bool = True  # `#` ends the entry at once (and is not part of it)
+    format: str = "The caller pressed {digits} on the keypad."
+
+    @field_validator("format")
+    @classmethod
+    def _format_has_digits(cls, text: str) -> str:
+        if "{digits}" not in text:
+            raise ValueError("must contain {digits}, where the keys pressed go")
+        try:
+            text.format(digits="1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"only {{digits}} may appear in braces; write {{{{ or }}}} for a brace ({exc})"
+            ) from None
+        return text
+
+
 class FallbackConfig(Strict):
     """Alternatives per stage, tried in order when the stage fails before the caller heard anything."""
 
@@ -218,19 +241,42 @@ class PipelineConfig(Strict):
     system_prompt: str = "You are a helpful assistant on a phone call. Keep replies short."
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
     end_call_watchdog_s: float = Field(10, ge=1, le=120)
+    record: bool = False  # write a stereo WAV per call (caller left, bot right) into recordings_dir
+    recordings_dir: str = "recordings"  # relative paths are from the server's working directory
     vad: VADConfig = Field(default_factory=VADConfig)
     stt: STTConfig
     llm: LLMConfig
     tts: TTSConfig
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     player: PlayerConfig = Field(default_factory=PlayerConfig)
+    dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
+
+
+class TwilioConfig(Strict):
+    """Serving Twilio. Credentials come from the environment (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)."""
+
+    # check X-Twilio-Signature on the webhook and the media WebSocket whenever TWILIO_AUTH_TOKEN is set
+    validate_signatures: bool = True
 
 
 class Config(Strict):
     """The whole of pipeline.yaml: named pipelines and which one a call gets by default."""
 
     default_pipeline: str = "default"
+    numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
     pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+
+    @model_validator(mode="after")
+    def _numbers_are_routable(self) -> Config:
+        problems = _number_problems(self.numbers, list(self.pipelines), lambda n: repr(self.numbers[n]))
+        if problems:
+            raise PydanticCustomError(_NUMBERS_ERROR, "; ".join(line for _, line in problems))
+        return self
+
+    def pipeline_for_number(self, number: str | None) -> str | None:
+        """The pipeline `numbers:` routes a called number to, or None (the caller uses the default)."""
+        return self.numbers.get(number or "")
 
     @model_validator(mode="after")
     def _default_pipeline_exists(self) -> Config:
@@ -253,6 +299,26 @@ class Config(Strict):
 
 
 _DEFAULT_PIPELINE_ERROR = "unknown_default_pipeline"
+_NUMBERS_ERROR = "unroutable_number"
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # + country code and number, at most 15 digits
+
+
+def _number_problems(
+    numbers: dict[Any, Any], defined: list[str], shown: Callable[[str], str]
+) -> list[_Problem]:
+    """`numbers:` entries whose key is not an E.164 number or whose pipeline does not exist."""
+    problems: list[_Problem] = []
+    for number, name in numbers.items():
+        if not isinstance(number, str) or not isinstance(name, str):
+            continue  # a type error, reported by the schema
+        path = ("numbers", number)
+        if not E164.fullmatch(number):
+            problems.append((path, f"{_format_path(path, '')}: not an E.164 number; write it as "
+                                   "'+' then the country code and number, digits only, e.g. '+15551234567'"))
+        elif name not in defined:
+            problems.append((path, f"{_format_path(path, '')}: {shown(number)} is not a pipeline; "
+                                   f"defined: {', '.join(defined)}"))
+    return problems
 
 
 def _default_pipeline_problem(shown: str, exists: bool, defined: list[str], *, explicit: bool) -> str | None:
@@ -316,7 +382,7 @@ def parse_config(text: str, source: str = CONFIG_FILE_NAME) -> Config:
     except ValidationError as exc:
         problems += [
             _describe(err, source, env) for err in exc.errors()
-            if err["type"] != _DEFAULT_PIPELINE_ERROR  # reported by _cross_check, env values hidden
+            if err["type"] not in (_DEFAULT_PIPELINE_ERROR, _NUMBERS_ERROR)  # reported by _cross_check
             and _resolve(err["loc"]).path not in env.failed
         ]
     else:
@@ -472,14 +538,25 @@ class _Interpolation:
 def _cross_check(data: dict[str, Any], env: _Interpolation) -> list[_Problem]:
     """Checks that span keys, done on the raw data so they are reported along with all other problems."""
     pipelines, name = data.get("pipelines"), data.get("default_pipeline", "default")
-    if not isinstance(pipelines, dict) or not pipelines or not isinstance(name, str):
+    if not isinstance(pipelines, dict) or not pipelines:
         return []
-    hidden = env.hidden_vars(("default_pipeline",))
-    problem = _default_pipeline_problem(
-        _hidden_text(hidden) if hidden else repr(name), name in pipelines, [str(k) for k in pipelines],
-        explicit="default_pipeline" in data,
-    )
-    return [(("default_pipeline",), problem)] if problem else []
+    problems: list[_Problem] = []
+    if isinstance(name, str):
+        hidden = env.hidden_vars(("default_pipeline",))
+        problem = _default_pipeline_problem(
+            _hidden_text(hidden) if hidden else repr(name), name in pipelines, [str(k) for k in pipelines],
+            explicit="default_pipeline" in data,
+        )
+        problems += [(("default_pipeline",), problem)] if problem else []
+    numbers = data.get("numbers")
+    if isinstance(numbers, dict):
+
+        def shown(number: str) -> str:
+            hidden = env.hidden_vars(("numbers", number))
+            return _hidden_text(hidden) if hidden else repr(numbers[number])
+
+        problems += _number_problems(numbers, [str(k) for k in pipelines], shown)
+    return problems
 
 
 # --- pydantic errors -> sentences ------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from pipeline.recorder import Recorder
+
 log = logging.getLogger("switchboard.player")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
@@ -47,9 +49,10 @@ class _Mark:
 
 
 class Player:
-    def __init__(self, link: CarrierLink, lead_ms: int = 160) -> None:
+    def __init__(self, link: CarrierLink, lead_ms: int = 160, recorder: Recorder | None = None) -> None:
         self.link = link
         self.lead_s = lead_ms / 1000
+        self.recorder = recorder  # gets each frame at the time it plays; a clear cuts it
         self._queue: asyncio.Queue[_Audio | _Mark] = asyncio.Queue()
         self._play_until = 0.0  # monotonic time at which the carrier runs out of audio we sent
         self._pending_marks: dict[str, asyncio.Future[bool]] = {}  # sent, not yet echoed
@@ -119,6 +122,8 @@ class Player:
         self._play_until = 0.0
         self._pending = np.zeros(0, dtype=np.int16)
         self._generation += 1
+        if self.recorder is not None:
+            self.recorder.cut_bot(time.monotonic())
         await self.link.send_clear()
 
     # --- what the carrier tells us ----------------------------------------------------------------
@@ -174,6 +179,8 @@ class Player:
             now = time.monotonic()
             late = now - (self._play_until - self.lead_s)
             self.max_lateness_s = max(self.max_lateness_s, late)
+        if self.recorder is not None:
+            self.recorder.add_bot(pcm, max(self._play_until, now))
         await self.link.send_audio(pcm)
         self._play_until = max(self._play_until, now) + len(pcm) / 8000
         self.frames_sent += len(pcm) // FRAME_SAMPLES

@@ -1,5 +1,8 @@
 """A simulated Twilio caller: plays Twilio's side of a Media Streams call against any server.
 
+With ``carrier="exotel"`` it plays Exotel's Voicebot applet instead (snake_case messages, PCM16 "slin"
+chunks of 100 ms, outbound chunks checked against Exotel's size rules): see `ExotelWire`.
+
 It connects to a server's media WebSocket, sends `connected` and `start`, then 20 ms μ-law `media`
 frames (the caller's scripted lines, silence in between), and plays the bot's audio back on a
 simulated clock the way Twilio does: `mark`s are echoed once the audio before them has played,
@@ -38,7 +41,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from audio.g711 import ulaw_decode, ulaw_encode
-from audio.resample import resample
+from audio.resample import StreamResampler, resample
 from audio.wav import read_wav, write_wav
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "CallerEvent",
     "CallerLine",
     "ClearReceived",
+    "ExotelWire",
     "Hangup",
     "LineEnded",
     "LineResult",
@@ -56,10 +60,12 @@ __all__ = [
     "MarkEchoed",
     "Notice",
     "StopSent",
+    "TwilioWire",
     "add_arguments",
     "format_event",
     "format_summary",
     "make_printer",
+    "make_wire",
     "print_event",
     "run_call",
     "run_from_args",
@@ -75,7 +81,7 @@ BARGE_IN_AFTER_S = 1.0  # a barge-in line starts once the bot's reply has been a
 MAX_MALFORMED_EXAMPLES = 5
 DEFAULT_VOICE = "en-us+klatt4"
 DEFAULT_CUSTOM_PARAMETERS = {"from": "+15550001111", "to": "+15550002222"}
-SILENCE_PAYLOAD = ulaw_encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+CARRIERS = ("twilio", "exotel")
 
 
 # --------------------------------------------------------------------------------------------- script
@@ -483,15 +489,209 @@ class Playback:
         return sum(min(len(seg.pcm), max(0, pos - seg.start)) for seg in self.segments)
 
 
+# --------------------------------------------------------------------------------------------- wire
+
+
+Checked = tuple[str, Any] | str  # ("media", pcm 8 kHz) | ("mark", name) | ("clear", None) | why malformed
+
+
+class TwilioWire:
+    """Twilio Media Streams: camelCase JSON, 20 ms μ-law frames."""
+
+    name = "Twilio"
+    frame_samples = FRAME_SAMPLES  # what one inbound media message carries, at 8 kHz
+
+    def __init__(self) -> None:
+        self.stream_sid = "MZ" + secrets.token_hex(16)
+        self.account_sid = "AC" + secrets.token_hex(16)
+        self.call_sid = "CA" + secrets.token_hex(16)
+
+    def connected(self) -> dict[str, Any]:
+        return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+
+    def start(self, seq: int, custom_parameters: dict[str, str]) -> dict[str, Any]:
+        return {
+            "event": "start",
+            "sequenceNumber": str(seq),
+            "streamSid": self.stream_sid,
+            "start": {
+                "streamSid": self.stream_sid,
+                "accountSid": self.account_sid,
+                "callSid": self.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": dict(custom_parameters),
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
+            },
+        }
+
+    def encode(self, pcm: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """One frame's payload, and the audio the server decodes from it (8 kHz)."""
+        payload = ulaw_encode(pcm)
+        return payload, ulaw_decode(payload)
+
+    def media(self, seq: int, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
+        return {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "streamSid": self.stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(chunk),
+                "timestamp": str(timestamp_ms),
+                "payload": base64.b64encode(payload).decode("ascii"),
+            },
+        }
+
+    def mark(self, seq: int, name: str) -> dict[str, Any]:
+        mark = {"name": name}
+        return {"event": "mark", "sequenceNumber": str(seq), "streamSid": self.stream_sid, "mark": mark}
+
+    def stop(self, seq: int) -> dict[str, Any]:
+        return {
+            "event": "stop",
+            "sequenceNumber": str(seq),
+            "streamSid": self.stream_sid,
+            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+        }
+
+    def check(self, raw: str | bytes) -> Checked:
+        """Validate a server message, or say why it is malformed."""
+        msg = _json_object(raw, self.name)
+        if isinstance(msg, str):
+            return msg
+        event = msg.get("event")
+        if event not in ("media", "mark", "clear"):
+            return f"unknown event {event!r}"
+        if msg.get("streamSid") != self.stream_sid:
+            return f"{event}: wrong or missing streamSid {msg.get('streamSid')!r}"
+        return self._check_event(msg)
+
+    def _check_event(self, msg: dict[str, Any]) -> Checked:
+        event = msg["event"]
+        if event == "clear":
+            return "clear", None
+        if event == "mark":
+            mark = msg.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
+            return ("mark", name) if isinstance(name, str) else "mark: no mark.name string"
+        media = msg.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            return "media: no media.payload string"
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return "media: payload is not valid base64"
+        return self._decode(data) if data else "media: empty payload"
+
+    def _decode(self, data: bytes) -> Checked:
+        return "media", ulaw_decode(data)
+
+
+class ExotelWire(TwilioWire):
+    """Exotel's Voicebot applet: snake_case JSON, PCM16 little-endian at ``sample_rate``, ``chunk_ms``
+    inbound chunks; outbound media must be ≥ 3,200 bytes, ≤ 100 KB, a multiple of 320 bytes."""
+
+    name = "Exotel"
+    MIN_BYTES, MULTIPLE, MAX_BYTES = 3200, 320, 100 * 1024
+
+    def __init__(self, sample_rate: int = RATE, chunk_ms: int = 100) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.frame_samples = RATE * chunk_ms // 1000
+        self._to_wire = StreamResampler(RATE, sample_rate)
+
+    def connected(self) -> dict[str, Any]:
+        return {"event": "connected"}
+
+    def start(self, seq: int, custom_parameters: dict[str, str]) -> dict[str, Any]:
+        params = dict(custom_parameters)
+        return {
+            "event": "start",
+            "sequence_number": seq,
+            "stream_sid": self.stream_sid,
+            "start": {
+                "stream_sid": self.stream_sid,
+                "call_sid": self.call_sid,
+                "account_sid": self.account_sid,
+                "from": params.pop("from", ""),
+                "to": params.pop("to", ""),
+                "custom_parameters": params,
+                "media_format": {
+                    "encoding": "audio/x-raw",
+                    "sample_rate": str(self.sample_rate),
+                    "bit_rate": f"{self.sample_rate * 16 // 1000}kbps",
+                },
+            },
+        }
+
+    def encode(self, pcm: np.ndarray) -> tuple[bytes, np.ndarray]:
+        wire = self._to_wire.process(pcm.astype(np.int16))
+        return wire.astype("<i2").tobytes(), pcm  # lossless: the server hears what was said
+
+    def media(self, seq: int, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
+        encoded = base64.b64encode(payload).decode("ascii")
+        media = {"chunk": chunk, "timestamp": str(timestamp_ms), "payload": encoded}
+        return {"event": "media", "sequence_number": seq, "stream_sid": self.stream_sid, "media": media}
+
+    def mark(self, seq: int, name: str) -> dict[str, Any]:
+        mark = {"name": name}
+        return {"event": "mark", "sequence_number": seq, "stream_sid": self.stream_sid, "mark": mark}
+
+    def stop(self, seq: int) -> dict[str, Any]:
+        stop = {"call_sid": self.call_sid, "account_sid": self.account_sid, "reason": "callended"}
+        return {"event": "stop", "sequence_number": seq, "stream_sid": self.stream_sid, "stop": stop}
+
+    def check(self, raw: str | bytes) -> Checked:
+        msg = _json_object(raw, self.name)
+        if isinstance(msg, str):
+            return msg
+        event = msg.get("event")
+        if event not in ("media", "mark", "clear"):
+            return f"unknown event {event!r}"
+        if msg.get("stream_sid") != self.stream_sid:
+            return f"{event}: wrong or missing stream_sid {msg.get('stream_sid')!r}"
+        return self._check_event(msg)
+
+    def _decode(self, data: bytes) -> Checked:
+        size = len(data)
+        if size < self.MIN_BYTES or size % self.MULTIPLE or size > self.MAX_BYTES:
+            return (f"media: {size} bytes breaks Exotel's chunk rules "
+                    f"(≥ {self.MIN_BYTES}, a multiple of {self.MULTIPLE}, ≤ {self.MAX_BYTES})")
+        pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
+        return "media", resample(pcm, self.sample_rate, RATE) if self.sample_rate != RATE else pcm
+
+
+def _json_object(raw: str | bytes, carrier: str) -> dict[str, Any] | str:
+    if isinstance(raw, bytes):
+        return f"binary frame ({carrier} accepts JSON text frames only)"
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return "not JSON"
+    return msg if isinstance(msg, dict) else "not a JSON object"
+
+
+def make_wire(carrier: str = "twilio", sample_rate: int = RATE) -> TwilioWire:
+    """The wire format of ``carrier`` ("twilio" or "exotel"; ``sample_rate`` is Exotel's)."""
+    if carrier == "exotel":
+        return ExotelWire(sample_rate)
+    if carrier == "twilio":
+        if sample_rate != RATE:
+            raise ValueError("Twilio media is 8 kHz only")
+        return TwilioWire()
+    raise ValueError(f"unknown carrier {carrier!r}; choose one of {', '.join(CARRIERS)}")
+
+
 # --------------------------------------------------------------------------------------------- sender
 
 
 class MediaSender:
-    """Twilio's outgoing side of the socket: ids, sequence numbers, and the paced 20 ms media frames.
+    """The carrier's outgoing side of the socket: sequence numbers and the paced media frames.
 
-    ``run()`` is the frame loop: frame k covers ``[k·20 ms, (k+1)·20 ms)`` of the call timeline and goes
-    out when the clock reaches its start. It carries the current line's audio, or silence (μ-law of
-    zeros) — or nothing at all when ``silence_frames`` is False.
+    ``run()`` is the frame loop: frame k covers ``[k·F, (k+1)·F)`` of the call timeline (F = 20 ms for
+    Twilio, the wire's chunk for Exotel) and goes out when the clock reaches its start. It carries the
+    current line's audio, or silence — or nothing at all when ``silence_frames`` is False.
     """
 
     def __init__(
@@ -501,14 +701,18 @@ class MediaSender:
         *,
         custom_parameters: dict[str, str],
         silence_frames: bool = True,
+        wire: TwilioWire | None = None,
     ) -> None:
         self.ws = ws
         self.clock = clock
         self.custom_parameters = custom_parameters
         self.silence_frames = silence_frames
-        self.stream_sid = "MZ" + secrets.token_hex(16)
-        self.account_sid = "AC" + secrets.token_hex(16)
-        self.call_sid = "CA" + secrets.token_hex(16)
+        self.wire = wire or TwilioWire()
+        self.frame_samples = self.wire.frame_samples
+        self.frame_s = self.frame_samples / RATE
+        self.stream_sid = self.wire.stream_sid
+        self.account_sid = self.wire.account_sid
+        self.call_sid = self.wire.call_sid
         self.sent_speech: list[_Segment] = []  # what the caller said, as the server decodes it
         self._seq = 0
         self._chunk = 0
@@ -520,9 +724,9 @@ class MediaSender:
         self._line_not_before = 0.0
         self._stopped = False  # stop sent: no media may follow it
 
-    def _next_seq(self) -> str:
+    def _next_seq(self) -> int:
         self._seq += 1
-        return str(self._seq)
+        return self._seq
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._stopped:  # Twilio sends nothing after stop
@@ -531,29 +735,15 @@ class MediaSender:
 
     async def send_handshake(self) -> None:
         """Send `connected` and `start`."""
-        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await self._send(
-            {
-                "event": "start",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.stream_sid,
-                "start": {
-                    "streamSid": self.stream_sid,
-                    "accountSid": self.account_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": dict(self.custom_parameters),
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1},
-                },
-            }
-        )
+        await self._send(self.wire.connected())
+        await self._send(self.wire.start(self._next_seq(), self.custom_parameters))
 
     def say(self, pcm: np.ndarray) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
         """Speak 8 kHz PCM from the first frame starting now or later; returns futures of its start and
         end times (on the frame timeline)."""
         if self._line is not None:
             raise RuntimeError("the caller is already speaking")
-        padded = -len(pcm) % FRAME_SAMPLES
+        padded = -len(pcm) % self.frame_samples
         self._line = np.concatenate([pcm, np.zeros(padded, dtype=np.int16)]) if padded else pcm
         self._line_pos = 0
         # a frame loop running late must not start the line in a slot that began before this decision
@@ -565,61 +755,38 @@ class MediaSender:
     async def run(self) -> None:
         """The frame loop; runs until cancelled."""
         while True:
-            t = self._frame * FRAME_S
+            t = self._frame * self.frame_s
             await self.clock.sleep_until(t)
             if self._line is not None and (self._line_pos > 0 or t >= self._line_not_before - 1e-9):
                 await self._send_line_frame(t)
             elif self.silence_frames:
-                await self._send_media(SILENCE_PAYLOAD)
+                await self._send_media(self.wire.encode(np.zeros(self.frame_samples, dtype=np.int16))[0])
             self._frame += 1
 
     async def _send_line_frame(self, t: float) -> None:
         assert self._line is not None and self._line_started and self._line_ended
-        frame = self._line[self._line_pos : self._line_pos + FRAME_SAMPLES]
-        payload = ulaw_encode(frame)
+        frame = self._line[self._line_pos : self._line_pos + self.frame_samples]
+        payload, heard = self.wire.encode(frame)
         await self._send_media(payload)
-        self.sent_speech.append(_Segment(self._frame * FRAME_SAMPLES, ulaw_decode(payload)))
+        self.sent_speech.append(_Segment(self._frame * self.frame_samples, heard))
         if self._line_pos == 0:
             self._line_started.set_result(t)
-        self._line_pos += FRAME_SAMPLES
+        self._line_pos += self.frame_samples
         if self._line_pos >= len(self._line):
             self._line = None
-            self._line_ended.set_result(t + FRAME_S)
+            self._line_ended.set_result(t + self.frame_s)
 
     async def _send_media(self, payload: bytes) -> None:
         self._chunk += 1
-        await self._send(
-            {
-                "event": "media",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.stream_sid,
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(self._chunk),
-                    "timestamp": str(self._frame * 20),
-                    "payload": base64.b64encode(payload).decode("ascii"),
-                },
-            }
-        )
+        timestamp_ms = round(self._frame * self.frame_s * 1000)
+        await self._send(self.wire.media(self._next_seq(), self._chunk, timestamp_ms, payload))
 
     async def echo_mark(self, name: str) -> None:
-        await self._send(
-            {
-                "event": "mark",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.stream_sid,
-                "mark": {"name": name},
-            }
-        )
+        await self._send(self.wire.mark(self._next_seq(), name))
 
     async def send_stop(self) -> None:
         """Send `stop`; nothing is sent after it."""
-        message = {
-            "event": "stop",
-            "sequenceNumber": self._next_seq(),
-            "streamSid": self.stream_sid,
-            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-        }
+        message = self.wire.stop(self._next_seq())
         self._stopped = True
         await self.ws.send(json.dumps(message))
 
@@ -712,37 +879,10 @@ class _Call:
         else:
             await self._on_clear(now)
 
-    def _parse(self, raw: str | bytes) -> tuple[str, Any] | str:
+    def _parse(self, raw: str | bytes) -> Checked:
         """Validate a server message: ``("media", pcm)``, ``("mark", name)``, ``("clear", None)``, or the
-        reason it is malformed."""
-        if isinstance(raw, bytes):
-            return "binary frame (Twilio accepts JSON text frames only)"
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            return "not JSON"
-        if not isinstance(msg, dict):
-            return "not a JSON object"
-        event = msg.get("event")
-        if event not in ("media", "mark", "clear"):
-            return f"unknown event {event!r}"
-        if msg.get("streamSid") != self.sender.stream_sid:
-            return f"{event}: wrong or missing streamSid {msg.get('streamSid')!r}"
-        if event == "clear":
-            return "clear", None
-        if event == "mark":
-            mark = msg.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            return ("mark", name) if isinstance(name, str) else "mark: no mark.name string"
-        media = msg.get("media")
-        payload = media.get("payload") if isinstance(media, dict) else None
-        if not isinstance(payload, str):
-            return "media: no media.payload string"
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            return "media: payload is not valid base64"
-        return ("media", ulaw_decode(data)) if data else "media: empty payload"
+        reason it is malformed (the carrier's wire format decides)."""
+        return self.sender.wire.check(raw)
 
     def _malformed(self, now: float, reason: str, raw: str | bytes) -> None:
         example = repr(raw[:120]) + ("…" if len(raw) > 120 else "")
@@ -901,8 +1041,13 @@ async def run_call(
     on_event: EventCallback | None = None,
     hangup_timeout_s: float = 15.0,
     reply_timeout_s: float = 15.0,
+    carrier: str = "twilio",
+    sample_rate: int = RATE,
 ) -> CallResult:
     """Place a simulated Twilio call to the Media Streams server at ``url`` and play the script.
+
+    ``carrier="exotel"`` speaks Exotel's Voicebot protocol instead, at ``sample_rate`` (8000, 16000
+    or 24000); ``from``/``to`` in ``custom_parameters`` then go into `start`'s own fields.
 
     ``on_event`` receives every `CallerEvent` (default: print the conversation). The call ends when the
     server closes the socket (``hangup=True``) or, after the last line, once the bot has been silent for
@@ -914,11 +1059,12 @@ async def run_call(
         raise ValueError("speed must be > 0")
     emit = on_event if on_event is not None else print_event
     params = dict(DEFAULT_CUSTOM_PARAMETERS if custom_parameters is None else custom_parameters)
+    wire = make_wire(carrier, sample_rate)
     audio = [await asyncio.to_thread(_prepare_audio, line, voice) for line in lines]
 
     async with websockets.connect(url, max_size=2**24) as ws:
         clock = SimClock(speed)
-        sender = MediaSender(ws, clock, custom_parameters=params, silence_frames=silence_frames)
+        sender = MediaSender(ws, clock, custom_parameters=params, silence_frames=silence_frames, wire=wire)
         call = _Call(
             ws,
             clock,
@@ -983,6 +1129,19 @@ def _key_value(text: str) -> tuple[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``switchboard call``."""
     parser.add_argument("url", help="the server's media WebSocket, e.g. ws://127.0.0.1:8000/media-stream")
+    parser.add_argument(
+        "--carrier",
+        choices=CARRIERS,
+        default="twilio",
+        help="whose protocol to speak: twilio (default) or exotel (e.g. ws://127.0.0.1:8000/exotel)",
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        choices=(8000, 16000, 24000),
+        default=RATE,
+        help="exotel only: the PCM rate negotiated in start.media_format (default 8000)",
+    )
     parser.add_argument(
         "--say",
         dest="script",
@@ -1059,6 +1218,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if missing:
         print(f"no such WAV file: {', '.join(missing)}", file=sys.stderr)
         return 1
+    if args.carrier == "twilio" and args.sample_rate != RATE:
+        print("--sample-rate is for --carrier exotel (Twilio media is 8 kHz)", file=sys.stderr)
+        return 1
     params = dict(DEFAULT_CUSTOM_PARAMETERS)
     params.update(dict(args.params or []))
     try:
@@ -1074,6 +1236,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                 on_event=make_printer(verbose=args.verbose),
                 hangup_timeout_s=args.hangup_timeout,
                 reply_timeout_s=args.reply_timeout,
+                carrier=args.carrier,
+                sample_rate=args.sample_rate,
             )
         )
     except ImportError as exc:  # text lines need the eSpeak NG provider
