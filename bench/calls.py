@@ -1,0 +1,1161 @@
+"""Benchmark: N concurrent simulated Twilio calls against one Switchboard server process.
+
+Three kinds of process, so that what is measured is Switchboard's own cost:
+
+* the **server** (``--serve``, spawned by the orchestrator): the real Starlette/uvicorn app from
+  ``server.create_app`` served by ``server.running`` on 127.0.0.1, on uvloop like ``switchboard serve``
+  (``--server-loop asyncio`` for the stdlib loop), with instant providers: a fixed transcript, an instant
+  scripted reply and a 24 kHz tone pre-rendered once per text (variants of ``tests/fakes/instant.py`` that
+  keep nothing per turn). It measures, between the orchestrator's ``begin`` and ``end``: its event-loop
+  lag (a task sleeping 10 ms records its overshoot), its CPU time (user + system), every TurnMetrics (via
+  ``on_turn``) and each call's ``Player.max_lateness_s`` / ``frames_sent`` (read when the player closes).
+* one or more **caller** processes (``--callers``; ``--caller-procs``): lightweight Twilio simulators,
+  one asyncio task pair per call. Each call connects, sends ``connected`` and ``start``, then 20 ms μ-law
+  ``media`` frames on its own real-time grid (the call's start is random within ``--stagger`` seconds,
+  so the calls' 20 ms phases are spread out as with real calls). It waits for the greeting, then per
+  turn speaks a line (``tests.speech.speech_like``, which webrtcvad flags as speech) followed by line
+  noise until the bot's reply has played out, pauses ``--pause`` seconds and speaks again, until
+  ``--duration`` seconds of call (or ``--turns`` lines) are done; then it sends ``stop`` and closes.
+  Bot audio plays on a simulated Twilio playback clock (``play_end = max(play_end, arrival) + 20 ms``
+  per frame); a ``mark`` is echoed once the audio before it has played: at the caller's first 20 ms
+  tick at or after that moment (so up to 20 ms after it), or at once if it has already played.
+  A ``clear`` drops the playback and echoes pending marks (the script never barges in, so there
+  should be none). Each caller process measures its own loop lag and how late its frames go out,
+  to show whether the callers kept pace.
+* the **orchestrator** (the command you run): starts the others, tells the server when the measured
+  window begins and ends, collects the JSON each prints and prints the figures against the targets.
+
+Outbound frame lateness is measured at the caller, per frame: the bot's reply to one caller line (or the
+greeting) is one continuous stream, because the instant providers produce all of it at once. The
+player sends its first ``lead_ms`` of audio at once, then one frame per 20 ms, so frame n of a reply is
+due at ``first_arrival + max(0, n·20 ms − lead)``; its lateness is ``arrival − due``. This counts
+everything between the player's pacing decision and the caller's receive (server loop lag, send
+back-pressure, the kernel, the caller's own loop lag) but not the first frame's own delay, which is the
+voice-to-voice latency, reported separately. An "audible gap" is a frame arriving after the simulated
+playback ran dry in the middle of a reply. The server-side ``Player.max_lateness_s`` (measured only
+after the player's pacing sleeps) is printed beside it.
+
+Pipeline overhead = server-side ``TurnMetrics.voice_to_voice_ms − vad.end_silence_ms``: what the
+pipeline adds on top of the endpointing silence it must wait for. Its two parts are printed too:
+``endpoint − speech_end − end_silence`` (the endpointer counts its silence from the last frame webrtcvad
+flags, which trails the voice by ~100-130 ms, while ``speech_end`` is the refined end of the voice; plus
+frame arrival jitter) and ``endpoint → first frame sent`` (STT/LLM/TTS plumbing, resampling, the player's
+first frame: the processing cost proper), with a per-stage breakdown.
+
+Server CPU is the server process's user + system time over the measured window, per call-second (the
+calls' connected time as the callers saw it) and in all. The orchestrator also reads /proc/stat: CPU
+used by other processes during a run is printed, because on a shared 2-vCPU machine it distorts every
+figure (``--wait-quiet S`` waits for a quiet machine before each run, ``--retry-noisy N`` reruns a
+run that other processes disturbed).
+
+Run from the repository root::
+
+    python -m bench.calls                          # 100 calls, 30 s each (≈ 40 s in all)
+    python -m bench.calls --calls 25,50,100        # one fresh server per size, then a summary table
+    python -m bench.calls --calls 25,50,100 --wait-quiet 600 --retry-noisy 5   # on a shared machine
+    python -m bench.calls --calls 100 --profile py-spy     # top server CPU costs (pip install py-spy)
+    python -m bench.calls --calls 100 --profile cprofile   # same with cProfile (slows the server)
+    python -m bench.calls --json results.json      # also write every figure as JSON
+
+Figures from a profiled run are not comparable with an unprofiled one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import gc
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "@@bench "  # prefix of the one-line JSON messages the child processes print on stdout
+FRAME_S = 0.020
+FRAME_SAMPLES = 160
+LAG_PROBE_S = 0.010
+
+TARGET_LAG_P99_MS = 20.0
+TARGET_FRAME_LATE_MAX_MS = 40.0
+TARGET_OVERHEAD_P95_MS = 15.0
+CALLER_LAG_OK_P99_MS = 10.0  # above this the caller process itself distorts caller-side figures
+QUIET_CORES = 0.15  # --wait-quiet: other processes' load under which a run may start
+NOISY_PCT = 20.0  # others' load + steal (% of a core) during a run above which it is flagged as noisy
+
+DEFAULT_GREETING = "Hi there."
+DEFAULT_REPLY = "Sure, I can help with that. Anything else?"
+DEFAULT_TRANSCRIPT = "what are your opening hours"
+
+
+# ============================================================================================ shared
+
+
+class Histogram:
+    """Millisecond values in 0.1 ms buckets: cheap to fill, mergeable across processes, exact max."""
+
+    RES_MS = 0.1
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[int] = collections.Counter()
+        self.n = 0
+        self.max_ms = -math.inf
+
+    def add(self, ms: float) -> None:
+        self.counts[math.floor(ms / self.RES_MS)] += 1
+        self.n += 1
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def merge(self, other: Histogram) -> None:
+        self.counts.update(other.counts)
+        self.n += other.n
+        self.max_ms = max(self.max_ms, other.max_ms)
+
+    def percentile(self, p: float) -> float | None:
+        """The upper edge of the bucket holding the p-th percentile (nearest rank); None when empty."""
+        if not self.n:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.n))
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return min((bucket + 1) * self.RES_MS, self.max_ms)
+        return self.max_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"counts": {str(k): v for k, v in self.counts.items()}, "n": self.n, "max": self.max_ms}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Histogram:
+        hist = cls()
+        hist.counts.update({int(k): v for k, v in data["counts"].items()})
+        hist.n = data["n"]
+        hist.max_ms = data["max"] if data["max"] is not None else -math.inf
+        return hist
+
+
+class LagProbe:
+    """Event-loop lag: sleeps `LAG_PROBE_S` in a loop and records how much longer each sleep took.
+
+    Spikes (lag over `SPIKE_MS`) are also kept, as (monotonic time of the wake-up, lag ms): CLOCK_MONOTONIC
+    is shared by the processes, so spikes of the server and of the callers can be matched."""
+
+    SPIKE_MS = 10.0
+    MAX_SPIKES = 200
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.hist = Histogram()
+        self.spikes: list[tuple[float, float]] = []  # (monotonic time, lag ms)
+
+    async def run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_S)
+            lag_ms = (time.perf_counter() - start - LAG_PROBE_S) * 1000
+            self.hist.add(lag_ms)
+            if lag_ms > self.SPIKE_MS and len(self.spikes) < self.MAX_SPIKES:
+                self.spikes.append((time.monotonic(), round(lag_ms, 1)))
+
+
+class GcPauses:
+    """Garbage-collector pauses per generation (a gc.callbacks hook): count, total and max ms."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.stats = {gen: [0, 0.0, 0.0] for gen in range(3)}
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._started) * 1000
+        entry = self.stats[info["generation"]]
+        entry[0] += 1
+        entry[1] += ms
+        entry[2] = max(entry[2], ms)
+
+
+def _cpu_s() -> float:
+    """This process's user + system CPU seconds (what os.times() adds up, at ns instead of 10 ms grain)."""
+    return time.process_time()
+
+
+def _machine_jiffies() -> tuple[int, int, int]:
+    """(busy, steal, total) clock ticks of all CPUs since boot, from /proc/stat (zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])  # guest time is already inside user
+    return total - idle - steal, steal, total
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    """One message to the orchestrator: a marked JSON line on stdout."""
+    sys.stdout.write(MARKER + json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _new_loop_factory(name: str) -> Any:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+# ============================================================================================ server
+
+
+def _bench_providers(transcript: str, reply: str, tts_rate: int, ms_per_char: float) -> Any:
+    """Instant providers (tests/fakes/instant.py) that keep nothing per turn and render each text once."""
+    from pipeline.call import Providers
+    from providers.base import Transcript
+    from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+    class BenchSTT(InstantSTT):
+        """InstantSTT without the `heard` list: a long run must not hoard every utterance."""
+
+        async def transcribe(self, pcm: np.ndarray) -> Transcript:
+            await asyncio.sleep(self.delay_s)
+            return Transcript(self.text)
+
+    class BenchLLM(InstantLLM):
+        """InstantLLM keeping only the last request."""
+
+        def __init__(self, reply: str) -> None:
+            super().__init__(reply)
+            self.requests = collections.deque(maxlen=1)  # type: ignore[assignment]
+
+    class PrerenderedTTS(InstantTTS):
+        """InstantTTS whose tone for each text is rendered once, then served from a cache."""
+
+        def __init__(self, sample_rate: int, ms_per_char: float) -> None:
+            super().__init__(sample_rate, ms_per_char)
+            self._rendered: dict[str, np.ndarray] = {}
+
+        def render(self, text: str) -> np.ndarray:
+            pcm = self._rendered.get(text)
+            if pcm is None:
+                pcm = self._rendered[text] = super().render(text)
+            return pcm
+
+        async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+            pcm = self.render(text)
+            step = self.sample_rate // 10
+            for start in range(0, len(pcm), step):
+                yield pcm[start : start + step]
+
+    return Providers(BenchSTT(transcript), BenchLLM(reply), PrerenderedTTS(tts_rate, ms_per_char))
+
+
+def _turn_record(metrics: Any) -> dict[str, Any]:
+    """The clock readings of a turn that the report needs (monotonic seconds)."""
+    keys = ("speech_end", "endpoint", "stt_done", "llm_first_token", "first_chunk", "tts_first_byte",
+            "first_audio_sent")
+    record: dict[str, Any] = {key: getattr(metrics, key) for key in keys}
+    record.update(kind=metrics.kind, error=metrics.error, interrupted=metrics.interrupted)
+    return record
+
+
+def _profile_top(profiler: Any, limit: int = 25) -> str:
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(limit)
+    return out.getvalue()
+
+
+async def _serve_main(opts: dict[str, Any]) -> None:
+    """The server process: serve, measure between `begin` and `end`, print the figures as JSON."""
+    import yaml
+
+    from pipeline import player as player_module
+    from pipeline.config import parse_config
+    from server import create_app, running
+
+    logging.basicConfig(level=opts["log_level"], format="%(levelname)s %(name)s: %(message)s")
+    pipeline = {
+        "greeting": opts["greeting"],
+        "apology": "Sorry, trouble.",
+        "vad": {"end_silence_ms": opts["end_silence_ms"]},
+        "player": {"lead_ms": opts["lead_ms"]},
+        "stt": {"provider": "pocketsphinx"},  # replaced by the instant providers below
+        "llm": {"provider": "scripted"},
+        "tts": {"provider": "espeak"},
+    }
+    config = parse_config(yaml.safe_dump({"pipelines": {"default": pipeline}}))
+    providers = _bench_providers(opts["transcript"], opts["reply"], opts["tts_rate"], opts["ms_per_char"])
+
+    players: list[tuple[float, int]] = []
+    started = [0]
+    original_start, original_close = player_module.Player.start, player_module.Player.close
+
+    def counting_start(self: Any) -> None:
+        started[0] += 1
+        original_start(self)
+
+    async def recording_close(self: Any) -> None:  # the player's own lateness figure, per call
+        players.append((self.max_lateness_s, self.frames_sent))
+        await original_close(self)
+
+    player_module.Player.start = counting_start  # type: ignore[method-assign]
+    player_module.Player.close = recording_close  # type: ignore[method-assign]
+
+    turns: list[Any] = []
+    # The simulated callers sign nothing (as in tests): signature checks off whatever the environment
+    # holds, and the loud start-up warning about it is expected here.
+    logging.getLogger("switchboard.server").addFilter(
+        lambda record: not str(record.msg).startswith("!!! INSECURE"))
+    app = create_app(config, on_turn=turns.append, providers={"default": providers}, insecure_dev=True)
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[str] = asyncio.Queue()
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(commands.put_nowait, line.strip())
+        loop.call_soon_threadsafe(commands.put_nowait, "eof")
+
+    async def expect(command: str) -> None:
+        got = await commands.get()
+        if got != command:
+            raise SystemExit(f"bench server: expected {command!r}, got {got!r}")
+
+    probe = LagProbe()
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses)
+    profiler = None
+    if opts["profile"] == "cprofile":
+        import cProfile
+
+        profiler = cProfile.Profile()
+    async with running(app) as port:
+        threading.Thread(target=read_commands, daemon=True).start()
+        probe_task = asyncio.create_task(probe.run(), name="lag-probe")
+        idle_cpu0, idle_wall0 = _cpu_s(), time.monotonic()
+        _emit({"port": port, "pid": os.getpid()})
+        await expect("begin")
+        idle_cpu_pct = 100 * (_cpu_s() - idle_cpu0) / max(1e-9, time.monotonic() - idle_wall0)
+        probe.reset()
+        gc_pauses.reset()
+        turns.clear()
+        players.clear()
+        started[0] = 0
+        cpu0, wall0, times0 = _cpu_s(), time.monotonic(), os.times()
+        if profiler is not None:
+            profiler.enable()
+        _emit({"begun": True})
+        await expect("end")
+        deadline = time.monotonic() + 3.0
+        # the callers have gone: let their sessions close (a session leaves app.state.calls before
+        # its close() runs, so also wait for every player to close; there is no event to wait on)
+        while (app.state.calls or len(players) < started[0]) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if profiler is not None:
+            profiler.disable()
+        cpu, wall, times1 = _cpu_s() - cpu0, time.monotonic() - wall0, os.times()
+        probe_task.cancel()
+        _emit({
+            "lag": probe.hist.to_json(),
+            "lag_spikes": probe.spikes,
+            "window_start": wall0,
+            "cpu_s": cpu,
+            "user_s": times1.user - times0.user,
+            "system_s": times1.system - times0.system,
+            "wall_s": wall,
+            "idle_cpu_pct": idle_cpu_pct,
+            "gc": gc_pauses.stats,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "turns": [_turn_record(t) for t in turns],
+            "players": players,
+            "calls_left_open": len(app.state.calls),
+            "profile_top": _profile_top(profiler) if profiler is not None else None,
+        })
+
+
+# ============================================================================================ callers
+
+
+@dataclass
+class CallerAudio:
+    """Pre-encoded base64 μ-law payloads: the spoken line and a cycle of line-noise frames."""
+
+    line: list[str]
+    silence: list[str]
+
+    @classmethod
+    def build(cls, line_s: float) -> CallerAudio:
+        from audio.g711 import ulaw_encode
+        from tests.speech import quiet, speech_like
+
+        def frames(pcm: np.ndarray) -> list[str]:
+            pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_SAMPLES, dtype=np.int16)])
+            data = ulaw_encode(pcm)
+            return [base64.b64encode(data[i : i + FRAME_SAMPLES]).decode("ascii")
+                    for i in range(0, len(data), FRAME_SAMPLES)]
+
+        return cls(line=frames(speech_like(line_s)), silence=frames(quiet(1.0, seed=7)))
+
+
+@dataclass
+class CallerStats:
+    """What one caller process measured, merged over its calls."""
+
+    send_late: Histogram = field(default_factory=Histogram)  # caller frame send time − its grid slot
+    bot_late: Histogram = field(default_factory=Histogram)  # bot frame arrival − its pacing deadline
+    response_ms: list[float] = field(default_factory=list)  # end of caller line → first bot frame
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SimCaller:
+    """One simulated Twilio call: paced caller frames, bot playback clock, marks, a turn script."""
+
+    WAIT_BOT, SPEAKING, DONE = "wait_bot", "speaking", "done"
+
+    def __init__(self, index: int, opts: dict[str, Any], audio: CallerAudio, stats: CallerStats) -> None:
+        self.index = index
+        self.opts = opts
+        self.audio = audio
+        self.stats = stats
+        self.lead_s = opts["lead_ms"] / 1000
+        self.stream_sid = "MZ" + secrets.token_hex(16)
+        self.call_sid = "CA" + secrets.token_hex(16)
+        self.account_sid = "AC" + secrets.token_hex(16)
+        self.ws: Any = None
+        self.seq = 0
+        self.frame = 0  # frames sent: frame k is the audio of [k·20 ms, (k+1)·20 ms) after t0
+        self.t0 = 0.0
+        self.phase = self.WAIT_BOT  # for the greeting (without one, the first tick starts the first line)
+        self.phase_since = 0.0
+        self.line_pos = 0
+        self.line_end = 0.0  # when the caller's last line ended (end of its audio)
+        self.lines_spoken = 0
+        self.last_turn_s = 0.0
+        self.turn_started = 0.0
+        # bot playback
+        self.play_end = 0.0
+        self.marks: collections.deque[tuple[float, str]] = collections.deque()  # (plays out at, name)
+        self.spurt_start: float | None = None  # arrival of the first frame of the current reply
+        self.spurt_frames = 0
+        self.bot_frames_in_phase = 0
+        # per-call counts
+        self.bot_frames = 0
+        self.marks_echoed = 0
+        self.clears = 0
+        self.gaps = 0
+        self.max_gap_ms = 0.0
+        self.unanswered = 0
+        self.answered = 0
+        self.hung_up = False
+        self.error: str | None = None
+        self.connected_at: float | None = None
+        self.closed_at: float | None = None
+
+    # --- wire -------------------------------------------------------------------------------------
+
+    def _seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def _handshake(self) -> None:
+        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await self.ws.send(json.dumps({
+            "event": "start",
+            "sequenceNumber": str(self._seq()),
+            "streamSid": self.stream_sid,
+            "start": {
+                "streamSid": self.stream_sid,
+                "accountSid": self.account_sid,
+                "callSid": self.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": {"from": "+15550001111", "to": "+15550002222"},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }))
+
+    def _media(self, payload: str) -> str:
+        k = self.frame
+        return (
+            f'{{"event":"media","sequenceNumber":"{self._seq()}","streamSid":"{self.stream_sid}",'
+            f'"media":{{"track":"inbound","chunk":"{k + 1}","timestamp":"{k * 20}","payload":"{payload}"}}}}'
+        )
+
+    async def _echo_mark(self, name: str) -> None:
+        self.marks_echoed += 1
+        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": str(self._seq()),
+                                       "streamSid": self.stream_sid, "mark": {"name": name}}))
+
+    # --- the call ---------------------------------------------------------------------------------
+
+    async def run(self, start_at: float) -> None:
+        import websockets
+
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        receiver: asyncio.Task[None] | None = None
+        try:
+            async with websockets.connect(self.opts["url"], compression=None, ping_interval=None,
+                                          max_size=2**22, open_timeout=30) as ws:
+                self.ws = ws
+                self.connected_at = time.monotonic()
+                await self._handshake()
+                self.t0 = self.phase_since = time.monotonic()
+                receiver = asyncio.create_task(self._receive(), name=f"recv-{self.index}")
+                await self._send_loop(receiver)
+                if not self.hung_up:
+                    await ws.send(json.dumps({
+                        "event": "stop", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
+                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                    }))
+        except Exception as exc:  # a failed call is reported, it doesn't stop the others
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.closed_at = time.monotonic()
+            if receiver is not None:
+                receiver.cancel()
+                await asyncio.gather(receiver, return_exceptions=True)
+            self.stats.calls.append(self.summary())
+
+    async def _send_loop(self, receiver: asyncio.Task[None]) -> None:
+        """Frame k goes out at t0 + k·20 ms (all overdue frames at once when this loop runs late)."""
+        while self.phase != self.DONE:
+            due = self.t0 + self.frame * FRAME_S
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if receiver.done():  # the server hung up
+                self.hung_up = True
+                return
+            now = time.monotonic()
+            self.stats.send_late.add((now - due) * 1000)
+            while self.t0 + self.frame * FRAME_S <= now and self.phase != self.DONE:
+                await self.ws.send(self._media(self._next_payload()))
+                self.frame += 1
+            while self.marks and self.marks[0][0] <= now:
+                await self._echo_mark(self.marks.popleft()[1])
+            self._script(now)
+
+    def _next_payload(self) -> str:
+        if self.phase == self.SPEAKING:
+            payload = self.audio.line[self.line_pos]
+            self.line_pos += 1
+            if self.line_pos == len(self.audio.line):  # the line's audio ends with this frame
+                self.line_end = self.t0 + (self.frame + 1) * FRAME_S
+                self._enter(self.WAIT_BOT, self.line_end)
+            return payload
+        return self.audio.silence[self.frame % len(self.audio.silence)]
+
+    def _enter(self, phase: str, now: float) -> None:
+        self.phase, self.phase_since = phase, now
+        if phase == self.WAIT_BOT:
+            self.spurt_start, self.spurt_frames, self.bot_frames_in_phase = None, 0, 0
+        elif phase == self.SPEAKING:
+            self.line_pos = 0
+            self.lines_spoken += 1
+
+    def _script(self, now: float) -> None:
+        """Decide, each tick, whether the bot has finished and the caller speaks again or hangs up."""
+        if self.phase != self.WAIT_BOT:
+            return
+        if self.lines_spoken or self.opts["greeting"]:  # the bot is due to speak: wait until it is done
+            if self.bot_frames_in_phase:
+                if self.marks or now < self.play_end + self.opts["pause_s"]:
+                    return
+            elif now - self.phase_since < self.opts["reply_timeout_s"]:
+                return
+            else:
+                self.unanswered += self.lines_spoken > 0
+        if self.lines_spoken:
+            self.last_turn_s = now - self.turn_started
+        turns, duration = self.opts["turns"], self.opts["duration_s"]
+        if turns is not None:
+            finished = self.lines_spoken >= turns
+        else:
+            finished = now - self.t0 + self.last_turn_s > duration
+        if finished:
+            self._enter(self.DONE, now)
+        else:
+            self.turn_started = now
+            self._enter(self.SPEAKING, now)
+
+    async def _receive(self) -> None:
+        async for text in self.ws:
+            now = time.monotonic()
+            msg = json.loads(text)
+            event = msg.get("event")
+            if event == "media":
+                self._on_bot_frame(now)
+            elif event == "mark":
+                name = msg["mark"]["name"]
+                if self.play_end <= now:
+                    await self._echo_mark(name)
+                else:
+                    self.marks.append((self.play_end, name))
+            elif event == "clear":
+                self.clears += 1
+                self.play_end = now
+                while self.marks:
+                    await self._echo_mark(self.marks.popleft()[1])
+
+    def _on_bot_frame(self, now: float) -> None:
+        self.bot_frames += 1
+        self.bot_frames_in_phase += 1
+        if self.spurt_start is None:
+            self.spurt_start, self.spurt_frames = now, 0
+            if self.phase == self.WAIT_BOT and self.lines_spoken:
+                self.answered += 1
+                self.stats.response_ms.append((now - self.line_end) * 1000)
+        else:
+            self.spurt_frames += 1
+            due = self.spurt_start + max(0.0, self.spurt_frames * FRAME_S - self.lead_s)
+            self.stats.bot_late.add((now - due) * 1000)
+            if now > self.play_end:  # the caller's playback ran dry mid-reply: an audible gap
+                self.gaps += 1
+                self.max_gap_ms = max(self.max_gap_ms, (now - self.play_end) * 1000)
+        self.play_end = max(self.play_end, now) + FRAME_S
+
+    def summary(self) -> dict[str, Any]:
+        seconds = (self.closed_at or 0) - (self.connected_at or self.closed_at or 0)
+        return {
+            "index": self.index, "seconds": seconds, "lines": self.lines_spoken, "answered": self.answered,
+            "unanswered": self.unanswered, "frames_sent": self.frame, "bot_frames": self.bot_frames,
+            "marks_echoed": self.marks_echoed, "clears": self.clears, "gaps": self.gaps,
+            "max_gap_ms": self.max_gap_ms, "hung_up": self.hung_up, "error": self.error,
+        }
+
+
+async def _callers_main(opts: dict[str, Any], audio: CallerAudio, go_at: float) -> dict[str, Any]:
+    stats = CallerStats()
+    probe = LagProbe()
+    probe_task = asyncio.create_task(probe.run(), name="lag-probe")
+    cpu0 = _cpu_s()
+    callers = [SimCaller(index, opts, audio, stats) for index, _ in opts["calls"]]
+    starts = [go_at + offset for _, offset in opts["calls"]]
+    await asyncio.gather(*(c.run(start) for c, start in zip(callers, starts, strict=True)))
+    probe_task.cancel()
+    return {
+        "cpu_s": _cpu_s() - cpu0,
+        "lag": probe.hist.to_json(),
+        "lag_spikes": probe.spikes,
+        "send_late": stats.send_late.to_json(),
+        "bot_late": stats.bot_late.to_json(),
+        "response_ms": stats.response_ms,
+        "calls": stats.calls,
+    }
+
+
+def _run_callers(opts: dict[str, Any]) -> None:
+    """The caller process: build audio, say ready, wait for the start time, run the calls, report."""
+    import websockets  # noqa: F401  (import cost before `ready`)
+
+    audio = CallerAudio.build(opts["line_s"])
+    _emit({"ready": True})
+    go_at = float(sys.stdin.readline())
+    with asyncio.Runner(loop_factory=_new_loop_factory(opts["loop"])) as runner:
+        _emit(runner.run(_callers_main(opts, audio, go_at)))
+
+
+# ============================================================================================ orchestrator
+
+
+class Child:
+    """A child process speaking marked JSON lines on stdout and plain lines on stdin."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(MARKER):
+                return json.loads(line[len(MARKER):])
+            sys.stderr.write(f"[{self.name}] {line}")
+        raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}) before reporting")
+
+    def finish(self, timeout: float = 10.0) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _self_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.calls", *args]
+
+
+class PySpy:
+    """py-spy sampling the server for the measured window (non-blocking, so the server isn't paused)."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        self.path = path
+        self.proc = subprocess.Popen(
+            [_py_spy(), "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--format", "raw",
+             "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return "py-spy did not stop"
+        if not self.path.exists():
+            return f"py-spy wrote nothing: {err.strip()[-500:]}"
+        top = _collapsed_top(self.path.read_text().splitlines())
+        return f"{top}\n(raw collapsed stacks, e.g. for a flame graph: {self.path})"
+
+
+def _py_spy() -> str:
+    """py-spy next to this Python (the venv) if it is there, else from PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else (shutil.which("py-spy") or "py-spy")
+
+
+def _collapsed_top(lines: Iterable[str], limit: int = 25) -> str:
+    """Top functions by self and by inclusive samples from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(frame) for frame in stack.split(";")]
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return "py-spy: no samples"
+    rows = [f"py-spy: {total} samples of the server's busy time (idle excluded)", "", "  self%  function"]
+    rows += [f"  {100 * n / total:5.1f}  {name}" for name, n in own.most_common(limit)]
+    rows += ["", "  incl%  function"]
+    rows += [f"  {100 * n / total:5.1f}  {name}" for name, n in inclusive.most_common(limit)]
+    return "\n".join(rows)
+
+
+def _frame_name(frame: str) -> str:
+    """'send (websockets/legacy/protocol.py:123)' -> 'send (websockets/legacy/protocol.py)'."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", str(ROOT) + "/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+def wait_for_quiet(max_busy_cores: float, timeout_s: float) -> float | None:
+    """Wait until the machine's load (busy + steal) is under `max_busy_cores` (1 s samples); returns the
+    last sample (None without /proc/stat). Gives up after `timeout_s` and runs anyway."""
+    deadline = time.monotonic() + timeout_s
+    next_note = time.monotonic()
+    cpus = os.cpu_count() or 1
+    while True:
+        busy0, steal0, total0 = _machine_jiffies()
+        time.sleep(1.0)
+        busy1, steal1, total1 = _machine_jiffies()
+        if total1 == total0:
+            return None
+        busy = cpus * (busy1 - busy0 + steal1 - steal0) / (total1 - total0)
+        if busy <= max_busy_cores or time.monotonic() > deadline:
+            return busy
+        if time.monotonic() >= next_note:
+            print(f"(waiting for a quiet machine: others + steal use {100 * busy:.0f} % of a core)",
+                  file=sys.stderr, flush=True)
+            next_note = time.monotonic() + 30
+
+
+def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One benchmark run: a fresh server, `n_calls` calls, the raw results from every process."""
+    server_opts = {
+        "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
+        "reply": args.reply, "end_silence_ms": args.end_silence_ms, "lead_ms": args.lead_ms,
+        "tts_rate": 24000, "ms_per_char": args.ms_per_char, "loop": args.server_loop,
+        "profile": args.profile if args.profile == "cprofile" else None,
+    }
+    server = Child("server", _self_argv("--serve", json.dumps(server_opts)))
+    callers: list[Child] = []
+    spy: PySpy | None = None
+    try:
+        hello = server.read()
+        rng = random.Random(args.seed)
+        offsets = sorted(rng.uniform(0, args.stagger) for _ in range(n_calls))
+        procs = max(1, min(args.caller_procs, n_calls))
+        for p in range(procs):
+            caller_opts = {
+                "url": f"ws://127.0.0.1:{hello['port']}/media-stream",
+                "calls": [(i, offsets[i]) for i in range(p, n_calls, procs)],
+                "duration_s": args.duration, "turns": args.turns, "line_s": args.line_s,
+                "pause_s": args.pause, "lead_ms": args.lead_ms, "reply_timeout_s": 10.0,
+                "greeting": bool(args.greeting), "loop": args.caller_loop,
+            }
+            callers.append(Child(f"callers{p}", _self_argv("--callers", json.dumps(caller_opts))))
+        for caller in callers:
+            caller.read()
+        server.send("begin")
+        server.read()
+        if args.profile == "py-spy":
+            spy = PySpy(hello["pid"], Path(tempfile.mkdtemp()) / "server.collapsed")
+        go_at = time.monotonic() + 0.3  # CLOCK_MONOTONIC is shared by all processes on the machine
+        jiffies0, machine_t0 = _machine_jiffies(), time.monotonic()
+        for caller in callers:
+            caller.send(repr(go_at))
+        caller_results = [caller.read() for caller in callers]
+        jiffies1, machine_wall = _machine_jiffies(), time.monotonic() - machine_t0
+        profile_top = spy.stop() if spy is not None else None
+        server.send("end")
+        server_result = server.read()
+        if profile_top:
+            server_result["profile_top"] = profile_top
+    finally:
+        for child in (*callers, server):
+            child.finish()
+    busy, steal, total = (b - a for a, b in zip(jiffies0, jiffies1, strict=True))
+    cpus = os.cpu_count() or 1
+    machine = {"cpus": cpus, "wall_s": machine_wall,  # CPU-seconds used on the whole machine
+               "busy_s": cpus * machine_wall * busy / total if total else None,
+               "steal_s": cpus * machine_wall * steal / total if total else None}
+    return {"calls": n_calls, "caller_procs": len(callers), "server": server_result,
+            "callers": caller_results, "machine": machine}
+
+
+# ============================================================================================ report
+
+
+def _pct(values: list[float], p: float) -> float | None:
+    return float(np.percentile(values, p)) if values else None
+
+
+def _ms(value: float | None) -> str:
+    return "   n/a" if value is None else f"{value:6.1f}"
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    if value is None:
+        return "n/a"
+    return "met" if value <= limit else "MISSED"
+
+
+def _shared_stalls(server: list[tuple[float, float]], callers: list[tuple[float, float]]) -> list[float]:
+    """Server lag spikes (ms) that overlap a caller-process stall: both processes stopped at once, i.e. the
+    machine (other load, the hypervisor) stalled, not Switchboard."""
+    shared = []
+    for woke, ms in server:
+        start = woke - ms / 1000
+        if any(c_woke - c_ms / 1000 < woke and start < c_woke for c_woke, c_ms in callers):
+            shared.append(ms)
+    return shared
+
+
+def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
+    """Turn one run's raw results into the figures."""
+    server, callers = run["server"], run["callers"]
+    lag = Histogram.from_json(server["lag"])
+    caller_lag, send_late, bot_late = Histogram(), Histogram(), Histogram()
+    calls: list[dict[str, Any]] = []
+    response: list[float] = []
+    caller_cpu = 0.0
+    caller_spikes: list[tuple[float, float]] = []
+    for result in callers:
+        caller_spikes += result["lag_spikes"]
+        caller_lag.merge(Histogram.from_json(result["lag"]))
+        send_late.merge(Histogram.from_json(result["send_late"]))
+        bot_late.merge(Histogram.from_json(result["bot_late"]))
+        calls += result["calls"]
+        response += result["response_ms"]
+        caller_cpu += result["cpu_s"]
+    replies = [t for t in server["turns"]
+               if t["kind"] == "reply" and t["first_audio_sent"] and t["speech_end"]]
+    overhead = [(t["first_audio_sent"] - t["speech_end"]) * 1000 - end_silence_ms for t in replies]
+    endpointing = [(t["endpoint"] - t["speech_end"]) * 1000 - end_silence_ms for t in replies]
+    processing = [(t["first_audio_sent"] - t["endpoint"]) * 1000 for t in replies]
+    stage_names = ("endpoint", "stt_done", "llm_first_token", "first_chunk", "tts_first_byte",
+                   "first_audio_sent")
+    stages = {}
+    for before, after in itertools.pairwise(stage_names):
+        gaps = [(t[after] - t[before]) * 1000 for t in replies if t[after] and t[before]]
+        stages[f"{before}->{after}"] = (_pct(gaps, 50), _pct(gaps, 95))
+    call_seconds = sum(c["seconds"] for c in calls)
+    player_late = [late * 1000 for late, _ in server["players"]]
+    kernel_s, user_s = server["system_s"], server["user_s"]
+    machine = run["machine"]
+    other = steal = None
+    if machine["busy_s"] is not None:  # loopback TCP work in softirq context also lands here
+        other = (machine["busy_s"] - server["cpu_s"] - caller_cpu) / machine["wall_s"]
+        steal = machine["steal_s"] / machine["wall_s"]
+    return {
+        "calls": run["calls"],
+        "caller_procs": run["caller_procs"],
+        "wall_s": server["wall_s"],
+        "call_seconds": call_seconds,
+        "lag_spikes": [(round(t - server["window_start"], 2), ms) for t, ms in server["lag_spikes"]],
+        "shared_stalls": _shared_stalls(server["lag_spikes"], caller_spikes),
+        "caller_stall_max_ms": max((ms for _, ms in caller_spikes), default=0.0),
+        "lag_p50_ms": lag.percentile(50), "lag_p99_ms": lag.percentile(99), "lag_max_ms": lag.max_ms,
+        "frame_late_p99_ms": bot_late.percentile(99),
+        "frame_late_max_ms": bot_late.max_ms if bot_late.n else None,
+        "frames_measured": bot_late.n,
+        "player_max_lateness_ms": max(player_late) if player_late else None,
+        "player_lateness_p99_of_calls_ms": _pct(player_late, 99),
+        "audible_gaps": sum(c["gaps"] for c in calls),
+        "max_gap_ms": max((c["max_gap_ms"] for c in calls), default=0.0),
+        "server_cpu_s": server["cpu_s"],
+        "server_cpu_pct_total": 100 * server["cpu_s"] / server["wall_s"],
+        "server_system_share_pct": 100 * kernel_s / max(1e-9, user_s + kernel_s),
+        "server_cpu_pct_per_call": 100 * server["cpu_s"] / call_seconds if call_seconds else None,
+        "server_idle_cpu_pct": server["idle_cpu_pct"],
+        "server_maxrss_mb": server["maxrss_mb"],
+        "server_gc": server["gc"],
+        "overhead_p50_ms": _pct(overhead, 50), "overhead_p95_ms": _pct(overhead, 95),
+        "overhead_max_ms": max(overhead) if overhead else None,
+        "endpointing_p50_ms": _pct(endpointing, 50), "endpointing_p95_ms": _pct(endpointing, 95),
+        "processing_p50_ms": _pct(processing, 50), "processing_p95_ms": _pct(processing, 95),
+        "stages_p50_p95_ms": stages,
+        "reply_turns": len(replies),
+        "turn_errors": sum(t["error"] is not None for t in server["turns"]),
+        "interrupted": sum(bool(t["interrupted"]) for t in server["turns"]),
+        "caller_response_p50_ms": _pct(response, 50), "caller_response_p95_ms": _pct(response, 95),
+        "caller_lag_p99_ms": caller_lag.percentile(99), "caller_lag_max_ms": caller_lag.max_ms,
+        "caller_send_late_p99_ms": send_late.percentile(99), "caller_send_late_max_ms": send_late.max_ms,
+        "caller_cpu_pct": 100 * caller_cpu / server["wall_s"],
+        "cpus": machine["cpus"],
+        "other_load_pct": 100 * other if other is not None else None,
+        "steal_pct": 100 * steal if steal is not None else None,
+        "lines": sum(c["lines"] for c in calls), "answered": sum(c["answered"] for c in calls),
+        "unanswered": sum(c["unanswered"] for c in calls),
+        "bot_frames_received": sum(c["bot_frames"] for c in calls),
+        "bot_frames_sent": sum(frames for _, frames in server["players"]),
+        "marks_echoed": sum(c["marks_echoed"] for c in calls), "clears": sum(c["clears"] for c in calls),
+        "call_errors": [c["error"] for c in calls if c["error"]],
+        "hung_up_by_server": sum(c["hung_up"] for c in calls),
+        "calls_left_open": server["calls_left_open"],
+        "profile_top": server.get("profile_top"),
+    }
+
+
+def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
+    """The figures of one run as text, each beside its target."""
+    callers_ok = (fig["caller_lag_p99_ms"] or 0) <= CALLER_LAG_OK_P99_MS
+    rows = [
+        f"== {fig['calls']} calls, {fig['wall_s']:.1f} s window, {fig['call_seconds']:.0f} call-seconds; "
+        f"server on {args.server_loop}, {fig['caller_procs']} caller process(es) ==",
+        f"server event-loop lag (10 ms probe)  p50 {_ms(fig['lag_p50_ms'])}  p99 {_ms(fig['lag_p99_ms'])}"
+        f"  max {_ms(fig['lag_max_ms'])} ms   target p99 <= {TARGET_LAG_P99_MS:.0f} ms: "
+        f"{_verdict(fig['lag_p99_ms'], TARGET_LAG_P99_MS)}",
+        f"  lag over {LagProbe.SPIKE_MS:.0f} ms: {len(fig['lag_spikes'])} samples"
+        + (f" ({len(fig['shared_stalls'])} while a caller process stalled too: machine-wide, longest "
+           f"{max(fig['shared_stalls'], default=0):.0f} ms)" if fig["shared_stalls"] else "")
+        + (", at (s into the run, ms): " + " ".join(f"{t}:{ms}" for t, ms in fig["lag_spikes"][:12])
+           if fig["lag_spikes"] else ""),
+        f"outbound frame lateness (caller)     p99 {_ms(fig['frame_late_p99_ms'])}  max "
+        f"{_ms(fig['frame_late_max_ms'])} ms   target max <= {TARGET_FRAME_LATE_MAX_MS:.0f} ms: "
+        f"{_verdict(fig['frame_late_max_ms'], TARGET_FRAME_LATE_MAX_MS)}"
+        f"   ({fig['frames_measured']} frames)",
+        f"  server Player.max_lateness_s       max {_ms(fig['player_max_lateness_ms'])} ms, p99 over calls "
+        f"{_ms(fig['player_lateness_p99_of_calls_ms'])} ms; audible gaps at the caller: {fig['audible_gaps']}"
+        f" (longest {fig['max_gap_ms']:.1f} ms)",
+        f"server CPU                           {fig['server_cpu_pct_per_call']:.2f} % of one core per call "
+        f"({fig['server_cpu_pct_total']:.0f} % in all, {fig['server_system_share_pct']:.0f} % of it in the "
+        f"kernel; idle server {fig['server_idle_cpu_pct']:.1f} %; max RSS {fig['server_maxrss_mb']:.0f} MB)",
+        "  GC pauses (count/total/max ms): " + ", ".join(
+            f"gen{gen} {n}/{total:.0f}/{top:.1f}" for gen, (n, total, top) in fig["server_gc"].items()),
+        f"pipeline overhead (v2v - {args.end_silence_ms} ms)   p50 {_ms(fig['overhead_p50_ms'])}  p95 "
+        f"{_ms(fig['overhead_p95_ms'])}  max {_ms(fig['overhead_max_ms'])} ms   target p95 <= "
+        f"{TARGET_OVERHEAD_P95_MS:.0f} ms: {_verdict(fig['overhead_p95_ms'], TARGET_OVERHEAD_P95_MS)}"
+        f"   ({fig['reply_turns']} turns)",
+        f"  = endpoint - speech end - silence  p50 {_ms(fig['endpointing_p50_ms'])}  p95 "
+        f"{_ms(fig['endpointing_p95_ms'])} ms   (VAD hangover inside the silence + frame jitter)",
+        f"  + endpoint -> first frame sent     p50 {_ms(fig['processing_p50_ms'])}  p95 "
+        f"{_ms(fig['processing_p95_ms'])} ms   (the processing part alone vs p95 <= "
+        f"{TARGET_OVERHEAD_P95_MS:.0f} ms: {_verdict(fig['processing_p95_ms'], TARGET_OVERHEAD_P95_MS)})",
+        "    by stage (p50/p95 ms): " + ", ".join(
+            f"{name} {_ms(p50).strip()}/{_ms(p95).strip()}"
+            for name, (p50, p95) in fig["stages_p50_p95_ms"].items()),
+        f"caller-measured response (line end -> first bot frame)  p50 {_ms(fig['caller_response_p50_ms'])}"
+        f"  p95 {_ms(fig['caller_response_p95_ms'])} ms",
+        f"callers: loop lag p99 {_ms(fig['caller_lag_p99_ms'])} max {_ms(fig['caller_lag_max_ms'])} ms; "
+        f"frame send lateness p99 {_ms(fig['caller_send_late_p99_ms'])} max "
+        f"{_ms(fig['caller_send_late_max_ms'])} ms; CPU {fig['caller_cpu_pct']:.0f} % of one core -> "
+        + ("kept pace" if callers_ok else "THE CALLERS ARE A BOTTLENECK: caller-side figures are inflated")
+        + (f" (but they stalled for up to {fig['caller_stall_max_ms']:.0f} ms at least once: the caller-side"
+           " lateness max includes that)" if fig["caller_stall_max_ms"] > TARGET_FRAME_LATE_MAX_MS else ""),
+        _machine_line(fig),
+        f"sanity: lines {fig['lines']}, answered {fig['answered']}, unanswered {fig['unanswered']}, "
+        f"turn errors {fig['turn_errors']}, interrupted {fig['interrupted']}, clears {fig['clears']}, "
+        f"bot frames sent/received {fig['bot_frames_sent']}/{fig['bot_frames_received']}, "
+        f"call errors {len(fig['call_errors'])}, calls left open {fig['calls_left_open']}",
+    ]
+    if fig["call_errors"]:
+        rows.append(f"  first call error: {fig['call_errors'][0]}")
+    if fig["profile_top"]:
+        rows += ["", "server profile (measured window):", fig["profile_top"]]
+    return "\n".join(rows)
+
+
+def _quiet(fig: dict[str, Any]) -> bool:
+    """Did other processes and the hypervisor (steal) leave this run alone?"""
+    if fig["other_load_pct"] is None:
+        return True
+    return fig["other_load_pct"] + (fig["steal_pct"] or 0) <= NOISY_PCT
+
+
+def _machine_line(fig: dict[str, Any]) -> str:
+    if fig["other_load_pct"] is None:
+        return f"machine: {fig['cpus']} CPUs (no /proc/stat: other load unknown)"
+    line = (f"machine: {fig['cpus']} CPUs; other processes used {fig['other_load_pct']:.0f} % of a core, "
+            f"steal {fig['steal_pct']:.0f} %")
+    if not _quiet(fig):
+        line += (" -> NOT A QUIET MACHINE: other processes or the hypervisor (steal) took CPU from the server"
+                 " and callers; rerun when it is idle")
+    return line
+
+
+def summary_table(figures: list[dict[str, Any]]) -> str:
+    head = (f"{'calls':>5}  {'lag p50':>7} {'lag p99':>7} {'lag max':>7}  {'late p99':>8} {'late max':>8}"
+            f"  {'gaps':>4}  {'CPU/call':>8} {'CPU all':>7}  {'ovh p50':>7} {'ovh p95':>7} {'proc p95':>8}"
+            f"  {'callers':>7}"
+            f"  {'others+steal':>12}")
+    rows = [head, "-" * len(head)]
+    for f in figures:
+        callers = "ok" if (f["caller_lag_p99_ms"] or 0) <= CALLER_LAG_OK_P99_MS else "SLOW"
+        other = "?" if f["other_load_pct"] is None else f"{f['other_load_pct'] + (f['steal_pct'] or 0):.0f}%"
+        rows.append(
+            f"{f['calls']:>5}  {_ms(f['lag_p50_ms']):>7} {_ms(f['lag_p99_ms']):>7} {_ms(f['lag_max_ms']):>7}"
+            f"  {_ms(f['frame_late_p99_ms']):>8} {_ms(f['frame_late_max_ms']):>8}  {f['audible_gaps']:>4}"
+            f"  {f['server_cpu_pct_per_call']:>7.2f}% {f['server_cpu_pct_total']:>6.0f}%"
+            f"  {_ms(f['overhead_p50_ms']):>7} {_ms(f['overhead_p95_ms']):>7}"
+            f" {_ms(f['processing_p95_ms']):>8}"
+            f"  {callers:>7}  {other:>12}"
+        )
+    rows.append(f"targets: lag p99 <= {TARGET_LAG_P99_MS:.0f} ms at 100 calls, no outbound frame later than "
+                f"{TARGET_FRAME_LATE_MAX_MS:.0f} ms, overhead p95 <= {TARGET_OVERHEAD_P95_MS:.0f} ms "
+                "(all times ms; ovh = v2v - end_silence_ms, proc = endpoint -> first frame sent)")
+    return "\n".join(rows)
+
+
+# ============================================================================================ CLI
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.calls", description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", default="100", help="concurrent calls; a comma list runs each (25,50,100)")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds per call: no new line is started that would end after it (default 30)")
+    parser.add_argument("--turns", type=int, default=None, help="a fixed script: this many lines per call")
+    parser.add_argument("--stagger", type=float, default=1.5, help="call starts spread over this many s")
+    parser.add_argument("--caller-procs", type=int, default=1, help="caller processes (default 1)")
+    parser.add_argument("--server-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--caller-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--line-s", type=float, default=1.2, help="length of the caller's spoken line")
+    parser.add_argument("--pause", type=float, default=0.3, help="caller's pause after the bot finished")
+    parser.add_argument("--greeting", default=DEFAULT_GREETING)
+    parser.add_argument("--reply", default=DEFAULT_REPLY, help="the instant LLM's reply")
+    parser.add_argument("--ms-per-char", type=float, default=60.0, help="instant TTS: audio ms per character")
+    parser.add_argument("--end-silence-ms", type=int, default=600, help="vad.end_silence_ms")
+    parser.add_argument("--lead-ms", type=int, default=160, help="player.lead_ms")
+    parser.add_argument("--profile", choices=("py-spy", "cprofile"), default=None,
+                        help="profile the server over the measured window and print its top costs")
+    parser.add_argument("--log-level", default="WARNING", help="server log level (default WARNING)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the call start offsets")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="before each run wait up to S s for others + steal to use < 15 %% of a core")
+    parser.add_argument("--retry-noisy", type=int, default=0, metavar="N",
+                        help="rerun a run (up to N times) when others + steal took > 20 %% of a core")
+    parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # internal: server process
+    parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
+    return parser.parse_args(argv)
+
+
+def _code_version() -> str:
+    """The commit the figures were measured on (+ "dirty" when the work tree has changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes' if dirty else ''}" if head else "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    if args.serve is not None:
+        opts = json.loads(args.serve)
+        with asyncio.Runner(loop_factory=_new_loop_factory(opts["loop"])) as runner:
+            runner.run(_serve_main(opts))
+        return
+    if args.callers is not None:
+        _run_callers(json.loads(args.callers))
+        return
+    sizes = [int(n) for n in args.calls.split(",") if n.strip()]
+    print(f"Switchboard call benchmark on {_code_version()}, {os.cpu_count()} CPUs, Python "
+          f"{sys.version.split()[0]}", flush=True)
+    figures = []
+    for n_calls in sizes:
+        for attempt in range(1 + args.retry_noisy):
+            if args.wait_quiet:
+                wait_for_quiet(QUIET_CORES, args.wait_quiet)
+            fig = analyse(run_once(n_calls, args), args.end_silence_ms)
+            if _quiet(fig) or attempt == args.retry_noisy:
+                break
+            print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % of "
+                  f"a core during it, steal {fig['steal_pct']:.0f} %; running it again)",
+                  file=sys.stderr, flush=True)
+        figures.append(fig)
+        print(report(fig, args), flush=True)
+        print(flush=True)
+    if len(figures) > 1:
+        print(summary_table(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
