@@ -13,7 +13,9 @@ Rules (all durations in whole 20 ms frames):
 * Barge-in. ``SpeechStarted`` is emitted once per utterance, as soon as its speech frames total
   ``barge_in_min_ms``. It can precede an utterance that is later dropped as too short when
   ``barge_in_min_ms < min_speech_ms``.
-* Endpoint. The utterance ends when its silence reaches ``end_silence_ms``, where silence is:
+* Endpoint. The utterance ends when its silence reaches ``end_silence_ms``, where silence is
+  counted from the end of the voice: trailing speech frames quieter than ``TAIL_LEVEL`` of the
+  loudest (webrtcvad's hangover) count as silence. It is:
 
   - in :meth:`Segmenter.push`: the non-speech frames pushed since its last speech frame, i.e. audio
     time. This holds whatever the pace: frames pushed faster than real time (a simulator at 4x, or a
@@ -88,6 +90,7 @@ class _OpenUtterance:
     last_speech_index: int
     speech_frames: int  # frames counted as speech (see MIN_RUN_FRAMES)
     loudness: list[tuple[float, float]]  # (mean |sample|, arrival time) of each speech frame
+    loudest: float = 0.0
     silence_frames: int = 0  # non-speech frames since the last speech frame
     started_emitted: bool = False
 
@@ -195,6 +198,7 @@ class Segmenter:
             last_speech_index=len(frames) - 1,
             speech_frames=MIN_RUN_FRAMES,
             loudness=[(_level(frame), now)],
+            loudest=_level(frame),
         )
         return self._open
 
@@ -205,10 +209,16 @@ class Segmenter:
             return
         # The run's earlier frames were counted as silence until it reached MIN_RUN_FRAMES.
         utt.speech_frames += MIN_RUN_FRAMES if self._run == MIN_RUN_FRAMES else 1
-        utt.silence_frames = 0
         utt.speech_end = now
-        utt.loudness.append((_level(frame), now))
+        level = _level(frame)
+        utt.loudness.append((level, now))
         utt.last_speech_index = len(utt.frames) - 1
+        # The endpoint silence runs from the voice's end, not from the VAD's hangover after it.
+        utt.loudest = max(utt.loudest, level)
+        if level >= TAIL_LEVEL * utt.loudest:
+            utt.silence_frames = 0
+        else:
+            utt.silence_frames += 1
 
     def _check_utterance(self, utt: _OpenUtterance, now: float, events: list[SegmenterEvent]) -> None:
         if not utt.started_emitted and utt.speech_frames * FRAME_MS >= self.barge_in_min_ms:
@@ -237,8 +247,7 @@ def _level(frame: bytes) -> float:
 
 def _voice_end(utt: _OpenUtterance) -> float:
     """Arrival time of the last speech frame that is not just the VAD's hangover."""
-    loudest = max(level for level, _ in utt.loudness)
     for level, arrived in reversed(utt.loudness):
-        if level >= loudest * TAIL_LEVEL:
+        if level >= utt.loudest * TAIL_LEVEL:
             return arrived
     return utt.speech_end

@@ -275,3 +275,12 @@ def test_rejects_unsupported_rate_and_non_int16_input() -> None:
         Segmenter(sample_rate=11025)
     with pytest.raises(TypeError):
         Segmenter().push(np.zeros(160, dtype=np.float32), T0)
+
+
+def test_endpoint_silence_counts_from_the_voice_not_the_vads_hangover() -> None:
+    """webrtcvad keeps flagging ~100 ms after the voice stops; neither speech_end nor the endpoint
+    silence should include that, or every turn answers ~100 ms late and reports itself faster."""
+    events = _feed(Segmenter(), _stream(quiet(1.0, seed=1), speech_like(1.0), quiet(1.5, seed=2)))
+    ((emitted_at, utt),) = [(t, e) for t, e in events if isinstance(e, Utterance)]
+    assert utt.speech_end == pytest.approx(T0 + 2.0, abs=0.03)
+    assert emitted_at - utt.speech_end == pytest.approx(0.6, abs=0.03)
