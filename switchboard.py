@@ -4,6 +4,7 @@ switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--insecure-dev
 switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--config pipeline.yaml]
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
+                 [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
 switchboard check [pipeline.yaml] [--ping]
 """
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--speed", type=float, default=1.0, help="run the caller N times faster than real time")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the server's log")
 
-    call = commands.add_parser("call", help="play Twilio's part against a media-stream WebSocket")
+    call = commands.add_parser("call", help="play Twilio's (or Exotel's) part against a media WebSocket")
     caller.add_arguments(call)
 
     check = commands.add_parser("check", help="validate pipeline.yaml; show providers and credentials")

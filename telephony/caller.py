@@ -41,7 +41,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from audio.g711 import ulaw_decode, ulaw_encode
-from audio.resample import StreamResampler, resample
+from audio.resample import resample
 from audio.wav import read_wav, write_wav
 
 __all__ = [
@@ -599,7 +599,6 @@ class ExotelWire(TwilioWire):
         super().__init__()
         self.sample_rate = sample_rate
         self.frame_samples = RATE * chunk_ms // 1000
-        self._to_wire = StreamResampler(RATE, sample_rate)
 
     def connected(self) -> dict[str, Any]:
         return {"event": "connected"}
@@ -626,8 +625,9 @@ class ExotelWire(TwilioWire):
         }
 
     def encode(self, pcm: np.ndarray) -> tuple[bytes, np.ndarray]:
-        wire = self._to_wire.process(pcm.astype(np.int16))
-        return wire.astype("<i2").tobytes(), pcm  # lossless: the server hears what was said
+        # chunk by chunk, so every chunk carries its own audio (a soxr stream releases ~100 ms blocks)
+        wire = resample(pcm, RATE, self.sample_rate) if self.sample_rate != RATE else pcm
+        return wire.astype("<i2").tobytes(), pcm  # lossless at 8 kHz: the server hears what was said
 
     def media(self, seq: int, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
         encoded = base64.b64encode(payload).decode("ascii")

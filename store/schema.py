@@ -1,0 +1,155 @@
+"""The call store's tables, and how a database is brought to the current schema version.
+
+`schema_version` holds one row per version applied. A new database gets every table as defined here and
+the latest version; an older one runs the steps of `MIGRATIONS` from its version on, each in the same
+transaction as the version row it records. Version 1 is the tables below; to change the schema, change
+the tables here AND append a step (a function of a sync `Connection`, run through `run_sync`) that does
+the same to an existing database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    select,
+)
+
+Migration = Callable[[Connection], None]  # upgrades an existing database by one version
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", String(128), primary_key=True),  # the carrier's call id (Twilio CallSid)
+    Column("pipeline", String(128), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),  # UTC wall time
+    Column("ended_at", DateTime(timezone=True)),
+    Column("from_number", String(64), nullable=False, default=""),
+    Column("to_number", String(64), nullable=False, default=""),
+    Column("carrier", String(32), nullable=False, default=""),
+    Column("variant", String(128)),  # A/B variant name, when the pipeline has variants
+    Column("summary", JSON),  # pipeline.metrics.call_summary(), written when the call ends
+    Column("recording", Text),  # path of the call's WAV, if recorded
+    Index("ix_calls_started_at", "started_at"),
+)
+
+# The *_ms columns are TurnMetrics.summary()'s: milliseconds after the end of the caller's speech.
+STAGE_MS_COLUMNS = (
+    "endpoint_ms",
+    "stt_done_ms",
+    "llm_first_token_ms",
+    "first_chunk_ms",
+    "tts_first_byte_ms",
+    "first_audio_sent_ms",
+    "voice_to_voice_ms",
+    "speech_ms",
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # No foreign key on purpose: a turn is kept even if its call's row could not be written.
+    Column("call_id", String(128), nullable=False),
+    Column("index", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    *(Column(name, Float) for name in STAGE_MS_COLUMNS),
+    Column("transcript", Text, nullable=False, default=""),
+    Column("reply_text", Text, nullable=False, default=""),
+    Column("reply_heard", Text, nullable=False, default=""),
+    Column("interrupted", Boolean, nullable=False, default=False),
+    Column("ended_call", Boolean, nullable=False, default=False),
+    Column("error", Text),
+    Column("failures", JSON, nullable=False),  # list[str]
+    Column("stt_vendor", String(256)),  # "vendor/model" of the provider that served the stage
+    Column("llm_vendor", String(256)),
+    Column("tts_vendor", String(256)),
+    Column("tokens_in", Integer),
+    Column("tokens_out", Integer),
+    Column("tts_chars", Integer, nullable=False, default=0),
+    Column("bot_audio_ms", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),  # UTC wall time the turn finished
+    Index("ix_turns_call_id", "call_id"),
+    Index("ix_turns_created_at", "created_at"),
+)
+
+shadow_results = Table(  # shadow LLM answers to live turns (filled by the shadow feature, later)
+    "shadow_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_id", String(128), nullable=False),
+    Column("turn_index", Integer, nullable=False),  # with call_id: the live turn it shadows
+    Column("name", String(128), nullable=False),
+    Column("vendor", String(256), nullable=False),  # "vendor/model"
+    Column("ttft_ms", Float),  # from the request to the first token
+    Column("total_ms", Float),
+    Column("tokens_in", Integer),
+    Column("tokens_out", Integer),
+    Column("error", Text),
+    Column("text", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_shadow_results_turn", "call_id", "turn_index"),
+)
+
+# MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
+MIGRATIONS: list[Migration] = []
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is one this code cannot use (e.g. written by a newer Switchboard)."""
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return len(migrations) + 1
+
+
+def upgrade(connection: Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Create or upgrade the schema on `connection` (inside the caller's transaction). Returns the version.
+
+    Idempotent: a database already at the latest version is left alone."""
+    latest = latest_version(migrations)
+    if not inspect(connection).has_table(schema_version.name):
+        metadata.create_all(connection)  # checkfirst: tables a crashed earlier attempt left are kept
+        _record(connection, latest)
+        return latest
+    current = connection.execute(select(func.max(schema_version.c.version))).scalar()
+    if current is None:  # the version table exists but is empty: an interrupted first start
+        metadata.create_all(connection)
+        _record(connection, latest)
+        return latest
+    if current > latest:
+        raise SchemaError(f"the database is at schema version {current}, newer than this Switchboard "
+                          f"understands ({latest}); upgrade Switchboard or use another database")
+    for version in range(current + 1, latest + 1):
+        migrations[version - 2](connection)
+        _record(connection, version)
+    return latest
+
+
+def _record(connection: Connection, version: int) -> None:
+    connection.execute(insert(schema_version).values(version=version, applied_at=datetime.now(UTC)))
