@@ -278,8 +278,10 @@ def create_app(
             log.info("call %s: socket closed: %s", session.call_id if session else "-", exc)
         finally:
             if session is not None:
-                calls.pop(session.call_id, None)
-                await session.close()
+                try:
+                    await session.close()
+                finally:  # only once the call's record is final does it leave the active calls
+                    calls.pop(session.call_id, None)
 
     async def _dispatch(event: twilio.InboundEvent, session: CallSession | None, make_link: LinkFactory):
         """Hand one event to its call. Returns the call's session (created by `start`)."""

@@ -68,7 +68,8 @@ class TurnMetrics:
         return {**facts, **out}
 
     def log(self) -> None:
-        log.info("turn %s", json.dumps(self.summary(), sort_keys=True))
+        if log.isEnabledFor(logging.INFO):  # 100 calls' turns: don't build JSON nobody reads
+            log.info("turn %s", json.dumps(self.summary(), sort_keys=True))
 
 
 def call_summary(turns: list[TurnMetrics]) -> dict:
