@@ -338,9 +338,9 @@ async def load(
 
     store = CallStore(db)
     url = make_url(store.url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
-            and not Path(url.database).exists():
-        raise FileNotFoundError(f"no call store at {url.database}")
+    sqlite_file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
+    if sqlite_file and not await asyncio.to_thread(Path(sqlite_file).exists):
+        raise FileNotFoundError(f"no call store at {sqlite_file}")
     await store.open()
     try:
         turns = await store.query_turns(since, pipeline, variant)

@@ -33,7 +33,8 @@ def normalize_url(url: str | None) -> str:
     if "://" not in url:
         return f"sqlite+aiosqlite:///{url}"
     parsed = make_url(url)
-    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+              "postgres": "postgresql+asyncpg"}
     if parsed.drivername in driver:
         parsed = parsed.set(drivername=driver[parsed.drivername])
     return parsed.render_as_string(hide_password=False)
@@ -96,7 +97,8 @@ class CallStore:
             await engine.dispose()
             raise
         self.engine = engine
-        log.info("call store open: %s (schema version %d)", make_url(self.url).render_as_string(), self.version)
+        log.info("call store open: %s (schema version %d)", make_url(self.url).render_as_string(),
+                 self.version)
 
     async def close(self) -> None:
         if self.engine is not None:

@@ -63,8 +63,8 @@ class StoreWriter:
         self.failures = 0  # failed attempts (a record retried 5 times counts 5)
         self._queue: asyncio.Queue[Write | None] = asyncio.Queue(max_pending)
         self._task: asyncio.Task[None] | None = None
-        self._last_complaint = float("-inf")
-        self._unreported = 0  # failures and drops since the last error message
+        self._last_complaint: dict[str, float] = {}  # kind of trouble -> when it was last logged
+        self._unreported: dict[str, int] = {}  # kind of trouble -> occurrences since then
 
     # --- called from the audio path: synchronous, never raise --------------------------------------------
 
@@ -113,8 +113,8 @@ class StoreWriter:
             self._queue.put_nowait(write)
         except asyncio.QueueFull:
             self.dropped += 1
-            self._complain(f"dropped the {what}: {self._queue.maxsize} records already waiting for the "
-                           "database")
+            self._complain("queue full", f"dropped the {what}: {self._queue.maxsize} records already "
+                           "waiting for the database")
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -184,20 +184,23 @@ class StoreWriter:
                 self.failures += 1
                 if not is_transient(error):
                     self.dropped += 1
-                    self._complain(f"could not {what}, dropped it: {type(error).__name__}: {error}")
+                    self._complain("refused",
+                                   f"could not {what}, dropped it: {type(error).__name__}: {error}")
                     return False
-                self._complain(f"could not {what}, retrying in {delay:g} s "
+                self._complain("unavailable", f"could not {what}, retrying in {delay:g} s "
                                f"({self.pending} records waiting): {type(error).__name__}: {error}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
 
-    def _complain(self, message: str) -> None:
-        """Log at error level, at most once per `complain_every_s`, with what happened in between."""
+    def _complain(self, kind: str, message: str) -> None:
+        """Log at error level, each kind of trouble at most once per `complain_every_s`, with how often it
+        happened in between."""
         now = time.monotonic()
-        if now - self._last_complaint < self.complain_every_s:
-            self._unreported += 1
+        if now - self._last_complaint.get(kind, float("-inf")) < self.complain_every_s:
+            self._unreported[kind] = self._unreported.get(kind, 0) + 1
             return
-        since = f" ({self._unreported} more failures/drops since the last message)" if self._unreported else ""
+        unreported = self._unreported.pop(kind, 0)
+        since = f" ({unreported} more like it since the last message)" if unreported else ""
         log.error("call store (%s): %s%s; totals: %d written, %d failed attempts, %d dropped; calls go on",
                   self.store.url.split("://")[0], message, since, self.written, self.failures, self.dropped)
-        self._last_complaint, self._unreported = now, 0
+        self._last_complaint[kind] = now

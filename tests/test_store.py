@@ -1,0 +1,263 @@
+"""The call store: round trip on SQLite (and PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is set), the
+schema version table and its upgrades, and the writer staying out of the call's way when the database
+is down."""
+
+import asyncio
+import logging
+import os
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Column, Connection, Integer, MetaData, Table
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from pipeline.metrics import TurnMetrics
+from store import CallStore, SchemaError, StoreWriter, normalize_url
+from store.writer import is_transient
+
+POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
+
+
+def a_turn(call_id: str = "CA1", index: int = 1, **changes) -> TurnMetrics:
+    """A real turn's metrics: clock readings in monotonic seconds, failover notes, vendors."""
+    metrics = TurnMetrics(
+        call_id=call_id, index=index, kind="reply",
+        speech_start=100.0, speech_end=101.5, endpoint=101.8, stt_done=102.05, llm_first_token=102.4,
+        first_chunk=102.5, tts_first_byte=102.62, first_audio_sent=102.7, turn_done=104.0,
+        transcript="what are your opening hours", reply_text="We open at nine. Anything else?",
+        reply_heard="We open at nine.", interrupted=True,
+        failures=["llm openai/gpt-4o-mini attempt 1: timeout: no first token within 2 s"],
+        vendors={"stt": "pocketsphinx/en-us", "llm": "openai/gpt-4o-mini", "tts": "espeak/en-us"},
+        tokens_in=812, tokens_out=17, tts_chars=31, bot_audio_ms=1450,
+    )
+    for key, value in changes.items():
+        setattr(metrics, key, value)
+    return metrics
+
+
+async def round_trip(url: str) -> None:
+    store = CallStore(url)
+    await store.open()
+    try:
+        call_id = f"CA{uuid.uuid4().hex}"  # a shared PostgreSQL database may hold earlier runs
+        started = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+        await store.start_call(call_id, "support", started_at=started, from_number="+15550001",
+                               to_number="+15550002", carrier="twilio", variant="b")
+        metrics = a_turn(call_id)
+        finished = datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC)
+        await store.add_turn(metrics, created_at=finished)
+        greeting = TurnMetrics(call_id=call_id, index=0, kind="greeting", reply_text="Hello!")
+        await store.add_turn(greeting, created_at=datetime(2025, 3, 1, 12, 0, 1, tzinfo=UTC))
+        summary = {"turns": 2, "answered": 1, "voice_to_voice_ms_median": 1200.0, "recording": "r/x.wav"}
+        await store.end_call(call_id, summary, ended_at=datetime(2025, 3, 1, 12, 1, tzinfo=UTC))
+
+        calls = [c for c in await store.query_calls(pipeline="support") if c["id"] == call_id]
+        assert calls == [{
+            "id": call_id, "pipeline": "support", "started_at": started,
+            "ended_at": datetime(2025, 3, 1, 12, 1, tzinfo=UTC), "from_number": "+15550001",
+            "to_number": "+15550002", "carrier": "twilio", "variant": "b", "summary": summary,
+            "recording": "r/x.wav",
+        }]
+        turns = [t for t in await store.query_turns(variant="b") if t["call_id"] == call_id]
+        assert [t["index"] for t in turns] == [0, 1]  # oldest first
+        turn = turns[1]
+        expected = metrics.summary()
+        for key in ("index", "kind", "endpoint_ms", "stt_done_ms", "llm_first_token_ms", "first_chunk_ms",
+                    "tts_first_byte_ms", "first_audio_sent_ms", "voice_to_voice_ms", "speech_ms",
+                    "transcript", "reply_text", "reply_heard", "interrupted", "ended_call", "error",
+                    "failures", "tokens_in", "tokens_out", "tts_chars", "bot_audio_ms"):
+            assert turn[key] == expected[key], key
+        assert turn["voice_to_voice_ms"] == 1200.0
+        assert (turn["stt_vendor"], turn["llm_vendor"], turn["tts_vendor"]) == (
+            "pocketsphinx/en-us", "openai/gpt-4o-mini", "espeak/en-us")
+        assert turn["created_at"] == finished
+        assert (turn["pipeline"], turn["variant"], turn["carrier"]) == ("support", "b", "twilio")
+        assert turns[0]["voice_to_voice_ms"] is None and turns[0]["llm_vendor"] is None
+
+        later = datetime(2025, 3, 1, 12, 0, 3, tzinfo=UTC)
+        since = [t["call_id"] for t in await store.query_turns(since=later)]
+        assert since.count(call_id) == 1
+        assert not [t for t in await store.query_turns(pipeline="elsewhere") if t["call_id"] == call_id]
+        assert await store.query_shadows(pipeline="support", variant="b") == []
+    finally:
+        await store.close()
+
+
+async def test_round_trip_sqlite(tmp_path):
+    await round_trip(str(tmp_path / "switchboard.db"))
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set SWITCHBOARD_TEST_POSTGRES_URL to a postgresql:// URL")
+async def test_round_trip_postgres():
+    await round_trip(POSTGRES_URL)
+    second = CallStore(POSTGRES_URL)  # opening an existing database again is a no-op
+    await second.open()
+    assert second.version == 1
+    await second.close()
+
+
+async def test_schema_version_recorded_and_open_is_idempotent(tmp_path):
+    path = tmp_path / "s.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.open()
+    await store.start_call("CA1", "default")
+    await store.close()
+    again = CallStore(f"sqlite:///{path}")
+    await again.open()
+    assert again.version == 1
+    assert len(await again.query_calls()) == 1
+    await again.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"schema_version", "calls", "turns", "shadow_results"} <= tables
+
+
+async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):
+    url = str(tmp_path / "s.db")
+    store = CallStore(url)
+    await store.open()
+    await store.add_turn(a_turn())
+    await store.close()
+
+    ran = []
+
+    def add_notes(connection: Connection) -> None:  # version 1 -> 2
+        ran.append(2)
+        Table("notes", MetaData(), Column("id", Integer, primary_key=True)
+              ).create(connection)
+
+    upgraded = CallStore(url, migrations=[add_notes])
+    await upgraded.open()
+    assert upgraded.version == 2 and ran == [2]
+    assert len(await upgraded.query_turns()) == 1  # the data survived
+    await upgraded.close()
+    again = CallStore(url, migrations=[add_notes])
+    await again.open()  # already at 2: nothing runs
+    assert ran == [2]
+    await again.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+
+    older_code = CallStore(url)  # knows only version 1
+    with pytest.raises(SchemaError, match="newer"):
+        await older_code.open()
+    assert not older_code.is_open
+
+
+def test_normalize_url():
+    assert normalize_url(None) == "sqlite+aiosqlite:///switchboard.db"
+    assert normalize_url("calls.db") == "sqlite+aiosqlite:///calls.db"
+    assert normalize_url("sqlite:////var/lib/sb.db") == "sqlite+aiosqlite:////var/lib/sb.db"
+    assert normalize_url("postgresql://u:p@db/sb") == "postgresql+asyncpg://u:p@db/sb"
+    assert normalize_url("postgresql+asyncpg://u:p@db/sb") == "postgresql+asyncpg://u:p@db/sb"
+
+
+# --- the writer ---------------------------------------------------------------------------------------
+
+
+async def test_writer_writes_in_the_background_in_order(tmp_path):
+    store = CallStore(str(tmp_path / "w.db"))
+    async with StoreWriter(store) as writer:  # opens the store itself
+        writer.call_started("CA9", "default", from_number="+1", to_number="+2", carrier="exotel")
+        for index in range(5):
+            writer.turn(a_turn("CA9", index))
+        metrics = a_turn("CA9", 5)
+        writer.turn(metrics)
+        metrics.transcript = "changed after the turn was handed over"
+        writer.call_ended("CA9", {"turns": 6}, recording="rec.wav")
+        assert writer.pending > 0  # nothing was awaited: the caller never waits on the database
+    assert (writer.written, writer.dropped, writer.pending) == (8, 0, 0)
+    turns = await store.query_turns()
+    assert [t["index"] for t in turns] == list(range(6))
+    assert turns[-1]["transcript"] == "what are your opening hours"
+    [call] = await store.query_calls()
+    assert (call["carrier"], call["summary"], call["recording"]) == ("exotel", {"turns": 6}, "rec.wav")
+    assert call["started_at"] <= call["ended_at"]
+    await store.close()
+
+
+async def test_writer_keeps_accepting_turns_while_the_database_is_unavailable(tmp_path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    store = CallStore(str(blocker / "calls.db"))  # cannot be created, even by root
+    writer = StoreWriter(store, max_pending=3, retry_delays_s=(0.01, 0.02))
+    with caplog.at_level(logging.ERROR, logger="switchboard.store"):
+        await writer.start()
+        writer.call_started("CA1", "default")
+        for index in range(10):
+            writer.turn(a_turn("CA1", index))  # never raises
+        writer.call_ended("CA1", {})
+        await asyncio.sleep(0.1)
+        assert writer.failures >= 2 and writer.written == 0
+        assert writer.pending == 3 and writer.dropped == 9  # bounded: the rest are dropped and counted
+        await writer.aclose(timeout_s=0.05)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    # each kind of trouble once (per minute at most), however often it happened
+    assert len([m for m in errors if "could not open the database, retrying" in m]) == 1
+    assert len([m for m in errors if "records already waiting for the database" in m]) == 1
+    assert "not written at shutdown" in errors[-1]
+    assert writer.dropped == 12
+
+
+class FlakyStore:
+    """Stands in for CallStore: the first `down` writes fail as if the server were unreachable."""
+
+    url = "postgresql+asyncpg://db/sb"
+    is_open = True
+
+    def __init__(self, down: int, error: Exception | None = None) -> None:
+        self.down = down
+        self.error = error or OperationalError("INSERT", {}, ConnectionRefusedError("connection refused"))
+        self.turns: list[int] = []
+
+    async def add_turn(self, metrics: TurnMetrics, *, created_at: datetime | None = None) -> None:
+        if self.down:
+            self.down -= 1
+            raise self.error
+        self.turns.append(metrics.index)
+
+
+async def test_writer_retries_until_the_database_is_back(caplog):
+    store = FlakyStore(down=3)
+    writer = StoreWriter(store, retry_delays_s=(0.001, 0.002))  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="switchboard.store"):
+        await writer.start()
+        for index in range(4):
+            writer.turn(a_turn(index=index))
+        await writer.aclose(timeout_s=2)
+    assert store.turns == [0, 1, 2, 3]  # nothing lost, order kept
+    assert (writer.failures, writer.dropped, writer.written) == (3, 0, 4)
+    assert "retrying" in caplog.records[0].getMessage()
+
+
+async def test_writer_drops_a_record_the_database_refuses():
+    store = FlakyStore(down=1, error=IntegrityError("INSERT", {}, Exception("duplicate key")))
+    writer = StoreWriter(store)  # type: ignore[arg-type]
+    await writer.start()
+    writer.turn(a_turn(index=0))
+    writer.turn(a_turn(index=1))
+    await writer.aclose(timeout_s=2)
+    assert store.turns == [1] and writer.dropped == 1
+
+
+def test_transient_errors():
+    assert is_transient(OperationalError("x", {}, Exception("database or disk is full")))
+    assert is_transient(ConnectionRefusedError())
+    assert not is_transient(IntegrityError("x", {}, Exception("duplicate")))
+    assert not is_transient(ValueError())
+
+
+async def test_a_crash_loses_nothing_committed(tmp_path):
+    """Each turn is its own committed transaction: another connection sees it at once."""
+    path = tmp_path / "c.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.add_turn(a_turn())
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM turns").fetchone() == (1,)
+    await store.close()
