@@ -27,9 +27,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from pipeline.call import CallSession, Providers
-from pipeline.config import Config, default_config_path, load_config
+from pipeline.config import Config, ConfigError, default_config_path, load_config
 from pipeline.metrics import TurnMetrics
 from pipeline.player import CarrierLink
+from providers.base import MissingCredential
+from store import CallStore, StoreWriter
 from telephony import exotel, twilio
 from telephony.signature import SIGNATURE_HEADER, SignatureChecker, signed_url
 from telephony.twilio_rest import AUTH_TOKEN_ENV, DialError, TwilioRest, dial
@@ -145,17 +147,22 @@ def create_app(
     on_turn: Callable[[TurnMetrics], None] | None = None,
     providers: dict[str, Providers] | None = None,
     insecure_dev: bool = False,
+    store_url: str | None = None,
 ) -> Starlette:
     """Build the app. Providers are built here, so a bad provider setting fails at start-up.
 
     `providers` (pipeline name -> Providers) replaces the configured ones: tests and benchmarks.
     `insecure_dev` turns off Twilio signature checks (otherwise on whenever TWILIO_AUTH_TOKEN is set).
-    Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here."""
+    Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here.
+    `store_url` records every call and turn in the call store (off the audio path); None = no store."""
     if providers is None:
         from providers.registry import build_providers  # loads the provider modules the config names
 
         providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
     calls: dict[str, CallSession] = {}
+    writer = StoreWriter(CallStore(store_url)) if store_url else None
+    if writer is not None:
+        on_turn = _also(writer.turn, on_turn)
     checker = signature_checker(config, insecure_dev)
     rest = TwilioRest.from_env()
     api_token = os.environ.get(API_TOKEN_ENV)
@@ -279,7 +286,9 @@ def create_app(
         finally:
             if session is not None:
                 try:
-                    await session.close()
+                    summary = await session.close()
+                    if writer is not None:
+                        writer.call_ended(session.call_id, summary)
                 finally:  # only once the call's record is final does it leave the active calls
                     calls.pop(session.call_id, None)
 
@@ -322,6 +331,10 @@ def create_app(
             on_turn=on_turn,
         )
         calls[call_id] = session
+        if writer is not None:
+            writer.call_started(call_id, name, from_number=start.custom_parameters.get("from", ""),
+                                to_number=start.custom_parameters.get("to", getattr(start, "to_number", "")),
+                                carrier="exotel" if isinstance(start, exotel.Start) else "twilio")
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
         await session.start()
         return session
@@ -333,7 +346,15 @@ def create_app(
             warm = getattr(pipeline_providers.stt, "warm", None)
             if warm is not None:
                 await warm()
-        yield
+        if writer is None:
+            yield
+            return
+        await writer.start()  # opens the store itself, retrying while the database is down
+        try:
+            yield
+        finally:
+            await writer.aclose()
+            await writer.store.close()
 
     app = Starlette(
         lifespan=lifespan,
@@ -375,6 +396,18 @@ async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]
         sock.close()
 
 
+def _also(first: Callable[[TurnMetrics], None], then: Callable[[TurnMetrics], None] | None):
+    """One on_turn callback calling `first` and then `then` (if any)."""
+    if then is None:
+        return first
+
+    def both(metrics: TurnMetrics) -> None:
+        first(metrics)
+        then(metrics)
+
+    return both
+
+
 def serve(
     config_path: str | Path | None = None,
     host: str | None = None,
@@ -384,10 +417,13 @@ def serve(
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(config_path or default_config_path())
     host = host or os.environ.get("HOST", "0.0.0.0")
     port = port or int(os.environ.get("PORT", "5050"))
-    app = create_app(config, insecure_dev=insecure_dev)
+    try:
+        config = load_config(config_path or default_config_path())
+        app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
+    except (ConfigError, MissingCredential) as exc:  # start-up errors: say what to fix, no traceback
+        raise SystemExit(f"switchboard: {exc}") from None
     uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None)
 
 

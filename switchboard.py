@@ -6,6 +6,7 @@ switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
                  [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
 switchboard check [pipeline.yaml] [--ping]
+switchboard report [--since 24h] [--pipeline NAME] [--db switchboard.db] [--json]
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", nargs="?", help="pipeline.yaml (default: as for serve)")
     check.add_argument("--ping", action="store_true", help="send one tiny real request per provider")
 
+    from pipeline import report
+
+    report.add_arguments(commands.add_parser("report", help="compare vendors: latency, errors per model"))
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose))
         if args.command == "check":
             return run_check(args.config, args.ping)
+        if args.command == "report":
+            return report.run(args)
         return caller.run_from_args(args)
     except ConfigError as exc:
         print(f"switchboard: {exc.source}:\n{exc}", file=sys.stderr)

@@ -263,6 +263,7 @@ class Config(Strict):
     """The whole of pipeline.yaml: named pipelines and which one a call gets by default."""
 
     default_pipeline: str = "default"
+    database_url: str = "switchboard.db"  # call store of `switchboard serve`; "" = off
     numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
     pipelines: dict[str, PipelineConfig] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
