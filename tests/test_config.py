@@ -276,8 +276,8 @@ pipelines:
         ),
         (
             MINIMAL + "pipeline: {}\n",
-            "pipeline: unknown key; allowed keys: default_pipeline, numbers, pipelines, twilio; "
-            "did you mean 'pipelines'?",
+            "pipeline: unknown key; allowed keys: database_url, default_pipeline, numbers, pipelines, "
+            "twilio; did you mean 'pipelines'?",
         ),
         ("default_pipeline: default\n", "pipeline.yaml: missing required key 'pipelines'"),
         ("pipelines: {}\n", "pipelines: must not be empty"),
