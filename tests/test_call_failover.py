@@ -6,17 +6,14 @@ caller hears anything, records what failed, and when every vendor fails the call
 
 import asyncio
 
-import numpy as np
 import pytest
 
-from audio.wav import write_wav
 from pipeline.config import parse_config
 from pipeline.metrics import TurnMetrics
 from server import create_app, running
 from telephony.caller import CallerLine, run_call
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
-from tests.speech import quiet, speech_like
 
 CONFIG = """
 pipelines:
@@ -42,9 +39,7 @@ def openai_key(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 
 
-async def call_with(bad: Faults, backup: Faults, tmp_path) -> tuple[list[TurnMetrics], OpenAIScript]:
-    line = tmp_path / "line.wav"
-    write_wav(line, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
+async def call_with(bad: Faults, backup: Faults, line: str) -> tuple[list[TurnMetrics], OpenAIScript]:
     good_script, backup_script = OpenAIScript(), OpenAIScript(reply="Backup here.")
     async with (
         running(make_app(Faults(), good_script)) as good_port,
@@ -60,7 +55,7 @@ async def call_with(bad: Faults, backup: Faults, tmp_path) -> tuple[list[TurnMet
         async with running(app) as port:
             await run_call(
                 f"ws://127.0.0.1:{port}/media-stream",
-                [CallerLine(wav=str(line))],
+                [CallerLine(wav=line)],
                 hangup_timeout_s=2,
                 on_event=lambda event: None,
             )
@@ -68,9 +63,9 @@ async def call_with(bad: Faults, backup: Faults, tmp_path) -> tuple[list[TurnMet
     return turns, backup_script
 
 
-async def test_server_errors_fall_back_to_the_next_llm(tmp_path):
+async def test_server_errors_fall_back_to_the_next_llm(speech_wav):
     bad = Faults(status=500)
-    turns, _ = await call_with(bad, Faults(), tmp_path)
+    turns, _ = await call_with(bad, Faults(), speech_wav)
     reply = turns[1]
     assert reply.reply_heard == "Backup here." and reply.error is None
     assert reply.vendors["llm"] == "openai/backup-model"
@@ -81,16 +76,16 @@ async def test_server_errors_fall_back_to_the_next_llm(tmp_path):
     ]
 
 
-async def test_a_stalled_first_token_times_out_and_falls_back(tmp_path):
+async def test_a_stalled_first_token_times_out_and_falls_back(speech_wav):
     stalled = Faults(first_byte_delay_s=3)
-    turns, _ = await call_with(stalled, Faults(), tmp_path)
+    turns, _ = await call_with(stalled, Faults(), speech_wav)
     reply = turns[1]
     assert reply.reply_heard == "Backup here."
     assert ["no first result within 0.5 s" in failure for failure in reply.failures] == [True, True]
 
 
-async def test_when_every_llm_fails_the_caller_hears_the_apology_and_the_call_goes_on(tmp_path):
-    turns, _ = await call_with(Faults(status=500), Faults(status=429), tmp_path)
+async def test_when_every_llm_fails_the_caller_hears_the_apology_and_the_call_goes_on(speech_wav):
+    turns, _ = await call_with(Faults(status=500), Faults(status=429), speech_wav)
     reply = turns[1]
     assert reply.reply_heard == "Sorry, trouble."
     assert "rate_limit" in reply.error

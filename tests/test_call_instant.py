@@ -8,7 +8,6 @@ import asyncio
 import numpy as np
 import pytest
 
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import parse_config
 from pipeline.metrics import TurnMetrics
@@ -26,14 +25,6 @@ pipelines:
     llm: {provider: scripted}
     tts: {provider: espeak}
 """
-
-
-@pytest.fixture
-def speech_wav(tmp_path):
-    """1.2 s of speech-like sound with a little line noise either side, as a WAV line for the caller."""
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
-    return str(path)
 
 
 async def place_call(providers: Providers, lines: list[CallerLine], **kwargs):

@@ -3,10 +3,8 @@
 import asyncio
 import contextlib
 
-import numpy as np
 import pytest
 
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import CohereLLMConfig, parse_config
 from pipeline.metrics import TurnMetrics
@@ -27,7 +25,6 @@ from tests.fakes import cohere_fake
 from tests.fakes.cohere_fake import cohere_app
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
-from tests.speech import quiet, speech_like
 
 KEY = "co-test-0123456789"
 REPLY = "Hello from Command. How can I help?"
@@ -235,13 +232,6 @@ pipelines:
     llm: {provider: scripted}
     tts: {provider: espeak}
 """
-
-
-@pytest.fixture
-def speech_wav(tmp_path):
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
-    return str(path)
 
 
 async def place_call(llm, wav: str):

@@ -16,7 +16,6 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 import telephony.caller as caller
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import default_config_path, load_config, parse_config
 from pipeline.metrics import TurnMetrics
@@ -46,13 +45,6 @@ pipelines:
 
 def instant(reply: str = "It is noon.", transcript: str = "what time is it", **tts: float) -> Providers:
     return Providers(InstantSTT(transcript), InstantLLM(reply), InstantTTS(**tts))
-
-
-@pytest.fixture
-def speech_wav(tmp_path):
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
-    return str(path)
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import GeminiLLMConfig, parse_config
 from pipeline.metrics import TurnMetrics
@@ -29,7 +27,6 @@ from telephony.caller import CallerLine, run_call
 from tests.fakes import gemini_fake
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
-from tests.speech import quiet, speech_like
 
 KEY = "test-gemini-key-0123456789"
 REPLY = "Hello there. How can I help you today?"
@@ -243,13 +240,6 @@ pipelines:
     llm: {provider: scripted}
     tts: {provider: espeak}
 """
-
-
-@pytest.fixture
-def speech_wav(tmp_path):
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
-    return str(path)
 
 
 async def place_call(providers: Providers, wav: str):

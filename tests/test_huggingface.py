@@ -8,10 +8,8 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx2
-import numpy as np
 import pytest
 
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import HuggingFaceLLMConfig, parse_config
 from pipeline.metrics import TurnMetrics
@@ -31,7 +29,6 @@ from telephony.caller import CallerLine, run_call
 from tests.fakes import huggingface_fake
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
-from tests.speech import quiet, speech_like
 
 TOKEN = "hf_testtoken0123456789"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -268,13 +265,6 @@ pipelines:
     llm: {provider: scripted}
     tts: {provider: espeak}
 """
-
-
-@pytest.fixture
-def speech_wav(tmp_path):
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
-    return str(path)
 
 
 async def place_call(providers: Providers, wav: str):

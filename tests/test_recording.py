@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import parse_config
 from pipeline.recorder import Recorder
 from server import create_app, running
 from telephony.caller import CallerLine, run_call
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
-from tests.speech import quiet, speech_like
 
 RATE = 8000
 SLACK_S = 0.05  # clock offset between caller and server, frame granularity, VAD-free onset detection
@@ -37,13 +35,6 @@ pipelines:
     llm: {{provider: scripted}}
     tts: {{provider: espeak}}
 """)
-
-
-@pytest.fixture
-def speech_wav(tmp_path):
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), RATE)
-    return str(path)
 
 
 async def call(tmp_path, providers: Providers, lines: list[CallerLine]):

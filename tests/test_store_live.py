@@ -4,9 +4,6 @@
 import asyncio
 import json
 
-import numpy as np
-
-from audio.wav import write_wav
 from pipeline.call import Providers
 from pipeline.config import parse_config
 from server import create_app, running
@@ -14,7 +11,6 @@ from store import CallStore
 from switchboard import main
 from telephony.caller import CallerLine, run_call
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
-from tests.speech import quiet, speech_like
 
 CONFIG = """
 pipelines:
@@ -26,14 +22,12 @@ pipelines:
 """
 
 
-async def test_a_call_is_recorded_turn_by_turn_and_reported(tmp_path, capsys):
+async def test_a_call_is_recorded_turn_by_turn_and_reported(tmp_path, speech_wav, capsys):
     db = str(tmp_path / "calls.db")
-    line = tmp_path / "line.wav"
-    write_wav(line, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
     providers = Providers(InstantSTT("what time is it"), InstantLLM("It is noon."), InstantTTS())
     app = create_app(parse_config(CONFIG), providers={"default": providers}, store_url=db)
     async with running(app) as port:
-        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=str(line))],
+        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=speech_wav)],
                                 hangup_timeout_s=2, on_event=lambda event: None)
         await asyncio.sleep(0.3)  # the writer drains in the background
     store = CallStore(db)
