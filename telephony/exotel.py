@@ -115,14 +115,7 @@ def parse(raw: str | bytes) -> twilio.InboundEvent:
     """Turn one WebSocket message from Exotel into an event, or raise BadFrame.
 
     `Media.pcm` is at the wire's rate here; `Decoder.parse` brings it to 8 kHz."""
-    if isinstance(raw, bytes):
-        raise BadFrame("binary frame (Exotel sends JSON text frames only)")
-    try:
-        msg = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadFrame(f"not JSON: {exc.msg} at position {exc.pos}") from None
-    if not isinstance(msg, dict):
-        raise BadFrame(f"top level is {type(msg).__name__}, expected an object")
+    msg = twilio.json_object(raw, "Exotel")
     event = _string(msg, "event", "message")
     if event == "connected":
         return Connected()

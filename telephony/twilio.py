@@ -70,16 +70,22 @@ def _field(obj: dict, key: str, kind: type, where: str) -> object:
     return value
 
 
-def parse(raw: str | bytes) -> InboundEvent:
-    """Turn one WebSocket message from Twilio into an event, or raise BadFrame."""
+def json_object(raw: str | bytes, carrier: str) -> dict:
+    """The JSON object in one text frame (both carriers send only these), or BadFrame saying why not."""
     if isinstance(raw, bytes):
-        raise BadFrame("binary frame (Twilio sends JSON text frames only)")
+        raise BadFrame(f"binary frame ({carrier} sends JSON text frames only)")
     try:
         msg = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadFrame(f"not JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(msg, dict):
         raise BadFrame(f"top level is {type(msg).__name__}, expected an object")
+    return msg
+
+
+def parse(raw: str | bytes) -> InboundEvent:
+    """Turn one WebSocket message from Twilio into an event, or raise BadFrame."""
+    msg = json_object(raw, "Twilio")
     event = _field(msg, "event", str, "message")
     if event == "connected":
         return Connected()
