@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import hmac
 import logging
 import os
@@ -346,6 +347,10 @@ def create_app(
             warm = getattr(pipeline_providers.stt, "warm", None)
             if warm is not None:
                 await warm()
+        # Start-up objects (SDKs, models, config) live for the whole process: keep them out of the
+        # collector's full passes, which otherwise stall every call's audio for tens of ms.
+        gc.collect()
+        gc.freeze()
         if writer is None:
             yield
             return
