@@ -25,6 +25,13 @@ Rules (all durations in whole 20 ms frames):
     stream that goes quiet is still endpointed ``end_silence_ms`` after its last voiced frame. When
     frames arrive in real time the two measures agree. Once frames arrive again only they count.
 
+* Pauses (speculation). With ``speculate_after_ms`` > 0, an utterance whose silence reaches it (and
+  which already has ``min_speech_ms`` of speech) emits ``Pause`` once, carrying the audio so far: the
+  call may start working on it. The first speech frame after that emits ``Resumed``: the caller went
+  on, the work is void, and the utterance continues (nothing is cut). Each later pause does the same.
+* Commit silence. :meth:`Segmenter.set_end_silence` changes the endpoint silence of the open
+  utterance only (the call lengthens it while a transcript is pending or reads unfinished, shortens
+  it when it reads finished); the next utterance starts again from ``end_silence_ms``.
 * Length. An utterance whose audio from its first speech frame reaches ``max_utterance_s`` is cut
   and emitted with ``forced=True``. The next speech run opens a new utterance whose pre-roll is the
   audio after the cut, so no audio is lost or repeated.
@@ -51,7 +58,7 @@ from typing import TypeAlias
 import numpy as np
 import webrtcvad
 
-__all__ = ["FRAME_MS", "Segmenter", "SegmenterEvent", "SpeechStarted", "Utterance"]
+__all__ = ["FRAME_MS", "Pause", "Resumed", "Segmenter", "SegmenterEvent", "SpeechStarted", "Utterance"]
 
 FRAME_MS = 20
 MIN_RUN_FRAMES = 2  # voiced frames in a row before they count as speech
@@ -78,7 +85,25 @@ class Utterance:
     forced: bool
 
 
-SegmenterEvent: TypeAlias = SpeechStarted | Utterance
+@dataclass(frozen=True, slots=True, eq=False)
+class Pause:
+    """The caller paused for ``speculate_after_ms`` mid-utterance: the utterance so far, to work on early."""
+
+    pcm: np.ndarray
+    speech_start: float
+    speech_end: float
+    voiced_ms: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The caller spoke again after a ``Pause``: the same utterance goes on."""
+
+    at: float
+
+
+SegmenterEvent: TypeAlias = SpeechStarted | Pause | Resumed | Utterance
 
 
 @dataclass(slots=True)
@@ -93,6 +118,8 @@ class _OpenUtterance:
     loudest: float = 0.0
     silence_frames: int = 0  # non-speech frames since the last speech frame
     started_emitted: bool = False
+    paused: bool = False  # a Pause was emitted for the current silence
+    end_silence_ms: int | None = None  # this utterance's endpoint silence, if set_end_silence changed it
 
 
 class Segmenter:
@@ -107,6 +134,7 @@ class Segmenter:
         max_utterance_s: float = 30.0,
         barge_in_min_ms: int = 200,
         sample_rate: int = 8000,
+        speculate_after_ms: int = 0,
     ) -> None:
         if sample_rate not in VAD_RATES:
             raise ValueError(f"webrtcvad supports {VAD_RATES} Hz, got {sample_rate}")
@@ -115,6 +143,7 @@ class Segmenter:
         self.end_silence_ms = end_silence_ms
         self.max_utterance_ms = max_utterance_s * 1000
         self.barge_in_min_ms = barge_in_min_ms
+        self.speculate_after_ms = speculate_after_ms
         self._vad = webrtcvad.Vad(aggressiveness)
         self._frame_len = sample_rate * FRAME_MS // 1000
         pre_roll_frames = round(pre_roll_ms / FRAME_MS)
@@ -125,6 +154,7 @@ class Segmenter:
         self._run_start_at = 0.0
         self._last_arrival: float | None = None
         self._open: _OpenUtterance | None = None
+        self._resumed_at: float | None = None  # a Resumed to report with the frame's events
 
     def push(self, pcm: np.ndarray, now: float) -> list[SegmenterEvent]:
         """Add caller audio (mono int16, any length) that arrived at monotonic time ``now``."""
@@ -141,14 +171,43 @@ class Segmenter:
 
     def tick(self, now: float) -> list[SegmenterEvent]:
         """Endpoint on wall-clock time when frames stop arriving; call every ~50 ms."""
-        if self._open is None or self._last_arrival is None:
+        utt = self._open
+        if utt is None or self._last_arrival is None:
             return []
         gap_ms = max(0.0, now - self._last_arrival) * 1000
-        if self._open.silence_frames * FRAME_MS + gap_ms < self.end_silence_ms:
-            return []
+        silence_ms = utt.silence_frames * FRAME_MS + gap_ms
         events: list[SegmenterEvent] = []
-        self._finish(self._open, forced=False, events=events)
+        if silence_ms >= self._end_silence(utt):
+            self._finish(utt, forced=False, events=events)
+        elif self._should_pause(utt, silence_ms):
+            self._pause(utt, now, events)
         return events
+
+    @property
+    def in_utterance(self) -> bool:
+        """The caller has started an utterance that has not ended yet."""
+        return self._open is not None
+
+    def set_end_silence(self, ms: int | None) -> None:
+        """Set the open utterance's endpoint silence (None: back to ``end_silence_ms``)."""
+        if self._open is not None:
+            self._open.end_silence_ms = ms
+
+    def _end_silence(self, utt: _OpenUtterance) -> int:
+        return self.end_silence_ms if utt.end_silence_ms is None else utt.end_silence_ms
+
+    def _should_pause(self, utt: _OpenUtterance, silence_ms: float) -> bool:
+        return (
+            self.speculate_after_ms > 0
+            and not utt.paused
+            and silence_ms >= self.speculate_after_ms
+            and utt.speech_frames * FRAME_MS >= self.min_speech_ms
+        )
+
+    def _pause(self, utt: _OpenUtterance, now: float, events: list[SegmenterEvent]) -> None:
+        utt.paused = True
+        pcm = self._pcm(utt, forced=False)
+        events.append(Pause(pcm, utt.speech_start, _voice_end(utt), utt.speech_frames * FRAME_MS, now))
 
     def reset(self) -> None:
         """Drop any partial utterance and buffered audio, as if the stream had just started."""
@@ -157,6 +216,7 @@ class Segmenter:
         self._pending = np.zeros(0, dtype=np.int16)
         self._run = 0
         self._last_arrival = None
+        self._resumed_at = None
 
     def _split_frames(self, pcm: np.ndarray) -> list[bytes]:
         if len(pcm) == self._frame_len and not self._pending.size:
@@ -217,17 +277,25 @@ class Segmenter:
         utt.loudest = max(utt.loudest, level)
         if level >= TAIL_LEVEL * utt.loudest:
             utt.silence_frames = 0
+            if utt.paused:
+                utt.paused = False
+                self._resumed_at = now
         else:
             utt.silence_frames += 1
 
     def _check_utterance(self, utt: _OpenUtterance, now: float, events: list[SegmenterEvent]) -> None:
+        if self._resumed_at is not None:
+            events.append(Resumed(at=self._resumed_at))
+            self._resumed_at = None
         if not utt.started_emitted and utt.speech_frames * FRAME_MS >= self.barge_in_min_ms:
             utt.started_emitted = True
             events.append(SpeechStarted(at=now))
-        if utt.silence_frames * FRAME_MS >= self.end_silence_ms:
+        if utt.silence_frames * FRAME_MS >= self._end_silence(utt):
             self._finish(utt, forced=False, events=events)
         elif (len(utt.frames) - utt.onset_index) * FRAME_MS >= self.max_utterance_ms:
             self._finish(utt, forced=True, events=events)
+        elif self._should_pause(utt, utt.silence_frames * FRAME_MS):
+            self._pause(utt, now, events)
 
     def _finish(self, utt: _OpenUtterance, forced: bool, events: list[SegmenterEvent]) -> None:
         self._open = None
@@ -236,9 +304,12 @@ class Segmenter:
         voiced_ms = utt.speech_frames * FRAME_MS
         if voiced_ms < self.min_speech_ms:
             return
+        events.append(Utterance(self._pcm(utt, forced), utt.speech_start, _voice_end(utt), voiced_ms, forced))
+
+    @staticmethod
+    def _pcm(utt: _OpenUtterance, forced: bool) -> np.ndarray:
         end = len(utt.frames) if forced else utt.last_speech_index + 1 + TRAIL_KEEP_MS // FRAME_MS
-        pcm = np.frombuffer(b"".join(utt.frames[:end]), dtype=np.int16).copy()
-        events.append(Utterance(pcm, utt.speech_start, _voice_end(utt), voiced_ms, forced))
+        return np.frombuffer(b"".join(utt.frames[:end]), dtype=np.int16).copy()
 
 
 def _level(frame: bytes) -> float:

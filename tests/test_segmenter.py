@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from audio.resample import resample
-from audio.segmenter import Segmenter, SegmenterEvent, SpeechStarted, Utterance
+from audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from tests.speech import espeak, quiet, speech_like
 
 RATE = 8000
@@ -284,3 +284,60 @@ def test_endpoint_silence_counts_from_the_voice_not_the_vads_hangover() -> None:
     ((emitted_at, utt),) = [(t, e) for t, e in events if isinstance(e, Utterance)]
     assert utt.speech_end == pytest.approx(T0 + 2.0, abs=0.03)
     assert emitted_at - utt.speech_end == pytest.approx(0.6, abs=0.03)
+
+
+# --- pauses: speculation and a per-utterance commit silence ----------------------------------------
+
+
+def test_a_short_pause_emits_pause_then_resumed_and_the_utterance_goes_on() -> None:
+    # 0.5 s speech, 0.3 s pause, 0.5 s speech, then silence
+    pcm = _stream(quiet(0.5, seed=1), speech_like(0.5), quiet(0.3, seed=2), speech_like(0.5), quiet(1.0, seed=3))
+    events = _feed(Segmenter(speculate_after_ms=160), pcm)
+
+    kinds = [type(e) for _, e in events]
+    assert kinds == [SpeechStarted, Pause, Resumed, Pause, Utterance]
+    pause = events[1][1]
+    assert isinstance(pause, Pause)
+    # the pause fires 160 ms after the voice stops (+ a frame), carrying the speech so far
+    assert pause.at - pause.speech_end == pytest.approx(0.16, abs=0.03)
+    assert 400 <= pause.voiced_ms <= 620
+    resumed_at = events[2][0]
+    assert resumed_at == pytest.approx(T0 + 1.3, abs=0.06)  # when the caller spoke again
+    (utt,) = _utterances(events)
+    # one utterance with both halves: the pause did not cut it
+    assert 900 <= utt.voiced_ms <= 1300
+    assert _offset_in(pcm, pause.pcm) == _offset_in(pcm, utt.pcm)  # the pause's audio is its start
+
+
+def test_no_pause_events_without_speculation_or_before_min_speech() -> None:
+    pcm = _stream(quiet(0.5, seed=1), speech_like(0.5), quiet(0.3, seed=2), speech_like(0.5), quiet(1.0, seed=3))
+    assert Pause not in [type(e) for _, e in _feed(Segmenter(), pcm)]
+    short = _stream(quiet(0.5, seed=1), speech_like(0.1), quiet(0.3, seed=2), speech_like(0.5), quiet(1.0))
+    kinds = [type(e) for _, e in _feed(Segmenter(speculate_after_ms=160, min_speech_ms=250), short)]
+    assert kinds.count(Pause) == 1  # only after the second burst, when the speech totals 250 ms
+
+
+def test_set_end_silence_changes_the_open_utterance_only() -> None:
+    seg = Segmenter(speculate_after_ms=100, end_silence_ms=600)
+    events = _feed(seg, _stream(quiet(0.5, seed=1), speech_like(0.6), quiet(0.14, seed=2)))
+    pause = next(e for _, e in events if isinstance(e, Pause))
+    seg.set_end_silence(1200)  # e.g. the transcript so far ends in "and"
+    assert seg.tick(pause.speech_end + 1.0) == []  # 600 ms would have ended it
+    assert isinstance(seg.tick(pause.speech_end + 1.25)[0], Utterance)
+    # the next utterance is back to end_silence_ms
+    t = pause.speech_end + 2.0
+    events = _feed(seg, speech_like(0.6), now=t)
+    assert not _utterances(events)
+    assert not any(isinstance(e, Utterance) for e in seg.tick(t + 0.59))
+    assert isinstance(seg.tick(t + 0.61)[0], Utterance)
+
+
+def test_a_stream_that_stops_sending_frames_still_pauses_then_ends() -> None:
+    seg = Segmenter(speculate_after_ms=150)
+    _feed(seg, _stream(quiet(0.5, seed=1), speech_like(0.6)))
+    last = T0 + 1.1
+    assert seg.tick(last + 0.1) == []
+    (pause,) = seg.tick(last + 0.16)
+    assert isinstance(pause, Pause)
+    assert seg.tick(last + 0.3) == []  # once per pause
+    assert isinstance(seg.tick(last + 0.61)[0], Utterance)

@@ -1,0 +1,87 @@
+"""Does what the caller said so far read as a finished turn? It decides how long a pause must last.
+
+A pause after "what time do you close?" is the end of a turn; the same pause after "my number is five
+five five" or "I'd like to book a table for, um" is the caller thinking. `reads_finished` sorts a
+transcript into one of three:
+
+  COMPLETE    ends a sentence or question (. ? !) on a word that can end one
+  INCOMPLETE  ends on a comma / dash / ellipsis, on a word no turn ends on ("and", "so", "um", "the"),
+              or on a number being read out (three or more digits in a row), whatever the
+              punctuation; or has no sentence end and ends on a word that needs more ("for", "my",
+              "is", a number) or comes from a recognizer that punctuates (there is punctuation
+              somewhere, just not a sentence end)
+  UNKNOWN     no punctuation at all (a recognizer that never punctuates, such as PocketSphinx) and
+              no telling last word
+
+The call commits a turn after `turn.complete_end_silence_ms`, `turn.incomplete_end_silence_ms` or
+`vad.end_silence_ms` of silence respectively.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class Finished(enum.Enum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    UNKNOWN = "unknown"
+
+
+# Words a turn never ends on, even before a full stop: conjunctions, fillers, articles.
+TRAILING_WORDS = frozenset("""
+    and or but so because cause though although if unless whereas than
+    um umm uh uhh er erm hmm mm like
+    the a an
+""".split())
+
+# Words a turn rarely ends on when nothing marks an end: prepositions, possessives, auxiliaries.
+OPEN_WORDS = frozenset("""
+    to for of at in on with from by about into onto over under between after before as per via
+    my your our their his her its this these those some any every each
+    is are was were am be been being do does did have has had will would can could should shall
+    may might must then while until since
+    plus minus point dot dash
+""".split())
+
+NUMBER_WORDS = frozenset("""
+    zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred
+    thousand double triple
+""".split())
+DICTATION_NUMBERS = 3  # this many number words (or digits) in a row at the end: a number being read out
+
+_SENTENCE_END = re.compile(r"[.?!。？！][\"'”’)\]]*$")
+_TRAILING_OPEN = re.compile(r"(,|;|:|-|–|—|…|\.\.\.)[\"'”’)\]]*$")
+_PUNCTUATION = re.compile(r"[.,?!;:…]")
+_WORD = re.compile(r"[A-Za-z']+|\d+")
+
+
+def reads_finished(transcript: str) -> Finished:
+    text = transcript.strip()
+    words = _WORD.findall(text.lower())
+    if not words:
+        return Finished.UNKNOWN
+    if _TRAILING_OPEN.search(text) or words[-1] in TRAILING_WORDS or _dictating(words):
+        return Finished.INCOMPLETE
+    if _SENTENCE_END.search(text):
+        return Finished.COMPLETE
+    if words[-1] in OPEN_WORDS or _is_number(words[-1]):
+        return Finished.INCOMPLETE
+    if _PUNCTUATION.search(text):  # this recognizer punctuates, and did not end the sentence
+        return Finished.INCOMPLETE
+    return Finished.UNKNOWN
+
+
+def _is_number(word: str) -> bool:
+    return word.isdigit() or word in NUMBER_WORDS
+
+
+def _dictating(words: list[str]) -> bool:
+    trailing = 0
+    for word in reversed(words):
+        if not _is_number(word):
+            break
+        trailing += len(word) if word.isdigit() else 1  # "555" is three digits read out
+    return trailing >= DICTATION_NUMBERS
