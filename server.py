@@ -5,6 +5,7 @@ WS   /media-stream    Twilio Media Streams: one CallSession per connection
 POST /api/calls       place an outbound call (Bearer $SWITCHBOARD_API_TOKEN)
 WS   /exotel          Exotel's Voicebot applet (same loop, Exotel's wire format; optional Basic auth)
 GET  /healthz         200 and the number of active calls
+GET  /dashboard…, /api/calls, /api/calls/{id}, /api/report, /api/live, /login: web/dashboard.py
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gc
 import hmac
 import logging
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,17 +33,21 @@ from pipeline.call import CallSession, Providers
 from pipeline.config import Config, ConfigError, default_config_path, load_config
 from pipeline.metrics import TurnMetrics
 from pipeline.player import CarrierLink
+from pipeline.report import pricing_from_config
+from pipeline.shadow import CallShadows, ShadowResult, ShadowRunner
+from pipeline.variants import PipelineProviders
 from providers.base import MissingCredential
 from store import CallStore, StoreWriter
 from telephony import exotel, twilio
 from telephony.signature import SIGNATURE_HEADER, SignatureChecker, signed_url
 from telephony.twilio_rest import AUTH_TOKEN_ENV, DialError, TwilioRest, dial
+from web import Auth, Dashboard, LiveHub
 
 log = logging.getLogger("switchboard.server")
 
 YIELD_EVERY = 32  # messages handled before yielding, so a burst from one call can't starve the others
 EXOTEL_AUTH_ENV = "EXOTEL_BASIC_AUTH"  # "key:token": /exotel then requires that HTTP Basic auth
-API_TOKEN_ENV = "SWITCHBOARD_API_TOKEN"  # bearer token of POST /api/calls; unset: the API is off
+API_TOKEN_ENV = "SWITCHBOARD_API_TOKEN"  # guards POST /api/calls (unset: off) and the dashboard (unset: open)
 
 Parser = Callable[[str | bytes], twilio.InboundEvent]  # one connection's frame parser; raises BadFrame
 LinkFactory = Callable[[twilio.Start], CarrierLink]  # the call's link, made once `start` arrives
@@ -146,13 +152,17 @@ def signature_checker(config: Config, insecure_dev: bool = False) -> SignatureCh
 def create_app(
     config: Config,
     on_turn: Callable[[TurnMetrics], None] | None = None,
-    providers: dict[str, Providers] | None = None,
+    providers: dict[str, Providers] | dict[str, PipelineProviders] | None = None,
     insecure_dev: bool = False,
     store_url: str | None = None,
+    on_shadow: Callable[[ShadowResult], None] | None = None,
+    rng: random.Random | None = None,
 ) -> Starlette:
     """Build the app. Providers are built here, so a bad provider setting fails at start-up.
 
-    `providers` (pipeline name -> Providers) replaces the configured ones: tests and benchmarks.
+    `providers` (pipeline name -> Providers, or PipelineProviders with variants and shadows) replaces the
+    configured ones: tests and benchmarks. `rng` draws each call's A/B variant (seed it for tests).
+    `on_shadow` gets every shadow LLM's result (they are also stored, with `store_url`).
     `insecure_dev` turns off Twilio signature checks (otherwise on whenever TWILIO_AUTH_TOKEN is set).
     Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here.
     `store_url` records every call and turn in the call store (off the audio path); None = no store."""
@@ -160,13 +170,26 @@ def create_app(
         from providers.registry import build_providers  # loads the provider modules the config names
 
         providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
+    pipelines = {name: PipelineProviders.of(given) for name, given in providers.items()}
+    rng = rng or random.Random()
     calls: dict[str, CallSession] = {}
     writer = StoreWriter(CallStore(store_url)) if store_url else None
     if writer is not None:
         on_turn = _also(writer.turn, on_turn)
+    shadow_sinks = [sink for sink in (writer.shadow if writer else None, on_shadow) if sink is not None]
+
+    def shadow_result(result: ShadowResult) -> None:
+        for sink in shadow_sinks:
+            sink(result)
+
+    shadow_runner = ShadowRunner(config.shadow_max_concurrent, on_result=shadow_result)
+    hub = LiveHub()  # the dashboard's view of the active calls
+    on_turn = _also(hub.turn, on_turn)
     checker = signature_checker(config, insecure_dev)
     rest = TwilioRest.from_env()
     api_token = os.environ.get(API_TOKEN_ENV)
+    auth = Auth(api_token, API_TOKEN_ENV)
+    auth.warn_if_open()
 
     async def incoming_call(request: Request) -> Response:
         form = await request.form()
@@ -286,12 +309,14 @@ def create_app(
             log.info("call %s: socket closed: %s", session.call_id if session else "-", exc)
         finally:
             if session is not None:
+                summary: dict = {}
                 try:
                     summary = await session.close()
                     if writer is not None:
                         writer.call_ended(session.call_id, summary)
                 finally:  # only once the call's record is final does it leave the active calls
                     calls.pop(session.call_id, None)
+                    hub.call_ended(session.call_id, summary)
 
     async def _dispatch(event: twilio.InboundEvent, session: CallSession | None, make_link: LinkFactory):
         """Hand one event to its call. Returns the call's session (created by `start`)."""
@@ -324,18 +349,28 @@ def create_app(
         if wanted and wanted != name:
             log.warning("call %s: unknown pipeline %r, using %r", start.call_sid, wanted, name)
         call_id = start.call_sid or start.stream_sid
+        variant, call_providers = pipelines[name].pick(rng)  # A/B: drawn once, kept for the whole call
+        shadows = pipelines[name].shadows
         session = CallSession(
             call_id=call_id,
             config=config.pipelines[name],
-            providers=providers[name],
+            providers=call_providers,
             link=make_link(start),
             on_turn=on_turn,
+            shadows=CallShadows(shadow_runner, shadows, call_id) if shadows else None,
+            variant=variant,
         )
+        if variant is not None:
+            log.info("call %s: variant %s", call_id, variant)
         calls[call_id] = session
+        hub.call_started(call_id, name, from_number=start.custom_parameters.get("from", ""),
+                         to_number=start.custom_parameters.get("to", getattr(start, "to_number", "")),
+                         carrier="exotel" if isinstance(start, exotel.Start) else "twilio", variant=variant)
         if writer is not None:
             writer.call_started(call_id, name, from_number=start.custom_parameters.get("from", ""),
                                 to_number=start.custom_parameters.get("to", getattr(start, "to_number", "")),
-                                carrier="exotel" if isinstance(start, exotel.Start) else "twilio")
+                                carrier="exotel" if isinstance(start, exotel.Start) else "twilio",
+                                variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
         await session.start()
         return session
@@ -343,8 +378,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Build heavy provider state (recogniser decoders) now, not on the first caller's first word.
-        for pipeline_providers in providers.values():
-            warm = getattr(pipeline_providers.stt, "warm", None)
+        for stt in dict.fromkeys(stt for each in pipelines.values() for stt in each.all_stt()):
+            warm = getattr(stt, "warm", None)
             if warm is not None:
                 await warm()
         # Start-up objects (SDKs, models, config) live for the whole process: keep them out of the
@@ -352,12 +387,16 @@ def create_app(
         gc.collect()
         gc.freeze()
         if writer is None:
-            yield
+            try:
+                yield
+            finally:
+                await shadow_runner.aclose()
             return
         await writer.start()  # opens the store itself, retrying while the database is down
         try:
             yield
         finally:
+            await shadow_runner.aclose()  # shadows still asking are not recorded
             await writer.aclose()
             await writer.store.close()
 
@@ -369,10 +408,14 @@ def create_app(
             Route("/healthz", healthz),
             WebSocketRoute("/media-stream", media_stream),
             WebSocketRoute("/exotel", exotel_stream),
+            *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
+                       pricing_from_config(config)).routes(),
         ]
     )
     app.state.calls = calls
+    app.state.shadows = shadow_runner
     app.state.config = config
+    app.state.live_hub = hub
     return app
 
 
@@ -396,6 +439,9 @@ async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]
             await asyncio.sleep(0.01)
         yield sock.getsockname()[1]
     finally:
+        hub = getattr(app.state, "live_hub", None)
+        if hub is not None:
+            hub.close()  # end the dashboards' event streams, which would hold the shutdown up
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         sock.close()

@@ -6,7 +6,8 @@ switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
                  [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
 switchboard check [pipeline.yaml] [--ping]
-switchboard report [--since 24h] [--pipeline NAME] [--db switchboard.db] [--json]
+switchboard report [--since 24h] [--pipeline NAME] [--variant NAME] [--db switchboard.db]
+                   [--config pipeline.yaml] [--json] [--html report.html]
 """
 
 from __future__ import annotations

@@ -155,6 +155,7 @@ class Segmenter:
         self._last_arrival: float | None = None
         self._open: _OpenUtterance | None = None
         self._resumed_at: float | None = None  # a Resumed to report with the frame's events
+        self._last_chunk_ms = 0.0  # the audio length of the latest push: the carrier's chunk
 
     def push(self, pcm: np.ndarray, now: float) -> list[SegmenterEvent]:
         """Add caller audio (mono int16, any length) that arrived at monotonic time ``now``."""
@@ -164,6 +165,7 @@ class Segmenter:
         if pcm.size == 0:
             return []
         self._last_arrival = now
+        self._last_chunk_ms = pcm.size * 1000 / self.sample_rate
         events: list[SegmenterEvent] = []
         for frame in self._split_frames(pcm):
             self._on_frame(frame, now, events)
@@ -179,7 +181,8 @@ class Segmenter:
         events: list[SegmenterEvent] = []
         if silence_ms >= self._end_silence(utt):
             self._finish(utt, forced=False, events=events)
-        elif self._should_pause(utt, silence_ms):
+        # the gap before a chunky carrier's next chunk is not a pause
+        elif self._should_pause(utt, silence_ms - self._last_chunk_ms):
             self._pause(utt, now, events)
         return events
 
@@ -187,6 +190,18 @@ class Segmenter:
     def in_utterance(self) -> bool:
         """The caller has started an utterance that has not ended yet."""
         return self._open is not None
+
+    @property
+    def voiced_now(self) -> bool:
+        """The latest frame was speech (part of a run of voiced frames)."""
+        return self._run >= MIN_RUN_FRAMES
+
+    def recent_audio(self, ms: int) -> np.ndarray:
+        """The open utterance's last ``ms`` of audio (empty when there is none)."""
+        if self._open is None:
+            return np.zeros(0, dtype=np.int16)
+        frames = self._open.frames[-max(1, ms // FRAME_MS):]
+        return np.frombuffer(b"".join(frames), dtype=np.int16)
 
     def set_end_silence(self, ms: int | None) -> None:
         """Set the open utterance's endpoint silence (None: back to ``end_silence_ms``)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import Config, plain_config, stage_choices
 from providers.base import Message, MissingCredential
 
 # The environment variables each vendor's key is read from (the adapters' defaults).
@@ -36,10 +36,15 @@ def credential_status(cfg: Any) -> str:
 
 
 def stages(pipeline: Any) -> list[tuple[str, Any]]:
-    """(label, config) for every provider a pipeline uses, primaries first."""
-    out = [("stt", pipeline.stt), ("llm", pipeline.llm), ("tts", pipeline.tts)]
+    """(label, config) for every provider a pipeline uses: primaries (every A/B variant), fallbacks,
+    shadow LLMs."""
+    out = []
+    for stage in ("stt", "llm", "tts"):
+        out += [(stage if name is None else f"{stage} {name}", cfg)
+                for name, _, cfg in stage_choices(getattr(pipeline, stage))]
     for stage in ("stt", "llm", "tts"):
         out += [(f"{stage} fallback {n}", cfg) for n, cfg in enumerate(getattr(pipeline.fallback, stage), 1)]
+    out += [(f"llm shadow {shadow.name}", plain_config(shadow)) for shadow in pipeline.shadow]
     return out
 
 
@@ -83,9 +88,11 @@ async def ping(label: str, cfg: Any, llm_cfg: Any) -> str:
 
 
 async def ping_all(config: Config) -> list[str]:
+    from providers import registry
+
     lines = []
     for name, pipeline in config.pipelines.items():
         for label, cfg in stages(pipeline):
-            result = await asyncio.wait_for(ping(label, cfg, pipeline.llm), timeout=30)
+            result = await asyncio.wait_for(ping(label, cfg, registry.stt_script(pipeline)), timeout=30)
             lines.append(f"  {name}: {label:<16} {cfg.provider:<13} {result}")
     return lines

@@ -23,7 +23,17 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -46,6 +56,21 @@ class VADConfig(Strict):
     end_silence_ms: int = Field(600, ge=100, le=5000)
     max_utterance_s: float = Field(30, ge=1, le=300)
     barge_in_min_ms: int = Field(200, ge=20, le=5000)
+
+
+class TurnConfig(Strict):
+    """Turn-taking: when to start answering, when the caller has finished, what is the bot's own echo."""
+
+    # start STT → LLM → TTS (heard by nobody yet) after this much silence mid-utterance; 0 = off
+    speculate_after_ms: int = Field(150, ge=0, le=5000)
+    # the commit silence when the transcript so far reads finished ("…at seven." / "…open today?")
+    complete_end_silence_ms: int = Field(300, ge=100, le=5000)
+    # the commit silence when it reads unfinished ("…a table for", "and", "um", digits read out);
+    # vad.end_silence_ms applies when it can't tell (no punctuation, no telling last word)
+    incomplete_end_silence_ms: int = Field(1200, ge=100, le=5000)
+    # caller audio this similar to what the bot just played (normalised cross-correlation) is its echo,
+    # not the caller: it does not interrupt the bot. 0 = off
+    echo_similarity: float = Field(0.7, ge=0, le=1)
 
 
 # --- STT -------------------------------------------------------------------------------------------
@@ -195,6 +220,122 @@ class OpenAITTSConfig(VendorConfig):
 TTSConfig = Annotated[EspeakTTSConfig | OpenAITTSConfig, Field(discriminator="provider")]
 
 
+# --- A/B variants and shadow LLMs -------------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Named(BaseModel):
+    """What a shadow adds to its provider's own keys."""
+
+    name: str  # recorded with every result; letters, digits, _ - .
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not _NAME.fullmatch(name):
+            raise ValueError("must be 1-64 letters, digits, '_', '-' or '.', e.g. gpt-4o "
+                             "(a call's variants are recorded joined by '+')")
+        return name
+
+
+class Weighted(Named):
+    """What a variant adds to its provider's own keys."""
+
+    weight: float = Field(1.0, gt=0, le=1_000_000)  # relative share of calls
+
+
+_PLAIN: dict[type[BaseModel], type[BaseModel]] = {}  # variant / shadow model -> its provider's model
+
+
+def _with_keys(mixin: type[BaseModel], union: Any) -> Any:
+    """The provider union `union` with `mixin`'s keys added to every member."""
+    members = []
+    for plain in get_args(get_args(union)[0]):
+        model = create_model(f"{plain.__name__}{mixin.__name__}", __base__=(plain, mixin),
+                             __doc__=plain.__doc__)
+        _PLAIN[model] = plain
+        members.append(model)
+    return Annotated[Union[tuple(members)], Field(discriminator="provider")]  # noqa: UP007
+
+
+def plain_config(section: Any) -> Any:
+    """A variant's or a shadow's provider config without its name and weight (as a stage's would be)."""
+    plain = _PLAIN.get(type(section))
+    if plain is None:
+        return section
+    return plain.model_validate(section.model_dump(exclude={"name", "weight"}))
+
+
+def _unique_names(sections: list[Any]) -> list[Any]:
+    names = [section.name for section in sections]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"names must be unique; {', '.join(repr(name) for name in twice)} "
+                         "is used more than once")
+    return sections
+
+
+class _Variants(Strict):
+    """A stage that differs per call: `variants:` and nothing else."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_variants(cls, data: Any) -> Any:
+        others = [str(key) for key in data if key != "variants"] if isinstance(data, dict) else []
+        if others:
+            raise ValueError(f"has 'variants' and also {', '.join(others)}; with variants, each variant "
+                             "holds its own provider and settings: move these keys into every variant")
+        return data
+
+    @field_validator("variants", check_fields=False)
+    @classmethod
+    def _unique(cls, variants: list[Any]) -> list[Any]:
+        return _unique_names(variants)
+
+
+STTVariantConfig = _with_keys(Weighted, STTConfig)
+LLMVariantConfig = _with_keys(Weighted, LLMConfig)
+TTSVariantConfig = _with_keys(Weighted, TTSConfig)
+ShadowConfig = _with_keys(Named, LLMConfig)
+
+
+class STTVariants(_Variants):
+    variants: list[STTVariantConfig] = Field(min_length=1)
+
+
+class LLMVariants(_Variants):
+    variants: list[LLMVariantConfig] = Field(min_length=1)
+
+
+class TTSVariants(_Variants):
+    variants: list[TTSVariantConfig] = Field(min_length=1)
+
+
+def _stage_kind(data: Any) -> str:
+    return "variants" if isinstance(data, dict) and "variants" in data else "provider"
+
+
+def _stage(provider: Any, variants: type[_Variants]) -> Any:
+    """One provider's section, or `{variants: [...]}`."""
+    return Annotated[
+        Union[Annotated[provider, Tag("provider")], Annotated[variants, Tag("variants")]],  # noqa: UP007
+        Discriminator(_stage_kind),
+    ]
+
+
+STTStage = _stage(STTConfig, STTVariants)
+LLMStage = _stage(LLMConfig, LLMVariants)
+TTSStage = _stage(TTSConfig, TTSVariants)
+
+
+def stage_choices(section: Any) -> list[tuple[str | None, float, Any]]:
+    """(variant name, weight, provider config) of a stage section: one unnamed entry without variants."""
+    if isinstance(section, _Variants):
+        return [(variant.name, variant.weight, plain_config(variant)) for variant in section.variants]
+    return [(None, 1.0, section)]
+
+
 # --- the pipeline ----------------------------------------------------------------------------------
 
 
@@ -244,12 +385,19 @@ class PipelineConfig(Strict):
     record: bool = False  # write a stereo WAV per call (caller left, bot right) into recordings_dir
     recordings_dir: str = "recordings"  # relative paths are from the server's working directory
     vad: VADConfig = Field(default_factory=VADConfig)
-    stt: STTConfig
-    llm: LLMConfig
-    tts: TTSConfig
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+    stt: STTStage  # one provider, or {variants: [...]} (A/B: one drawn per call)
+    llm: LLMStage
+    tts: TTSStage
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    shadow: list[ShadowConfig] = Field(default_factory=list)  # LLMs also asked every turn, never heard
     player: PlayerConfig = Field(default_factory=PlayerConfig)
     dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
+
+    @field_validator("shadow")
+    @classmethod
+    def _unique_shadow_names(cls, shadows: list[Any]) -> list[Any]:
+        return _unique_names(shadows)
 
 
 class TwilioConfig(Strict):
@@ -257,6 +405,15 @@ class TwilioConfig(Strict):
 
     # check X-Twilio-Signature on the webhook and the media WebSocket whenever TWILIO_AUTH_TOKEN is set
     validate_signatures: bool = True
+
+
+class PriceConfig(Strict):
+    """What a vendor/model costs, in USD, for `switchboard report`'s cost estimates. Any subset."""
+
+    input_per_1m: float | None = Field(None, ge=0)  # LLM: per 1M input (prompt) tokens
+    output_per_1m: float | None = Field(None, ge=0)  # LLM: per 1M output tokens
+    per_minute: float | None = Field(None, ge=0)  # STT: per minute of audio transcribed
+    per_1m_chars: float | None = Field(None, ge=0)  # TTS: per 1M characters spoken
 
 
 class Config(Strict):
@@ -267,6 +424,8 @@ class Config(Strict):
     numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
     pipelines: dict[str, PipelineConfig] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
+    shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
 
     @model_validator(mode="after")
     def _numbers_are_routable(self) -> Config:
@@ -570,27 +729,50 @@ class _Target:
     path: _KeyPath = ()
     model: type[BaseModel] | None = None
     info: FieldInfo | None = None
+    tags: dict[str, Any] = field(default_factory=dict)  # the discriminated union here: tag -> member
+    discriminator: str = "provider"
 
 
 def _resolve(loc: tuple[str | int, ...]) -> _Target:
     """Follow a pydantic error location through the schema, dropping discriminated-union tags."""
-    target, annotation, tags = _Target(), Config, {}
+    target, annotation = _Target(), Config
     for part in loc:
-        if isinstance(part, str) and part in tags:  # the tag pydantic inserts after a union field
-            annotation, tags = tags[part], {}
+        if isinstance(part, str) and part in target.tags:  # the tag pydantic inserts after a union
+            member = target.tags[part]
+            target.discriminator, target.tags = _discriminated(member, None)  # a union in a union
+            annotation = get_args(member)[0] if get_origin(member) is Annotated else member
             continue
         target = _Target((*target.path, part))
-        annotation, tags = _unwrap_optional(annotation), {}
+        annotation, info = _unwrap_optional(annotation), None
         if _is_model(annotation):
             target.model, target.info = annotation, annotation.model_fields.get(str(part))
-            annotation = target.info.annotation if target.info else None
-            if target.info and target.info.discriminator:
-                tags = _union_members(annotation, str(target.info.discriminator))
+            annotation, info = (target.info.annotation, target.info) if target.info else (None, None)
         elif get_origin(annotation) in (dict, list):
             annotation = get_args(annotation)[-1]
         else:
             annotation = None
+        target.discriminator, target.tags = _discriminated(annotation, info)
     return target
+
+
+def _discriminated(annotation: Any, info: FieldInfo | None) -> tuple[str, dict[str, Any]]:
+    """(discriminator key, tag -> member) when `annotation` (with its field's `info`) is a
+    discriminated union: on a key such as `provider`, or a `Discriminator` with `Tag`ged members."""
+    metadata: list[Any] = [*info.metadata, info] if info else []
+    if get_origin(annotation) is Annotated:
+        annotation, *more = get_args(annotation)
+        metadata += more
+    for meta in metadata:
+        key = meta.discriminator if isinstance(meta, FieldInfo) else meta
+        if isinstance(meta, str):  # a plain Annotated note, not a discriminator
+            continue
+        if isinstance(key, str):
+            return key, _union_members(annotation, key)
+        if isinstance(key, Discriminator):
+            members = get_args(annotation)
+            return "provider", {tag.tag: member for member in members  # Annotated[..., Tag(tag)]
+                                for tag in get_args(member)[1:] if isinstance(tag, Tag)}
+    return "provider", {}
 
 
 def _is_model(annotation: Any) -> bool:
@@ -691,9 +873,8 @@ def _unknown_key_sentence(target: _Target) -> str:
 
 
 def _tag_sentence(kind: str, err: ErrorDetails, target: _Target, hidden: list[str]) -> str:
-    discriminator = str(target.info.discriminator) if target.info else "provider"
-    tags = _union_members(target.info.annotation, discriminator) if target.info else {}
-    allowed = ", ".join(tags) or str(err["ctx"].get("expected_tags", ""))
+    discriminator = target.discriminator
+    allowed = ", ".join(target.tags) or str(err["ctx"].get("expected_tags", ""))
     if kind == "union_tag_not_found":
         return f"missing required key '{discriminator}'; allowed: {allowed}"
     tag = f"({_hidden_text(hidden)})" if hidden else repr(err["ctx"]["tag"])

@@ -22,6 +22,7 @@ class TurnMetrics:
     call_id: str
     index: int
     kind: str = "reply"  # "greeting" or "reply"
+    variant: str | None = None  # the call's A/B variant (pipeline/variants.py), None without variants
     # clock readings (monotonic seconds), None when the stage never happened
     speech_start: float | None = None
     speech_end: float | None = None
@@ -45,6 +46,11 @@ class TurnMetrics:
     tokens_out: int | None = None
     tts_chars: int = 0
     bot_audio_ms: int = 0
+    # turn-taking: speculative turns started at pauses in this utterance, and those dropped because the
+    # caller went on (their vendor requests were wasted); how the last pause's transcript read
+    speculated: int = 0
+    speculation_dropped: int = 0
+    reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,7 @@ log = logging.getLogger("switchboard.player")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 FRAME_S = 0.020
+PLAYED_KEEP_S = 3.0  # how much of what was played is kept for echo checks
 
 
 class CarrierLink(Protocol):
@@ -63,6 +65,7 @@ class Player:
         self._task: asyncio.Task | None = None
         self.frames_sent = 0
         self.max_lateness_s = 0.0  # worst delay of a frame behind its pacing deadline
+        self._played: deque[tuple[float, np.ndarray]] = deque()  # (when it plays, frame), for echo checks
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._send_loop(), name="player")
@@ -111,6 +114,18 @@ class Player:
             or any(not f.done() for f in self._pending_marks.values())
         )
 
+    def played_audio(self, since: float, until: float | None = None) -> np.ndarray:
+        """What the caller heard (or will by `until`, default now) from monotonic time `since`, at 8 kHz."""
+        until = time.monotonic() if until is None else until
+        out = np.zeros(max(0, round((until - since) * 8000)), dtype=np.int16)
+        for play_at, frame in self._played:
+            start = round((play_at - since) * 8000)
+            if start >= len(out) or start + len(frame) <= 0:
+                continue
+            piece = frame[max(0, -start) : len(out) - start]
+            out[max(0, start) : max(0, start) + len(piece)] = piece
+        return out
+
     async def clear(self) -> None:
         """Barge-in: drop everything queued here and at the carrier; pending marks are not heard."""
         while not self._queue.empty():
@@ -122,6 +137,9 @@ class Player:
         self._play_until = 0.0
         self._pending = np.zeros(0, dtype=np.int16)
         self._generation += 1
+        now = time.monotonic()
+        while self._played and self._played[-1][0] > now:  # sent ahead, never played
+            self._played.pop()
         if self.recorder is not None:
             self.recorder.cut_bot(time.monotonic())
         await self.link.send_clear()
@@ -179,8 +197,12 @@ class Player:
             now = time.monotonic()
             late = now - (self._play_until - self.lead_s)
             self.max_lateness_s = max(self.max_lateness_s, late)
+        play_at = max(self._play_until, now)
         if self.recorder is not None:
-            self.recorder.add_bot(pcm, max(self._play_until, now))
+            self.recorder.add_bot(pcm, play_at)
+        self._played.append((play_at, pcm))
+        while self._played[0][0] < now - PLAYED_KEEP_S:
+            self._played.popleft()
         await self.link.send_audio(pcm)
         self._play_until = max(self._play_until, now) + len(pcm) / 8000
         self.frames_sent += len(pcm) // FRAME_SAMPLES

@@ -2,7 +2,9 @@
 
 One row per LLM vendor/model: live rows from `turns`, shadow rows from `shadow_results` (when there are
 any). A live turn belongs to the LLM that answered it or, when none did, to the first LLM its failures
-name (the one that failed); turns with no LLM at all (greetings) are left out and counted.
+name (the one that failed); turns with no LLM at all (greetings) are left out of the figures and counted
+(their STT/TTS cost counts, see below). `--html` writes the same with charts (pipeline/report_html.py).
+The store is read PAGE_SIZE rows at a time; long reads show progress on stderr, never on stdout.
 
 Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative to the end of speech):
   voice-to-voice   first audio frame sent − speech end (p50/p90/p99)
@@ -13,10 +15,21 @@ Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative
   timeouts %       turns with a provider timeout in any stage (recovered or not)
   interruptions %  turns the caller barged into
   tokens           mean input / output tokens per turn
-  $/call           LLM tokens × `pricing` (USD per 1M input / output tokens), per call
+  $/call           estimated USD per call from `pricing:` (see below)
 Significance: each row's TTFT against the fastest row's (lowest TTFT p50) with a two-sided
 Mann-Whitney U test; p < `alpha` (0.05) is marked `*`. Rows with fewer than 2 samples are not tested.
 Percentiles interpolate linearly between samples (numpy's default).
+
+Cost per call (pipeline.yaml's `pricing:`, keyed "vendor/model" or a bare model name): a live row's
+calls cost their LLM tokens at the row's LLM prices (`input_per_1m`, `output_per_1m`), plus the STT
+audio at each turn's STT vendor's `per_minute`, plus the characters spoken at each turn's TTS vendor's
+`per_1m_chars` — so the STT and TTS spend of the calls an LLM answered counts in that LLM's row, and so do
+turns without an LLM stage (the greeting) of those calls. STT minutes are the caller's speech as the
+turn records it (`speech_ms`, first to last voiced frame): a slight underestimate, since the pre-roll and
+a short tail are sent too. Shadow rows cost their LLM tokens only (they are never transcribed or spoken).
+The embedded engines (pocketsphinx, scripted, espeak) cost 0 unless priced. A row none of whose stages
+has a price shows `-`; one that has prices for some stages but not for others shows the priced part with
+a `+` (a lower bound) and lists what is unpriced (`cost_partial`, `cost_unpriced` in JSON).
 """
 
 from __future__ import annotations
@@ -27,7 +40,8 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +49,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-Pricing = dict[str, dict[str, float]]  # "vendor/model" or "model" -> {"input": $/1M, "output": $/1M}
+# "vendor/model" or "model" -> prices in USD: input_per_1m / output_per_1m (LLM tokens), per_minute (STT
+# audio), per_1m_chars (TTS characters); any subset. pipeline.yaml's `pricing:` (pricing_from_config).
+Pricing = dict[str, dict[str, float]]
+FREE_VENDORS = frozenset({"pocketsphinx", "scripted", "espeak"})  # embedded engines: 0 unless priced
+PAGE_SIZE = 5000  # rows per query when reading the store
+PROGRESS_MIN_ROWS = 20_000  # show progress on a non-terminal stderr only for reads bigger than this
+PROGRESS_INTERVAL_S = 0.5
 
 ALPHA = 0.05
 TEST_NAME = "two-sided Mann-Whitney U on LLM TTFT against the fastest row"
@@ -65,7 +85,12 @@ class Row:
     interruptions_pct: float | None = None  # shadows are never heard
     tokens_in_mean: float | None = None
     tokens_out_mean: float | None = None
-    cost_per_call: float | None = None  # USD, with pricing for this model
+    cost_per_call: float | None = None  # USD: LLM + STT + TTS (shadows: LLM), None when nothing is priced
+    cost_llm_per_call: float | None = None  # the parts of cost_per_call (None likewise)
+    cost_stt_per_call: float | None = None
+    cost_tts_per_call: float | None = None
+    cost_partial: bool = False  # some stage used has no price: cost_per_call is a lower bound
+    cost_unpriced: list[str] = field(default_factory=list)  # "stt openai/whisper-1", … without a price
     ttft_p_value: float | None = None  # against the reference row; None for it and untested rows
     significant: bool = False
     reference: bool = False  # the fastest row, the others are tested against
@@ -139,7 +164,7 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 1) if values else None
 
 
-def _llm_of(turn: dict[str, Any]) -> str | None:
+def llm_of(turn: dict[str, Any]) -> str | None:
     """The LLM a live turn belongs to: the one that answered, else the first one that failed."""
     if turn.get("llm_vendor"):
         return turn["llm_vendor"]
@@ -150,18 +175,61 @@ def _llm_of(turn: dict[str, Any]) -> str | None:
     return None
 
 
-def _price(pricing: Pricing | None, vendor: str) -> dict[str, float] | None:
-    if not pricing:
-        return None
-    return pricing.get(vendor) or pricing.get(vendor.split("/", 1)[-1])
+def pricing_from_config(config: Any) -> Pricing:
+    """pipeline.yaml's `pricing:` (of a pipeline.config.Config) as Pricing: the prices that are set."""
+    return {name: price.model_dump(exclude_none=True) for name, price in config.pricing.items()}
 
 
-def _cost_per_call(turns: list[dict[str, Any]], price: dict[str, float] | None, calls: int) -> float | None:
-    if price is None or not calls:
-        return None
-    total = sum((t.get("tokens_in") or 0) * price.get("input", 0.0)
-                + (t.get("tokens_out") or 0) * price.get("output", 0.0) for t in turns) / 1e6
-    return round(total / calls, 6)
+def _unit_price(pricing: Pricing | None, vendor: str, key: str) -> tuple[float | None, bool]:
+    """(USD per unit of `key` for "vendor/model", whether `pricing` names it); embedded engines cost 0."""
+    for name in (vendor, vendor.split("/", 1)[-1]):
+        price = (pricing or {}).get(name)
+        if price is not None and price.get(key) is not None:
+            return float(price[key]), True
+    if vendor.split("/", 1)[0] in FREE_VENDORS:
+        return 0.0, False
+    return None, False
+
+
+@dataclass
+class _Cost:
+    """Adds up what a row's turns cost, stage by stage, remembering what had no price."""
+
+    pricing: Pricing | None
+    parts: dict[str, float] = field(default_factory=lambda: {"llm": 0.0, "stt": 0.0, "tts": 0.0})
+    unpriced: set[str] = field(default_factory=set)
+    named: bool = False  # some price from `pricing` applied
+
+    def add(self, stage: str, vendor: str | None, key: str, quantity: float | None) -> None:
+        if not vendor or not quantity:
+            return
+        price, named = _unit_price(self.pricing, vendor, key)
+        if price is None:
+            self.unpriced.add(f"{stage} {vendor}")
+            return
+        self.named |= named
+        self.parts[stage] += quantity * price
+
+    def llm(self, vendor: str | None, turn: dict[str, Any]) -> None:
+        self.add("llm", vendor, "input_per_1m", (turn.get("tokens_in") or 0) / 1e6)
+        self.add("llm", vendor, "output_per_1m", (turn.get("tokens_out") or 0) / 1e6)
+
+    def speech(self, turn: dict[str, Any]) -> None:
+        self.add("stt", turn.get("stt_vendor"), "per_minute", (turn.get("speech_ms") or 0) / 60_000)
+        self.add("tts", turn.get("tts_vendor"), "per_1m_chars", (turn.get("tts_chars") or 0) / 1e6)
+
+    def fill(self, row: Row) -> None:
+        """Set the row's cost fields, per call."""
+        if self.pricing:
+            row.cost_unpriced = sorted(self.unpriced)
+        if not self.named or not row.calls:
+            return
+        per_call = {stage: round(total / row.calls, 6) for stage, total in self.parts.items()}
+        row.cost_llm_per_call = per_call["llm"]
+        if row.source == "live":
+            row.cost_stt_per_call, row.cost_tts_per_call = per_call["stt"], per_call["tts"]
+        row.cost_per_call = round(sum(self.parts.values()) / row.calls, 6)
+        row.cost_partial = bool(self.unpriced)
 
 
 def _tokens(turns: list[dict[str, Any]], key: str) -> float | None:
@@ -172,13 +240,15 @@ def _is_timeout(texts: Iterable[str | None]) -> bool:
     return any(text and "timeout" in text.lower() for text in texts)
 
 
-def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None) -> Row:
+def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
+              other_turns: Sequence[dict[str, Any]] = ()) -> Row:
+    """The row of one LLM; `other_turns` are its calls' turns without an LLM stage (for the cost)."""
     v2v = [t["voice_to_voice_ms"] for t in turns if t.get("voice_to_voice_ms") is not None]
     ttft = [d for t in turns if (d := _diff(t.get("llm_first_token_ms"), t.get("stt_done_ms"))) is not None]
     stt = [d for t in turns if (d := _diff(t.get("stt_done_ms"), t.get("endpoint_ms"))) is not None]
     tts = [d for t in turns if (d := _diff(t.get("tts_first_byte_ms"), t.get("first_chunk_ms"))) is not None]
     calls = len({t["call_id"] for t in turns})
-    return Row(
+    row = Row(
         source="live", vendor=vendor, calls=calls, turns=len(turns),
         v2v_p50_ms=percentile(v2v, 50), v2v_p90_ms=percentile(v2v, 90), v2v_p99_ms=percentile(v2v, 99),
         v2v_n=len(v2v),
@@ -188,23 +258,34 @@ def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None)
         timeouts_pct=_pct(sum(_is_timeout(t.get("failures") or []) for t in turns), len(turns)),
         interruptions_pct=_pct(sum(bool(t.get("interrupted")) for t in turns), len(turns)),
         tokens_in_mean=_tokens(turns, "tokens_in"), tokens_out_mean=_tokens(turns, "tokens_out"),
-        cost_per_call=_cost_per_call(turns, _price(pricing, vendor), calls),
         ttft_samples=ttft,
     )
+    cost = _Cost(pricing)
+    for turn in turns:
+        cost.llm(vendor, turn)
+        cost.speech(turn)
+    for turn in other_turns:
+        cost.speech(turn)
+    cost.fill(row)
+    return row
 
 
 def _shadow_row(vendor: str, results: list[dict[str, Any]], pricing: Pricing | None) -> Row:
     ttft = [r["ttft_ms"] for r in results if r.get("ttft_ms") is not None]
     calls = len({r["call_id"] for r in results})
-    return Row(
+    row = Row(
         source="shadow", vendor=vendor, calls=calls, turns=len(results),
         ttft_p50_ms=percentile(ttft, 50), ttft_p90_ms=percentile(ttft, 90), ttft_n=len(ttft),
         errors_pct=_pct(sum(r.get("error") is not None for r in results), len(results)),
         timeouts_pct=_pct(sum(_is_timeout([r.get("error")]) for r in results), len(results)),
         tokens_in_mean=_tokens(results, "tokens_in"), tokens_out_mean=_tokens(results, "tokens_out"),
-        cost_per_call=_cost_per_call(results, _price(pricing, vendor), calls),
         ttft_samples=ttft,
     )
+    cost = _Cost(pricing)
+    for result in results:
+        cost.llm(vendor, result)
+    cost.fill(row)
+    return row
 
 
 def build_report(
@@ -216,20 +297,29 @@ def build_report(
 ) -> Report:
     """Rows from `CallStore.query_turns()` / `query_shadows()` dicts (only the columns used are needed)."""
     live: dict[str, list[dict[str, Any]]] = {}
-    excluded = 0
+    without_llm: list[dict[str, Any]] = []
+    owner: dict[str, tuple[int, str]] = {}  # call -> (index, LLM) of its first turn with an LLM
     for turn in turns:
-        vendor = _llm_of(turn)
+        vendor = llm_of(turn)
         if vendor is None:
-            excluded += 1
-        else:
-            live.setdefault(vendor, []).append(turn)
+            without_llm.append(turn)
+            continue
+        live.setdefault(vendor, []).append(turn)
+        index = turn.get("index") or 0
+        if turn["call_id"] not in owner or index < owner[turn["call_id"]][0]:
+            owner[turn["call_id"]] = (index, vendor)
+    others: dict[str, list[dict[str, Any]]] = {}  # LLM -> its calls' turns without an LLM (greetings)
+    for turn in without_llm:
+        if turn["call_id"] in owner:
+            others.setdefault(owner[turn["call_id"]][1], []).append(turn)
     shadow: dict[str, list[dict[str, Any]]] = {}
     for result in shadows:
         shadow.setdefault(result["vendor"], []).append(result)
-    rows = [_live_row(vendor, group, pricing) for vendor, group in sorted(live.items())]
+    rows = [_live_row(vendor, group, pricing, others.get(vendor, ()))
+            for vendor, group in sorted(live.items())]
     rows += [_shadow_row(vendor, group, pricing) for vendor, group in sorted(shadow.items())]
     _mark_significance(rows, alpha)
-    return Report(rows=rows, excluded_turns=excluded, filters=filters or {}, alpha=alpha)
+    return Report(rows=rows, excluded_turns=len(without_llm), filters=filters or {}, alpha=alpha)
 
 
 def _mark_significance(rows: list[Row], alpha: float) -> None:
@@ -268,42 +358,81 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def format_table(report: Report) -> str:
-    """The report as a text table with its legend."""
-    if not report.rows:
-        return "no turns match" + (f" ({report.excluded_turns} without an LLM stage)"
-                                   if report.excluded_turns else "") + "\n"
-    header = ["source", "LLM vendor/model", "calls", "turns", "v2v p50/p90/p99", "TTFT p50/p90",
-              "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out", "$/call"]
-    lines = [header]
+TABLE_HEADER = ("source", "LLM vendor/model", "calls", "turns", "v2v p50/p90/p99", "TTFT p50/p90",
+                "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out", "$/call")
+
+
+def significance_mark(row: Row) -> str:
+    """"ref" for the row the others are tested against, "*" for a significant difference, else ""."""
+    return "ref" if row.reference else "*" if row.significant else ""
+
+
+def format_cost(row: Row) -> str:
+    """$/call as shown: "-" when unpriced, a trailing "+" when some stage used has no price."""
+    if row.cost_per_call is None:
+        return "-"
+    return f"{row.cost_per_call:.4f}" + ("+" if row.cost_partial else "")
+
+
+def table_cells(report: Report) -> list[list[str]]:
+    """The table's cells, one list per row, in TABLE_HEADER's order (the text and HTML tables' content)."""
+    cells = []
     for row in report.rows:
-        mark = " ref" if row.reference else " *" if row.significant else ""
-        lines.append([
+        mark = significance_mark(row)
+        cells.append([
             row.source, row.vendor, str(row.calls), str(row.turns),
             f"{_ms(row.v2v_p50_ms)}/{_ms(row.v2v_p90_ms)}/{_ms(row.v2v_p99_ms)}",
-            f"{_ms(row.ttft_p50_ms)}/{_ms(row.ttft_p90_ms)}{mark}",
+            f"{_ms(row.ttft_p50_ms)}/{_ms(row.ttft_p90_ms)}" + (f" {mark}" if mark else ""),
             _ms(row.stt_p50_ms), _ms(row.tts_first_byte_p50_ms),
             _num(row.errors_pct), _num(row.timeouts_pct), _num(row.interruptions_pct),
             f"{_num(row.tokens_in_mean)}/{_num(row.tokens_out_mean)}",
-            "-" if row.cost_per_call is None else f"{row.cost_per_call:.4f}",
+            format_cost(row),
         ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
-                      for i, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
-            for line in lines]
-    text += ["", "times in ms; TTFT = LLM first token − STT done, STT = STT done − endpoint, "
+    return cells
+
+
+def empty_text(report: Report) -> str:
+    """What to say when no row matches."""
+    return "no turns match" + (f" ({report.excluded_turns} without an LLM stage)"
+                               if report.excluded_turns else "")
+
+
+def legend_lines(report: Report) -> list[str]:
+    """The notes under the table: units, the significance test with its sample sizes, costs, exclusions."""
+    lines = ["times in ms; TTFT = LLM first token − STT done, STT = STT done − endpoint, "
              "TTS 1st byte = TTS first byte − first chunk, v2v = first audio sent − speech end"]
     reference = report.reference
     if reference is not None:
         samples = ", ".join(f"{row.vendor} ({row.source}) n={row.ttft_n}" + (
             "" if row.ttft_p_value is None else f" p={row.ttft_p_value:.3g}") for row in report.rows)
-        text.append(f"* TTFT differs from ref ({reference.vendor}, {reference.source}): {TEST_NAME}, "
-                    f"p < {report.alpha:g}; TTFT samples: {samples}")
+        lines.append(f"* TTFT differs from ref ({reference.vendor}, {reference.source}): {TEST_NAME}, "
+                     f"p < {report.alpha:g}; TTFT samples: {samples}")
     else:
-        text.append("significance: not tested (fewer than two rows with 2+ TTFT samples)")
+        lines.append("significance: not tested (fewer than two rows with 2+ TTFT samples)")
+    if any(row.cost_per_call is not None for row in report.rows):
+        lines.append("$/call: USD per call from `pricing:`; live rows: the LLM's tokens + STT minutes of "
+                     "speech + TTS characters of the calls it answered; shadow rows: LLM tokens only")
+    partial = [row for row in report.rows if row.cost_partial]
+    if partial:
+        lines.append("+ partial (a lower bound), no price for: " + "; ".join(
+            f"{row.vendor} ({row.source}): {', '.join(row.cost_unpriced)}" for row in partial))
     if report.excluded_turns:
-        text.append(f"{report.excluded_turns} turns without an LLM stage (greetings) are not counted")
-    return "\n".join(text) + "\n"
+        lines.append(f"{report.excluded_turns} turns without an LLM stage (greetings) are not counted"
+                     + (" in the figures; their STT and TTS count in their call's $/call"
+                        if any(row.cost_per_call is not None for row in report.rows) else ""))
+    return lines
+
+
+def format_table(report: Report) -> str:
+    """The report as a text table with its legend."""
+    if not report.rows:
+        return empty_text(report) + "\n"
+    lines = [list(TABLE_HEADER), *table_cells(report)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEADER))]
+    text = ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
+                      for i, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
+            for line in lines]
+    return "\n".join([*text, "", *legend_lines(report)]) + "\n"
 
 
 # --- reading the store and the command line --------------------------------------------------------------
@@ -323,15 +452,76 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+class Progress:
+    """Reports how far a long read is, on stderr: "reading turns: 45,000 / 120,000".
+
+    Shown on a terminal for reads of more than one page (one line, rewritten in place), elsewhere (a log
+    file, CI) for reads of more than PROGRESS_MIN_ROWS rows (a line each time); at most every
+    PROGRESS_INTERVAL_S, and always the last. Never written to stdout, which may carry --json."""
+
+    def __init__(self, stream: TextIO | None = None, *, min_rows: int | None = None,
+                 interval_s: float | None = None) -> None:
+        self.stream = stream or sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.min_rows = min_rows
+        self.interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
+        self._last = -math.inf
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        threshold = self.min_rows
+        if threshold is None:
+            threshold = PAGE_SIZE if self.tty else PROGRESS_MIN_ROWS
+        if total <= threshold:
+            return
+        final = done >= total
+        now = time.monotonic()
+        if not final and now - self._last < self.interval_s:
+            return
+        self._last = now
+        text = f"reading {what}: {done:,} / {total:,}"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+ProgressCallback = Callable[[str, int, int], None]  # (what, rows read, rows in all)
+
+
+async def _read_paged(query: Any, count: Any, what: str, page_size: int,
+                      progress: ProgressCallback | None) -> list[dict[str, Any]]:
+    """Every row of a CallStore query, `page_size` at a time (keyset on id), reporting progress."""
+    total = await count()
+    rows: list[dict[str, Any]] = []
+    after: int | None = None
+    while True:
+        page = await query(after_id=after, limit=page_size)
+        rows += page
+        last = len(page) < page_size
+        if progress is not None and (last or len(rows) < total):  # done == total only once: at the end
+            progress(what, len(rows), len(rows) if last else total)
+        if last:
+            return rows
+        after = page[-1]["id"]
+
+
 async def load(
     db: str | None = None,
     since: datetime | None = None,
     pipeline: str | None = None,
     variant: str | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    page_size: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(turns, shadow results) from the store at `db` (a URL or an SQLite path; None: switchboard.db).
+    """(turns, shadow results), oldest first, from the store at `db` (a URL or an SQLite path; None:
+    switchboard.db). Read `page_size` (PAGE_SIZE) rows per query; `progress(what, done, total)` after each.
 
     Raises FileNotFoundError for an SQLite file that does not exist (rather than creating one)."""
+    from functools import partial
+
     from sqlalchemy.engine import make_url
 
     from store import CallStore
@@ -341,13 +531,33 @@ async def load(
     sqlite_file = url.database if url.get_backend_name() == "sqlite" and url.database != ":memory:" else None
     if sqlite_file and not await asyncio.to_thread(Path(sqlite_file).exists):
         raise FileNotFoundError(f"no call store at {sqlite_file}")
+    size = page_size or PAGE_SIZE
     await store.open()
     try:
-        turns = await store.query_turns(since, pipeline, variant)
-        shadows = await store.query_shadows(since, pipeline, variant)
+        filters = (since, pipeline, variant)
+        turns = await _read_paged(partial(store.query_turns, *filters), partial(store.count_turns, *filters),
+                                  "turns", size, progress)
+        shadows = await _read_paged(partial(store.query_shadows, *filters),
+                                    partial(store.count_shadows, *filters), "shadow results", size, progress)
     finally:
         await store.close()
-    return turns, shadows
+    oldest_first = lambda row: (row["created_at"], row["id"])  # noqa: E731
+    return sorted(turns, key=oldest_first), sorted(shadows, key=oldest_first)
+
+
+def load_pricing(path: str | Path | None = None, err: TextIO | None = None) -> Pricing:
+    """`pricing:` of pipeline.yaml at `path` (default: as `serve` finds it). A file that does not load is
+    a warning on `err` (stderr), not an error: the report goes on without prices."""
+    from pipeline.config import ConfigError, default_config_path, load_config
+
+    source = path or default_config_path()
+    try:
+        config = load_config(source)
+    except ConfigError as exc:
+        print(f"switchboard report: warning: {source} does not load, so costs are not estimated:\n{exc}",
+              file=err or sys.stderr)
+        return {}
+    return pricing_from_config(config)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -356,19 +566,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", help="only calls on this pipeline")
     parser.add_argument("--variant", help="only calls assigned this A/B variant")
     parser.add_argument("--db", help="database URL or SQLite path (default: switchboard.db)")
+    parser.add_argument("--config",
+                        help="pipeline.yaml whose `pricing:` prices the calls (default: as for serve)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--html", metavar="PATH",
+                        help="also write the report with charts to this HTML file (opens offline)")
 
 
 def run(args: argparse.Namespace, pricing: Pricing | None = None, out: TextIO | None = None) -> int:
-    """Run the report for parsed `args` (see add_arguments). Returns the exit status."""
+    """Run the report for parsed `args` (see add_arguments); `pricing` instead of the config's.
+    Returns the exit status. Warnings and progress go to stderr, the table or JSON to `out` (stdout)."""
     out = out or sys.stdout
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
         print(f"switchboard report: {exc}", file=sys.stderr)
         return 2
+    if pricing is None:
+        pricing = load_pricing(getattr(args, "config", None))
     try:
-        turns, shadows = asyncio.run(load(args.db, since, args.pipeline, args.variant))
+        turns, shadows = asyncio.run(load(args.db, since, args.pipeline, args.variant,
+                                          progress=Progress(sys.stderr)))
     except Exception as exc:  # a missing file, an unreachable server, a newer schema
         print(f"switchboard report: cannot read the call store: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -379,12 +597,23 @@ def run(args: argparse.Namespace, pricing: Pricing | None = None, out: TextIO | 
         out.write(json.dumps(report_json(report), indent=2) + "\n")
     else:
         out.write(format_table(report))
+    html_path = getattr(args, "html", None)
+    if html_path:
+        from pipeline.report_html import report_page
+
+        try:
+            Path(html_path).write_text(report_page(report, turns, shadows), encoding="utf-8")
+        except OSError as exc:
+            print(f"switchboard report: cannot write {html_path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"switchboard report: wrote {html_path}", file=sys.stderr)
     return 0
 
 
 def main_report(argv: Sequence[str] | None = None, pricing: Pricing | None = None,
                 out: TextIO | None = None) -> int:
-    """`switchboard report [--since …] [--pipeline …] [--variant …] [--db …] [--json]`."""
+    """`switchboard report [--since …] [--pipeline …] [--variant …] [--db …] [--config …] [--json]
+    [--html PATH]`."""
     parser = argparse.ArgumentParser(prog="switchboard report", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv), pricing, out)

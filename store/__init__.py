@@ -6,6 +6,7 @@
     await writer.start()
     writer.call_started(call_id, pipeline, from_number=…, to_number=…, carrier=…, variant=…)
     writer.turn(metrics)              # fits create_app(on_turn=…)
+    writer.shadow(result)             # a shadow LLM's answer (pipeline/shadow.py)
     writer.call_ended(call_id, summary, recording)
     await writer.aclose(); await store.close()
 """

@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import ColumnElement, Integer, event, func, insert, literal, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from pipeline.metrics import TurnMetrics
 from store import schema
+
+if TYPE_CHECKING:
+    from pipeline.shadow import ShadowResult
 
 log = logging.getLogger("switchboard.store")
 
@@ -128,6 +133,15 @@ class CallStore:
         async with self._engine.begin() as connection:
             await connection.execute(insert(schema.turns).values(turn_row(metrics, created_at)))
 
+    async def add_shadow(self, result: ShadowResult, *, created_at: datetime | None = None) -> None:
+        """Record what a shadow LLM answered to turn `result.turn_index` of call `result.call_id`."""
+        row = {column.name: getattr(result, column.name, None) for column in schema.shadow_results.columns
+               if column.name not in ("id", "created_at")}
+        row["text"] = row["text"] or ""
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(schema.shadow_results).values(
+                **row, created_at=_utc(created_at or datetime.now(UTC))))
+
     async def end_call(
         self,
         call_id: str,
@@ -157,40 +171,129 @@ class CallStore:
         if pipeline is not None:
             query = query.where(c.pipeline == pipeline)
         if variant is not None:
-            query = query.where(c.variant == variant)
+            query = query.where(_is_variant(c.variant, variant))
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [{**row, "started_at": _utc(row["started_at"]), "ended_at": _utc(row["ended_at"])}
                 for row in rows]
 
     async def query_turns(self, since: datetime | None = None, pipeline: str | None = None,
-                          variant: str | None = None) -> list[dict[str, Any]]:
+                          variant: str | None = None, *, after_id: int | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
         """Turns finished at or after `since`, oldest first, each with its call's pipeline, variant and
-        carrier (None if the call's row is missing). Filtering by pipeline or variant needs that row."""
-        return await self._query_joined(schema.turns, since, pipeline, variant)
+        carrier (None if the call's row is missing). Filtering by pipeline or variant needs that row.
+
+        Paged (keyset): with `limit`, at most that many turns whose id is above `after_id`, in id order;
+        pass the last one's id as `after_id` for the next page."""
+        return await self._query_joined(schema.turns, since, pipeline, variant, after_id, limit)
 
     async def query_shadows(self, since: datetime | None = None, pipeline: str | None = None,
-                            variant: str | None = None) -> list[dict[str, Any]]:
-        """Shadow results, filtered and joined like `query_turns`."""
-        return await self._query_joined(schema.shadow_results, since, pipeline, variant)
+                            variant: str | None = None, *, after_id: int | None = None,
+                            limit: int | None = None) -> list[dict[str, Any]]:
+        """Shadow results, filtered, joined and paged like `query_turns`."""
+        return await self._query_joined(schema.shadow_results, since, pipeline, variant, after_id, limit)
+
+    async def count_turns(self, since: datetime | None = None, pipeline: str | None = None,
+                          variant: str | None = None) -> int:
+        """How many turns `query_turns` would return."""
+        return await self._count_joined(schema.turns, since, pipeline, variant)
+
+    async def count_shadows(self, since: datetime | None = None, pipeline: str | None = None,
+                            variant: str | None = None) -> int:
+        """How many shadow results `query_shadows` would return."""
+        return await self._count_joined(schema.shadow_results, since, pipeline, variant)
+
+    async def recent_calls(self, limit: int = 50, since: datetime | None = None,
+                           pipeline: str | None = None) -> list[dict[str, Any]]:
+        """The `limit` latest calls started at or after `since`, newest first (the dashboard's list)."""
+        c = schema.calls.c
+        query = select(schema.calls).order_by(c.started_at.desc(), c.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(c.started_at >= _utc(since))
+        if pipeline is not None:
+            query = query.where(c.pipeline == pipeline)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [{**row, "started_at": _utc(row["started_at"]), "ended_at": _utc(row["ended_at"])}
+                for row in rows]
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """One call's row with its turns and shadow results (`turns`, `shadows`, in order), or None."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(
+                select(schema.calls).where(schema.calls.c.id == call_id))).mappings().first()
+            turns = (await connection.execute(
+                select(schema.turns).where(schema.turns.c.call_id == call_id)
+                .order_by(schema.turns.c.index, schema.turns.c.id))).mappings().all()
+            shadows = (await connection.execute(
+                select(schema.shadow_results).where(schema.shadow_results.c.call_id == call_id)
+                .order_by(schema.shadow_results.c.turn_index, schema.shadow_results.c.id))).mappings().all()
+        if row is None and not turns:
+            return None
+        call = {"id": call_id} if row is None else {
+            **row, "started_at": _utc(row["started_at"]), "ended_at": _utc(row["ended_at"])}
+        call["turns"] = [{**t, "created_at": _utc(t["created_at"])} for t in turns]
+        call["shadows"] = [{**s, "created_at": _utc(s["created_at"])} for s in shadows]
+        return call
 
     async def _query_joined(self, table: Any, since: datetime | None, pipeline: str | None,
-                            variant: str | None) -> list[dict[str, Any]]:
+                            variant: str | None, after_id: int | None = None,
+                            limit: int | None = None) -> list[dict[str, Any]]:
         c, calls = table.c, schema.calls.c
-        query = (
-            select(table, calls.pipeline, calls.variant, calls.carrier)
-            .select_from(table.outerjoin(schema.calls, c.call_id == calls.id))
-            .order_by(c.created_at, c.id)
-        )
-        if since is not None:
-            query = query.where(c.created_at >= _utc(since))
-        if pipeline is not None:
-            query = query.where(calls.pipeline == pipeline)
-        if variant is not None:
-            query = query.where(calls.variant == variant)
+        query = _filtered(select(table, calls.pipeline, calls.variant, calls.carrier), table, since, pipeline,
+                          variant)
+        if limit is None:
+            query = query.order_by(c.created_at, c.id)
+        else:
+            query = query.order_by(c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(c.id > after_id)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [{**row, "created_at": _utc(row["created_at"])} for row in rows]
+
+    async def _count_joined(self, table: Any, since: datetime | None, pipeline: str | None,
+                            variant: str | None) -> int:
+        query = _filtered(select(func.count()), table, since, pipeline, variant)
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+
+def _filtered(query: Any, table: Any, since: datetime | None, pipeline: str | None,
+              variant: str | None) -> Any:
+    """`query` over `table` joined to its call's row, with the filters of `query_turns`."""
+    c, calls = table.c, schema.calls.c
+    query = query.select_from(table.outerjoin(schema.calls, c.call_id == calls.id))
+    if since is not None:
+        query = query.where(c.created_at >= _utc(since))
+    if pipeline is not None:
+        query = query.where(calls.pipeline == pipeline)
+    if variant is not None:
+        query = query.where(_is_variant(calls.variant, variant))
+    return query
+
+
+def _is_variant(column: Any, wanted: str) -> ColumnElement[bool]:
+    """A call's variant is `wanted`, or has it as one of its "+"-joined parts (`gpt` matches `gpt+alloy`).
+    Case-sensitive on SQLite too (its LIKE is not)."""
+    return _position(literal("+") + column + literal("+"), f"+{wanted}+") > 0
+
+
+class _position(FunctionElement[int]):
+    """The 1-based position of a substring in a string, 0 when absent: instr() / strpos()."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_position)
+def _position_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_position, "postgresql")
+def _position_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

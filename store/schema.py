@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 
 Migration = Callable[[Connection], None]  # upgrades an existing database by one version
@@ -94,6 +95,10 @@ turns = Table(
     Column("tts_chars", Integer, nullable=False, default=0),
     Column("bot_audio_ms", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),  # UTC wall time the turn finished
+    # turn-taking (version 2): speculative starts at pauses, those dropped, how the pause's words read
+    Column("speculated", Integer, nullable=False, default=0),
+    Column("speculation_dropped", Integer, nullable=False, default=0),
+    Column("reads", String(16)),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -116,8 +121,15 @@ shadow_results = Table(  # shadow LLM answers to live turns (filled by the shado
     Index("ix_shadow_results_turn", "call_id", "turn_index"),
 )
 
+def _add_turn_taking_columns(connection: Connection) -> None:
+    """Version 2: the turn-taking columns of `turns`."""
+    for ddl in ("speculated INTEGER NOT NULL DEFAULT 0", "speculation_dropped INTEGER NOT NULL DEFAULT 0",
+                "reads VARCHAR(16)"):
+        connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = []
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns]
 
 
 class SchemaError(RuntimeError):

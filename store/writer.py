@@ -1,7 +1,7 @@
 """`StoreWriter`: the call store, written off the audio path.
 
-The server calls `call_started`, `turn` and `call_ended` synchronously (from `on_turn` and its call
-hooks); they only put a record in a bounded queue and never raise. One background task writes the
+The server calls `call_started`, `turn`, `shadow` and `call_ended` synchronously (from `on_turn` and its
+call hooks); they only put a record in a bounded queue and never raise. One background task writes the
 records in order, each in its own committed transaction, so a crash loses at most what was still queued
 (normally only the turn in flight).
 
@@ -21,12 +21,15 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
 
 from pipeline.metrics import TurnMetrics
 from store.calls import CallStore
+
+if TYPE_CHECKING:
+    from pipeline.shadow import ShadowResult
 
 log = logging.getLogger("switchboard.store")
 
@@ -96,6 +99,17 @@ class StoreWriter:
         created_at = datetime.now(UTC)
         self._put(lambda store: store.add_turn(snapshot, created_at=created_at),
                   f"turn {metrics.index} of call {metrics.call_id}")
+
+    def shadow(self, result: ShadowResult) -> None:
+        """Queue a shadow LLM's result (a copy). Fits `ShadowRunner(on_result=…)`."""
+        try:
+            snapshot = dataclasses.replace(result)
+        except Exception:  # never raise into the call
+            log.exception("call store: could not copy a shadow result; not recorded")
+            return
+        created_at = datetime.now(UTC)
+        self._put(lambda store: store.add_shadow(snapshot, created_at=created_at),
+                  f"shadow {result.name} of turn {result.turn_index} of call {result.call_id}")
 
     def call_ended(self, call_id: str, summary: dict[str, Any], recording: str | None = None) -> None:
         """Queue the call's summary and recording path (ended now, UTC)."""

@@ -28,6 +28,7 @@ import base64
 import binascii
 import contextlib
 import json
+import re
 import secrets
 import sys
 from collections import deque
@@ -108,6 +109,23 @@ class CallerLine:
     def label(self) -> str:
         """How the line is shown in the transcript."""
         return self.text if self.text is not None else f"(plays {self.wav})"
+
+
+@dataclass(frozen=True)
+class Echo:
+    """The bot's voice leaking back into the caller's microphone: ``delay_ms`` later, ``gain_db`` quieter."""
+
+    delay_ms: float = 120.0
+    gain_db: float = -15.0
+
+    def leak(self, playback: Playback) -> Callable[[int, int], np.ndarray]:
+        delay = round(self.delay_ms * RATE / 1000)
+        gain = 10 ** (self.gain_db / 20)
+
+        def echo(start: int, n: int) -> np.ndarray:
+            return (playback.window(start - delay, n).astype(np.float64) * gain).astype(np.int16)
+
+        return echo
 
 
 # --------------------------------------------------------------------------------------------- events
@@ -484,6 +502,15 @@ class Playback:
         """How long nothing has been audible (0 while audio plays)."""
         return max(0.0, now - self.ended_at())
 
+    def window(self, start: int, n: int) -> np.ndarray:
+        """The bot audio scheduled on timeline samples ``[start, start + n)`` (silence where none)."""
+        out = np.zeros(n, dtype=np.int16)
+        for seg in self.segments:
+            lo, hi = max(start, seg.start), min(start + n, seg.start + len(seg.pcm))
+            if hi > lo:
+                out[lo - start : hi - start] = seg.pcm[lo - seg.start : hi - seg.start]
+        return out
+
     def played_samples(self, now: float) -> int:
         pos = _sample(now)
         return sum(min(len(seg.pcm), max(0, pos - seg.start)) for seg in self.segments)
@@ -723,6 +750,8 @@ class MediaSender:
         self._line_ended: asyncio.Future[float] | None = None
         self._line_not_before = 0.0
         self._stopped = False  # stop sent: no media may follow it
+        # (first timeline sample, count) -> what leaks back from the bot into the caller's microphone
+        self.echo: Callable[[int, int], np.ndarray] | None = None
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -757,15 +786,23 @@ class MediaSender:
         while True:
             t = self._frame * self.frame_s
             await self.clock.sleep_until(t)
+            echo = self.echo(self._frame * self.frame_samples, self.frame_samples) if self.echo else None
             if self._line is not None and (self._line_pos > 0 or t >= self._line_not_before - 1e-9):
-                await self._send_line_frame(t)
-            elif self.silence_frames:
-                await self._send_media(self.wire.encode(np.zeros(self.frame_samples, dtype=np.int16))[0])
+                await self._send_line_frame(t, echo)
+            elif self.silence_frames or (echo is not None and echo.any()):
+                silence = np.zeros(self.frame_samples, dtype=np.int16)
+                payload, heard = self.wire.encode(silence if echo is None else echo)
+                if echo is not None and echo.any():
+                    self.sent_speech.append(_Segment(self._frame * self.frame_samples, heard))
+                await self._send_media(payload)
             self._frame += 1
 
-    async def _send_line_frame(self, t: float) -> None:
+    async def _send_line_frame(self, t: float, echo: np.ndarray | None = None) -> None:
         assert self._line is not None and self._line_started and self._line_ended
         frame = self._line[self._line_pos : self._line_pos + self.frame_samples]
+        if echo is not None:
+            mixed = frame.astype(np.int32) + echo[: len(frame)]
+            frame = np.clip(mixed, -32768, 32767).astype(np.int16)
         payload, heard = self.wire.encode(frame)
         await self._send_media(payload)
         self.sent_speech.append(_Segment(self._frame * self.frame_samples, heard))
@@ -801,16 +838,27 @@ def _synthesize(text: str, voice: str) -> tuple[np.ndarray, int]:
     return synthesize(text, voice=voice), 22050
 
 
+PAUSE_MARK = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*s\s*\]")  # "[0.8s]" in a line's text: a pause
+
+
 def _prepare_audio(line: CallerLine, voice: str) -> np.ndarray:
-    """The line's audio as 8 kHz int16 mono."""
+    """The line's audio as 8 kHz int16 mono. ``[0.8s]`` in a text line is a pause of that length."""
     if line.wav is not None:
         pcm, rate = read_wav(line.wav)
+        pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
+        if rate != RATE:
+            pcm = resample(pcm, rate, RATE)
     else:
         assert line.text is not None
-        pcm, rate = _synthesize(line.text, voice)
-    pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
-    if rate != RATE:
-        pcm = resample(pcm, rate, RATE)
+        parts = PAUSE_MARK.split(line.text)  # phrase, pause, phrase, pause, ...
+        pieces = []
+        for n, part in enumerate(parts):
+            if n % 2:
+                pieces.append(np.zeros(round(float(part) * RATE), dtype=np.int16))
+            elif part.strip():
+                speech, rate = _synthesize(part.strip(), voice)
+                pieces.append(resample(np.asarray(speech, dtype=np.int16), rate, RATE))
+        pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
     if len(pcm) == 0:
         raise ValueError(f"line {line.label!r} has no audio")
     return pcm
@@ -1043,6 +1091,7 @@ async def run_call(
     reply_timeout_s: float = 15.0,
     carrier: str = "twilio",
     sample_rate: int = RATE,
+    echo: Echo | None = None,
 ) -> CallResult:
     """Place a simulated Twilio call to the Media Streams server at ``url`` and play the script.
 
@@ -1053,6 +1102,7 @@ async def run_call(
     server closes the socket (``hangup=True``) or, after the last line, once the bot has been silent for
     ``hangup_timeout_s`` — then the caller sends `stop` and closes. A normal line waits at most
     ``reply_timeout_s`` for the bot's reply to the previous line. All durations are simulated seconds.
+    ``echo`` feeds the bot's audio back into the caller's line (a speakerphone without echo control).
     Raises OSError / websockets errors when the server cannot be reached.
     """
     if speed <= 0:
@@ -1075,6 +1125,8 @@ async def run_call(
             hangup_timeout_s=hangup_timeout_s,
             reply_timeout_s=reply_timeout_s,
         )
+        if echo is not None:
+            sender.echo = echo.leak(call.playback)
         with contextlib.suppress(ConnectionClosed):  # a server closing at once: the receiver reports it
             await sender.send_handshake()
         receiver = asyncio.create_task(call.receive(), name="caller-receive")
@@ -1148,7 +1200,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=_AppendLine,
         const="say",
         metavar="TEXT",
-        help="a line spoken once the bot has finished talking (repeatable, in order)",
+        help="a line spoken once the bot has finished talking (repeatable, in order); '[0.8s]' in it "
+        "is a pause",
     )
     parser.add_argument(
         "--barge-in",
@@ -1205,6 +1258,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="speak the next line anyway if the bot has not replied within S (default 15)",
     )
+    parser.add_argument(
+        "--echo",
+        type=float,
+        metavar="DB",
+        help="feed the bot's voice back into the caller's line this many dB down, e.g. -15 (a speakerphone)",
+    )
+    parser.add_argument("--echo-delay", type=float, default=120.0, metavar="MS",
+                        help="the echo's delay after the bot's audio plays (default 120)")
     parser.add_argument("--verbose", action="store_true", help="also print mark echoes and audio ends")
     parser.set_defaults(script=[])
 
@@ -1238,6 +1299,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                 reply_timeout_s=args.reply_timeout,
                 carrier=args.carrier,
                 sample_rate=args.sample_rate,
+                echo=Echo(args.echo_delay, args.echo) if args.echo is not None else None,
             )
         )
     except ImportError as exc:  # text lines need the eSpeak NG provider

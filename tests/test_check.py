@@ -43,3 +43,23 @@ def test_check_of_a_broken_file_names_the_key(tmp_path, capsys):
 def test_check_of_the_bundled_pipeline_passes(capsys):
     assert main(["check"]) == 0
     assert "no key needed (embedded)" in capsys.readouterr().out
+
+
+def test_check_lists_every_variant_and_shadow(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(CLOUD.replace("    llm: {provider: anthropic}\n", """\
+    llm:
+      variants:
+        - {name: claude, provider: anthropic}
+        - {name: gpt, weight: 2, provider: openai, model: gpt-4o-mini}
+    shadow:
+      - {name: cohere-a, provider: cohere}
+"""))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
+    monkeypatch.setenv("GEMINI_API_KEY", "g-secret")
+    monkeypatch.delenv("CO_API_KEY", raising=False)
+    assert main(["check", str(path)]) == 1  # the shadow's key is missing
+    out = capsys.readouterr().out
+    assert "llm claude       anthropic" in out and "llm gpt          openai        gpt-4o-mini" in out
+    assert "llm shadow cohere-a cohere" in out and "MISSING: set CO_API_KEY" in out

@@ -7,8 +7,9 @@ import re
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
-from typing import get_args
+from typing import Annotated, Union, get_args, get_origin
 
 import pocketsphinx
 import pytest
@@ -18,7 +19,9 @@ from pydantic import BaseModel
 from pipeline.config import (
     Config,
     ConfigError,
+    Named,
     ScriptedRule,
+    Weighted,
     default_config_path,
     load_config,
     parse_config,
@@ -277,7 +280,7 @@ pipelines:
         (
             MINIMAL + "pipeline: {}\n",
             "pipeline: unknown key; allowed keys: database_url, default_pipeline, numbers, pipelines, "
-            "twilio; did you mean 'pipelines'?",
+            "pricing, shadow_max_concurrent, twilio; did you mean 'pipelines'?",
         ),
         ("default_pipeline: default\n", "pipeline.yaml: missing required key 'pipelines'"),
         ("pipelines: {}\n", "pipelines: must not be empty"),
@@ -477,11 +480,34 @@ def schema_paths(model: type[BaseModel], prefix: str) -> list[str]:
             paths += schema_paths(get_args(info.annotation)[1], "pipelines.<name>.")
         elif name == "rules":
             paths += schema_paths(get_args(info.annotation)[0], f"{path}[].")
+        elif name == "pricing":
+            paths += schema_paths(get_args(info.annotation)[1], "pricing.<vendor/model>.")
+        elif named := named_items(info.annotation):
+            # variants and shadows: their own keys (a provider's keys are documented with its stage)
+            for member in named:
+                mixin = Weighted if issubclass(member, Weighted) else Named
+                paths += [f"{path}[].{key}" for key in mixin.model_fields]
         else:
-            for member in get_args(info.annotation) or (info.annotation,):  # provider unions too
-                if isinstance(member, type) and issubclass(member, BaseModel):
-                    paths += schema_paths(member, f"{path}.")
+            for member in models_in(info.annotation):  # provider unions, and a stage's {variants: [...]}
+                paths += schema_paths(member, f"{path}.")
     return list(dict.fromkeys(paths))
+
+
+def named_items(annotation: object) -> list[type[BaseModel]]:
+    """The item models of a list of variants or shadows, else []."""
+    members = models_in(get_args(annotation)[0]) if get_origin(annotation) is list else []
+    return members if members and all(issubclass(member, Named) for member in members) else []
+
+
+def models_in(annotation: object) -> list[type[BaseModel]]:
+    """The models of a model, a union or an Annotated one (not looking into lists)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is Annotated:
+        return models_in(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [model for member in get_args(annotation) for model in models_in(member)]
+    return []
 
 
 def espeak_set_voice(voice: str) -> int:
@@ -495,3 +521,103 @@ def espeak_set_voice(voice: str) -> int:
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return int(result.stdout)
+
+
+# --- A/B variants and shadows ---------------------------------------------------------------------------
+
+WITH_VARIANTS = MINIMAL.replace("    llm: {provider: scripted}\n", """\
+    llm:
+      variants:
+        - {name: gpt, weight: 3, provider: openai, model: gpt-4o-mini}
+        - {name: claude, provider: anthropic}
+    shadow:
+      - {name: gemini, provider: gemini, timeouts: {total_s: 10}}
+""")
+
+
+def test_variants_and_shadows_are_read() -> None:
+    from pipeline.config import plain_config, stage_choices
+
+    pipeline = parse_config(WITH_VARIANTS).pipeline()
+    choices = stage_choices(pipeline.llm)
+    assert [(name, weight, cfg.provider) for name, weight, cfg in choices] == [
+        ("gpt", 3.0, "openai"), ("claude", 1.0, "anthropic")]
+    assert type(choices[0][2]).__name__ == "OpenAILLMConfig" and choices[0][2].model == "gpt-4o-mini"
+    assert stage_choices(pipeline.stt) == [(None, 1.0, pipeline.stt)]
+    shadow = plain_config(pipeline.shadow[0])
+    assert (pipeline.shadow[0].name, shadow.provider, shadow.timeouts.total_s) == ("gemini", "gemini", 10)
+    assert parse_config(MINIMAL).shadow_max_concurrent == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            WITH_VARIANTS.replace("weight: 3", "weight: 0"),
+            ["pipelines.default.llm.variants[0].weight: must be greater than 0 and at most 1000000, got 0"],
+        ),
+        (
+            WITH_VARIANTS.replace("name: claude", "name: gpt"),
+            ["pipelines.default.llm.variants: names must be unique; 'gpt' is used more than once"],
+        ),
+        (
+            WITH_VARIANTS.replace("      variants:\n", "      provider: openai\n      variants:\n"),
+            ["pipelines.default.llm: has 'variants' and also provider; with variants, each variant holds its "
+             "own provider and settings: move these keys into every variant"],
+        ),
+        (
+            WITH_VARIANTS.replace("{name: claude, provider: anthropic}", "{provider: anthropic}"),
+            ["pipelines.default.llm.variants[1]: missing required key 'name'"],
+        ),
+        (
+            WITH_VARIANTS.replace("name: claude", "name: claude+opus"),
+            ["pipelines.default.llm.variants[1].name: must be 1-64 letters, digits, '_', '-' or '.', "
+             "e.g. gpt-4o (a call's variants are recorded joined by '+')"],
+        ),
+        (
+            WITH_VARIANTS.replace("provider: anthropic", "provider: anthropik"),
+            ["pipelines.default.llm.variants[1]: unknown provider 'anthropik'; "
+             "allowed: scripted, openai, anthropic, gemini, cohere, huggingface"],
+        ),
+        (
+            WITH_VARIANTS.replace("model: gpt-4o-mini", "modle: gpt-4o-mini"),
+            ["pipelines.default.llm.variants[0].modle: unknown key; allowed keys: api_key_env, base_url, "
+             "max_tokens, model, name, provider, temperature, timeouts, weight; did you mean 'model'?"],
+        ),
+        (
+            MINIMAL.replace("{provider: espeak}", "{variants: []}"),
+            ["pipelines.default.tts.variants: must not be empty"],
+        ),
+        (
+            MINIMAL.replace("{provider: pocketsphinx}", "{variants: [{name: a, provider: pocketsphinx, "
+                                                       "weight: fast}]}"),
+            ["pipelines.default.stt.variants[0].weight: must be a number, got 'fast'"],
+        ),
+        (
+            WITH_VARIANTS.replace("    shadow:\n", "    shadow:\n      - {name: gemini, provider: openai}\n"),
+            ["pipelines.default.shadow: names must be unique; 'gemini' is used more than once"],
+        ),
+        (
+            WITH_VARIANTS.replace("{name: gemini, provider: gemini,", "{name: gemini, provider: gemini, "
+                                                                       "weight: 2,"),
+            ["pipelines.default.shadow[0].weight: unknown key; allowed keys: api_key_env, base_url, "
+             "max_tokens, model, name, provider, temperature, timeouts"],
+        ),
+        (
+            WITH_VARIANTS.replace("{name: gemini, provider: gemini,", "{name: gemini,"),
+            ["pipelines.default.shadow[0]: missing required key 'provider'; "
+             "allowed: scripted, openai, anthropic, gemini, cohere, huggingface"],
+        ),
+        (
+            MINIMAL + "shadow_max_concurrent: 0\n",
+            ["shadow_max_concurrent: must be between 1 and 1000, got 0"],
+        ),
+        (   # fallback lists get the same sentences as stages (they used to lose the allowed values)
+            MINIMAL + "    fallback: {llm: [{provider: opena}]}\n",
+            ["pipelines.default.fallback.llm[0]: unknown provider 'opena'; "
+             "allowed: scripted, openai, anthropic, gemini, cohere, huggingface"],
+        ),
+    ],
+)
+def test_variant_and_shadow_problems(text: str, expected: list[str]) -> None:
+    assert problems(text) == expected

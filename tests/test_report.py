@@ -1,8 +1,9 @@
 """`switchboard report` on a constructed dataset whose answers are known by hand.
 
-Three LLMs, 10 answered turns each over 5 calls (2 turns a call); every turn: endpoint 200 ms after
-speech end, STT 300 ms, TTFT as listed, first chunk 50 ms after the first token, TTS first byte 80 ms
-after that, first audio 20 ms later: voice-to-voice = 650 + TTFT.
+Three LLMs, 10 answered turns each over 5 calls (2 turns a call); every turn: 2 s of speech, endpoint
+200 ms after speech end, STT 300 ms, TTFT as listed, first chunk 50 ms after the first token, TTS first
+byte 80 ms after that, first audio 20 ms later: voice-to-voice = 650 + TTFT; 1000 tokens in, 50 out,
+200 characters spoken (pocketsphinx, espeak). Call 0 of model-a also has a greeting of 3 characters.
   fast/model-a  TTFT 100, 200, … 1000: p50 550, p90 910; v2v p50 1200, p90 1560, p99 1641
                 turn 9 failed (error), turns 0 and 1 recovered from an LLM timeout, 3 interrupted
   slow/model-b  TTFT 2100 … 3000: clearly slower than a (Mann-Whitney U p ≈ 1.8e-4 < 0.05)
@@ -18,10 +19,15 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
+from pipeline import report as report_module
+from pipeline.config import ConfigError, parse_config
 from pipeline.metrics import TurnMetrics
 from pipeline.report import (
+    Progress,
     build_report,
     format_table,
+    load,
+    load_pricing,
     main_report,
     mann_whitney_p_normal,
     parse_since,
@@ -34,7 +40,8 @@ TTFT = {
     "slow/model-b": [2000 + 100 * k for k in range(1, 11)],
     "same/model-c": [100 * k for k in range(1, 11)],
 }
-PRICING = {"model-a": {"input": 1.0, "output": 2.0}, "slow/model-b": {"input": 10.0, "output": 30.0}}
+PRICING = {"model-a": {"input_per_1m": 1.0, "output_per_1m": 2.0},
+           "slow/model-b": {"input_per_1m": 10.0, "output_per_1m": 30.0}}
 
 
 def turn(vendor: str, call: int, index: int, ttft_ms: float, **facts) -> TurnMetrics:
@@ -47,7 +54,7 @@ def turn(vendor: str, call: int, index: int, ttft_ms: float, **facts) -> TurnMet
         endpoint=speech_end + 0.2, stt_done=stt_done, llm_first_token=first_token, first_chunk=first_chunk,
         tts_first_byte=first_chunk + 0.08, first_audio_sent=first_chunk + 0.1, turn_done=first_chunk + 2,
         vendors={"stt": "pocketsphinx/en-us", "llm": vendor, "tts": "espeak/en-us"},
-        tokens_in=1000, tokens_out=50, **facts,
+        tokens_in=1000, tokens_out=50, tts_chars=200, **facts,
     )
 
 
@@ -63,7 +70,8 @@ def fixture_turns() -> list[TurnMetrics]:
                     facts["failures"] = [f"llm {vendor} attempt 1: timeout: no first token within 2 s"]
                 facts["interrupted"] = k in (2, 3, 4)
             turns.append(turn(vendor, call=k // 2, index=k % 2 + 1, ttft_ms=ttft, **facts))
-    turns.append(TurnMetrics(call_id="fast/model-a-call0", index=0, kind="greeting", reply_text="Hi!"))
+    turns.append(TurnMetrics(call_id="fast/model-a-call0", index=0, kind="greeting", reply_text="Hi!",
+                             vendors={"tts": "espeak/en-us"}, tts_chars=3))
     return turns
 
 
@@ -120,6 +128,7 @@ def test_json_fields():
         "source", "vendor", "calls", "turns", "v2v_p50_ms", "v2v_p90_ms", "v2v_p99_ms", "v2v_n",
         "ttft_p50_ms", "ttft_p90_ms", "ttft_n", "stt_p50_ms", "tts_first_byte_p50_ms", "errors_pct",
         "timeouts_pct", "interruptions_pct", "tokens_in_mean", "tokens_out_mean", "cost_per_call",
+        "cost_llm_per_call", "cost_stt_per_call", "cost_tts_per_call", "cost_partial", "cost_unpriced",
         "ttft_p_value", "significant", "reference",
     }
     assert (row["source"], row["calls"], row["turns"], row["ttft_n"], row["significant"]) == (
@@ -218,3 +227,128 @@ def test_the_command_reports_a_missing_database(tmp_path, capsys):
     assert "no call store" in capsys.readouterr().err
     assert not (tmp_path / "nope.db").exists()
     assert main_report(["--since", "soon", "--db", str(tmp_path / "nope.db")]) == 2
+
+
+# --- cost per call ------------------------------------------------------------------------------------------
+
+ALL_PRICES = {
+    "model-a": {"input_per_1m": 1.0, "output_per_1m": 2.0},  # a bare model name
+    "pocketsphinx/en-us": {"per_minute": 0.006},  # priced: the embedded engines are free only by default
+    "espeak/en-us": {"per_1m_chars": 15.0},
+    "groq/llama": {"input_per_1m": 0.5, "output_per_1m": 1.0},
+}
+
+
+def test_cost_per_call_counts_llm_stt_and_tts():
+    shadows = [{"call_id": f"c{k}", "vendor": "groq/llama", "ttft_ms": 100, "error": None, "tokens_in": 10,
+                "tokens_out": 5, "speech_ms": 9999, "tts_chars": 9999} for k in (1, 2)]
+    report = build_report(rows_of(fixture_turns()), shadows, pricing=ALL_PRICES)
+    rows = {(row.source, row.vendor): row for row in report.rows}
+    a = rows["live", "fast/model-a"]
+    # a turn: LLM 1000 × $1/M + 50 × $2/M = $0.0011; STT 2 s = 1/30 min × $0.006 = $0.0002;
+    # TTS 200 chars × $15/M = $0.003. 2 turns a call, + call 0's 3-character greeting over 5 calls.
+    assert a.cost_llm_per_call == pytest.approx(0.0022)
+    assert a.cost_stt_per_call == pytest.approx(0.0004)
+    assert a.cost_tts_per_call == pytest.approx(0.006 + 3 * 15 / 1e6 / 5)
+    assert a.cost_per_call == pytest.approx(0.0022 + 0.0004 + 0.006009)
+    assert not a.cost_partial and a.cost_unpriced == []
+    b = rows["live", "slow/model-b"]  # its LLM has no price: the STT and TTS part, marked partial
+    assert b.cost_per_call == pytest.approx(0.0004 + 0.006) and b.cost_llm_per_call == 0
+    assert b.cost_partial and b.cost_unpriced == ["llm slow/model-b"]
+    shadow = rows["shadow", "groq/llama"]  # LLM tokens only, never transcribed or spoken
+    assert shadow.cost_per_call == pytest.approx((10 * 0.5 + 5 * 1.0) / 1e6)
+    assert shadow.cost_stt_per_call is None and shadow.cost_tts_per_call is None
+
+    table = format_table(report)
+    line_b = next(line for line in table.splitlines() if line.startswith("live    slow/model-b"))
+    assert line_b.endswith("0.0064+")
+    assert ("+ partial (a lower bound), no price for: same/model-c (live): llm same/model-c; "
+            "slow/model-b (live): llm slow/model-b") in table
+    assert "STT minutes of speech + TTS characters" in table
+
+
+def test_cost_is_unknown_without_a_price_for_the_row():
+    report = build_report(rows_of(fixture_turns()), pricing={"openai/whisper-1": {"per_minute": 0.006}})
+    for row in report.rows:  # only free embedded engines and unpriced LLMs: nothing to estimate
+        assert row.cost_per_call is None and not row.cost_partial
+        assert row.cost_unpriced == [f"llm {row.vendor}"]
+    assert "-" == format_table(report).splitlines()[1].split()[-1]
+    bare = build_report(rows_of(fixture_turns()))
+    assert all(row.cost_per_call is None and row.cost_unpriced == [] for row in bare.rows)
+
+
+def test_pricing_from_pipeline_yaml(tmp_path, capsys):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(PIPELINE + "pricing:\n  openai/gpt-4o-mini: {input_per_1m: 0.15, output_per_1m: 0.6}\n"
+                      "  whisper-1: {per_minute: 0.006}\n")
+    assert load_pricing(config) == {"openai/gpt-4o-mini": {"input_per_1m": 0.15, "output_per_1m": 0.6},
+                                    "whisper-1": {"per_minute": 0.006}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(PIPELINE + "pricing:\n  openai/tts-1: {per_1m_char: 15, per_minute: -1}\n")
+    assert caught.value.problems == [
+        "pricing['openai/tts-1'].per_1m_char: unknown key; allowed keys: input_per_1m, output_per_1m, "
+        "per_1m_chars, per_minute; did you mean 'per_1m_chars'?",
+        "pricing['openai/tts-1'].per_minute: must be at least 0, got -1",
+    ]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(PIPELINE + "pricing:\n  gpt-4o: {input: 1}\n")
+    assert load_pricing(broken) == {}  # a warning, not an error: the report goes on without prices
+    err = capsys.readouterr().err
+    assert "warning" in err and "costs are not estimated" in err
+    assert "pricing.gpt-4o.input: unknown key" in err
+
+
+PIPELINE = ("pipelines:\n  default:\n    stt: {provider: pocketsphinx}\n    llm: {provider: scripted}\n"
+            "    tts: {provider: espeak}\n")
+
+
+# --- reading in pages, with progress ------------------------------------------------------------------------
+
+
+def test_progress_goes_to_stderr_and_json_stays_clean(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "switchboard.db"
+    asyncio.run(write_fixture(path))  # 32 turns
+    monkeypatch.setattr(report_module, "PAGE_SIZE", 5)
+    monkeypatch.setattr(report_module, "PROGRESS_MIN_ROWS", 10)
+    monkeypatch.setattr(report_module, "PROGRESS_INTERVAL_S", 0)
+    assert main_report(["--db", str(path), "--json"], pricing=PRICING) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)  # nothing but the JSON
+    assert next(r for r in data["rows"] if r["vendor"] == "fast/model-a")["turns"] == 11  # every page read
+    assert sum(r["turns"] for r in data["rows"]) + data["excluded_turns"] == 32
+    assert err.splitlines() == [f"reading turns: {n} / 32" for n in (5, 10, 15, 20, 25, 30, 32)]
+
+    monkeypatch.setattr(report_module, "PROGRESS_MIN_ROWS", 100)  # a small read: no progress off a terminal
+    assert main_report(["--db", str(path), "--json"], pricing=PRICING) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_on_a_terminal_rewrites_one_line():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress(stream, interval_s=0)
+    progress("turns", 10, 10)  # one page or less: nothing
+    for done in (5000, 10000, 12000):
+        progress("turns", done, 12000)
+    assert stream.getvalue() == ("\rreading turns: 5,000 / 12,000\rreading turns: 10,000 / 12,000"
+                                 "\rreading turns: 12,000 / 12,000\n")
+
+
+async def test_paged_reads_match_one_query(tmp_path):
+    path = tmp_path / "switchboard.db"
+    await write_fixture(path)
+    seen: list[tuple[str, int, int]] = []
+    turns, shadows = await load(str(path), None, "support", None, page_size=3,
+                                progress=lambda what, done, total: seen.append((what, done, total)))
+    store = CallStore(str(path))
+    await store.open()
+    try:
+        expected = await store.query_turns(None, "support", None)
+        assert await store.count_turns(None, "support", None) == len(expected) == 22  # a, b, greeting, Feb.
+    finally:
+        await store.close()
+    assert turns == expected and shadows == []  # same rows, oldest first
+    assert seen[0] == ("turns", 3, 22) and seen[-2:] == [("turns", 22, 22), ("shadow results", 0, 0)]

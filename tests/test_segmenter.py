@@ -289,9 +289,14 @@ def test_endpoint_silence_counts_from_the_voice_not_the_vads_hangover() -> None:
 # --- pauses: speculation and a per-utterance commit silence ----------------------------------------
 
 
+def _two_phrases() -> np.ndarray:
+    """0.5 s speech, 0.3 s pause, 0.5 s speech, then silence."""
+    return _stream(quiet(0.5, seed=1), speech_like(0.5), quiet(0.3, seed=2), speech_like(0.5),
+                   quiet(1.0, seed=3))
+
+
 def test_a_short_pause_emits_pause_then_resumed_and_the_utterance_goes_on() -> None:
-    # 0.5 s speech, 0.3 s pause, 0.5 s speech, then silence
-    pcm = _stream(quiet(0.5, seed=1), speech_like(0.5), quiet(0.3, seed=2), speech_like(0.5), quiet(1.0, seed=3))
+    pcm = _two_phrases()
     events = _feed(Segmenter(speculate_after_ms=160), pcm)
 
     kinds = [type(e) for _, e in events]
@@ -310,7 +315,7 @@ def test_a_short_pause_emits_pause_then_resumed_and_the_utterance_goes_on() -> N
 
 
 def test_no_pause_events_without_speculation_or_before_min_speech() -> None:
-    pcm = _stream(quiet(0.5, seed=1), speech_like(0.5), quiet(0.3, seed=2), speech_like(0.5), quiet(1.0, seed=3))
+    pcm = _two_phrases()
     assert Pause not in [type(e) for _, e in _feed(Segmenter(), pcm)]
     short = _stream(quiet(0.5, seed=1), speech_like(0.1), quiet(0.3, seed=2), speech_like(0.5), quiet(1.0))
     kinds = [type(e) for _, e in _feed(Segmenter(speculate_after_ms=160, min_speech_ms=250), short)]
@@ -337,7 +342,20 @@ def test_a_stream_that_stops_sending_frames_still_pauses_then_ends() -> None:
     _feed(seg, _stream(quiet(0.5, seed=1), speech_like(0.6)))
     last = T0 + 1.1
     assert seg.tick(last + 0.1) == []
-    (pause,) = seg.tick(last + 0.16)
+    assert seg.tick(last + 0.16) == []  # the next 20 ms frame would have been due by now: 140 ms
+    (pause,) = seg.tick(last + 0.18)
     assert isinstance(pause, Pause)
     assert seg.tick(last + 0.3) == []  # once per pause
     assert isinstance(seg.tick(last + 0.61)[0], Utterance)
+
+
+def test_the_wait_for_a_chunky_carriers_next_chunk_is_not_a_pause() -> None:
+    seg = Segmenter(speculate_after_ms=150)
+    pcm = _stream(quiet(0.5, seed=1), speech_like(1.6))
+    chunk = 2400  # 300 ms chunks, as Exotel may send
+    events = []
+    for start in range(0, len(pcm), chunk):
+        at = T0 + (start + chunk) / RATE
+        events += seg.push(pcm[start : start + chunk], at)
+        events += seg.tick(at + 0.25)  # 250 ms into the wait for the next chunk
+    assert not any(isinstance(e, Pause) for e in events)

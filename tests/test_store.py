@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipeline.metrics import TurnMetrics
 from store import CallStore, SchemaError, StoreWriter, normalize_url
+from store.schema import MIGRATIONS, latest_version
 from store.writer import is_transient
 
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
@@ -107,14 +108,37 @@ async def test_schema_version_recorded_and_open_is_idempotent(tmp_path):
     await store.close()
     again = CallStore(f"sqlite:///{path}")
     await again.open()
-    assert again.version == 1
+    assert again.version == latest_version()
     assert len(await again.query_calls()) == 1
     await again.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(latest_version(),)]
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"schema_version", "calls", "turns", "shadow_results"} <= tables
+
+
+async def test_a_version_1_database_gets_the_turn_taking_columns(tmp_path):
+    path = tmp_path / "v1.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.add_turn(a_turn())
+    await store.close()
+    with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
+        for column in ("speculated", "speculation_dropped", "reads"):
+            db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (1, '2026-11-01 00:00:00')")
+
+    upgraded = CallStore(str(path))
+    await upgraded.open()
+    turn = a_turn()
+    turn.speculated, turn.speculation_dropped, turn.reads = 2, 1, "complete"
+    await upgraded.add_turn(turn)
+    rows = await upgraded.query_turns()
+    await upgraded.close()
+    assert [(r["speculated"], r["speculation_dropped"], r["reads"]) for r in rows] == [
+        (0, 0, None), (2, 1, "complete")]
 
 
 async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):
@@ -126,24 +150,27 @@ async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):
 
     ran = []
 
-    def add_notes(connection: Connection) -> None:  # version 1 -> 2
-        ran.append(2)
+    current = latest_version()
+
+    def add_notes(connection: Connection) -> None:  # the current version -> the next
+        ran.append(current + 1)
         Table("notes", MetaData(), Column("id", Integer, primary_key=True)
               ).create(connection)
 
-    upgraded = CallStore(url, migrations=[add_notes])
+    upgraded = CallStore(url, migrations=[*MIGRATIONS, add_notes])
     await upgraded.open()
-    assert upgraded.version == 2 and ran == [2]
+    assert upgraded.version == current + 1 and ran == [current + 1]
     assert len(await upgraded.query_turns()) == 1  # the data survived
     await upgraded.close()
-    again = CallStore(url, migrations=[add_notes])
-    await again.open()  # already at 2: nothing runs
-    assert ran == [2]
+    again = CallStore(url, migrations=[*MIGRATIONS, add_notes])
+    await again.open()  # already there: nothing runs
+    assert ran == [current + 1]
     await again.close()
     with sqlite3.connect(tmp_path / "s.db") as db:
-        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(current,), (current + 1,)]
 
-    older_code = CallStore(url)  # knows only version 1
+    older_code = CallStore(url)  # knows only the current version
     with pytest.raises(SchemaError, match="newer"):
         await older_code.open()
     assert not older_code.is_open
@@ -261,3 +288,56 @@ async def test_a_crash_loses_nothing_committed(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM turns").fetchone() == (1,)
     await store.close()
+
+
+async def shadows_and_variant_parts(url: str) -> None:
+    from pipeline.shadow import ShadowResult
+
+    store = CallStore(url)
+    await store.open()
+    writer = StoreWriter(store)
+    try:
+        run = uuid.uuid4().hex  # a shared PostgreSQL database may hold earlier runs
+        ids = {variant: f"CA{run}-{n}" for n, variant in enumerate(["gpt", "gpt+alloy", "claude+alloy",
+                                                                     "GPT+alloy", "gpt-4o+alloy"])}
+        for variant, call_id in ids.items():
+            await store.start_call(call_id, "ab", variant=variant)
+            await store.add_turn(a_turn(call_id))
+        async with writer:  # the server's way: queued, written in the background
+            writer.shadow(ShadowResult(ids["gpt+alloy"], 1, "groq", "groq/llama", ttft_ms=210.5,
+                                       total_ms=900.0, tokens_in=812, tokens_out=4, text="We open at nine."))
+            writer.shadow(ShadowResult(ids["gpt"], 1, "hang", "hang/forever",
+                                       error="hang: timeout: no first token within 5 s"))
+
+        def ours(rows):
+            call_ids = (row.get("call_id", row.get("id")) for row in rows)  # turns, or calls
+            return sorted(call_id for call_id in call_ids if call_id.startswith(f"CA{run}"))
+
+        cases = [("gpt", ["gpt", "gpt+alloy"]), ("alloy", ["gpt+alloy", "claude+alloy", "GPT+alloy",
+                 "gpt-4o+alloy"]), ("gpt+alloy", ["gpt+alloy"]), ("GPT", ["GPT+alloy"]),
+                 ("claude", ["claude+alloy"]), ("claude+echo", []), ("gp", [])]
+        for wanted, expected in cases:
+            assert ours(await store.query_turns(variant=wanted)) == sorted(ids[v] for v in expected), wanted
+            assert ours(await store.query_calls(variant=wanted)) == sorted(ids[v] for v in expected), wanted
+        shadows = {row["name"]: row for row in await store.query_shadows(variant="gpt")
+                   if row["call_id"].startswith(f"CA{run}")}
+        assert {name: (row["call_id"], row["turn_index"], row["vendor"], row["ttft_ms"], row["total_ms"],
+                       row["tokens_in"], row["tokens_out"], row["error"], row["text"], row["variant"])
+                for name, row in shadows.items()} == {
+            "groq": (ids["gpt+alloy"], 1, "groq/llama", 210.5, 900.0, 812, 4, None, "We open at nine.",
+                     "gpt+alloy"),
+            "hang": (ids["gpt"], 1, "hang/forever", None, None, None, None,
+                     "hang: timeout: no first token within 5 s", "", "gpt"),
+        }
+        assert writer.written == 2 and writer.dropped == 0
+    finally:
+        await store.close()
+
+
+async def test_shadow_results_and_variant_parts_sqlite(tmp_path):
+    await shadows_and_variant_parts(str(tmp_path / "switchboard.db"))
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set SWITCHBOARD_TEST_POSTGRES_URL to a postgresql:// URL")
+async def test_shadow_results_and_variant_parts_postgres():
+    await shadows_and_variant_parts(POSTGRES_URL)

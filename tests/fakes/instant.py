@@ -29,6 +29,47 @@ class InstantSTT:
         return Transcript(self.text)
 
 
+def spoken_bursts(pcm: np.ndarray, rate: int, gap_s: float = 0.25, level: float = 0.1) -> int:
+    """How many stretches of speech the audio holds, split by silences of at least `gap_s`.
+
+    Fakes use it to transcribe audio they cannot recognise: a caller line built from known phrases
+    separated by pauses is "heard" as the phrases whose audio the upload contains."""
+    frame = rate // 50
+    frames = len(pcm) // frame
+    if frames == 0:
+        return 0
+    energy = np.abs(pcm[: frames * frame].astype(np.float64)).reshape(frames, frame).mean(axis=1)
+    loud = energy > level * energy.max() if energy.max() > 0 else np.zeros(frames, bool)
+    bursts, quiet_run, in_burst = 0, 0, False
+    for voiced in loud:
+        if voiced:
+            if not in_burst and (bursts == 0 or quiet_run * 0.02 >= gap_s):
+                bursts += 1
+            in_burst, quiet_run = True, 0
+        else:
+            quiet_run += 1
+            in_burst = in_burst and quiet_run * 0.02 < gap_s
+    return bursts
+
+
+class PhrasesSTT(InstantSTT):
+    """Hears the first k of `phrases`, k = how many spoken bursts the audio holds (see spoken_bursts)."""
+
+    model = "phrases"
+
+    def __init__(self, phrases: list[str], delay_s: float = 0.0) -> None:
+        super().__init__(" ".join(phrases), delay_s=delay_s)
+        self.phrases = phrases
+        self.texts: list[str] = []  # every transcript given, in order
+
+    async def transcribe(self, pcm: np.ndarray) -> Transcript:
+        self.heard.append(pcm)
+        await asyncio.sleep(self.delay_s)
+        k = min(len(self.phrases), spoken_bursts(pcm, self.sample_rate))
+        self.texts.append(" ".join(self.phrases[:k]))
+        return Transcript(self.texts[-1])
+
+
 class InstantLLM:
     """Replies with `reply`; a caller line containing `goodbye` gets the end_call tool."""
 

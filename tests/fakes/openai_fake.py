@@ -26,6 +26,7 @@ import io
 import json
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ class OpenAIScript:
     argument_chars: int = 6  # tool call arguments are streamed in fragments this long
     end_early_after: int | None = None  # close the stream cleanly (no finish, no [DONE]) after N events
     transcript: str = "what time is it"
+    transcribe: Callable[[np.ndarray], str] | None = None  # 16 kHz PCM -> text, instead of `transcript`
     ms_per_char: float = 50.0  # speech length per input character
     speech_chunk_bytes: int = 4801
     api_key: str | None = None  # when set, any other bearer token gets a 401
@@ -159,6 +161,7 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
             with wave.open(io.BytesIO(data)) as wav:
                 info = {"sample_rate": wav.getframerate(), "channels": wav.getnchannels(),
                         "sample_width": wav.getsampwidth(), "frames": wav.getnframes()}
+                pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
         except (wave.Error, EOFError) as exc:
             return openai_error(400, f"Invalid file format ({exc}). Supported formats: flac, m4a, mp3, "
                                      "mp4, mpeg, mpga, oga, ogg, wav, webm", "invalid_value")
@@ -169,7 +172,8 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
         if info["duration_s"] < 0.1:
             return openai_error(400, "Audio file is too short. Minimum audio length is 0.1 seconds.",
                                 "audio_too_short")
-        return JSONResponse({"text": script.transcript})
+        text = script.transcribe(pcm) if script.transcribe is not None else script.transcript
+        return JSONResponse({"text": text})
 
     async def speech(request: Request) -> Response:
         body = await request.json()

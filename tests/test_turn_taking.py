@@ -1,0 +1,148 @@
+"""Turn-taking on live calls: speculative turns at pauses, the commit rule, and the bot's own echo.
+
+Each test places a simulated Twilio call against the real server. The STT "hears" the phrases of a
+line by counting its bursts of speech (tests/fakes/instant.py PhrasesSTT), so what it returns for a
+pause depends on the audio uploaded, as with a real recognizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pipeline.call import Providers
+from pipeline.config import EspeakTTSConfig, parse_config
+from pipeline.metrics import TurnMetrics
+from providers.espeak import EspeakTTS
+from server import create_app, running
+from telephony.caller import (
+    BotAudioStarted,
+    CallerEvent,
+    CallerLine,
+    ClearReceived,
+    Echo,
+    LineEnded,
+    LineStarted,
+    run_call,
+)
+from tests.fakes.instant import InstantLLM, InstantTTS, PhrasesSTT
+
+CONFIG = """
+pipelines:
+  default:
+    greeting: "Hi."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+    turn: {speculate_after_ms: 150, complete_end_silence_ms: 300, incomplete_end_silence_ms: 1200,
+           echo_similarity: ECHO}
+"""
+
+
+async def place_call(providers: Providers, lines: list[CallerLine], echo_similarity: float = 0.7, **kwargs):
+    config = parse_config(CONFIG.replace("ECHO", str(echo_similarity)))
+    turns: list[TurnMetrics] = []
+    events: list[CallerEvent] = []
+    app = create_app(config, on_turn=turns.append, providers={"default": providers})
+    async with running(app) as port:
+        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=2,
+                                on_event=events.append, **kwargs)
+        await asyncio.sleep(0.1)
+    return result, [t for t in turns if t.kind != "greeting"], events
+
+
+async def first_clear(providers: Providers, lines: list[CallerLine], echo_similarity: float,
+                      **kwargs) -> float | None:
+    """Place a call until the server sends its first clear (its time), or 20 s pass (None)."""
+    config = parse_config(CONFIG.replace("ECHO", str(echo_similarity)))
+    cleared: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: CallerEvent) -> None:
+        if isinstance(event, ClearReceived) and not cleared.done():
+            cleared.set_result(event.t)
+
+    async with running(create_app(config, providers={"default": providers})) as port:
+        call = asyncio.create_task(run_call(f"ws://127.0.0.1:{port}/media-stream", lines, on_event=on_event,
+                                            hangup_timeout_s=2, **kwargs))
+        await asyncio.wait([call, cleared], timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+    return cleared.result() if cleared.done() else None
+
+
+def bot_audio_while_speaking(events: list[CallerEvent]) -> list[float]:
+    """Times the bot started talking while a caller line was still playing."""
+    speaking, overlaps = False, []
+    for event in events:
+        if isinstance(event, LineStarted):
+            speaking = True
+        elif isinstance(event, LineEnded):
+            speaking = False
+        elif isinstance(event, BotAudioStarted) and speaking:
+            overlaps.append(event.t)
+    return overlaps
+
+
+async def test_a_finished_question_is_prepared_at_the_pause_and_answered_once():
+    stt = PhrasesSTT(["What time do you close?"])
+    llm = InstantLLM("We close at ten.")
+    result, turns, _ = await place_call(Providers(stt, llm, InstantTTS()),
+                                        [CallerLine(text="what time do you close")])
+    (turn,) = turns
+    assert turn.transcript == "What time do you close?" and turn.reply_heard == "We close at ten."
+    assert (turn.speculated, turn.speculation_dropped, turn.reads) == (1, 0, "complete")
+    assert len(llm.requests) == 1  # one LLM request: none wasted
+    # it was prepared before the commit: the transcript was in before the endpoint
+    assert turn.stt_done is not None and turn.endpoint is not None and turn.stt_done < turn.endpoint
+    assert result.lines[0].response_delay_ms is not None
+
+
+async def test_a_pause_mid_sentence_does_not_end_the_turn():
+    # "...a table for [0.8 s] four people at seven": the pause's transcript reads unfinished
+    stt = PhrasesSTT(["I'd like to book a table for", "four people at seven."])
+    llm = InstantLLM("Lovely, see you at seven.")
+    line = CallerLine(text="i would like to book a table for [0.8s] four people at seven")
+    result, turns, events = await place_call(Providers(stt, llm, InstantTTS()), [line])
+
+    (turn,) = turns  # one turn, with both halves
+    assert turn.transcript == "I'd like to book a table for four people at seven."
+    # prepared at the 0.8 s pause (and at any short gap inside words), dropped each time the caller
+    # went on; the last one, after the whole sentence, became the turn
+    assert turn.speculated >= 2 and turn.speculation_dropped == turn.speculated - 1
+    assert "I'd like to book a table for" in stt.texts  # it was heard at the pause...
+    assert [m[-1].content for m in llm.requests][-1] == turn.transcript  # ...but only the whole was answered
+    assert bot_audio_while_speaking(events) == []
+    assert result.clears_received == 0
+
+
+async def test_a_complete_sounding_pause_then_more_speech_is_one_turn_if_the_bot_had_not_spoken():
+    # the first half reads finished and is committed once its transcript is in (slow STT: 0.65 s after
+    # the voice ends), but the caller went on at 0.5 s: the reply waits for them, then the committed
+    # turn is taken back unheard and the caller's words are answered together
+    stt = PhrasesSTT(["I want to book a table.", "For two."], delay_s=0.5)
+    llm = InstantLLM("Sure.")
+    line = CallerLine(text="i want to book a table [0.5s] for two")
+    _, turns, events = await place_call(Providers(stt, llm, InstantTTS()), [line])
+
+    answered = [t for t in turns if t.reply_heard]
+    assert [t.transcript for t in answered] == ["I want to book a table. For two."]
+    assert bot_audio_while_speaking(events) == []
+
+
+async def test_the_bots_echo_does_not_interrupt_it_but_the_caller_does():
+    long_reply = "We are open from noon until ten at night, Tuesday to Sunday, and until eleven on Fridays."
+    lines = [CallerLine(text="when are you open")]
+    def providers() -> Providers:
+        return Providers(PhrasesSTT(["When are you open?"]), InstantLLM(long_reply),
+                         EspeakTTS(EspeakTTSConfig(provider="espeak", voice="en-us+f3")))
+
+    echo = Echo(delay_ms=120, gain_db=-12)
+    guarded, _, _ = await place_call(providers(), lines, echo=echo)
+    assert guarded.clears_received == 0  # the bot heard itself and carried on
+    assert guarded.bot_audio_played_s >= 5.0
+
+    # without the guard its own voice cuts it off (and then answers its own echo, round and round)
+    assert await first_clear(providers(), lines, echo=echo, echo_similarity=0) is not None
+
+    talked_over, _, _ = await place_call(
+        providers(), [*lines, CallerLine(text="sorry can you repeat that", barge_in=True)], echo=echo)
+    assert talked_over.lines[1].clear_received  # the caller still interrupts it

@@ -1,0 +1,219 @@
+"""The dashboard's server-rendered HTML: plain f-strings, every value through `html.escape`.
+
+The per-turn waterfall is drawn here for stored calls and by web/static/dashboard.js for live ones, from
+the same turn dicts (the call store's `turns` rows) and the same `WATERFALL` stages.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+# (label, start column, end column): each bar runs from its start to its end reading, in ms after the end
+# of the caller's speech. A missing start falls back to the previous bar's end (0 for the first). A stage
+# that ended before its start reading (speculative STT/LLM work done while the endpoint was still waiting
+# for silence) starts at the latest earlier reading instead, so its bar overlaps the endpoint's.
+WATERFALL: tuple[tuple[str, str | None, str], ...] = (
+    ("endpoint", None, "endpoint_ms"),
+    ("STT", "endpoint_ms", "stt_done_ms"),
+    ("LLM first token", "stt_done_ms", "llm_first_token_ms"),
+    ("TTS first byte", "first_chunk_ms", "tts_first_byte_ms"),
+    ("first audio", "tts_first_byte_ms", "first_audio_sent_ms"),
+)
+SINCE_CHOICES = (("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days"), ("all", "all time"))
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def when(value: datetime | str | None) -> str:
+    """UTC wall time as 'YYYY-MM-DD HH:MM:SS'."""
+    if value is None:
+        return "-"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return text[:19].replace("T", " ")
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def layout(title: str, body: str, *, active: str = "", logout: bool = False, script: bool = False,
+           css: Sequence[str] = ()) -> str:
+    nav = "".join(
+        f'<a href="{href}"{" aria-current=page" if key == active else ""}>{label}</a>'
+        for key, href, label in (("live", "/dashboard", "Live"), ("report", "/dashboard/report", "Report"))
+    )
+    if logout:
+        nav += ('<form method="post" action="/logout" class="logout">'
+                '<button type="submit">Log out</button></form>')
+    js = '<script src="/dashboard/static/dashboard.js" defer></script>' if script else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)} · Switchboard</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/dashboard/static/dashboard.css">{"".join(
+    f'<link rel="stylesheet" href="/dashboard/static/{name}">' for name in css)}{js}</head>
+<body><header class="top"><strong>Switchboard</strong><nav>{nav}</nav></header>
+<main>{body}</main></body></html>
+"""
+
+
+def waterfall(turn: dict[str, Any]) -> str:
+    """The turn's stages as bars on one time axis (0 = end of the caller's speech)."""
+    bars: list[tuple[str, float, float]] = []
+    ends = [0.0]
+    for label, start_key, end_key in WATERFALL:
+        end = turn.get(end_key)
+        if end is None:
+            continue
+        start = turn.get(start_key) if start_key else 0.0
+        start = ends[-1] if start is None else start
+        if start > end:
+            start = max(value for value in ends if value <= end) if min(ends) <= end else end
+        bars.append((label, float(start), float(end)))
+        ends.append(float(end))
+    if not bars:
+        return '<p class="waterfall none">no timings (no caller speech in this turn)</p>'
+    scale = max(max(end for _, _, end in bars), 1.0)
+    rows = []
+    for label, start, end in bars:
+        left = max(0.0, start) / scale * 100
+        width = max((end - start) / scale * 100, 0.5)
+        rows.append(
+            f'<div class="wf-row"><span class="wf-label">{esc(label)}</span>'
+            f'<span class="wf-track"><span class="wf-bar" style="margin-left:{left:.2f}%;width:{width:.2f}%" '
+            f'title="{esc(label)}: {start:.0f} → {end:.0f} ms"></span></span>'
+            f'<span class="wf-ms">{end - start:.0f} ms <small>@{end:.0f}</small></span></div>')
+    return f'<div class="waterfall" role="img" aria-label="stage timings">{"".join(rows)}</div>'
+
+
+def turn_item(turn: dict[str, Any], shadows: Sequence[dict[str, Any]] = ()) -> str:
+    said = turn.get("transcript") or ""
+    heard = turn.get("reply_heard") or ""
+    reply_text = turn.get("reply_text") or ""
+    flags = [flag for flag, on in (("interrupted", turn.get("interrupted")), ("ended the call",
+             turn.get("ended_call"))) if on]
+    parts = [f'<li class="turn" data-index="{esc(turn.get("index"))}">',
+             f'<div class="turn-head">#{esc(turn.get("index"))} · {esc(turn.get("kind"))}'
+             f'{"".join(f" · <em>{esc(f)}</em>" for f in flags)}'
+             f' · voice-to-voice <strong>{ms(turn.get("voice_to_voice_ms"))}</strong></div>']
+    if said:
+        parts.append(f'<p class="caller"><span>caller</span> {esc(said)}</p>')
+    parts.append(f'<p class="bot"><span>bot</span> {esc(heard) or "<em>(nothing heard)</em>"}</p>')
+    if reply_text and reply_text != heard:
+        parts.append(f'<p class="unheard">full reply: {esc(reply_text)}</p>')
+    vendors = [f"{stage}: {turn.get(f'{stage}_vendor')}" for stage in ("stt", "llm", "tts")
+               if turn.get(f"{stage}_vendor")]
+    if vendors:
+        parts.append(f'<p class="vendors">{esc(" · ".join(vendors))}</p>')
+    if turn.get("error"):
+        parts.append(f'<p class="error">error: {esc(turn["error"])}</p>')
+    for failure in turn.get("failures") or []:
+        parts.append(f'<p class="failure">provider failure: {esc(failure)}</p>')
+    parts.append(waterfall(turn))
+    for shadow in shadows:
+        outcome = f"error: {shadow['error']}" if shadow.get("error") else shadow.get("text") or ""
+        parts.append(f'<p class="shadow">shadow {esc(shadow.get("name"))} ({esc(shadow.get("vendor"))}): '
+                     f'TTFT {ms(shadow.get("ttft_ms"))}, total {ms(shadow.get("total_ms"))} — '
+                     f'{esc(outcome)}</p>')
+    parts.append("</li>")
+    return "".join(parts)
+
+
+def call_link(call_id: str) -> str:
+    return f'<a href="/dashboard/calls/{quote(call_id, safe="")}">{esc(call_id)}</a>'
+
+
+def calls_rows(calls: Iterable[dict[str, Any]]) -> str:
+    rows = []
+    for call in calls:
+        summary = call.get("summary") or {}
+        rows.append(
+            f'<tr data-call-id="{esc(call["id"])}"><td>{esc(when(call.get("started_at")))}</td>'
+            f'<td>{call_link(call["id"])}</td><td>{esc(call.get("pipeline"))}</td>'
+            f'<td>{esc(call.get("variant") or "")}</td><td>{esc(call.get("from_number") or "")}</td>'
+            f'<td class="num">{esc(summary.get("turns", ""))}</td>'
+            f'<td class="num">{ms(summary.get("voice_to_voice_ms_median"))}</td>'
+            f'<td class="num">{esc(summary.get("errors", ""))}</td>'
+            f'<td>{"live" if call.get("live") else "recorded" if call.get("recording") else ""}</td></tr>')
+    return "".join(rows)
+
+
+CALLS_HEAD = ("<thead><tr><th>started (UTC)</th><th>call</th><th>pipeline</th><th>variant</th><th>from</th>"
+              "<th>turns</th><th>v2v median</th><th>errors</th><th></th></tr></thead>")
+
+
+def dashboard_page(recent: list[dict[str, Any]] | None, store_note: str, logout: bool) -> str:
+    recent_html = (f'<p class="note">{esc(store_note)}</p>' if recent is None else
+                   f'<table class="calls">{CALLS_HEAD}<tbody id="recent-calls">{calls_rows(recent)}</tbody>'
+                   f'</table>' + ("" if recent else '<p class="empty" id="no-recent">No calls yet.</p>'))
+    body = f"""
+<section id="live"><h1>Live calls <small id="live-status">connecting…</small></h1>
+<div id="live-calls"><p class="empty">No calls right now.</p></div></section>
+<section id="recent"><h2>Recent calls</h2>{recent_html}</section>"""
+    return layout("Live", body, active="live", logout=logout, script=True)
+
+
+def call_page(call: dict[str, Any], live: bool, has_recording: bool, logout: bool) -> str:
+    call_id = call["id"]
+    summary = call.get("summary") or {}
+    turns = call.get("turns") or []
+    shadows: dict[int, list[dict[str, Any]]] = {}
+    for shadow in call.get("shadows") or []:
+        shadows.setdefault(shadow.get("turn_index"), []).append(shadow)
+    facts = [("pipeline", call.get("pipeline")), ("variant", call.get("variant")),
+             ("carrier", call.get("carrier")), ("from", call.get("from_number") or call.get("from")),
+             ("to", call.get("to_number") or call.get("to")), ("started (UTC)", when(call.get("started_at"))),
+             ("ended (UTC)", "in progress" if live else when(call.get("ended_at"))),
+             ("turns", summary.get("turns", len(turns))),
+             ("voice-to-voice median", ms(summary.get("voice_to_voice_ms_median"))),
+             ("voice-to-voice max", ms(summary.get("voice_to_voice_ms_max"))),
+             ("interruptions", summary.get("interrupted")), ("errors", summary.get("errors"))]
+    facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts
+                         if v not in (None, ""))
+    vendors = []
+    for stage in ("stt", "llm", "tts"):
+        used = sorted({t[f"{stage}_vendor"] for t in turns if t.get(f"{stage}_vendor")})
+        vendors.append(f"<tr><th>{stage.upper()}</th><td>{esc(', '.join(used) or '-')}</td></tr>")
+    errors = [f"turn {t.get('index')}: {t['error']}" for t in turns if t.get("error")]
+    errors += [f"turn {t.get('index')}: {f}" for t in turns for f in t.get("failures") or []]
+    errors_html = ("<ul class=errors>" + "".join(f"<li>{esc(e)}</li>" for e in errors) + "</ul>"
+                   if errors else "<p>none</p>")
+    audio = (f'<audio controls preload="metadata" src="/api/calls/{quote(call_id, safe="")}/recording">'
+             f'</audio>' if has_recording else "<p>no recording for this call</p>")
+    live_note = ('<p class="note">This call is in progress: <a href="/dashboard">watch it live</a>.</p>'
+                 if live else "")
+    items = "".join(turn_item(turn, shadows.get(turn.get("index"), ())) for turn in turns)
+    body = f"""<h1>Call {esc(call_id)}</h1>{live_note}
+<div class="facts"><table class="facts">{facts_html}</table>
+<table class="facts vendors"><caption>vendors per stage</caption>{"".join(vendors)}</table></div>
+<section><h2>Recording</h2>{audio}</section>
+<section><h2>Errors</h2>{errors_html}</section>
+<section><h2>Turns</h2><ol class="turns">{items or "<li>no turns recorded</li>"}</ol></section>"""
+    return layout(f"Call {call_id}", body, logout=logout)
+
+
+def report_form(since: str, pipeline: str, variant: str, pipelines: Sequence[str]) -> str:
+    since_options = "".join(f'<option value="{v}"{" selected" if v == since else ""}>{esc(label)}</option>'
+                            for v, label in SINCE_CHOICES)
+    pipeline_options = '<option value="">all pipelines</option>' + "".join(
+        f'<option value="{esc(p)}"{" selected" if p == pipeline else ""}>{esc(p)}</option>'
+        for p in pipelines)
+    return f"""<form class="filters" method="get" action="/dashboard/report">
+<label>time range <select name="since">{since_options}</select></label>
+<label>pipeline <select name="pipeline">{pipeline_options}</select></label>
+<label>variant <input name="variant" value="{esc(variant)}" placeholder="any"></label>
+<button type="submit">Show</button></form>"""
+
+
+def report_page(form: str, content: str, logout: bool) -> str:
+    body = f'<h1>Vendor comparison</h1>{form}<section id="report">{content}</section>'
+    return layout("Report", body, active="report", logout=logout, css=["report.css"])
+
+
+def message_page(title: str, message: str, logout: bool) -> str:
+    return layout(title, f"<h1>{esc(title)}</h1><p>{esc(message)}</p>", logout=logout)
