@@ -8,10 +8,9 @@ transcript into one of three:
   INCOMPLETE  ends on a comma / dash / ellipsis, on a word no turn ends on ("and", "so", "um", "the"),
               or on a number being read out (three or more digits in a row), whatever the
               punctuation; or has no sentence end and ends on a word that needs more ("for", "my",
-              "is", a number) or comes from a recognizer that punctuates (there is punctuation
-              somewhere, just not a sentence end)
-  UNKNOWN     no punctuation at all (a recognizer that never punctuates, such as PocketSphinx) and
-              no telling last word
+              "is", a number)
+  UNKNOWN     anything else: no sentence end and no telling last word (a recognizer that never
+              punctuates, such as PocketSphinx, mostly gives these)
 
 The call commits a turn after `turn.complete_end_silence_ms`, `turn.incomplete_end_silence_ms` or
 `vad.end_silence_ms` of silence respectively.
@@ -54,7 +53,6 @@ DICTATION_NUMBERS = 3  # this many number words (or digits) in a row at the end:
 
 _SENTENCE_END = re.compile(r"[.?!。？！][\"'”’)\]]*$")
 _TRAILING_OPEN = re.compile(r"(,|;|:|-|–|—|…|\.\.\.)[\"'”’)\]]*$")
-_PUNCTUATION = re.compile(r"[.,?!;:…]")
 _WORD = re.compile(r"[A-Za-z']+|\d+")
 
 
@@ -68,8 +66,6 @@ def reads_finished(transcript: str) -> Finished:
     if _SENTENCE_END.search(text):
         return Finished.COMPLETE
     if words[-1] in OPEN_WORDS or _is_number(words[-1]):
-        return Finished.INCOMPLETE
-    if _PUNCTUATION.search(text):  # this recognizer punctuates, and did not end the sentence
         return Finished.INCOMPLETE
     return Finished.UNKNOWN
 
