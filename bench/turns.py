@@ -276,6 +276,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="speculative,plain")
     parser.add_argument("--scenarios", default="questions,pauses,barge-in,no-frames")
+    parser.add_argument("--speculate-after", type=int, metavar="MS",
+                        help="turn.speculate_after_ms for the speculative mode (default: the pipeline's)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    if args.speculate_after is not None:
+        MODES["speculative"] = f"{{speculate_after_ms: {args.speculate_after}}}"
+    logging.basicConfig(level=logging.ERROR)  # not the insecure-dev warnings of every call
     asyncio.run(main(args.modes.split(","), args.scenarios.split(",")))

@@ -441,6 +441,7 @@ class CallSession:
             self.shadows.start(metrics.index, messages, [END_CALL_TOOL])
 
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
+        metrics.stt_start = time.monotonic()
         transcript = await failover.transcribe(
             self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics
         )

@@ -62,7 +62,7 @@ class TurnConfig(Strict):
     """Turn-taking: when to start answering, when the caller has finished, what is the bot's own echo."""
 
     # start STT → LLM → TTS (heard by nobody yet) after this much silence mid-utterance; 0 = off
-    speculate_after_ms: int = Field(150, ge=0, le=5000)
+    speculate_after_ms: int = Field(120, ge=0, le=5000)
     # the commit silence when the transcript so far reads finished ("…at seven." / "…open today?")
     complete_end_silence_ms: int = Field(300, ge=100, le=5000)
     # the commit silence when it reads unfinished ("…a table for", "and", "um", digits read out);

@@ -27,6 +27,7 @@ class TurnMetrics:
     speech_start: float | None = None
     speech_end: float | None = None
     endpoint: float | None = None
+    stt_start: float | None = None  # the request that gave the transcript (at a pause, before the endpoint)
     stt_done: float | None = None
     llm_first_token: float | None = None
     first_chunk: float | None = None
@@ -66,8 +67,10 @@ class TurnMetrics:
         stages = STAGES
         out = {f"{stage}_ms": self.since_speech_end(getattr(self, stage)) for stage in stages}
         facts = asdict(self)
-        for key in (*stages, "speech_start", "speech_end", "turn_done"):
+        for key in (*stages, "speech_start", "speech_end", "turn_done", "stt_start"):
             facts.pop(key)
+        if self.stt_start is not None and self.stt_done is not None:
+            out["stt_ms"] = round((self.stt_done - self.stt_start) * 1000, 1)  # the STT's own latency
         out["voice_to_voice_ms"] = self.voice_to_voice_ms
         if self.speech_start is not None and self.speech_end is not None:
             out["speech_ms"] = round((self.speech_end - self.speech_start) * 1000, 1)
@@ -88,4 +91,6 @@ def call_summary(turns: list[TurnMetrics]) -> dict:
         "errors": sum(t.error is not None for t in turns),
         "voice_to_voice_ms_median": round(statistics.median(v2v), 1) if v2v else None,
         "voice_to_voice_ms_max": max(v2v) if v2v else None,
+        "speculated": sum(t.speculated for t in turns),  # speculative starts, and those the caller
+        "speculation_dropped": sum(t.speculation_dropped for t in turns),  # talked on through
     }

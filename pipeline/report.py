@@ -9,12 +9,14 @@ The store is read PAGE_SIZE rows at a time; long reads show progress on stderr, 
 Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative to the end of speech):
   voice-to-voice   first audio frame sent − speech end (p50/p90/p99)
   LLM TTFT         LLM first token − STT done: from the request to the first token (p50/p90)
-  STT              STT done − endpoint (p50)
+  STT              the STT request's own latency (p50; rows from before speculation: STT done − endpoint)
   TTS first byte   TTS first byte − first speakable chunk (p50)
   errors %         turns that failed (the caller heard the apology)
   timeouts %       turns with a provider timeout in any stage (recovered or not)
   interruptions %  turns the caller barged into
   tokens           mean input / output tokens per turn
+  spec drop/turn   speculative starts (STT/LLM/TTS begun at a pause) dropped because the caller went
+                   on, per turn: the vendor cost of speculation
   $/call           estimated USD per call from `pricing:` (see below)
 Significance: each row's TTFT against the fastest row's (lowest TTFT p50) with a two-sided
 Mann-Whitney U test; p < `alpha` (0.05) is marked `*`. Rows with fewer than 2 samples are not tested.
@@ -85,6 +87,7 @@ class Row:
     interruptions_pct: float | None = None  # shadows are never heard
     tokens_in_mean: float | None = None
     tokens_out_mean: float | None = None
+    dropped_per_turn: float | None = None  # speculative starts dropped (the caller went on) per turn
     cost_per_call: float | None = None  # USD: LLM + STT + TTS (shadows: LLM), None when nothing is priced
     cost_llm_per_call: float | None = None  # the parts of cost_per_call (None likewise)
     cost_stt_per_call: float | None = None
@@ -240,12 +243,19 @@ def _is_timeout(texts: Iterable[str | None]) -> bool:
     return any(text and "timeout" in text.lower() for text in texts)
 
 
+def _stt_ms(turn: dict[str, Any]) -> float | None:
+    """The STT request's latency; older rows (no stt_ms) had it from the endpoint, before speculation."""
+    if turn.get("stt_ms") is not None:
+        return turn["stt_ms"]
+    return _diff(turn.get("stt_done_ms"), turn.get("endpoint_ms"))
+
+
 def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
               other_turns: Sequence[dict[str, Any]] = ()) -> Row:
     """The row of one LLM; `other_turns` are its calls' turns without an LLM stage (for the cost)."""
     v2v = [t["voice_to_voice_ms"] for t in turns if t.get("voice_to_voice_ms") is not None]
     ttft = [d for t in turns if (d := _diff(t.get("llm_first_token_ms"), t.get("stt_done_ms"))) is not None]
-    stt = [d for t in turns if (d := _diff(t.get("stt_done_ms"), t.get("endpoint_ms"))) is not None]
+    stt = [d for t in turns if (d := _stt_ms(t)) is not None]
     tts = [d for t in turns if (d := _diff(t.get("tts_first_byte_ms"), t.get("first_chunk_ms"))) is not None]
     calls = len({t["call_id"] for t in turns})
     row = Row(
@@ -258,6 +268,7 @@ def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
         timeouts_pct=_pct(sum(_is_timeout(t.get("failures") or []) for t in turns), len(turns)),
         interruptions_pct=_pct(sum(bool(t.get("interrupted")) for t in turns), len(turns)),
         tokens_in_mean=_tokens(turns, "tokens_in"), tokens_out_mean=_tokens(turns, "tokens_out"),
+        dropped_per_turn=round(sum(t.get("speculation_dropped") or 0 for t in turns) / len(turns), 2),
         ttft_samples=ttft,
     )
     cost = _Cost(pricing)
@@ -359,7 +370,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 TABLE_HEADER = ("source", "LLM vendor/model", "calls", "turns", "v2v p50/p90/p99", "TTFT p50/p90",
-                "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out", "$/call")
+                "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out",
+                "spec drop/turn", "$/call")
 
 
 def significance_mark(row: Row) -> str:
@@ -386,6 +398,7 @@ def table_cells(report: Report) -> list[list[str]]:
             _ms(row.stt_p50_ms), _ms(row.tts_first_byte_p50_ms),
             _num(row.errors_pct), _num(row.timeouts_pct), _num(row.interruptions_pct),
             f"{_num(row.tokens_in_mean)}/{_num(row.tokens_out_mean)}",
+            _num(row.dropped_per_turn, 2),
             format_cost(row),
         ])
     return cells

@@ -96,6 +96,7 @@ turns = Table(
     Column("bot_audio_ms", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),  # UTC wall time the turn finished
     # turn-taking (version 2): speculative starts at pauses, those dropped, how the pause's words read
+    Column("stt_ms", Float),  # the STT request's own latency (stt_done_ms − endpoint_ms is not, at a pause)
     Column("speculated", Integer, nullable=False, default=0),
     Column("speculation_dropped", Integer, nullable=False, default=0),
     Column("reads", String(16)),
@@ -123,8 +124,8 @@ shadow_results = Table(  # shadow LLM answers to live turns (filled by the shado
 
 def _add_turn_taking_columns(connection: Connection) -> None:
     """Version 2: the turn-taking columns of `turns`."""
-    for ddl in ("speculated INTEGER NOT NULL DEFAULT 0", "speculation_dropped INTEGER NOT NULL DEFAULT 0",
-                "reads VARCHAR(16)"):
+    for ddl in ("stt_ms FLOAT", "speculated INTEGER NOT NULL DEFAULT 0",
+                "speculation_dropped INTEGER NOT NULL DEFAULT 0", "reads VARCHAR(16)"):
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
 
 

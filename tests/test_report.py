@@ -127,7 +127,8 @@ def test_json_fields():
     assert set(row) == {
         "source", "vendor", "calls", "turns", "v2v_p50_ms", "v2v_p90_ms", "v2v_p99_ms", "v2v_n",
         "ttft_p50_ms", "ttft_p90_ms", "ttft_n", "stt_p50_ms", "tts_first_byte_p50_ms", "errors_pct",
-        "timeouts_pct", "interruptions_pct", "tokens_in_mean", "tokens_out_mean", "cost_per_call",
+        "timeouts_pct", "interruptions_pct", "tokens_in_mean", "tokens_out_mean", "dropped_per_turn",
+        "cost_per_call",
         "cost_llm_per_call", "cost_stt_per_call", "cost_tts_per_call", "cost_partial", "cost_unpriced",
         "ttft_p_value", "significant", "reference",
     }
@@ -352,3 +353,17 @@ async def test_paged_reads_match_one_query(tmp_path):
         await store.close()
     assert turns == expected and shadows == []  # same rows, oldest first
     assert seen[0] == ("turns", 3, 22) and seen[-2:] == [("turns", 22, 22), ("shadow results", 0, 0)]
+
+
+def test_speculative_starts_dropped_per_turn_and_the_stt_requests_own_latency():
+    turns = rows_of(fixture_turns())
+    fast = [t for t in turns if t["llm_vendor"] == "fast/model-a"]
+    for n, turn in enumerate(fast):
+        turn["speculation_dropped"] = 1 if n % 4 == 0 else 0  # 3 of 10 turns had a dropped start
+        turn["stt_ms"] = 300.0  # a speculative STT finished before the endpoint: its own latency counts
+        turn["stt_done_ms"] = -100.0
+    rows = {r.vendor: r for r in build_report(turns).rows}
+    assert rows["fast/model-a"].dropped_per_turn == 0.3
+    assert rows["fast/model-a"].stt_p50_ms == 300.0
+    assert rows["slow/model-b"].dropped_per_turn == 0.0
+    assert "spec drop/turn" in format_table(build_report(turns))
