@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from audio.g711 import ulaw_decode, ulaw_encode
-from audio.resample import StreamResampler, resample
-from audio.segmenter import Segmenter, Utterance
+from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.audio.resample import StreamResampler, resample
+from switchboard.audio.segmenter import Segmenter, Utterance
 from tests.speech import espeak, quiet
 
 RATE = 8000

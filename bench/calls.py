@@ -240,8 +240,8 @@ def _new_loop_factory(name: str) -> Any:
 
 def _bench_providers(transcript: str, reply: str, tts_rate: int, ms_per_char: float) -> Any:
     """Instant providers (tests/fakes/instant.py) that keep nothing per turn and render each text once."""
-    from pipeline.call import Providers
-    from providers.base import Transcript
+    from switchboard.core.messages import Transcript
+    from switchboard.pipeline.call import Providers
     from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
     class BenchSTT(InstantSTT):
@@ -303,9 +303,9 @@ async def _serve_main(opts: dict[str, Any]) -> None:
     """The server process: serve, measure between `begin` and `end`, print the figures as JSON."""
     import yaml
 
-    from pipeline import player as player_module
-    from pipeline.config import parse_config
-    from server import create_app, running
+    from switchboard.config import parse_config
+    from switchboard.pipeline import player as player_module
+    from switchboard.server import create_app, running
 
     logging.basicConfig(level=opts["log_level"], format="%(levelname)s %(name)s: %(message)s")
     pipeline = {
@@ -418,7 +418,7 @@ class CallerAudio:
 
     @classmethod
     def build(cls, line_s: float) -> CallerAudio:
-        from audio.g711 import ulaw_encode
+        from switchboard.audio.g711 import ulaw_encode
         from tests.speech import quiet, speech_like
 
         def frames(pcm: np.ndarray) -> list[str]:

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from audio.g711 import ulaw_decode, ulaw_encode
-from audio.resample import resample
-from audio.segmenter import Segmenter, Utterance
-from pipeline.config import PocketsphinxSTTConfig, load_config
-from providers.espeak import SAMPLE_RATE as TTS_RATE
-from providers.espeak import synthesize
-from providers.pocketsphinx import PocketsphinxSTT, build_decoder
-from providers.scripted import ScriptedLLM
+from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.audio.resample import resample
+from switchboard.audio.segmenter import Segmenter, Utterance
+from switchboard.config import load_config
+from switchboard.providers.espeak import SAMPLE_RATE as TTS_RATE
+from switchboard.providers.espeak import synthesize
+from switchboard.providers.pocketsphinx import PocketsphinxSTT, PocketsphinxSTTConfig, build_decoder
+from switchboard.providers.scripted import ScriptedLLM
 from tests.speech import quiet
 
 BUNDLED = Path(__file__).resolve().parent.parent / "pipeline.yaml"

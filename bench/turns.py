@@ -42,10 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.config import parse_config
-from pipeline.metrics import TurnMetrics
-from server import create_app, running
-from telephony.caller import (
+from switchboard.caller import (
     BotAudioStarted,
     CallerEvent,
     CallerLine,
@@ -55,6 +52,9 @@ from telephony.caller import (
     LineStarted,
     run_call,
 )
+from switchboard.config import parse_config
+from switchboard.core.metrics import TurnMetrics
+from switchboard.server import create_app, running
 from tests.fakes.common import Faults
 from tests.fakes.instant import spoken_bursts
 from tests.fakes.openai_fake import TRANSCRIBE_RATE, OpenAIScript, make_app

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from audio.wav import write_wav
+from switchboard.audio.wav import write_wav
 from tests.speech import quiet, speech_like
 
 

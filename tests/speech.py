@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from providers.espeak import SAMPLE_RATE, synthesize
+from switchboard.providers.espeak import SAMPLE_RATE, synthesize
 
 
 def speech_like(seconds: float, rate: int = 8000, f0: float = 150.0, amplitude: float = 8000.0) -> np.ndarray:

@@ -5,16 +5,14 @@ WebSocket, recognised by PocketSphinx closely enough to pick the scripted rule; 
 back at the right rate; a barge-in clears and cancels; goodbye hangs up.
 """
 
-import asyncio
 
 import pytest
 
-from pipeline.config import default_config_path, load_config
-from pipeline.metrics import TurnMetrics
-from providers.espeak import synthesize
-from server import create_app, running
-from switchboard import DEMO_LINES, latency_table
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine
+from switchboard.cli import DEMO_LINES, latency_table
+from switchboard.config import default_config_path, load_config
+from switchboard.providers.espeak import synthesize
+from tests import calls
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +21,7 @@ def config():
 
 
 async def place_call(config, lines, **kwargs):
-    turns: list[TurnMetrics] = []
-    app = create_app(config, on_turn=turns.append)
-    async with running(app) as port:
-        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=4, **kwargs)
-        await asyncio.sleep(0.1)
-    return result, turns
+    return await calls.place_call(config, lines, hangup_timeout_s=4, **kwargs)
 
 
 def rule_reply(config, text: str) -> str:

@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.metrics import TurnMetrics
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.core.metrics import TurnMetrics
+from switchboard.server import create_app, running
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
 
@@ -59,7 +59,7 @@ async def call_with(bad: Faults, backup: Faults, line: str) -> tuple[list[TurnMe
                 hangup_timeout_s=2,
                 on_event=lambda event: None,
             )
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(app.state.host.wait_idle(), 5)
     return turns, backup_script
 
 

@@ -8,11 +8,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from pipeline.metrics import TurnMetrics
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
+from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
@@ -28,14 +28,8 @@ pipelines:
 
 
 async def place_call(providers: Providers, lines: list[CallerLine], **kwargs):
-    config = parse_config(CONFIG)
-    turns: list[TurnMetrics] = []
-    app = create_app(config, on_turn=turns.append, providers={"default": providers})
-    async with running(app) as port:
-        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=3, **kwargs)
-        await asyncio.sleep(0.1)  # let the server finish the call's last turn record
-        assert app.state.calls == {}, "the call should be over on the server too"
-    return result, turns
+    # calls.place_call returns once the server has no call left: the call is over there too
+    return await calls.place_call(parse_config(CONFIG), lines, providers, hangup_timeout_s=3, **kwargs)
 
 
 async def test_reply_is_streamed_at_the_right_rate_and_the_call_hangs_up(speech_wav):
@@ -125,7 +119,7 @@ async def test_garbage_frames_are_dropped_and_the_call_keeps_answering(caplog):
 
     import websockets
 
-    from audio.g711 import ulaw_encode
+    from switchboard.audio.g711 import ulaw_encode
 
     providers = Providers(InstantSTT("hello"), InstantLLM("Hi."), InstantTTS())
     app = create_app(parse_config(CONFIG), providers={"default": providers})

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-import telephony.caller as caller
-from audio.g711 import ulaw_decode, ulaw_encode
-from audio.wav import write_wav
-from telephony.caller import (
+import switchboard.caller as caller
+from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.audio.wav import write_wav
+from switchboard.caller import (
     BotAudioStarted,
     CallerEvent,
     CallerLine,
@@ -512,7 +512,7 @@ def test_printer_format() -> None:
 
 async def test_real_espeak_line_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the real eSpeak NG provider (skipped until providers/espeak.py exists)."""
-    pytest.importorskip("providers.espeak")
+    pytest.importorskip("switchboard.providers.espeak")
     monkeypatch.undo()  # drop the stub synthesiser
 
     async def behaviour(fake: FakeServer, ws: ServerConnection) -> None:

@@ -1,6 +1,6 @@
 """`switchboard check`: providers, models and credentials of a pipeline.yaml, never a key's value."""
 
-from switchboard import main
+from switchboard.cli import main
 
 CLOUD = """
 pipelines:

@@ -5,22 +5,16 @@ import contextlib
 
 import pytest
 
-from pipeline.call import Providers
-from pipeline.config import CohereLLMConfig, parse_config
-from pipeline.metrics import TurnMetrics
-from providers.base import (
-    END_CALL_TOOL,
-    Message,
-    MissingCredential,
-    ProviderError,
-    TextDelta,
-    Tool,
-    ToolCall,
-    Usage,
-)
-from providers.cohere import CohereLLM
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine
+from switchboard.config import parse_config
+from switchboard.core.errors import MissingCredential, ProviderError
+from switchboard.core.messages import Message, TextDelta, Tool, ToolCall, Usage
+from switchboard.core.tools import END_CALL_TOOL
+from switchboard.pipeline.call import Providers
+from switchboard.providers.cohere import CohereLLMConfig
+from switchboard.providers.cohere.adapter import CohereLLM
+from switchboard.server import running
+from tests import calls
 from tests.fakes import cohere_fake
 from tests.fakes.cohere_fake import cohere_app
 from tests.fakes.common import Faults
@@ -215,10 +209,10 @@ def test_missing_key_names_the_variable(monkeypatch):
 def test_module_name_does_not_shadow_the_sdk():
     import cohere
 
-    import providers.cohere
+    import switchboard.providers.cohere.adapter as adapter
 
     assert cohere.__name__ == "cohere" and hasattr(cohere, "AsyncClientV2")
-    assert providers.cohere.cohere is cohere
+    assert adapter.cohere is cohere
 
 
 # --- one real call over the WebSocket ------------------------------------------------------------------
@@ -235,15 +229,9 @@ pipelines:
 
 
 async def place_call(llm, wav: str):
-    turns: list[TurnMetrics] = []
     providers = Providers(InstantSTT("what can you do"), llm, InstantTTS(ms_per_char=20))
-    app = create_app(parse_config(CALL_CONFIG), on_turn=turns.append, providers={"default": providers})
-    async with running(app) as port:
-        result = await run_call(
-            f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=wav)], hangup_timeout_s=3
-        )
-        await asyncio.sleep(0.1)  # let the server finish the call's last turn record
-    return result, turns
+    return await calls.place_call(parse_config(CALL_CONFIG), [CallerLine(wav=wav)], providers,
+                                  hangup_timeout_s=3)
 
 
 async def test_call_hears_commands_reply(speech_wav):

@@ -16,19 +16,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from pipeline.config import (
-    Config,
-    ConfigError,
-    Named,
-    ScriptedRule,
-    Weighted,
-    default_config_path,
-    load_config,
-    parse_config,
-)
+from switchboard.config import Config, ConfigError, default_config_path, load_config, parse_config
+from switchboard.config.schema import Named, Weighted
+from switchboard.providers.scripted import ScriptedRule
 
 REPO = Path(__file__).resolve().parent.parent
-BUNDLED = REPO / "pipeline.yaml"
+BUNDLED = REPO / "switchboard" / "pipeline.yaml"  # package data; the root pipeline.yaml links to it
 
 MINIMAL = """\
 pipelines:
@@ -153,6 +146,7 @@ def test_config_path_falls_back_to_the_bundled_file(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("SWITCHBOARD_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     assert default_config_path() == BUNDLED
+    assert (REPO / "pipeline.yaml").resolve() == BUNDLED  # the file a user edits is the bundled one
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -536,7 +530,7 @@ WITH_VARIANTS = MINIMAL.replace("    llm: {provider: scripted}\n", """\
 
 
 def test_variants_and_shadows_are_read() -> None:
-    from pipeline.config import plain_config, stage_choices
+    from switchboard.config import plain_config, stage_choices
 
     pipeline = parse_config(WITH_VARIANTS).pipeline()
     choices = stage_choices(pipeline.llm)

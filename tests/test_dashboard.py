@@ -10,16 +10,16 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from pipeline.metrics import TurnMetrics
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.core.metrics import TurnMetrics
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
+from switchboard.web.auth import COOKIE, Auth
+from switchboard.web.dashboard import Dashboard
+from switchboard.web.live import LiveHub
+from switchboard.web.pages import waterfall
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
-from web.auth import COOKIE, Auth
-from web.dashboard import Dashboard
-from web.live import LiveHub
-from web.pages import waterfall
 
 TOKEN = "s3cret-dashboard-token"
 CONFIG = """

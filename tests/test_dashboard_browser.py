@@ -13,10 +13,10 @@ import shutil
 
 import pytest
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 TOKEN = "browser-test-token"

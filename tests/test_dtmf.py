@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import websockets
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from pipeline.metrics import TurnMetrics
-from server import create_app, running
+from switchboard.config import parse_config
+from switchboard.core.metrics import TurnMetrics
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 CONFIG = """

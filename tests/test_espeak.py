@@ -8,9 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.config import EspeakTTSConfig
-from providers.base import TTS
-from providers.espeak import SAMPLE_RATE, EspeakTTS, synthesize
+from switchboard.core.protocols import TTS
+from switchboard.providers.espeak import SAMPLE_RATE, EspeakTTS, EspeakTTSConfig, synthesize
 
 SENTENCE = "Hello, thanks for calling. How can I help you today?"  # 10 words
 

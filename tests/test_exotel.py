@@ -15,13 +15,14 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-import telephony.caller as caller
-from pipeline.call import Providers
-from pipeline.config import default_config_path, load_config, parse_config
-from pipeline.metrics import TurnMetrics
-from server import create_app, exotel_auth_ok, running
-from telephony import exotel
-from telephony.caller import CallerLine, run_call
+import switchboard.caller as caller
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import default_config_path, load_config, parse_config
+from switchboard.core.metrics import TurnMetrics
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
+from switchboard.telephony.exotel import auth_ok as exotel_auth_ok
+from switchboard.telephony.exotel import wire as exotel
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
@@ -73,7 +74,7 @@ async def exotel_call(config, providers: dict[str, Providers] | None, lines, **k
     async with running(app) as port:
         url = kwargs.pop("url", f"ws://127.0.0.1:{port}/exotel").format(port=port)
         result = await run_call(url, lines, carrier="exotel", hangup_timeout_s=3, **kwargs)
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
         assert app.state.calls == {}
     return result, turns
 

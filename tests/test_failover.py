@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from pipeline import failover
-from pipeline.config import Timeouts
-from pipeline.metrics import TurnMetrics
-from providers.base import Message, ProviderError, TextDelta, Transcript
+from switchboard.core.errors import ProviderError
+from switchboard.core.messages import Message, TextDelta, Transcript
+from switchboard.core.metrics import TurnMetrics
+from switchboard.core.settings import Timeouts
+from switchboard.pipeline import failover
 
 
 class FlakySTT:
     sample_rate = 16000
+    timeouts = None
 
     def __init__(self, name: str, errors: list[ProviderError | None]) -> None:
         self.vendor, self.model = name, "m"
@@ -59,6 +61,8 @@ class SlowLLM:
 
 
 class RateTTS:
+    timeouts = None
+
     def __init__(self, name: str, sample_rate: int, error: ProviderError | None = None) -> None:
         self.vendor, self.model, self.sample_rate, self.error = name, "m", sample_rate, error
 

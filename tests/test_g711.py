@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from switchboard.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 REFERENCE_NPZ = Path(__file__).parent / "data" / "g711_reference.npz"
 ALL_CODES = bytes(range(256))

@@ -10,22 +10,16 @@ from collections.abc import AsyncIterator
 import httpx2
 import pytest
 
-from pipeline.call import Providers
-from pipeline.config import HuggingFaceLLMConfig, parse_config
-from pipeline.metrics import TurnMetrics
-from providers.base import (
-    END_CALL_TOOL,
-    LLMEvent,
-    Message,
-    MissingCredential,
-    ProviderError,
-    TextDelta,
-    ToolCall,
-    Usage,
-)
-from providers.huggingface import HuggingFaceLLM
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine
+from switchboard.config import parse_config
+from switchboard.core.errors import MissingCredential, ProviderError
+from switchboard.core.messages import LLMEvent, Message, TextDelta, ToolCall, Usage
+from switchboard.core.tools import END_CALL_TOOL
+from switchboard.pipeline.call import Providers
+from switchboard.providers.huggingface import HuggingFaceLLMConfig
+from switchboard.providers.huggingface.adapter import HuggingFaceLLM
+from switchboard.server import running
+from tests import calls
 from tests.fakes import huggingface_fake
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
@@ -268,13 +262,8 @@ pipelines:
 
 
 async def place_call(providers: Providers, wav: str):
-    turns: list[TurnMetrics] = []
-    app = create_app(parse_config(CALL_CONFIG), on_turn=turns.append, providers={"default": providers})
-    async with running(app) as port:
-        url = f"ws://127.0.0.1:{port}/media-stream"
-        result = await run_call(url, [CallerLine(wav=wav)], hangup_timeout_s=1)
-        await asyncio.sleep(0.1)  # let the server record the last turn
-    return result, turns
+    return await calls.place_call(parse_config(CALL_CONFIG), [CallerLine(wav=wav)], providers,
+                                  hangup_timeout_s=1)
 
 
 async def test_a_call_hears_the_models_reply(speech_wav):

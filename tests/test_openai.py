@@ -10,23 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from audio.wav import write_wav
-from pipeline.call import Providers
-from pipeline.config import OpenAILLMConfig, OpenAISTTConfig, OpenAITTSConfig, Timeouts, parse_config
-from pipeline.metrics import TurnMetrics
-from providers.base import (
-    END_CALL_TOOL,
-    Message,
-    MissingCredential,
-    ProviderError,
-    TextDelta,
-    Tool,
-    ToolCall,
-    Usage,
-)
-from providers.openai import OpenAILLM, OpenAISTT, OpenAITTS
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.audio.wav import write_wav
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.core.errors import MissingCredential, ProviderError
+from switchboard.core.messages import Message, TextDelta, Tool, ToolCall, Usage
+from switchboard.core.metrics import TurnMetrics
+from switchboard.core.settings import Timeouts
+from switchboard.core.tools import END_CALL_TOOL
+from switchboard.pipeline.call import Providers
+from switchboard.providers.openai import OpenAILLMConfig, OpenAISTTConfig, OpenAITTSConfig
+from switchboard.providers.openai.adapter import OpenAILLM, OpenAISTT, OpenAITTS
+from switchboard.server import create_app, running
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
 from tests.speech import quiet, speech_like

@@ -8,15 +8,20 @@ import logging
 import numpy as np
 import pytest
 
-from audio.g711 import ulaw_decode, ulaw_encode
-from audio.resample import resample
-from pipeline.config import EspeakTTSConfig, PocketsphinxSTTConfig, ScriptedLLMConfig, ScriptedRule
-from providers import registry
-from providers.base import ProviderError
-from providers.espeak import SAMPLE_RATE as TTS_RATE
-from providers.espeak import EspeakTTS, synthesize
-from providers.pocketsphinx import DecoderPool, PocketsphinxSTT, build_jsgf, normalize_phrases
-from providers.scripted import ScriptedLLM
+from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.audio.resample import resample
+from switchboard.core.errors import ProviderError
+from switchboard.providers import registry
+from switchboard.providers.espeak import SAMPLE_RATE as TTS_RATE
+from switchboard.providers.espeak import EspeakTTS, EspeakTTSConfig, synthesize
+from switchboard.providers.pocketsphinx import (
+    DecoderPool,
+    PocketsphinxSTT,
+    PocketsphinxSTTConfig,
+    build_jsgf,
+    normalize_phrases,
+)
+from switchboard.providers.scripted import ScriptedLLM, ScriptedLLMConfig, ScriptedRule
 from tests.speech import quiet
 
 CALLER_VOICE = "en-us+klatt4"  # recognised best of the voices measured (bench/stt_accuracy.py)
@@ -197,15 +202,16 @@ def test_registry_teaches_the_script_to_the_recognizer_and_shares_it() -> None:
         ScriptedRule(match="open", reply="Noon.", phrases=["when are you open"]),
     ])
     config = PocketsphinxSTTConfig(provider="pocketsphinx")
-    recognizer = registry.build_stt(config, script)
+    recognizer = registry.build("stt", config, registry.expected_phrases(script))
     assert isinstance(recognizer, PocketsphinxSTT) and recognizer.phrases == ["when are you open"]
-    assert registry.build_stt(config.model_copy(), script.model_copy()) is recognizer  # one decoder pool
-    assert registry.build_stt(config, None) is not recognizer  # other phrases, other decoders
-    assert isinstance(registry.build_llm(script), ScriptedLLM)
-    assert isinstance(registry.build_tts(EspeakTTSConfig(provider="espeak")), EspeakTTS)
+    same_script = registry.expected_phrases(script.model_copy())
+    assert registry.build("stt", config.model_copy(), same_script) is recognizer  # one decoder pool
+    assert registry.build("stt", config) is not recognizer  # other phrases, other decoders
+    assert isinstance(registry.build("llm", script), ScriptedLLM)
+    assert isinstance(registry.build("tts", EspeakTTSConfig(provider="espeak")), EspeakTTS)
 
 
 def test_registry_names_an_unknown_provider() -> None:
     unknown = EspeakTTSConfig.model_construct(provider="nope")
     with pytest.raises(ValueError, match="tts: unknown provider 'nope'; available: espeak"):
-        registry.build_tts(unknown)
+        registry.build("tts", unknown)

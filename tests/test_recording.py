@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from pipeline.recorder import Recorder
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.pipeline.recorder import Recorder
+from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 RATE = 8000
@@ -41,7 +41,7 @@ async def call(tmp_path, providers: Providers, lines: list[CallerLine]):
     app = create_app(config(tmp_path), providers={"default": providers})
     async with running(app) as port:
         result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=2)
-        await asyncio.sleep(0.2)  # the server writes the WAV as the call closes
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)  # the WAV is written as the call closes
     path = tmp_path / "recs" / f"{result.call_sid}.wav"
     assert path.is_file()
     pcm, rate = sf.read(str(path), dtype="int16", always_2d=True)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from pipeline import report as report_module
-from pipeline.config import ConfigError, parse_config
-from pipeline.metrics import TurnMetrics
-from pipeline.report import (
+from switchboard import report as report_module
+from switchboard.config import ConfigError, parse_config
+from switchboard.core.metrics import TurnMetrics
+from switchboard.report import (
     Progress,
     build_report,
     format_table,
@@ -33,7 +33,7 @@ from pipeline.report import (
     parse_since,
     report_json,
 )
-from store import CallStore, turn_row
+from switchboard.store import CallStore, turn_row
 
 TTFT = {
     "fast/model-a": [100 * k for k in range(1, 11)],

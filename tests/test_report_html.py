@@ -7,9 +7,9 @@ import re
 import struct
 from html.parser import HTMLParser
 
-from pipeline.report import build_report
-from pipeline.report_html import report_fragment, report_page
-from switchboard import main
+from switchboard.cli import main
+from switchboard.report import build_report
+from switchboard.report.html import report_fragment, report_page
 from tests.test_report import PIPELINE, rows_of, turn, write_fixture
 
 PRICED = PIPELINE + (
@@ -127,7 +127,7 @@ def test_an_empty_store_gives_a_page_that_says_so(tmp_path, capsys):
     db, page_path = tmp_path / "empty.db", tmp_path / "report.html"
 
     async def create() -> None:
-        from store import CallStore
+        from switchboard.store import CallStore
 
         store = CallStore(str(db))
         await store.open()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audio.resample import StreamResampler, resample
+from switchboard.audio.resample import StreamResampler, resample
 
 
 def _sine(freq: float, rate: int, seconds: float, amplitude: float = 10000.0) -> np.ndarray:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from pipeline.config import ScriptedLLMConfig, ScriptedRule
-from providers.base import END_CALL_TOOL, LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
-from providers.scripted import ScriptedLLM
+from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
+from switchboard.core.tools import END_CALL_TOOL
+from switchboard.providers.scripted import ScriptedLLM, ScriptedLLMConfig, ScriptedRule
 
 RULES = [
     ScriptedRule(match=r"\b(good ?bye|bye)\b", reply="Thanks for calling. Goodbye!", end_call=True,

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
-from audio.resample import resample
-from audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
+from switchboard.audio.resample import resample
+from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from tests.speech import espeak, quiet, speech_like
 
 RATE = 8000

@@ -7,16 +7,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pipeline.call import Providers
-from pipeline.config import Timeouts, parse_config, plain_config
-from pipeline.report import main_report
-from pipeline.shadow import CallShadows, ShadowLLM, ShadowResult, ShadowRunner, ask
-from pipeline.variants import PipelineProviders
-from providers.base import END_CALL_TOOL, LLMEvent, Message, ProviderError, TextDelta, Tool
-from providers.registry import build_shadow_llm
-from server import create_app, running
-from store import CallStore
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config, plain_config
+from switchboard.core.errors import ProviderError
+from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool
+from switchboard.core.metrics import ShadowResult
+from switchboard.core.settings import Timeouts
+from switchboard.core.tools import END_CALL_TOOL
+from switchboard.pipeline.call import Providers
+from switchboard.pipeline.shadow import CallShadows, ShadowLLM, ShadowRunner, ask
+from switchboard.pipeline.variants import PipelineProviders
+from switchboard.providers import registry
+from switchboard.report import main_report
+from switchboard.server import create_app, running
+from switchboard.store import CallStore
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.openai_fake import OpenAIScript, make_app
@@ -37,6 +41,7 @@ class HangingLLM:
     """Never answers; counts the requests it got."""
 
     vendor, model = "hang", "forever"
+    timeouts = None
 
     def __init__(self, words_first: int = 0) -> None:
         self.words_first = words_first
@@ -53,6 +58,7 @@ class HangingLLM:
 
 class FailingLLM:
     vendor, model = "boom", "x"
+    timeouts = None
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -160,7 +166,7 @@ async def test_shadows_never_touch_the_live_turn_and_their_results_are_stored(
         hang = HangingLLM()
         with_shadows = PipelineProviders.of(live())
         with_shadows.shadows = [
-            shadow("fake-gpt", build_shadow_llm(plain_config(cfg))),
+            shadow("fake-gpt", registry.build("llm", plain_config(cfg), shared=False)),
             shadow("hang", hang, first_token_s=3),
             shadow("boom", FailingLLM(ProviderError("boom", "server", "injected shadow failure"))),
         ]

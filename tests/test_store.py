@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipeline.metrics import TurnMetrics
-from store import CallStore, SchemaError, StoreWriter, normalize_url
-from store.schema import MIGRATIONS, latest_version
-from store.writer import is_transient
+from switchboard.core.metrics import TurnMetrics
+from switchboard.store import CallStore, SchemaError, StoreWriter, normalize_url
+from switchboard.store.schema import MIGRATIONS, latest_version
+from switchboard.store.writer import is_transient
 
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
 
@@ -291,7 +291,7 @@ async def test_a_crash_loses_nothing_committed(tmp_path):
 
 
 async def shadows_and_variant_parts(url: str) -> None:
-    from pipeline.shadow import ShadowResult
+    from switchboard.core.metrics import ShadowResult
 
     store = CallStore(url)
     await store.open()

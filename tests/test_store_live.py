@@ -4,12 +4,12 @@
 import asyncio
 import json
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from server import create_app, running
-from store import CallStore
-from switchboard import main
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.cli import main
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
+from switchboard.store import CallStore
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 CONFIG = """

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pipeline.text import SentenceChunker, speakable
+from switchboard.pipeline.text import SentenceChunker, speakable
 
 HOURS = ("We are open from noon until ten at night, Tuesday to Sunday. On Fridays and Saturdays the "
          "kitchen stays open until eleven. We are closed on Mondays.")

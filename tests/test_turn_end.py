@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.turn_end import Finished, reads_finished
+from switchboard.pipeline.turn_end import Finished, reads_finished
 
 
 @pytest.mark.parametrize("text", [

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.call import Providers
-from pipeline.config import EspeakTTSConfig, parse_config
-from pipeline.metrics import TurnMetrics
-from providers.espeak import EspeakTTS
-from server import create_app, running
-from telephony.caller import (
+from switchboard.caller import (
     BotAudioStarted,
     CallerEvent,
     CallerLine,
@@ -24,6 +19,11 @@ from telephony.caller import (
     LineStarted,
     run_call,
 )
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.providers.espeak import EspeakTTS, EspeakTTSConfig
+from switchboard.server import create_app, running
+from tests import calls
 from tests.fakes.instant import InstantLLM, InstantTTS, PhrasesSTT
 
 CONFIG = """
@@ -40,13 +40,9 @@ pipelines:
 
 async def place_call(providers: Providers, lines: list[CallerLine], echo_similarity: float = 0.7, **kwargs):
     config = parse_config(CONFIG.replace("ECHO", str(echo_similarity)))
-    turns: list[TurnMetrics] = []
     events: list[CallerEvent] = []
-    app = create_app(config, on_turn=turns.append, providers={"default": providers})
-    async with running(app) as port:
-        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines, hangup_timeout_s=2,
-                                on_event=events.append, **kwargs)
-        await asyncio.sleep(0.1)
+    result, turns = await calls.place_call(config, lines, providers, hangup_timeout_s=2,
+                                           on_event=events.append, **kwargs)
     return result, [t for t in turns if t.kind != "greeting"], events
 
 

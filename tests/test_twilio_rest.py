@@ -12,12 +12,12 @@ import httpx
 import numpy as np
 import pytest
 
-import switchboard
-from audio.wav import write_wav
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard import cli
+from switchboard.audio.wav import write_wav
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.twilio_rest_fake import FakeTwilio
 from tests.speech import quiet, speech_like
@@ -74,7 +74,7 @@ async def goodbye_call(tmp_path: Path):
     async with running(app) as port:
         result = await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=str(wav))],
                                 hangup_timeout_s=3, on_event=lambda e: None)
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
         assert app.state.calls == {}
     return result, turns
 
@@ -197,15 +197,15 @@ async def test_dial_command(fake_twilio, monkeypatch, tmp_path, capsys):
     config.write_text(CONFIG)
     monkeypatch.setenv("PUBLIC_URL", "https://bot.example.com")
     argv = ["dial", "+15557654321", "--pipeline", "sales", "--from", "+15550001111", "--config", str(config)]
-    assert await asyncio.to_thread(switchboard.main, argv) == 0
+    assert await asyncio.to_thread(cli.main, argv) == 0
     assert "placed call CA" in capsys.readouterr().out
     [request] = fake_twilio.requests
     assert request.form["To"] == "+15557654321" and request.form["From"] == "+15550001111"
     assert '<Parameter name="pipeline" value="sales" />' in request.form["Twiml"]
 
-    assert await asyncio.to_thread(switchboard.main, ["dial", "12345", "--config", str(config)]) == 2
+    assert await asyncio.to_thread(cli.main, ["dial", "12345", "--config", str(config)]) == 2
     assert "'to' '12345' is not an E.164 number" in capsys.readouterr().err
     monkeypatch.delenv("TWILIO_AUTH_TOKEN")
-    assert await asyncio.to_thread(switchboard.main, ["dial", "+15557654321", "--config", str(config)]) == 2
+    assert await asyncio.to_thread(cli.main, ["dial", "+15557654321", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "set TWILIO_AUTH_TOKEN" in err and "TWILIO_FROM_NUMBER" in err

@@ -20,11 +20,11 @@ import websockets
 from starlette.testclient import TestClient
 from websockets.exceptions import ConnectionClosed
 
-from audio.wav import write_wav
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from server import create_app, running
-from telephony.caller import CallerLine, run_call
+from switchboard.audio.wav import write_wav
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
@@ -228,7 +228,7 @@ async def test_the_routed_pipeline_answers_the_stream(tmp_path):
 
 
 def test_numbers_must_be_e164_and_name_a_pipeline():
-    from pipeline.config import ConfigError
+    from switchboard.config import ConfigError
 
     bad = CONFIG.replace('"+15550002222": sales', '"+15550002222": nope\n  "555-1234": default')
     with pytest.raises(ConfigError) as caught:

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from audio.g711 import ulaw_encode
-from telephony import twilio
+from switchboard.audio.g711 import ulaw_encode
+from switchboard.telephony.twilio import wire as twilio
 
 
 def media(payload: str, **extra) -> str:

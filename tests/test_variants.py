@@ -7,14 +7,14 @@ import math
 import random
 from collections import Counter
 
-from pipeline.call import Providers
-from pipeline.config import parse_config
-from pipeline.report import main_report
-from pipeline.variants import Arm, PipelineProviders
-from providers.registry import build_providers, stt_script
-from server import create_app, running
-from store import CallStore
-from telephony.caller import CallerLine, run_call
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.pipeline.build import build_providers, expected_phrases
+from switchboard.pipeline.call import Providers
+from switchboard.pipeline.variants import Arm, PipelineProviders
+from switchboard.report import main_report
+from switchboard.server import create_app, running
+from switchboard.store import CallStore
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 CONFIG = """
@@ -94,7 +94,7 @@ pipelines:
     assert built.shadows[0].llm is not built.llm[2].provider
     assert build_providers(config.pipeline()).llm[2].provider is built.llm[2].provider  # live ones share
     # the embedded STT learns what callers say to every scripted variant
-    assert [rule.reply for rule in stt_script(config.pipeline()).rules] == ["Hello.", "Bye."]
+    assert expected_phrases(config.pipeline()) == ["hi", "bye now"]
     variant, _ = built.pick(random.Random(3))
     assert variant.split("+")[0] in {"polite", "terse", "gpt"} and variant.split("+")[1] in {"fast", "slow"}
 
@@ -149,7 +149,7 @@ def _second_pick(pipeline: PipelineProviders, seed: int) -> str | None:
 async def test_the_report_matches_a_variant_by_any_of_its_stage_names(tmp_path):
     from datetime import UTC, datetime
 
-    from pipeline.metrics import TurnMetrics
+    from switchboard.core.metrics import TurnMetrics
 
     db = str(tmp_path / "calls.db")
     store = CallStore(db)

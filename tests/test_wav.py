@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audio.wav import read_wav, write_wav
+from switchboard.audio.wav import read_wav, write_wav
 
 
 def test_mono_round_trip_is_lossless(tmp_path: Path) -> None:

@@ -11,15 +11,21 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from providers.base import LLMEvent, Message, ProviderError, TextDelta, Tool, ToolCall, Transcript, Usage
+from switchboard.core.errors import ProviderError
+from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Transcript, Usage
+from switchboard.core.settings import Timeouts
 
 
 class InstantSTT:
     vendor, model, sample_rate = "instant", "fixed", 16000
+    timeouts: Timeouts | None = None
 
     def __init__(self, text: str = "hello", fail: bool = False, delay_s: float = 0.0) -> None:
         self.text, self.fail, self.delay_s = text, fail, delay_s
         self.heard: list[np.ndarray] = []
+
+    async def warm(self) -> None:
+        pass
 
     async def transcribe(self, pcm: np.ndarray) -> Transcript:
         self.heard.append(pcm)
@@ -74,6 +80,7 @@ class InstantLLM:
     """Replies with `reply`; a caller line containing `goodbye` gets the end_call tool."""
 
     vendor, model = "instant", "echo"
+    timeouts: Timeouts | None = None
 
     def __init__(self, reply: str = "Sure. Anything else?", fail_after_words: int | None = None) -> None:
         self.reply, self.fail_after_words = reply, fail_after_words
@@ -96,6 +103,7 @@ class InstantTTS:
     """A 300 Hz tone, `ms_per_char` long per character, at `sample_rate`."""
 
     vendor, model = "instant", "tone"
+    timeouts: Timeouts | None = None
 
     def __init__(self, sample_rate: int = 24000, ms_per_char: float = 60.0) -> None:
         self.sample_rate, self.ms_per_char = sample_rate, ms_per_char

@@ -1,0 +1,90 @@
+"""`switchboard check`: is this pipeline.yaml usable here? Providers, models, credentials, and a ping.
+
+Credentials are reported as set or missing, never shown. `--ping` sends one tiny real request per
+configured provider (a short reply, a short phrase to speak, half a second of silence to transcribe)
+and prints how long the first result took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from switchboard.config import Config, plain_config, stage_choices
+from switchboard.core.errors import MissingCredential
+from switchboard.core.messages import Message
+from switchboard.core.settings import ProviderConfig, VendorConfig
+from switchboard.pipeline.build import expected_phrases
+from switchboard.providers import registry
+
+
+def credential_status(cfg: ProviderConfig) -> str:
+    names = ((cfg.api_key_env,) if isinstance(cfg, VendorConfig) and cfg.api_key_env
+             else registry.plugin_of(cfg).key_env)
+    if not names:
+        return "no key needed (embedded)"
+    found = [name for name in names if os.environ.get(name)]
+    return f"{found[0]} set" if found else f"MISSING: set {' or '.join(names)}"
+
+
+def stages(pipeline: Any) -> list[tuple[str, Any]]:
+    """(label, config) for every provider a pipeline uses: primaries (every A/B variant), fallbacks,
+    shadow LLMs."""
+    out = []
+    for stage, section in (("stt", pipeline.stt), ("llm", pipeline.llm), ("tts", pipeline.tts)):
+        out += [(stage if name is None else f"{stage} {name}", cfg)
+                for name, _, cfg in stage_choices(section)]
+    fallback = pipeline.fallback
+    for stage, chain in (("stt", fallback.stt), ("llm", fallback.llm), ("tts", fallback.tts)):
+        out += [(f"{stage} fallback {n}", cfg) for n, cfg in enumerate(chain, 1)]
+    out += [(f"llm shadow {shadow.name}", plain_config(shadow)) for shadow in pipeline.shadow]
+    return out
+
+
+def describe(config: Config) -> tuple[list[str], bool]:
+    """The report's lines, and whether every credential is present."""
+    lines, complete = [], True
+    for name, pipeline in config.pipelines.items():
+        default = " (default)" if name == config.default_pipeline else ""
+        lines.append(f"pipeline {name}{default}")
+        for label, cfg in stages(pipeline):
+            status = credential_status(cfg)
+            complete &= not status.startswith("MISSING")
+            where = f" at {cfg.base_url}" if isinstance(cfg, VendorConfig) and cfg.base_url else ""
+            lines.append(f"  {label:<16} {cfg.provider:<13} {cfg.summary():<34} {status}{where}")
+    return lines, complete
+
+
+async def ping(label: str, cfg: Any, phrases: list[str]) -> str:
+    """One tiny real request; the time to its first result."""
+    try:
+        started = time.monotonic()
+        if label.startswith("stt"):
+            stt = registry.build("stt", cfg, phrases)
+            await stt.transcribe(np.zeros(stt.sample_rate // 2, dtype=np.int16))
+        elif label.startswith("llm"):
+            stream = registry.build("llm", cfg).stream([Message("user", "Say OK.")], [])
+            await anext(aiter(stream))
+            await stream.aclose()
+        else:
+            stream = registry.build("tts", cfg).stream("OK.")
+            await anext(aiter(stream))
+            await stream.aclose()
+        return f"{(time.monotonic() - started) * 1000:.0f} ms"
+    except MissingCredential as exc:
+        return f"skipped: {exc}"
+    except Exception as exc:
+        return f"FAILED: {type(exc).__name__}: {exc}"
+
+
+async def ping_all(config: Config) -> list[str]:
+    lines = []
+    for name, pipeline in config.pipelines.items():
+        for label, cfg in stages(pipeline):
+            result = await asyncio.wait_for(ping(label, cfg, expected_phrases(pipeline)), timeout=30)
+            lines.append(f"  {name}: {label:<16} {cfg.provider:<13} {result}")
+    return lines

@@ -1,0 +1,200 @@
+"""The `switchboard` command: serve, demo, call, check.
+
+switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--insecure-dev]
+switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--config pipeline.yaml]
+switchboard demo  [--record demo-call.wav] [--speed N]
+switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
+                 [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
+switchboard check [pipeline.yaml] [--ping]
+switchboard report [--since 24h] [--pipeline NAME] [--variant NAME] [--db switchboard.db]
+                   [--config pipeline.yaml] [--json] [--html report.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+
+from switchboard import caller
+from switchboard.config import ConfigError, default_config_path, load_config
+from switchboard.core.errors import MissingCredential
+from switchboard.core.metrics import TurnMetrics
+
+DEMO_LINES = [
+    caller.CallerLine(text="what are your opening hours"),
+    caller.CallerLine(text="i would like to book a table", barge_in=True),
+    caller.CallerLine(text="for four people at seven"),
+    caller.CallerLine(text="thank you goodbye"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard", description="Put an LLM on the phone.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the Twilio webhook and media WebSocket")
+    serve.add_argument(
+        "--config", help="pipeline.yaml (default: $SWITCHBOARD_CONFIG, ./pipeline.yaml, bundled)"
+    )
+    serve.add_argument("--host", help="default $HOST or 0.0.0.0")
+    serve.add_argument("--port", type=int, help="default $PORT or 5050")
+    serve.add_argument(
+        "--insecure-dev", action="store_true",
+        help="do not check Twilio request signatures (local development only; logs a loud warning)",
+    )
+
+    dial = commands.add_parser("dial", help="place an outbound call through Twilio onto a pipeline")
+    dial.add_argument("to", help="the number to call, E.164 (e.g. +15551234567)")
+    dial.add_argument("--pipeline", help="the pipeline that answers (default: default_pipeline)")
+    dial.add_argument(
+        "--from", dest="from_", metavar="FROM", help="caller id, E.164 (default: $TWILIO_FROM_NUMBER)"
+    )
+    dial.add_argument("--config", help="pipeline.yaml (default: as for serve)")
+
+    demo = commands.add_parser("demo", help="a simulated call against an in-process server, offline")
+    demo.add_argument("--config", help="pipeline.yaml to demo (default: the bundled one)")
+    demo.add_argument(
+        "--record", default="demo-call.wav", help="stereo WAV of the call (caller left, bot right)"
+    )
+    demo.add_argument("--speed", type=float, default=1.0, help="run the caller N times faster than real time")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the server's log")
+
+    call = commands.add_parser("call", help="play Twilio's (or Exotel's) part against a media WebSocket")
+    caller.add_arguments(call)
+
+    check = commands.add_parser("check", help="validate pipeline.yaml; show providers and credentials")
+    check.add_argument("config", nargs="?", help="pipeline.yaml (default: as for serve)")
+    check.add_argument("--ping", action="store_true", help="send one tiny real request per provider")
+
+    from switchboard import report
+
+    report.add_arguments(commands.add_parser("report", help="compare vendors: latency, errors per model"))
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            from switchboard.server import serve as run_server
+
+            run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev)
+            return 0
+        if args.command == "dial":
+            return run_dial(args.config, args.to, args.pipeline, args.from_)
+        if args.command == "demo":
+            return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose))
+        if args.command == "check":
+            return run_check(args.config, args.ping)
+        if args.command == "report":
+            return report.run(args)
+        return caller.run_from_args(args)
+    except ConfigError as exc:
+        print(f"switchboard: {exc.source}:\n{exc}", file=sys.stderr)
+        return 2
+    except MissingCredential as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_dial(config_path: str | None, to: str, pipeline: str | None, from_: str | None) -> int:
+    from switchboard.telephony.twilio.rest import DialError, dial
+
+    config = load_config(config_path or default_config_path())
+    try:
+        placed = dial(to, pipeline or config.default_pipeline, list(config.pipelines), from_)
+    except DialError as exc:
+        print(f"switchboard dial: {exc}", file=sys.stderr)
+        return 2
+    print(f"placed call {placed.call_sid} to {placed.to} from {placed.from_} on pipeline {placed.pipeline!r}")
+    return 0
+
+
+def run_check(config_path: str | None, ping: bool) -> int:
+    from switchboard import check
+
+    path = config_path or default_config_path()
+    config = load_config(path)
+    print(f"{path}: valid")
+    lines, complete = check.describe(config)
+    print("\n".join(lines))
+    if ping:
+        print("ping (time to first result):")
+        print("\n".join(asyncio.run(check.ping_all(config))))
+    return 0 if complete else 1
+
+
+def _print_turn(metrics: TurnMetrics) -> None:
+    v2v = metrics.voice_to_voice_ms
+    if metrics.kind == "greeting":
+        print(f"  bot said    : {metrics.reply_heard or metrics.reply_text!r} (greeting)", flush=True)
+        return
+    print(f"  caller said : {metrics.transcript!r}", flush=True)
+    heard = metrics.reply_heard
+    if metrics.interrupted:
+        print(f"  bot said    : {heard!r} … interrupted (of {metrics.reply_text!r})", flush=True)
+    else:
+        print(f"  bot said    : {heard or metrics.reply_text!r}", flush=True)
+    if v2v is not None:
+        print(f"  voice-to-voice: {v2v:.0f} ms", flush=True)
+    if metrics.error:
+        print(f"  error       : {metrics.error}", flush=True)
+
+
+def latency_table(turns: list[TurnMetrics]) -> str:
+    """One row per answered turn: milliseconds after the caller stopped speaking."""
+    columns = ("endpoint", "stt_done", "llm_first_token", "tts_first_byte", "first_audio_sent")
+    header = (
+        f"{'turn':>4}  {'endpoint':>8}  {'stt':>6}  {'llm 1st':>7}  {'tts 1st':>7}  {'v2v':>6}  transcript"
+    )
+    rows = [header, "-" * len(header)]
+    for t in turns:
+        if t.kind != "reply" or t.speech_end is None:
+            continue
+        cells = [t.since_speech_end(getattr(t, c)) for c in columns]
+        text = "  ".join(
+            f"{'-' if v is None else f'{v:.0f}':>{w}}" for v, w in zip(cells, (8, 6, 7, 7, 6), strict=True)
+        )
+        rows.append(f"{t.index:>4}  {text}  {t.transcript!r}{' (interrupted)' if t.interrupted else ''}")
+    return "\n".join(rows)
+
+
+async def run_demo(config_path: str | None, record: str, speed: float, verbose: bool = False) -> int:
+    from switchboard.server import create_app, running
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config(config_path or default_config_path())
+    turns: list[TurnMetrics] = []
+    app = create_app(config, on_turn=_collect(turns, _print_turn))
+    async with running(app) as port:
+        print(f"Switchboard demo: server on 127.0.0.1:{port}, pipeline {config.default_pipeline!r}, offline.")
+        url = f"ws://127.0.0.1:{port}/media-stream"
+        result = await caller.run_call(
+            url, DEMO_LINES, speed=speed, record_path=record, on_event=caller.print_event
+        )
+    print()
+    print(latency_table(turns))
+    print()
+    print(f"Recording (caller left, bot right): {result.record_path}")
+    replies = [t for t in turns if t.kind == "reply" and t.transcript]
+    ok = result.hangup and len(replies) >= len(DEMO_LINES) and any(t.interrupted for t in turns)
+    if not ok:
+        print("demo: the call did not go as scripted (see above)", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _collect(turns: list[TurnMetrics], then: Callable[[TurnMetrics], None]) -> Callable[[TurnMetrics], None]:
+    def on_turn(metrics: TurnMetrics) -> None:
+        turns.append(metrics)
+        then(metrics)
+
+    return on_turn
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""The schema of pipeline.yaml: pydantic models for everything but the providers' own sections.
+
+A provider's section is its plug-in's model (switchboard/providers/*, read from the registry): a stage is
+the discriminated union of every registered model on `provider:`, or `{variants: [...]}` of them.
+Carriers own their sections too (`twilio:` is telephony/twilio.py's). Cross-key rules (routable
+numbers, an existing default pipeline) are validators here; their sentences come from messages.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from switchboard.config.messages import Problem, format_path
+from switchboard.core.carrier import E164
+from switchboard.core.settings import Strict
+from switchboard.providers import registry
+from switchboard.telephony.twilio import TwilioConfig
+
+log = logging.getLogger(__name__)
+
+
+class VADConfig(Strict):
+    """Voice activity detection and endpointing of the caller's speech."""
+
+    aggressiveness: int = Field(2, ge=0, le=3)
+    min_speech_ms: int = Field(250, ge=20, le=5000)
+    pre_roll_ms: int = Field(300, ge=0, le=2000)
+    end_silence_ms: int = Field(600, ge=100, le=5000)
+    max_utterance_s: float = Field(30, ge=1, le=300)
+    barge_in_min_ms: int = Field(200, ge=20, le=5000)
+
+
+class TurnConfig(Strict):
+    """Turn-taking: when to start answering, when the caller has finished, what is the bot's own echo."""
+
+    # start STT → LLM → TTS (heard by nobody yet) after this much silence mid-utterance; 0 = off
+    speculate_after_ms: int = Field(120, ge=0, le=5000)
+    # the commit silence when the transcript so far reads finished ("…at seven." / "…open today?")
+    complete_end_silence_ms: int = Field(300, ge=100, le=5000)
+    # the commit silence when it reads unfinished ("…a table for", "and", "um", digits read out);
+    # vad.end_silence_ms applies when it can't tell (no punctuation, no telling last word)
+    incomplete_end_silence_ms: int = Field(1200, ge=100, le=5000)
+    # caller audio this similar to what the bot just played (normalised cross-correlation) is its echo,
+    # not the caller: it does not interrupt the bot. 0 = off
+    echo_similarity: float = Field(0.7, ge=0, le=1)
+
+
+
+def _provider_union(stage: registry.Stage) -> Any:
+    """Every registered provider model of a stage, discriminated on `provider:`."""
+    models = tuple(plugin.config for plugin in registry.plugins(stage))
+    return Annotated[Union[models], Field(discriminator="provider")]  # noqa: UP007
+
+
+STTConfig = _provider_union("stt")
+LLMConfig = _provider_union("llm")
+TTSConfig = _provider_union("tts")
+
+
+# --- A/B variants and shadow LLMs -------------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Named(BaseModel):
+    """What a shadow adds to its provider's own keys."""
+
+    name: str  # recorded with every result; letters, digits, _ - .
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not _NAME.fullmatch(name):
+            raise ValueError("must be 1-64 letters, digits, '_', '-' or '.', e.g. gpt-4o "
+                             "(a call's variants are recorded joined by '+')")
+        return name
+
+
+class Weighted(Named):
+    """What a variant adds to its provider's own keys."""
+
+    weight: float = Field(1.0, gt=0, le=1_000_000)  # relative share of calls
+
+
+_PLAIN: dict[type[BaseModel], type[BaseModel]] = {}  # variant / shadow model -> its provider's model
+
+
+def _with_keys(mixin: type[BaseModel], stage: registry.Stage) -> Any:
+    """The stage's provider union with `mixin`'s keys added to every member."""
+    members = []
+    for plain in (plugin.config for plugin in registry.plugins(stage)):
+        model = create_model(f"{plain.__name__}{mixin.__name__}", __base__=(plain, mixin),
+                             __doc__=plain.__doc__)
+        _PLAIN[model] = plain
+        members.append(model)
+    return Annotated[Union[tuple(members)], Field(discriminator="provider")]  # noqa: UP007
+
+
+def plain_config(section: Any) -> Any:
+    """A variant's or a shadow's provider config without its name and weight (as a stage's would be)."""
+    plain = _PLAIN.get(type(section))
+    if plain is None:
+        return section
+    return plain.model_validate(section.model_dump(exclude={"name", "weight"}))
+
+
+def _unique_names(sections: list[Any]) -> list[Any]:
+    names = [section.name for section in sections]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"names must be unique; {', '.join(repr(name) for name in twice)} "
+                         "is used more than once")
+    return sections
+
+
+class _Variants(Strict):
+    """A stage that differs per call: `variants:` and nothing else."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_variants(cls, data: Any) -> Any:
+        others = [str(key) for key in data if key != "variants"] if isinstance(data, dict) else []
+        if others:
+            raise ValueError(f"has 'variants' and also {', '.join(others)}; with variants, each variant "
+                             "holds its own provider and settings: move these keys into every variant")
+        return data
+
+    @field_validator("variants", check_fields=False)
+    @classmethod
+    def _unique(cls, variants: list[Any]) -> list[Any]:
+        return _unique_names(variants)
+
+
+STTVariantConfig = _with_keys(Weighted, "stt")
+LLMVariantConfig = _with_keys(Weighted, "llm")
+TTSVariantConfig = _with_keys(Weighted, "tts")
+ShadowConfig = _with_keys(Named, "llm")
+
+
+class STTVariants(_Variants):
+    variants: list[STTVariantConfig] = Field(min_length=1)
+
+
+class LLMVariants(_Variants):
+    variants: list[LLMVariantConfig] = Field(min_length=1)
+
+
+class TTSVariants(_Variants):
+    variants: list[TTSVariantConfig] = Field(min_length=1)
+
+
+def _stage_kind(data: Any) -> str:
+    return "variants" if isinstance(data, dict) and "variants" in data else "provider"
+
+
+def _stage(provider: Any, variants: type[_Variants]) -> Any:
+    """One provider's section, or `{variants: [...]}`."""
+    return Annotated[
+        Union[Annotated[provider, Tag("provider")], Annotated[variants, Tag("variants")]],  # noqa: UP007
+        Discriminator(_stage_kind),
+    ]
+
+
+STTStage = _stage(STTConfig, STTVariants)
+LLMStage = _stage(LLMConfig, LLMVariants)
+TTSStage = _stage(TTSConfig, TTSVariants)
+
+
+def stage_choices(section: Any) -> list[tuple[str | None, float, Any]]:
+    """(variant name, weight, provider config) of a stage section: one unnamed entry without variants."""
+    if isinstance(section, _Variants):
+        return [(variant.name, variant.weight, plain_config(variant)) for variant in section.variants]
+    return [(None, 1.0, section)]
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+
+
+class PlayerConfig(Strict):
+    """Pacing of the bot's audio towards the carrier."""
+
+    lead_ms: int = Field(160, ge=0, le=2000)  # audio sent ahead of real time
+
+
+class DTMFConfig(Strict):
+    """Keypad digits: collected, then handed to the LLM as one user message."""
+
+    enabled: bool = True  # false: digits are logged and ignored
+    inter_digit_timeout_ms: int = Field(1500, ge=100, le=10000)  # no new digit this long ends the entry
+    end_on_hash: bool = True  # `#` ends the entry at once (and is not part of it)
+    format: str = "The caller pressed {digits} on the keypad."
+
+    @field_validator("format")
+    @classmethod
+    def _format_has_digits(cls, text: str) -> str:
+        if "{digits}" not in text:
+            raise ValueError("must contain {digits}, where the keys pressed go")
+        try:
+            text.format(digits="1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"only {{digits}} may appear in braces; write {{{{ or }}}} for a brace ({exc})"
+            ) from None
+        return text
+
+
+class FallbackConfig(Strict):
+    """Alternatives per stage, tried in order when the stage fails before the caller heard anything."""
+
+    stt: list[STTConfig] = Field(default_factory=list)
+    llm: list[LLMConfig] = Field(default_factory=list)
+    tts: list[TTSConfig] = Field(default_factory=list)
+
+
+class PipelineConfig(Strict):
+    """Everything one call needs: what to say, how to listen, which vendor does each stage."""
+
+    greeting: str = "Hello! How can I help you?"
+    system_prompt: str = "You are a helpful assistant on a phone call. Keep replies short."
+    apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    end_call_watchdog_s: float = Field(10, ge=1, le=120)
+    record: bool = False  # write a stereo WAV per call (caller left, bot right) into recordings_dir
+    recordings_dir: str = "recordings"  # relative paths are from the server's working directory
+    vad: VADConfig = Field(default_factory=VADConfig)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+    stt: STTStage  # one provider, or {variants: [...]} (A/B: one drawn per call)
+    llm: LLMStage
+    tts: TTSStage
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    shadow: list[ShadowConfig] = Field(default_factory=list)  # LLMs also asked every turn, never heard
+    player: PlayerConfig = Field(default_factory=PlayerConfig)
+    dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
+
+    @field_validator("shadow")
+    @classmethod
+    def _unique_shadow_names(cls, shadows: list[Any]) -> list[Any]:
+        return _unique_names(shadows)
+
+
+class PriceConfig(Strict):
+    """What a vendor/model costs, in USD, for `switchboard report`'s cost estimates. Any subset."""
+
+    input_per_1m: float | None = Field(None, ge=0)  # LLM: per 1M input (prompt) tokens
+    output_per_1m: float | None = Field(None, ge=0)  # LLM: per 1M output tokens
+    per_minute: float | None = Field(None, ge=0)  # STT: per minute of audio transcribed
+    per_1m_chars: float | None = Field(None, ge=0)  # TTS: per 1M characters spoken
+
+
+class Config(Strict):
+    """The whole of pipeline.yaml: named pipelines and which one a call gets by default."""
+
+    default_pipeline: str = "default"
+    database_url: str = "switchboard.db"  # call store of `switchboard serve`; "" = off
+    numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
+    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
+    shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
+
+    @model_validator(mode="after")
+    def _numbers_are_routable(self) -> Config:
+        problems = number_problems(self.numbers, list(self.pipelines), lambda n: repr(self.numbers[n]))
+        if problems:
+            raise PydanticCustomError(NUMBERS_ERROR, "; ".join(line for _, line in problems))
+        return self
+
+    def pipeline_for_number(self, number: str | None) -> str | None:
+        """The pipeline `numbers:` routes a called number to, or None (the caller uses the default)."""
+        return self.numbers.get(number or "")
+
+    @model_validator(mode="after")
+    def _default_pipeline_exists(self) -> Config:
+        problem = default_pipeline_problem(
+            repr(self.default_pipeline), self.default_pipeline in self.pipelines, list(self.pipelines),
+            explicit="default_pipeline" in self.model_fields_set,
+        )
+        if problem:
+            raise PydanticCustomError(DEFAULT_PIPELINE_ERROR, problem)
+        return self
+
+    def pipeline(self, name: str | None = None) -> PipelineConfig:
+        """The pipeline called `name`; None, "" or an unknown name (logged) gives the default one."""
+        if name and name in self.pipelines:
+            return self.pipelines[name]
+        if name:
+            log.warning("unknown pipeline %r; using %r (defined: %s)",
+                        name, self.default_pipeline, ", ".join(self.pipelines))
+        return self.pipelines[self.default_pipeline]
+
+
+DEFAULT_PIPELINE_ERROR = "unknown_default_pipeline"
+NUMBERS_ERROR = "unroutable_number"
+
+
+def number_problems(
+    numbers: dict[Any, Any], defined: list[str], shown: Callable[[str], str]
+) -> list[Problem]:
+    """`numbers:` entries whose key is not an E.164 number or whose pipeline does not exist."""
+    problems: list[Problem] = []
+    for number, name in numbers.items():
+        if not isinstance(number, str) or not isinstance(name, str):
+            continue  # a type error, reported by the schema
+        path = ("numbers", number)
+        if not E164.fullmatch(number):
+            problems.append((path, f"{format_path(path, '')}: not an E.164 number; write it as "
+                                   "'+' then the country code and number, digits only, e.g. '+15551234567'"))
+        elif name not in defined:
+            problems.append((path, f"{format_path(path, '')}: {shown(number)} is not a pipeline; "
+                                   f"defined: {', '.join(defined)}"))
+    return problems
+
+
+def default_pipeline_problem(shown: str, exists: bool, defined: list[str], *, explicit: bool) -> str | None:
+    """The sentence for a `default_pipeline` that names no pipeline, or None when it is fine."""
+    if exists:
+        return None
+    if explicit:
+        return f"default_pipeline: {shown} is not a pipeline; defined: {', '.join(defined)}"
+    return (f"default_pipeline: not set, and no pipeline is named 'default'; "
+            f"set it to one of: {', '.join(defined)}")
+
+

@@ -1,0 +1,101 @@
+"""What a carrier plug-in (telephony/*) and the call engine share: the events a carrier's frames become,
+and the `CarrierLink` a call answers on.
+
+Every carrier parses its own wire format into these events; anything malformed raises `BadFrame` with
+the reason, which the server logs and drops. Fields a carrier does not send keep their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # a phone number: + country code and number, at most 15 digits
+LINE_RATE = 8000  # the pipeline's rate: every carrier's audio is brought to 8 kHz PCM16
+
+
+class BadFrame(ValueError):
+    """A frame that does not follow the protocol. The message says why."""
+
+
+@dataclass
+class Connected:
+    pass
+
+
+@dataclass
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    from_number: str = ""
+    to_number: str = ""
+    sample_rate: int = LINE_RATE  # the wire's rate (the carrier's decoder brings it to LINE_RATE)
+
+
+@dataclass
+class Media:
+    pcm: np.ndarray  # int16, 8 kHz once the carrier has decoded it
+    timestamp_ms: int | None
+
+
+@dataclass
+class Mark:
+    name: str
+
+
+@dataclass
+class Dtmf:
+    digit: str
+    duration_ms: int | None = None
+
+
+@dataclass
+class Stop:
+    reason: str = ""  # why the call ended, when the carrier says
+
+
+InboundEvent = Connected | Start | Media | Mark | Dtmf | Stop
+
+
+def json_object(raw: str | bytes, carrier: str) -> dict:
+    """The JSON object in one text frame (Twilio and Exotel send only these), or BadFrame saying why not."""
+    if isinstance(raw, bytes):
+        raise BadFrame(f"binary frame ({carrier} sends JSON text frames only)")
+    try:
+        msg = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadFrame(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(msg, dict):
+        raise BadFrame(f"top level is {type(msg).__name__}, expected an object")
+    return msg
+
+
+class CarrierLink(Protocol):
+    """The call's way back to the caller, already encoded for its carrier. Marks come back as `Mark`
+    events once the audio before them has played (or was cleared): that is how the call learns what
+    the caller heard."""
+
+    # audio the link holds back before sending (to fill its carrier's chunks); the player runs that
+    # much further ahead to make up for it
+    holds_ms: int
+
+    async def send_audio(self, pcm: np.ndarray) -> None: ...  # int16, 8 kHz, a whole number of frames
+    async def send_mark(self, name: str) -> None: ...
+    async def send_clear(self) -> None: ...
+    async def hang_up(self) -> None: ...
+
+
+@dataclass
+class Connection:
+    """One carrier connection, as the server's call loop needs it."""
+
+    carrier: str  # "twilio", "exotel": recorded on the call
+    parse: Callable[[str | bytes], InboundEvent]  # one frame -> an event; raises BadFrame
+    link: Callable[[Start], CarrierLink]  # the call's way back, made once `start` arrives

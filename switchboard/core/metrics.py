@@ -1,0 +1,113 @@
+"""Per-turn timings and facts: what vendor comparisons are built on.
+
+All times are `time.monotonic()` seconds from the one clock of the server process; the derived
+figures are milliseconds relative to `speech_end` (the end of the caller's last voiced frame).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger("switchboard.metrics")
+
+
+STAGES = ("endpoint", "stt_done", "llm_first_token", "first_chunk", "tts_first_byte", "first_audio_sent")
+
+
+@dataclass
+class TurnMetrics:
+    call_id: str
+    index: int
+    kind: str = "reply"  # "greeting" or "reply"
+    variant: str | None = None  # the call's A/B variant (pipeline/variants.py), None without variants
+    # clock readings (monotonic seconds), None when the stage never happened
+    speech_start: float | None = None
+    speech_end: float | None = None
+    endpoint: float | None = None
+    stt_start: float | None = None  # the request that gave the transcript (at a pause, before the endpoint)
+    stt_done: float | None = None
+    llm_first_token: float | None = None
+    first_chunk: float | None = None
+    tts_first_byte: float | None = None
+    first_audio_sent: float | None = None
+    turn_done: float | None = None
+    # what happened
+    transcript: str = ""
+    reply_text: str = ""  # everything the LLM produced for speaking
+    reply_heard: str = ""  # what the caller actually heard (marks acknowledged before any clear)
+    interrupted: bool = False
+    ended_call: bool = False
+    error: str | None = None  # what made the turn fail (the caller heard the apology)
+    failures: list[str] = field(default_factory=list)  # every provider failure, recovered or not
+    vendors: dict[str, str] = field(default_factory=dict)  # stage -> "vendor/model"
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tts_chars: int = 0
+    bot_audio_ms: int = 0
+    # turn-taking: speculative turns started at pauses in this utterance, and those dropped because the
+    # caller went on (their vendor requests were wasted); how the last pause's transcript read
+    speculated: int = 0
+    speculation_dropped: int = 0
+    reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
+
+    def since_speech_end(self, reading: float | None) -> float | None:
+        if reading is None or self.speech_end is None:
+            return None
+        return round((reading - self.speech_end) * 1000, 1)
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        return self.since_speech_end(self.first_audio_sent)
+
+    def summary(self) -> dict:
+        """The turn as one flat dict: derived milliseconds plus the facts (no raw clock readings)."""
+        stages = STAGES
+        out = {f"{stage}_ms": self.since_speech_end(getattr(self, stage)) for stage in stages}
+        facts = asdict(self)
+        for key in (*stages, "speech_start", "speech_end", "turn_done", "stt_start"):
+            facts.pop(key)
+        if self.stt_start is not None and self.stt_done is not None:
+            out["stt_ms"] = round((self.stt_done - self.stt_start) * 1000, 1)  # the STT's own latency
+        out["voice_to_voice_ms"] = self.voice_to_voice_ms
+        if self.speech_start is not None and self.speech_end is not None:
+            out["speech_ms"] = round((self.speech_end - self.speech_start) * 1000, 1)
+        return {**facts, **out}
+
+    def log(self) -> None:
+        if log.isEnabledFor(logging.INFO):  # 100 calls' turns: don't build JSON nobody reads
+            log.info("turn %s", json.dumps(self.summary(), sort_keys=True))
+
+
+@dataclass
+class ShadowResult:
+    """What one shadow answered to one live turn (a `shadow_results` row)."""
+
+    call_id: str
+    turn_index: int
+    name: str
+    vendor: str  # "vendor/model"
+    ttft_ms: float | None = None  # request sent -> first token (text or tool call)
+    total_ms: float | None = None  # request sent -> stream finished; None when it failed
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    error: str | None = None  # "vendor: kind: message", e.g. "openai: timeout: no first token within 5 s"
+    text: str = ""  # what it would have said (so far, when it failed)
+
+
+
+def call_summary(turns: list[TurnMetrics]) -> dict:
+    """Medians over a call's answered turns, for the line logged at call end."""
+    v2v = [t.voice_to_voice_ms for t in turns if t.voice_to_voice_ms is not None]
+    return {
+        "turns": len(turns),
+        "answered": len(v2v),
+        "interrupted": sum(t.interrupted for t in turns),
+        "errors": sum(t.error is not None for t in turns),
+        "voice_to_voice_ms_median": round(statistics.median(v2v), 1) if v2v else None,
+        "voice_to_voice_ms_max": max(v2v) if v2v else None,
+        "speculated": sum(t.speculated for t in turns),  # speculative starts, and those the caller
+        "speculation_dropped": sum(t.speculation_dropped for t in turns),  # talked on through
+    }

@@ -1,0 +1,52 @@
+"""The pydantic bases a plug-in's section of pipeline.yaml is built on.
+
+Every model forbids unknown keys, so a typo is a start-up error that names the key, never a setting
+silently ignored. A provider's model has a `provider: Literal["name"]` field (the section is discriminated
+on it) and says in `summary()` what the `switchboard check` table shows for it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(Strict):
+    """One provider's section."""
+
+    provider: str
+
+    def summary(self) -> str:
+        """Its model, voice or mode, for `switchboard check`."""
+        return ""
+
+
+class Timeouts(Strict):
+    """Per-stage limits for a cloud vendor. A stage that misses one fails over (see `fallback`)."""
+
+    connect_s: float = Field(3.0, gt=0, le=60)  # TCP + TLS connect
+    first_token_s: float = Field(5.0, gt=0, le=120)  # request sent -> first token / audio byte / transcript
+    total_s: float = Field(30.0, gt=0, le=600)  # request sent -> stream finished
+
+
+class VendorConfig(ProviderConfig):
+    """Options every cloud adapter takes. The key comes from the vendor's usual environment variable
+    (`api_key_env` overrides its name); it is never written in this file."""
+
+    model: str
+    base_url: str | None = None  # another endpoint speaking the same API (proxy, local server, test fake)
+    api_key_env: str | None = None
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    def summary(self) -> str:
+        return self.model
+
+
+class ChatVendorConfig(VendorConfig):
+    """Options every cloud LLM takes."""
+
+    temperature: float | None = Field(None, ge=0, le=2)  # None = the vendor's default
+    max_tokens: int = Field(300, ge=1, le=32000)  # a phone reply is short; this bounds a runaway one

@@ -1,0 +1,45 @@
+"""A pipeline's providers, built from its config through the plug-in registry: each stage's A/B variants,
+the fallbacks, the shadow LLMs (each with an adapter of its own, so its connections never hold up a live
+turn's). Everything is built at start-up, so a bad setting or a missing key fails there, not mid-call.
+"""
+
+from __future__ import annotations
+
+from switchboard.config import PipelineConfig, plain_config, stage_choices
+from switchboard.core.settings import Timeouts, VendorConfig
+from switchboard.pipeline.shadow import ShadowLLM
+from switchboard.pipeline.variants import Arm, PipelineProviders
+from switchboard.providers import registry
+
+
+def build_providers(pipeline: PipelineConfig) -> PipelineProviders:
+    """Every provider a pipeline names. Raises MissingCredential for a vendor whose key is not set."""
+    phrases = expected_phrases(pipeline)
+    return PipelineProviders(
+        stt=[Arm(name, weight, registry.build("stt", cfg, phrases))
+             for name, weight, cfg in stage_choices(pipeline.stt)],
+        llm=[Arm(name, weight, registry.build("llm", cfg))
+             for name, weight, cfg in stage_choices(pipeline.llm)],
+        tts=[Arm(name, weight, registry.build("tts", cfg))
+             for name, weight, cfg in stage_choices(pipeline.tts)],
+        fallback_stt=[registry.build("stt", cfg, phrases) for cfg in pipeline.fallback.stt],
+        fallback_llm=[registry.build("llm", cfg) for cfg in pipeline.fallback.llm],
+        fallback_tts=[registry.build("tts", cfg) for cfg in pipeline.fallback.tts],
+        shadows=[ShadowLLM(shadow.name, registry.build("llm", plain_config(shadow), shared=False),
+                           _timeouts(plain_config(shadow)))
+                 for shadow in pipeline.shadow],
+    )
+
+
+def _timeouts(config: object) -> Timeouts:
+    """A shadow's own limits: its vendor's `timeouts`, or the defaults for an embedded LLM."""
+    return config.timeouts if isinstance(config, VendorConfig) else Timeouts()
+
+
+def expected_phrases(pipeline: PipelineConfig) -> list[str]:
+    """What callers are expected to say, which an embedded recogniser is taught: the phrases of every
+    LLM variant that knows some (the scripted rules'), in order."""
+    phrases: list[str] = []
+    for _, _, cfg in stage_choices(pipeline.llm):
+        phrases += registry.expected_phrases(cfg)
+    return phrases

@@ -1,0 +1,574 @@
+"""One phone call: caller audio in, utterances, turns (STT → LLM → TTS), bot audio out.
+
+A `CallSession` owns everything about one call: the segmenter, the conversation history, the turn in
+flight (one asyncio task), the outbound player, barge-in and the per-turn metrics. The carrier adapter
+(telephony/*) feeds it decoded audio, marks and digits, and gives it a `CarrierLink` to answer on.
+
+Read it top to bottom: inbound audio → `_on_events` → `_start_turn` → `_reply` → `_speak` → player.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from switchboard.audio.echo import similarity
+from switchboard.audio.resample import StreamResampler, resample
+from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
+from switchboard.config import PipelineConfig
+from switchboard.core.carrier import CarrierLink
+from switchboard.core.messages import Message, TextDelta, ToolCall, Usage
+from switchboard.core.metrics import TurnMetrics, call_summary
+from switchboard.core.protocols import LLM, STT, TTS
+from switchboard.core.tools import END_CALL_TOOL
+from switchboard.pipeline import failover
+from switchboard.pipeline.player import Player
+from switchboard.pipeline.recorder import Recorder
+from switchboard.pipeline.shadow import CallShadows
+from switchboard.pipeline.text import SentenceChunker, speakable
+from switchboard.pipeline.turn_end import Finished, reads_finished
+
+log = logging.getLogger("switchboard.call")
+
+TICK_S = 0.05  # how often the wall-clock endpointer runs
+MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before giving up on it
+FLOOR_POLL_S = 0.02  # how often a ready reply checks whether the caller has stopped talking
+ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
+ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
+ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
+
+
+@dataclass
+class Providers:
+    """A pipeline's providers: the primary of each stage, then its fallbacks in order."""
+
+    stt: STT
+    llm: LLM
+    tts: TTS
+    fallback_stt: list[STT] = field(default_factory=list)
+    fallback_llm: list[LLM] = field(default_factory=list)
+    fallback_tts: list[TTS] = field(default_factory=list)
+
+
+@dataclass
+class _Spoken:
+    mark: str
+    text: str
+    audio_s: float
+
+
+@dataclass
+class Keypad:
+    """Digits the caller pressed, and the user message they become (the pipeline's `dtmf.format`)."""
+
+    digits: str
+    text: str
+
+
+@dataclass(eq=False)
+class _Turn:
+    """A turn in the making. Nobody hears it until `committed` is set: a speculative turn, started at a
+    pause, transcribes, asks the LLM and synthesises its first chunk meanwhile, and is cancelled
+    unheard if the caller goes on."""
+
+    metrics: TurnMetrics
+    heard: Utterance | Keypad | None  # None: the greeting
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+    spoken: list[_Spoken] = field(default_factory=list)
+    user: Message | None = None  # what the caller said, once known
+    in_history: bool = False
+    playing: bool = False  # its first audio has been queued for the caller
+    task: asyncio.Task | None = None
+
+
+class CallSession:
+    def __init__(
+        self,
+        call_id: str,
+        config: PipelineConfig,
+        providers: Providers,
+        link: CarrierLink,
+        on_turn: Callable[[TurnMetrics], None] | None = None,
+        shadows: CallShadows | None = None,  # pipeline/shadow.py: asked every user turn, never heard
+        variant: str | None = None,  # the A/B variant drawn for this call (pipeline/variants.py)
+    ) -> None:
+        self.call_id = call_id
+        self.shadows, self.variant = shadows, variant
+        self.config = config
+        self.stt_chain = [providers.stt, *providers.fallback_stt]
+        self.llm_chain = [providers.llm, *providers.fallback_llm]
+        self.tts_chain = [providers.tts, *providers.fallback_tts]
+        self.link = link
+        self.on_turn = on_turn
+        vad = config.vad
+        self.segmenter = Segmenter(
+            aggressiveness=vad.aggressiveness,
+            min_speech_ms=vad.min_speech_ms,
+            pre_roll_ms=vad.pre_roll_ms,
+            end_silence_ms=vad.end_silence_ms,
+            max_utterance_s=vad.max_utterance_s,
+            barge_in_min_ms=vad.barge_in_min_ms,
+            speculate_after_ms=config.turn.speculate_after_ms,
+        )
+        self.recorder = Recorder(time.monotonic()) if config.record else None
+        self.recording: Path | None = None  # the WAV, once written at the end of the call
+        # a link that holds audio back to fill its carrier's chunks (Exotel) needs that much more lead
+        lead_ms = config.player.lead_ms + link.holds_ms
+        self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
+        self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
+        self.history: list[Message] = []
+        self.turns: list[TurnMetrics] = []
+        self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
+        self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
+        self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
+        self._carried_audio: np.ndarray | None = None  # an utterance cut before the caller heard a reply
+        self._echo = False  # the utterance being heard is the bot's own voice coming back
+        self._echo_checks = 0
+        self._ticker: asyncio.Task | None = None
+        self._ending = False
+        self._digits = ""  # keypad digits collected so far
+        self._digits_due: float | None = None  # when they are handed over (the inter-digit timeout)
+        self.closed = asyncio.Event()
+        self.started_at = time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.player.start()
+        self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
+        if self.config.greeting:
+            greeting = self._new_turn("greeting")
+            self._commit(greeting)
+            greeting.task = asyncio.create_task(self._greet(greeting), name=f"greeting-{self.call_id}")
+
+    async def close(self) -> dict:
+        """The caller hung up or we did: stop everything and return the call's summary."""
+        if self.closed.is_set():
+            return self._summary()
+        self.closed.set()
+        turns = [turn for turn in (self._turn, self._speculation) if turn is not None]
+        tasks = [task for task in (self._ticker, *(turn.task for turn in turns)) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.player.close()
+        if self.recorder is not None:
+            await self._save_recording(self.recorder)
+        summary = self._summary()
+        log.info("call %s ended after %.1f s: %s", self.call_id, time.monotonic() - self.started_at, summary)
+        return summary
+
+    def _summary(self) -> dict:
+        summary = call_summary(self.turns)
+        if self.shadows is not None:
+            summary["shadows"] = self.shadows.summary()
+        if self.recording is not None:
+            summary["recording"] = str(self.recording)
+        return summary
+
+    async def _save_recording(self, recorder: Recorder) -> None:
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.call_id).lstrip(".") or "call"
+        path = Path(self.config.recordings_dir) / f"{name}.wav"
+        try:
+            self.recording = await asyncio.to_thread(recorder.write, path, time.monotonic())
+        except OSError as exc:
+            log.error("call %s: could not write the recording %s: %s", self.call_id, path, exc)
+
+    # --- what the carrier tells us ----------------------------------------------------------------
+
+    async def on_audio(self, pcm: np.ndarray, now: float | None = None) -> None:
+        at = time.monotonic() if now is None else now
+        if self.recorder is not None:
+            self.recorder.add_caller(pcm, at)
+        await self._on_events(self.segmenter.push(pcm, at))
+        if self._echo:
+            await self._recheck_echo()
+
+    def on_mark(self, name: str) -> None:
+        self.player.on_mark(name)
+
+    def on_dtmf(self, digit: str, now: float | None = None) -> None:
+        """Collect a keypad digit; the tick loop hands the entry over once it is complete."""
+        dtmf = self.config.dtmf
+        if not dtmf.enabled or self._ending:
+            log.info("call %s: DTMF %s ignored (%s)", self.call_id, digit,
+                     "hanging up" if dtmf.enabled else "dtmf.enabled is false")
+            return
+        now = time.monotonic() if now is None else now
+        if digit == "#" and dtmf.end_on_hash:
+            self._digits = self._digits or "#"  # a lone # is still an answer
+            self._digits_due = now
+        else:
+            self._digits += digit
+            self._digits_due = now + dtmf.inter_digit_timeout_ms / 1000
+        log.info("call %s: DTMF %s (entry so far: %s)", self.call_id, digit, self._digits)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            await self._on_events(self.segmenter.tick(now))
+            if self._digits_due is not None and now >= self._digits_due:
+                digits, self._digits, self._digits_due = self._digits, "", None
+                await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
+
+    async def _on_events(self, events: list[SegmenterEvent]) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                if self._sounds_like_echo():
+                    self._echo = True
+                    log.info("call %s: the bot's own voice is coming back on the line (echo): ignored",
+                             self.call_id)
+                else:
+                    await self._barge_in()
+            elif isinstance(event, Pause):
+                await self._speculate(event)
+            elif isinstance(event, Resumed):
+                await self._drop_speculation()
+            elif isinstance(event, Utterance):
+                if self._echo:
+                    self._echo = False
+                    log.info("call %s: dropped %d ms of echo", self.call_id, event.voiced_ms)
+                    continue
+                await self._start_turn(event)
+        if self._echo and not self.segmenter.in_utterance:
+            self._echo = False  # the echo was too short to be an utterance
+
+    # --- echo ---------------------------------------------------------------------------------------
+
+    def _sounds_like_echo(self) -> bool:
+        """Is the caller's latest audio the bot's own recent audio coming back?"""
+        threshold = self.config.turn.echo_similarity
+        if threshold <= 0:
+            return False
+        now = time.monotonic()
+        played = self.player.played_audio(now - ECHO_REFERENCE_S, now)
+        if not played.any():
+            return False
+        return similarity(self.segmenter.recent_audio(ECHO_WINDOW_MS), played) >= threshold
+
+    async def _recheck_echo(self) -> None:
+        """An utterance taken for echo may turn into the caller talking over it: check it again."""
+        self._echo_checks += 1
+        if self._echo_checks % ECHO_RECHECK_EVERY or not self.segmenter.voiced_now:
+            return  # only voice can be the caller: a quiet stretch says nothing
+        if not self._sounds_like_echo():
+            self._echo = False
+            log.info("call %s: the caller is talking over the echo", self.call_id)
+            await self._barge_in()
+
+    # --- turns ------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """The bot is thinking or talking."""
+        task = self._turn.task if self._turn is not None else None
+        return (task is not None and not task.done()) or self.player.audible
+
+    async def _barge_in(self) -> None:
+        """The caller talks over the bot: stop talking at once and drop the turn in flight."""
+        if self._ending or not self.busy:
+            return
+        log.info("call %s: barge-in", self.call_id)
+        task = self._turn.task if self._turn is not None else None
+        if task is not None:
+            task.cancel()  # it can't queue more audio now: it wakes up to CancelledError
+        await self.player.clear()  # the clear goes out before we wait for the turn to unwind
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        self._flush_line_resamplers()
+
+    async def _speculate(self, pause: Pause) -> None:
+        """The caller paused: start on what they said so far, heard by nobody until they stay silent."""
+        if self._ending or self.busy or self._speculation is not None or self._echo:
+            return
+        heard = Utterance(self._with_carried(pause.pcm), pause.speech_start, pause.speech_end,
+                          pause.voiced_ms, forced=False)
+        turn = self._new_turn("reply", heard)
+        self._speculation = turn
+        self._speculated += 1
+        # commit no sooner than the transcript can say whether they sounded finished
+        self.segmenter.set_end_silence(self.config.turn.incomplete_end_silence_ms)
+        turn.task = asyncio.create_task(self._run_turn(turn), name=f"speculation-{self.call_id}")
+
+    async def _drop_speculation(self) -> None:
+        """The caller went on after a pause: what was prepared is void; the utterance continues."""
+        turn, self._speculation = self._speculation, None
+        self.segmenter.set_end_silence(None)
+        if turn is None or turn.task is None:
+            return
+        self._dropped += 1
+        turn.task.cancel()  # closes its vendor streams
+        await asyncio.gather(turn.task, return_exceptions=True)
+        self._flush_line_resamplers()
+        log.info("call %s: the caller went on after a pause; speculative turn dropped", self.call_id)
+
+    async def _start_turn(self, heard: Utterance | Keypad) -> None:
+        """The caller has finished (an utterance ended) or keyed in digits: this becomes the turn."""
+        if self._ending:
+            return
+        prepared, self._speculation = self._speculation, None
+        if prepared is not None and isinstance(heard, Utterance):
+            self._commit(prepared)  # they stayed silent: what was prepared at the pause is the answer
+            return
+        if prepared is not None:  # digits instead of the rest of the utterance
+            self._speculation = prepared
+            await self._drop_speculation()
+        if self.busy:  # an utterance too short to count as barge-in still supersedes the reply
+            await self._barge_in()
+        if isinstance(heard, Utterance):
+            heard = dataclasses.replace(heard, pcm=self._with_carried(heard.pcm))
+        turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
+        self._commit(turn)
+        turn.task = asyncio.create_task(self._run_turn(turn), name=f"turn-{self.call_id}")
+
+    def _with_carried(self, pcm: np.ndarray) -> np.ndarray:
+        """Audio of an utterance whose turn was cut before the caller heard a reply, then `pcm`."""
+        if self._carried_audio is None:
+            return pcm
+        return np.concatenate([self._carried_audio, pcm])
+
+    def _new_turn(self, kind: str, heard: Utterance | Keypad | None = None) -> _Turn:
+        metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
+        metrics.vendors = {  # the primaries; a fallback that serves replaces its stage's entry
+            stage: f"{chain[0].vendor}/{chain[0].model}"
+            for stage, chain in (("stt", self.stt_chain), ("llm", self.llm_chain), ("tts", self.tts_chain))
+        }
+        if isinstance(heard, Utterance):
+            metrics.speech_start, metrics.speech_end = heard.speech_start, heard.speech_end
+        return _Turn(metrics, heard)
+
+    def _commit(self, turn: _Turn) -> None:
+        """This is the turn now: it is recorded, may be heard, and its words join the history."""
+        metrics = turn.metrics
+        metrics.index = len(self.turns)
+        self.turns.append(metrics)
+        metrics.endpoint = time.monotonic()
+        metrics.speculated, metrics.speculation_dropped = self._speculated, self._dropped
+        self._speculated = self._dropped = 0
+        self._carried_audio = None  # it is part of this turn's audio
+        self._turn = turn
+        turn.committed.set()
+        self._add_user_words(turn)
+
+    def _add_user_words(self, turn: _Turn) -> None:
+        """Once a turn is committed and transcribed, what the caller said joins the history."""
+        if turn.user is None or turn.in_history or not turn.committed.is_set():
+            return
+        turn.in_history = True
+        self.history.append(turn.user)
+        self._start_shadows(turn.metrics)
+
+    def _take_back(self, turn: _Turn) -> None:
+        """A turn cut before the caller heard any of it: its audio and words become part of the next."""
+        if isinstance(turn.heard, Utterance):
+            self._carried_audio = turn.heard.pcm
+        if turn.in_history:
+            self.history[:] = [m for m in self.history if m is not turn.user]
+            turn.in_history = False
+
+    async def _greet(self, turn: _Turn) -> None:
+        turn.metrics.reply_text = self.config.greeting
+        try:
+            await self._speak(self.config.greeting, turn)
+            await self._wait_heard(turn.spoken)
+        finally:
+            self._finish(turn)
+
+    async def _run_turn(self, turn: _Turn) -> None:
+        """Answer what the caller said (an utterance, transcribed here) or keyed in (digits).
+
+        A speculative turn runs the same code before it is committed: everything up to the first chunk
+        of speech happens, then `_speak` waits for the commit (or the task is cancelled, unheard)."""
+        metrics, heard = turn.metrics, turn.heard
+        try:
+            if isinstance(heard, Keypad):
+                metrics.transcript = heard.text
+            elif isinstance(heard, Utterance):
+                metrics.transcript = await self._transcribe(heard, metrics)
+            if metrics.transcript:
+                turn.user = Message("user", metrics.transcript)
+                self._add_user_words(turn)
+                if not turn.committed.is_set():
+                    self._judge_pause(turn)
+            else:  # speech with no words (logged): no reply
+                await turn.committed.wait()
+                return
+            end_call = await self._reply(turn)
+            await turn.committed.wait()
+            if end_call is None:
+                await self._wait_heard(turn.spoken)
+            else:
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+                await self._hang_up(turn.spoken)
+        except asyncio.CancelledError:
+            if turn.committed.is_set():
+                metrics.interrupted = not metrics.ended_call  # hanging up closes the call, cancelling us
+                if metrics.first_audio_sent is None and not metrics.ended_call:
+                    self._take_back(turn)
+            raise
+        except Exception as exc:  # a vendor failure must never leave the caller in silence
+            log.exception("call %s: turn %d failed", self.call_id, metrics.index)
+            metrics.error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                await self._speak(self.config.apology, turn)
+                await self._wait_heard(turn.spoken)
+        finally:
+            if turn.committed.is_set():  # a speculative turn dropped unheard leaves no record
+                self._finish(turn)
+
+    def _judge_pause(self, turn: _Turn) -> None:
+        """The transcript of a pause is in: does it read finished? That sets how long the pause must last."""
+        if self._speculation is not turn:
+            return
+        finished = reads_finished(turn.metrics.transcript)
+        turn.metrics.reads = finished.value
+        cfg = self.config.turn
+        silence = {Finished.COMPLETE: cfg.complete_end_silence_ms,
+                   Finished.INCOMPLETE: cfg.incomplete_end_silence_ms}.get(finished)
+        self.segmenter.set_end_silence(silence)
+
+    def _start_shadows(self, metrics: TurnMetrics) -> None:
+        """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""
+        if self.shadows is not None:
+            messages = [Message("system", self.config.system_prompt), *self.history]
+            self.shadows.start(metrics.index, messages, [END_CALL_TOOL])
+
+    async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
+        metrics.stt_start = time.monotonic()
+        transcript = await failover.transcribe(
+            self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics
+        )
+        metrics.stt_done = time.monotonic()
+        if not transcript.text.strip():
+            log.info("call %s: %d ms of speech, no words: no reply", self.call_id, utterance.voiced_ms)
+        return transcript.text.strip()
+
+    async def _reply(self, turn: _Turn) -> ToolCall | None:
+        """Stream the LLM's answer into speech, sentence by sentence. Returns an end_call, if asked."""
+        assert turn.user is not None
+        metrics = turn.metrics
+        history = self.history if turn.in_history else [*self.history, turn.user]
+        messages = [Message("system", self.config.system_prompt), *history]
+        chunker = SentenceChunker()
+        end_call: ToolCall | None = None
+        events = failover.stream_reply(self.llm_chain, messages, [END_CALL_TOOL], metrics)
+        async with contextlib.aclosing(events):  # a failing TTS mid-reply must close the LLM stream
+            async for _, event in events:
+                if isinstance(event, TextDelta):
+                    metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
+                    metrics.reply_text += event.text
+                    for chunk in chunker.push(event.text):
+                        await self._speak(chunk, turn)
+                elif isinstance(event, ToolCall) and event.name == END_CALL_TOOL.name:
+                    metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
+                    end_call = event
+                elif isinstance(event, Usage):
+                    metrics.tokens_in, metrics.tokens_out = event.input_tokens, event.output_tokens
+        rest = chunker.flush()
+        if rest:
+            await self._speak(rest, turn)
+        if end_call is not None:
+            await turn.committed.wait()
+            self._ending = True  # from here on the caller can't talk us out of hanging up
+            metrics.ended_call = True
+            farewell = str(end_call.arguments.get("farewell") or "").strip()
+            if farewell:
+                metrics.reply_text += (" " if metrics.reply_text else "") + farewell
+                await self._speak(farewell, turn)
+        return end_call
+
+    async def _speak(self, text: str, turn: _Turn) -> None:
+        """Synthesise one chunk, queue it for the caller at 8 kHz, and put a mark after it.
+
+        Until the turn may play (`_may_play`) the audio is held back, and the chunk waits: a speculative
+        turn prepares its first chunk of speech and no more."""
+        text = speakable(text)
+        if not text:
+            return
+        metrics = turn.metrics
+        metrics.first_chunk = metrics.first_chunk or time.monotonic()
+        metrics.tts_chars += len(text)
+        held: list[np.ndarray] = []
+
+        def first_frame_sent(at: float) -> None:
+            metrics.first_audio_sent = metrics.first_audio_sent or at
+
+        def play(line_audio: np.ndarray) -> None:
+            if not self._may_play(turn):
+                held.append(line_audio)
+                return
+            turn.playing = True
+            for earlier in held:
+                self.player.enqueue(earlier, first_frame_sent)
+            held.clear()
+            self.player.enqueue(line_audio, first_frame_sent)
+
+        samples = 0
+        resampler: StreamResampler | None = None
+        async for tts, pcm in failover.synthesize(self.tts_chain, text, metrics):
+            metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
+            resampler = self._line_resampler(tts.sample_rate)
+            line_audio = resampler.process(pcm)
+            samples += len(line_audio)
+            play(line_audio)
+        if resampler is not None:
+            tail = resampler.flush()  # soxr holds back tens of ms until flushed
+            samples += len(tail)
+            play(tail)
+        metrics.bot_audio_ms += samples // 8
+        while not self._may_play(turn):
+            await turn.committed.wait()
+            if not self._may_play(turn):
+                await asyncio.sleep(FLOOR_POLL_S)
+        play(np.zeros(0, dtype=np.int16))
+        turn.spoken.append(_Spoken(self.player.enqueue_mark(), text, samples / 8000))
+
+    def _may_play(self, turn: _Turn) -> bool:
+        """A turn starts talking once committed, and not while the caller is in the middle of saying
+        something (that utterance will supersede it, or turn out to be a cough)."""
+        return turn.committed.is_set() and (turn.playing or not self.segmenter.in_utterance)
+
+    def _flush_line_resamplers(self) -> None:
+        for resampler in self.to_line_rate.values():
+            resampler.flush()  # drop what a cut chunk left inside it
+
+    def _line_resampler(self, rate: int) -> StreamResampler:
+        if rate not in self.to_line_rate:
+            self.to_line_rate[rate] = StreamResampler(rate, 8000)
+        return self.to_line_rate[rate]
+
+    async def _wait_heard(self, spoken: list[_Spoken], watchdog_s: float | None = None) -> None:
+        """Wait until the caller has heard the last chunk, it was cleared, or its mark is overdue."""
+        if spoken:
+            overdue_s = watchdog_s or sum(s.audio_s for s in spoken) + MARK_GRACE_S
+            await self.player.wait_mark(spoken[-1].mark, within_s=overdue_s)
+
+    async def _hang_up(self, spoken: list[_Spoken]) -> None:
+        if spoken and not self.player.heard(spoken[-1].mark):
+            log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
+        log.info("call %s: hanging up (end_call)", self.call_id)
+        await self.link.hang_up()
+
+    def _finish(self, turn: _Turn) -> None:
+        """Record the turn; history keeps only what the caller actually heard."""
+        metrics, spoken = turn.metrics, turn.spoken
+        metrics.turn_done = time.monotonic()
+        metrics.reply_heard = " ".join(s.text for s in spoken if self.player.heard(s.mark))
+        if metrics.reply_heard:
+            self.history.append(Message("assistant", metrics.reply_heard))
+        metrics.log()
+        if self.on_turn is not None:
+            try:
+                self.on_turn(metrics)
+            except Exception:
+                log.exception("on_turn callback failed")

@@ -1,0 +1,31 @@
+"""Hugging Face Inference Providers, a TGI server or an Inference Endpoint.
+
+The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories. The adapter
+on the official SDK is `adapter.py`, imported only when a pipeline uses this vendor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from switchboard.core.settings import ChatVendorConfig
+from switchboard.providers.registry import Plugin, register
+
+KEY_ENV = ("HF_TOKEN",)  # `api_key_env` names another variable
+
+
+class HuggingFaceLLMConfig(ChatVendorConfig):
+    """Hugging Face Inference Providers (a model id) or a TGI / Inference Endpoint (`base_url`)."""
+
+    provider: Literal["huggingface"]
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    inference_provider: str | None = None  # e.g. "together", "groq"; None = Hugging Face's choice
+
+
+def _llm(config: HuggingFaceLLMConfig) -> Any:
+    from switchboard.providers.huggingface.adapter import HuggingFaceLLM
+
+    return HuggingFaceLLM(config)
+
+
+register(Plugin("llm", "huggingface", HuggingFaceLLMConfig, _llm, key_env=KEY_ENV))

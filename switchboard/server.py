@@ -1,0 +1,349 @@
+"""The Starlette app: every carrier's routes, the call API, health and the dashboard; `serve()`.
+
+POST /incoming-call   Twilio's webhook (telephony/twilio): TwiML that connects the call to /media-stream
+WS   /media-stream    Twilio Media Streams: one call per connection
+WS   /exotel          Exotel's Voicebot applet (telephony/exotel): the same call loop, Exotel's wire
+POST /api/calls       place an outbound call through Twilio (Bearer $SWITCHBOARD_API_TOKEN)
+GET  /healthz         200 and the number of active calls
+GET  /dashboard…, /api/calls, /api/calls/{id}, /api/report, /api/live, /login: web/dashboard.py
+
+`create_app` only composes: the carriers' routes run their calls through one `CallHost`, which starts a
+`CallSession` per connection on the pipeline the call is routed to and feeds it the carrier's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from switchboard.config import Config, default_config_path, load_config
+from switchboard.core.carrier import (
+    BadFrame,
+    Connected,
+    Connection,
+    Dtmf,
+    InboundEvent,
+    Mark,
+    Media,
+    Start,
+    Stop,
+)
+from switchboard.core.metrics import ShadowResult, TurnMetrics
+from switchboard.pipeline.build import build_providers
+from switchboard.pipeline.call import CallSession, Providers
+from switchboard.pipeline.shadow import CallShadows, ShadowRunner
+from switchboard.pipeline.variants import PipelineProviders
+from switchboard.report import pricing_from_config
+from switchboard.store import CallStore, StoreWriter
+from switchboard.telephony.base import Carrier
+from switchboard.telephony.exotel import ExotelCarrier
+from switchboard.telephony.twilio import TwilioCarrier
+from switchboard.telephony.twilio.rest import DialError, dial
+from switchboard.web import Auth, Dashboard, LiveHub
+
+log = logging.getLogger("switchboard.server")
+
+YIELD_EVERY = 32  # messages handled before yielding, so a burst from one call can't starve the others
+API_TOKEN_ENV = "SWITCHBOARD_API_TOKEN"  # guards POST /api/calls (unset: off) and the dashboard (unset: open)
+
+
+class CallHost:
+    """The calls of one server process: one `CallSession` per carrier connection, on the pipeline the
+    call is routed to, with its A/B variant drawn, its shadows, and its turns recorded."""
+
+    def __init__(self, config: Config, pipelines: dict[str, PipelineProviders], rng: random.Random,
+                 on_turn: Callable[[TurnMetrics], None], writer: StoreWriter | None, hub: LiveHub,
+                 shadow_runner: ShadowRunner) -> None:
+        self.config, self.pipelines, self.rng = config, pipelines, rng
+        self.on_turn, self.writer, self.hub, self.shadow_runner = on_turn, writer, hub, shadow_runner
+        self.calls: dict[str, CallSession] = {}
+        self._idle = asyncio.Event()  # set whenever no call is active
+        self._idle.set()
+
+    async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
+        """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
+        session: CallSession | None = None
+        handled = 0
+        try:
+            while session is None or not session.closed.is_set():
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                raw = message.get("bytes") if raw is None else raw
+                try:
+                    event = connection.parse(raw)
+                except BadFrame as exc:
+                    log.warning("call %s: dropped a frame: %s", session.call_id if session else "-", exc)
+                    continue
+                if isinstance(event, Stop):
+                    if session is None:
+                        log.warning("dropped a frame: stop before start")
+                        continue
+                    reason = event.reason  # Exotel says why
+                    log.info("call %s: caller hung up (stop%s)", session.call_id, reason and f": {reason}")
+                    break
+                session = await self._dispatch(event, session, connection)
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            log.info("call %s: socket closed: %s", session.call_id if session else "-", exc)
+        finally:
+            if session is not None:
+                await self._end(session)
+
+    async def _dispatch(self, event: InboundEvent, session: CallSession | None,
+                        connection: Connection) -> CallSession | None:
+        """Hand one event to its call. Returns the call's session (created by `start`)."""
+        if isinstance(event, Start):
+            if session is not None:
+                log.warning("call %s: dropped a frame: second start", session.call_id)
+                return session
+            return await self._start_call(event, connection)
+        if isinstance(event, Connected):
+            return session
+        if session is None:
+            log.warning("dropped a frame: %s before start", type(event).__name__.lower())
+            return None
+        try:
+            if isinstance(event, Media):
+                await session.on_audio(event.pcm)
+            elif isinstance(event, Mark):
+                session.on_mark(event.name)
+            elif isinstance(event, Dtmf):
+                session.on_dtmf(event.digit)
+        except Exception:  # one bad event must not end the call
+            log.exception("call %s: failed to handle %s", session.call_id, type(event).__name__)
+        return session
+
+    async def _start_call(self, start: Start, connection: Connection) -> CallSession:
+        config = self.config
+        # the webhook names the pipeline (Twilio); otherwise the number called routes it (Exotel)
+        wanted = start.custom_parameters.get("pipeline") or config.pipeline_for_number(start.to_number)
+        name = wanted if wanted in config.pipelines else config.default_pipeline
+        if wanted and wanted != name:
+            log.warning("call %s: unknown pipeline %r, using %r", start.call_sid, wanted, name)
+        call_id = start.call_sid or start.stream_sid
+        variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
+        shadows = self.pipelines[name].shadows
+        session = CallSession(
+            call_id=call_id,
+            config=config.pipelines[name],
+            providers=call_providers,
+            link=connection.link(start),
+            on_turn=self.on_turn,
+            shadows=CallShadows(self.shadow_runner, shadows, call_id) if shadows else None,
+            variant=variant,
+        )
+        if variant is not None:
+            log.info("call %s: variant %s", call_id, variant)
+        self.calls[call_id] = session
+        self._idle.clear()
+        numbers = {"from_number": start.custom_parameters.get("from", ""),
+                   "to_number": start.custom_parameters.get("to", start.to_number)}
+        self.hub.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
+        if self.writer is not None:
+            self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
+        log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
+        await session.start()
+        return session
+
+    async def _end(self, session: CallSession) -> None:
+        summary: dict = {}
+        try:
+            summary = await session.close()
+            if self.writer is not None:
+                self.writer.call_ended(session.call_id, summary)
+        finally:  # only once the call's record is final does it leave the active calls
+            self.calls.pop(session.call_id, None)
+            self.hub.call_ended(session.call_id, summary)
+            if not self.calls:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Until no call is active: every call that started has ended and its last turn is recorded."""
+        await self._idle.wait()
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "active_calls": len(self.calls)})
+
+    async def warm(self) -> None:
+        """Build heavy provider state (recogniser decoders) now, not on the first caller's first word."""
+        for stt in dict.fromkeys(stt for each in self.pipelines.values() for stt in each.all_stt()):
+            await stt.warm()
+
+
+def call_api(config: Config, auth: Auth) -> Route:
+    """POST /api/calls {"to", "pipeline"?, "from"?}: place an outbound call through Twilio."""
+
+    async def api_calls(request: Request) -> Response:
+        if auth.open:
+            return JSONResponse({"error": f"the call API is off: set {API_TOKEN_ENV} on the server and "
+                                          "send it as 'Authorization: Bearer <token>'"}, status_code=403)
+        if not auth.bearer_ok(request):
+            client = request.client.host if request.client else "?"
+            log.warning("api/calls: rejected a request from %s: no or wrong bearer token", client)
+            return JSONResponse({"error": "missing or wrong 'Authorization: Bearer <token>'"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        fields = ("to", "pipeline", "from")
+        if not isinstance(body, dict) or not all(isinstance(body.get(k) or "", str) for k in fields):
+            return JSONResponse({"error": 'expected a JSON object {"to": "+1…", "pipeline": "name", '
+                                          '"from": "+1…"} with string values ("pipeline", "from" optional)'},
+                                status_code=400)
+        pipeline = body.get("pipeline") or config.default_pipeline
+        try:
+            placed = await asyncio.to_thread(
+                dial, body.get("to", ""), pipeline, list(config.pipelines), body.get("from")
+            )
+        except DialError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"call_sid": placed.call_sid, "to": placed.to, "from": placed.from_,
+                             "pipeline": placed.pipeline}, status_code=201)
+
+    return Route("/api/calls", api_calls, methods=["POST"])
+
+
+def create_app(
+    config: Config,
+    on_turn: Callable[[TurnMetrics], None] | None = None,
+    providers: dict[str, Providers] | dict[str, PipelineProviders] | None = None,
+    insecure_dev: bool = False,
+    store_url: str | None = None,
+    on_shadow: Callable[[ShadowResult], None] | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """Build the app. Providers are built here, so a bad provider setting fails at start-up.
+
+    `providers` (pipeline name -> Providers, or PipelineProviders with variants and shadows) replaces the
+    configured ones: tests and benchmarks. `rng` draws each call's A/B variant (seed it for tests).
+    `on_shadow` gets every shadow LLM's result (they are also stored, with `store_url`).
+    `insecure_dev` turns off Twilio signature checks (otherwise on whenever TWILIO_AUTH_TOKEN is set).
+    Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here.
+    `store_url` records every call and turn in the call store (off the audio path); None = no store."""
+    if providers is None:
+        providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
+    pipelines = {name: PipelineProviders.of(given) for name, given in providers.items()}
+    writer = StoreWriter(CallStore(store_url)) if store_url else None
+    if writer is not None:
+        on_turn = _also(writer.turn, on_turn)
+    shadow_sinks = [sink for sink in (writer.shadow if writer else None, on_shadow) if sink is not None]
+
+    def shadow_result(result: ShadowResult) -> None:
+        for sink in shadow_sinks:
+            sink(result)
+
+    shadow_runner = ShadowRunner(config.shadow_max_concurrent, on_result=shadow_result)
+    hub = LiveHub()  # the dashboard's view of the active calls
+    host = CallHost(config, pipelines, rng or random.Random(), _also(hub.turn, on_turn), writer, hub,
+                    shadow_runner)
+    auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
+    auth.warn_if_open()
+    carriers: list[Carrier] = [
+        TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev),
+        ExotelCarrier(),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await host.warm()
+        # Start-up objects (SDKs, models, config) live for the whole process: keep them out of the
+        # collector's full passes, which otherwise stall every call's audio for tens of ms.
+        gc.collect()
+        gc.freeze()
+        if writer is not None:
+            await writer.start()  # opens the store itself, retrying while the database is down
+        try:
+            yield
+        finally:
+            await shadow_runner.aclose()  # shadows still asking are not recorded
+            if writer is not None:
+                await writer.aclose()
+                await writer.store.close()
+
+    app = Starlette(
+        lifespan=lifespan,
+        routes=[
+            *(route for carrier in carriers for route in carrier.routes(host.serve_stream)),
+            call_api(config, auth),
+            Route("/healthz", host.healthz),
+            *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
+                       pricing_from_config(config)).routes(),
+        ],
+    )
+    app.state.calls = host.calls
+    app.state.host = host
+    app.state.shadows = shadow_runner
+    app.state.config = config
+    app.state.live_hub = hub
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]:
+    """Serve `app` in this event loop on a free port (for the demo, tests and benchmarks)."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()  # raises what stopped it
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        hub = getattr(app.state, "live_hub", None)
+        if hub is not None:
+            hub.close()  # end the dashboards' event streams, which would hold the shutdown up
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+        sock.close()
+
+
+def _also(first: Callable[[TurnMetrics], None], then: Callable[[TurnMetrics], None] | None):
+    """One on_turn callback calling `first` and then `then` (if any)."""
+    if then is None:
+        return first
+
+    def both(metrics: TurnMetrics) -> None:
+        first(metrics)
+        then(metrics)
+
+    return both
+
+
+def serve(
+    config_path: str | Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    insecure_dev: bool = False,
+) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = host or os.environ.get("HOST", "0.0.0.0")
+    port = port or int(os.environ.get("PORT", "5050"))
+    # a ConfigError or MissingCredential goes up to the command line, which says what to fix
+    config = load_config(config_path or default_config_path())
+    app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
+    uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None)

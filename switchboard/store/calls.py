@@ -1,0 +1,305 @@
+"""`CallStore`: calls and their turns in SQLite (default, WAL) or PostgreSQL, through SQLAlchemy async.
+
+Every method is one short transaction, committed before it returns: a crash loses nothing written.
+Times are stored as UTC wall time and come back as timezone-aware UTC datetimes.
+Servers write through `store.writer.StoreWriter`, never by awaiting these methods on the audio path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Integer, event, func, insert, literal, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from switchboard.core.metrics import TurnMetrics
+from switchboard.store import schema
+
+if TYPE_CHECKING:
+    from switchboard.core.metrics import ShadowResult
+
+log = logging.getLogger("switchboard.store")
+
+DEFAULT_URL = "sqlite+aiosqlite:///switchboard.db"
+_PG_LOCK_ID = 0x5357_4244  # pg_advisory_xact_lock key: one server process upgrades the schema at a time
+
+
+def normalize_url(url: str | None) -> str:
+    """A database URL with an async driver: None -> switchboard.db, a bare path -> SQLite at that path,
+    `sqlite://…` -> aiosqlite, `postgresql://…` / `postgres://…` -> asyncpg."""
+    if not url:
+        return DEFAULT_URL
+    if "://" not in url:
+        return f"sqlite+aiosqlite:///{url}"
+    parsed = make_url(url)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+              "postgres": "postgresql+asyncpg"}
+    if parsed.drivername in driver:
+        parsed = parsed.set(drivername=driver[parsed.drivername])
+    return parsed.render_as_string(hide_password=False)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """UTC-aware: what SQLite hands back naive is UTC by construction."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def turn_row(metrics: TurnMetrics, created_at: datetime | None = None) -> dict[str, Any]:
+    """The `turns` row of one finished turn: TurnMetrics.summary() plus vendor/model per stage."""
+    summary = metrics.summary()
+    row = {column.name: summary.get(column.name) for column in schema.turns.columns}
+    del row["id"]
+    row.update(
+        failures=list(metrics.failures),
+        stt_vendor=metrics.vendors.get("stt"),
+        llm_vendor=metrics.vendors.get("llm"),
+        tts_vendor=metrics.vendors.get("tts"),
+        created_at=_utc(created_at or datetime.now(UTC)),
+    )
+    return row
+
+
+class CallStore:
+    """Calls, turns and shadow results in one database. `await open()` before use, `await close()` after."""
+
+    def __init__(self, url: str | None = None, migrations: Sequence[schema.Migration] | None = None) -> None:
+        self.url = normalize_url(url)
+        self.migrations = schema.MIGRATIONS if migrations is None else list(migrations)
+        self.engine: AsyncEngine | None = None
+        self.version: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.engine is not None
+
+    @property
+    def _engine(self) -> AsyncEngine:
+        if self.engine is None:
+            raise RuntimeError("CallStore is not open: await store.open() first")
+        return self.engine
+
+    async def open(self) -> None:
+        """Connect, and create or upgrade the schema. Idempotent; raises if the database is unusable."""
+        if self.engine is not None:
+            return
+        engine = create_async_engine(self.url, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        try:
+            async with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_ID})")
+                self.version = await connection.run_sync(schema.upgrade, self.migrations)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self.engine = engine
+        log.info("call store open: %s (schema version %d)", make_url(self.url).render_as_string(),
+                 self.version)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            await engine.dispose()
+
+    async def start_call(
+        self,
+        call_id: str,
+        pipeline: str,
+        *,
+        started_at: datetime | None = None,
+        from_number: str = "",
+        to_number: str = "",
+        carrier: str = "",
+        variant: str | None = None,
+    ) -> None:
+        """Record a call that has just started (UTC wall time now unless `started_at` is given)."""
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(schema.calls).values(
+                id=call_id, pipeline=pipeline, started_at=_utc(started_at or datetime.now(UTC)),
+                from_number=from_number, to_number=to_number, carrier=carrier, variant=variant,
+            ))
+
+    async def add_turn(self, metrics: TurnMetrics, *, created_at: datetime | None = None) -> None:
+        """Record one finished turn of call `metrics.call_id`."""
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(schema.turns).values(turn_row(metrics, created_at)))
+
+    async def add_shadow(self, result: ShadowResult, *, created_at: datetime | None = None) -> None:
+        """Record what a shadow LLM answered to turn `result.turn_index` of call `result.call_id`."""
+        row = {column.name: getattr(result, column.name, None) for column in schema.shadow_results.columns
+               if column.name not in ("id", "created_at")}
+        row["text"] = row["text"] or ""
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(schema.shadow_results).values(
+                **row, created_at=_utc(created_at or datetime.now(UTC))))
+
+    async def end_call(
+        self,
+        call_id: str,
+        summary: dict[str, Any],
+        *,
+        recording: str | None = None,
+        ended_at: datetime | None = None,
+    ) -> None:
+        """Record the end of a call: its summary and recording path (default: summary["recording"])."""
+        recording = recording if recording is not None else summary.get("recording")
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(schema.calls).where(schema.calls.c.id == call_id).values(
+                    ended_at=_utc(ended_at or datetime.now(UTC)), summary=summary,
+                    recording=None if recording is None else str(recording),
+                ))
+        if result.rowcount == 0:
+            log.warning("call store: end of call %s not recorded: its start was never recorded", call_id)
+
+    async def query_calls(self, since: datetime | None = None, pipeline: str | None = None,
+                          variant: str | None = None) -> list[dict[str, Any]]:
+        """Calls started at or after `since`, oldest first."""
+        c = schema.calls.c
+        query = select(schema.calls).order_by(c.started_at, c.id)
+        if since is not None:
+            query = query.where(c.started_at >= _utc(since))
+        if pipeline is not None:
+            query = query.where(c.pipeline == pipeline)
+        if variant is not None:
+            query = query.where(_is_variant(c.variant, variant))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [{**row, "started_at": _utc(row["started_at"]), "ended_at": _utc(row["ended_at"])}
+                for row in rows]
+
+    async def query_turns(self, since: datetime | None = None, pipeline: str | None = None,
+                          variant: str | None = None, *, after_id: int | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        """Turns finished at or after `since`, oldest first, each with its call's pipeline, variant and
+        carrier (None if the call's row is missing). Filtering by pipeline or variant needs that row.
+
+        Paged (keyset): with `limit`, at most that many turns whose id is above `after_id`, in id order;
+        pass the last one's id as `after_id` for the next page."""
+        return await self._query_joined(schema.turns, since, pipeline, variant, after_id, limit)
+
+    async def query_shadows(self, since: datetime | None = None, pipeline: str | None = None,
+                            variant: str | None = None, *, after_id: int | None = None,
+                            limit: int | None = None) -> list[dict[str, Any]]:
+        """Shadow results, filtered, joined and paged like `query_turns`."""
+        return await self._query_joined(schema.shadow_results, since, pipeline, variant, after_id, limit)
+
+    async def count_turns(self, since: datetime | None = None, pipeline: str | None = None,
+                          variant: str | None = None) -> int:
+        """How many turns `query_turns` would return."""
+        return await self._count_joined(schema.turns, since, pipeline, variant)
+
+    async def count_shadows(self, since: datetime | None = None, pipeline: str | None = None,
+                            variant: str | None = None) -> int:
+        """How many shadow results `query_shadows` would return."""
+        return await self._count_joined(schema.shadow_results, since, pipeline, variant)
+
+    async def recent_calls(self, limit: int = 50, since: datetime | None = None,
+                           pipeline: str | None = None) -> list[dict[str, Any]]:
+        """The `limit` latest calls started at or after `since`, newest first (the dashboard's list)."""
+        c = schema.calls.c
+        query = select(schema.calls).order_by(c.started_at.desc(), c.id.desc()).limit(limit)
+        if since is not None:
+            query = query.where(c.started_at >= _utc(since))
+        if pipeline is not None:
+            query = query.where(c.pipeline == pipeline)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [{**row, "started_at": _utc(row["started_at"]), "ended_at": _utc(row["ended_at"])}
+                for row in rows]
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """One call's row with its turns and shadow results (`turns`, `shadows`, in order), or None."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(
+                select(schema.calls).where(schema.calls.c.id == call_id))).mappings().first()
+            turns = (await connection.execute(
+                select(schema.turns).where(schema.turns.c.call_id == call_id)
+                .order_by(schema.turns.c.index, schema.turns.c.id))).mappings().all()
+            shadows = (await connection.execute(
+                select(schema.shadow_results).where(schema.shadow_results.c.call_id == call_id)
+                .order_by(schema.shadow_results.c.turn_index, schema.shadow_results.c.id))).mappings().all()
+        if row is None and not turns:
+            return None
+        call = {"id": call_id} if row is None else {
+            **row, "started_at": _utc(row["started_at"]), "ended_at": _utc(row["ended_at"])}
+        call["turns"] = [{**t, "created_at": _utc(t["created_at"])} for t in turns]
+        call["shadows"] = [{**s, "created_at": _utc(s["created_at"])} for s in shadows]
+        return call
+
+    async def _query_joined(self, table: Any, since: datetime | None, pipeline: str | None,
+                            variant: str | None, after_id: int | None = None,
+                            limit: int | None = None) -> list[dict[str, Any]]:
+        c, calls = table.c, schema.calls.c
+        query = _filtered(select(table, calls.pipeline, calls.variant, calls.carrier), table, since, pipeline,
+                          variant)
+        if limit is None:
+            query = query.order_by(c.created_at, c.id)
+        else:
+            query = query.order_by(c.id).limit(limit)
+        if after_id is not None:
+            query = query.where(c.id > after_id)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [{**row, "created_at": _utc(row["created_at"])} for row in rows]
+
+    async def _count_joined(self, table: Any, since: datetime | None, pipeline: str | None,
+                            variant: str | None) -> int:
+        query = _filtered(select(func.count()), table, since, pipeline, variant)
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+
+def _filtered(query: Any, table: Any, since: datetime | None, pipeline: str | None,
+              variant: str | None) -> Any:
+    """`query` over `table` joined to its call's row, with the filters of `query_turns`."""
+    c, calls = table.c, schema.calls.c
+    query = query.select_from(table.outerjoin(schema.calls, c.call_id == calls.id))
+    if since is not None:
+        query = query.where(c.created_at >= _utc(since))
+    if pipeline is not None:
+        query = query.where(calls.pipeline == pipeline)
+    if variant is not None:
+        query = query.where(_is_variant(calls.variant, variant))
+    return query
+
+
+def _is_variant(column: Any, wanted: str) -> ColumnElement[bool]:
+    """A call's variant is `wanted`, or has it as one of its "+"-joined parts (`gpt` matches `gpt+alloy`).
+    Case-sensitive on SQLite too (its LIKE is not)."""
+    return _position(literal("+") + column + literal("+"), f"+{wanted}+") > 0
+
+
+class _position(FunctionElement[int]):
+    """The 1-based position of a substring in a string, 0 when absent: instr() / strpos()."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_position)
+def _position_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_position, "postgresql")
+def _position_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL (readers don't block the writer; a crash loses no committed turn), and wait for locks held
+    by other processes instead of failing at once."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

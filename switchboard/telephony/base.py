@@ -1,0 +1,54 @@
+"""What every carrier plug-in is made of: the `Carrier` it offers the server, and a guarded WebSocket
+sender its link writes through.
+
+A carrier is one folder here: its wire format (frames to `core.carrier` events and back), its link (how
+our audio, marks, clear and hang-up reach the caller; marks echoed back are how a call learns what the
+caller heard), and its routes. The server composes every carrier's `routes(serve)`; `serve` runs the
+call over a `Connection` (the carrier's parser and link factory), the same loop for every carrier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from starlette.routing import BaseRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from switchboard.core.carrier import Connection
+
+log = logging.getLogger("switchboard.telephony")
+
+ServeStream = Callable[[WebSocket, Connection], Awaitable[None]]  # the server's call loop
+
+
+class Carrier(Protocol):
+    name: str  # recorded on every call it carries
+
+    def routes(self, serve: ServeStream) -> list[BaseRoute]: ...
+
+
+class WebSocketSender:
+    """Sends text frames and closes the socket, quietly once the caller has gone."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send(self, text: str) -> None:
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.websocket.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                log.debug("send after the caller left: %s", exc)
+
+    async def close(self) -> None:
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.websocket.close()
+            except (RuntimeError, OSError) as exc:
+                log.debug("close after the caller left: %s", exc)
+
+
+def peer(connection: WebSocket) -> str:
+    return connection.client.host if connection.client else "?"

@@ -1,0 +1,131 @@
+"""Twilio Media Streams: parse what Twilio sends, build what we send, and the TwiML that starts a stream.
+
+Nothing outside telephony/twilio/ knows this wire format. Inbound frames become typed events; anything
+malformed raises `BadFrame` with a reason, which the caller of `parse` logs and drops.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from urllib.parse import urlsplit
+
+import numpy as np
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.core.carrier import (
+    BadFrame,
+    Connected,
+    Dtmf,
+    InboundEvent,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    json_object,
+)
+
+__all__ = [
+    "BadFrame", "Connected", "Dtmf", "InboundEvent", "Mark", "Media", "Start", "Stop",
+    "clear_message", "connect_twiml", "mark_message", "media_message", "parse", "stream_url",
+]
+
+SAMPLE_RATE = 8000
+MAX_PAYLOAD_BYTES = 8000 * 2  # one second of μ-law; anything bigger is not a real Twilio frame
+
+
+def _field(obj: dict, key: str, kind: type, where: str) -> object:
+    value = obj.get(key)
+    if not isinstance(value, kind):
+        got = "missing" if value is None else f"{type(value).__name__}"
+        raise BadFrame(f"{where}.{key}: expected {kind.__name__}, got {got}")
+    return value
+
+
+def parse(raw: str | bytes) -> InboundEvent:
+    """Turn one WebSocket message from Twilio into an event, or raise BadFrame."""
+    msg = json_object(raw, "Twilio")
+    event = _field(msg, "event", str, "message")
+    if event == "connected":
+        return Connected()
+    if event == "start":
+        start = _field(msg, "start", dict, "start")
+        params = start.get("customParameters") or {}
+        if not isinstance(params, dict):
+            raise BadFrame("start.customParameters: expected an object")
+        media_format = start.get("mediaFormat") or {}
+        encoding = media_format.get("encoding", "audio/x-mulaw") if isinstance(media_format, dict) else None
+        if encoding != "audio/x-mulaw":
+            raise BadFrame(f"start.mediaFormat.encoding: expected audio/x-mulaw, got {encoding!r}")
+        return Start(
+            stream_sid=str(_field(start, "streamSid", str, "start")),
+            call_sid=str(start.get("callSid", "")),
+            account_sid=str(start.get("accountSid", "")),
+            custom_parameters={str(k): str(v) for k, v in params.items()},
+        )
+    if event == "media":
+        media = _field(msg, "media", dict, "media")
+        payload = _field(media, "payload", str, "media")
+        if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+            raise BadFrame(f"media.payload: {len(payload)} characters is too large for one frame")
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadFrame("media.payload: invalid base64") from None
+        if not audio:
+            raise BadFrame("media.payload: empty")
+        timestamp = media.get("timestamp")
+        try:
+            timestamp_ms = int(timestamp) if timestamp is not None else None
+        except (TypeError, ValueError):
+            raise BadFrame(f"media.timestamp: expected a number, got {timestamp!r}") from None
+        return Media(pcm=ulaw_decode(audio), timestamp_ms=timestamp_ms)
+    if event == "mark":
+        mark = _field(msg, "mark", dict, "mark")
+        return Mark(name=str(_field(mark, "name", str, "mark")))
+    if event == "dtmf":
+        dtmf = _field(msg, "dtmf", dict, "dtmf")
+        return Dtmf(digit=str(_field(dtmf, "digit", str, "dtmf")))
+    if event == "stop":
+        return Stop()
+    raise BadFrame(f"unknown event {event!r}")
+
+
+def media_message(stream_sid: str, pcm: np.ndarray) -> str:
+    payload = base64.b64encode(ulaw_encode(pcm)).decode("ascii")
+    return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+
+
+def clear_message(stream_sid: str) -> str:
+    return json.dumps({"event": "clear", "streamSid": stream_sid})
+
+
+def stream_url(public_url: str | None, request_host: str, forwarded_proto: str | None) -> str:
+    """The wss:// URL Twilio should open. PUBLIC_URL wins; else the host the request came in on."""
+    if public_url:
+        parts = urlsplit(public_url if "://" in public_url else f"https://{public_url}")
+        host = parts.netloc
+        secure = parts.scheme in ("https", "wss")
+    else:
+        host = request_host
+        secure = (forwarded_proto or "https") != "http"
+    return f"{'wss' if secure else 'ws'}://{host}/media-stream"
+
+
+def connect_twiml(url: str, parameters: dict[str, str]) -> str:
+    """`<Connect><Stream>` to our media WebSocket, then `<Hangup/>` once we close it."""
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=url)
+    for name, value in parameters.items():
+        if value:
+            stream.parameter(name=name, value=value)
+    response.append(connect)
+    response.hangup()
+    return str(response)
