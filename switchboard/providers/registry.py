@@ -7,9 +7,10 @@ nothing else lists vendors. `load_builtin()` imports the built-in plug-ins in `B
 order is the one error messages list them in).
 
 A factory should import its vendor's SDK when called, not at module import, so a pipeline loads only
-the SDKs it uses. Built providers are shared: identical settings get the same instance (hence one HTTP
-client and its warm connections, or one decoder pool); `build(..., shared=False)` gives an instance of
-its own (a shadow LLM, whose connections must never hold up a live turn's).
+the SDKs it uses: `lazy("…adapter", "Class")` is such a factory. Built providers are shared: identical
+settings get the same instance (hence one HTTP client and its warm connections, or one decoder pool);
+`build(..., shared=False)` gives an instance of its own (a shadow LLM, whose connections must never
+hold up a live turn's).
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def register(plugin: Plugin) -> Plugin:
         raise ValueError(f"{plugin.stage} provider {plugin.name!r} is registered twice")
     _plugins[key] = plugin
     return plugin
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """A factory that imports `module` (an adapter on a vendor SDK) when first called, then calls `name`."""
+
+    def factory(*args: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args)
+
+    factory.__qualname__ = f"lazy({module}.{name})"
+    return factory
 
 
 def load_builtin() -> None:

@@ -1,16 +1,16 @@
 """Cohere chat (v2 API).
 
-The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories. The adapter
-on the official SDK is `adapter.py`, imported only when a pipeline uses this vendor.
+The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from switchboard.core.settings import ChatVendorConfig
-from switchboard.providers.registry import Plugin, register
+from switchboard.providers.registry import Plugin, lazy, register
 
+ADAPTER = "switchboard.providers.cohere.adapter"  # on the official SDK, imported only when used
 KEY_ENV = ("CO_API_KEY",)  # `api_key_env` names another variable
 
 
@@ -21,10 +21,4 @@ class CohereLLMConfig(ChatVendorConfig):
     model: str = "command-a-03-2025"
 
 
-def _llm(config: CohereLLMConfig) -> Any:
-    from switchboard.providers.cohere.adapter import CohereLLM
-
-    return CohereLLM(config)
-
-
-register(Plugin("llm", "cohere", CohereLLMConfig, _llm, key_env=KEY_ENV))
+register(Plugin("llm", "cohere", CohereLLMConfig, lazy(ADAPTER, "CohereLLM"), key_env=KEY_ENV))

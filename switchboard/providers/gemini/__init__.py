@@ -1,16 +1,16 @@
 """Google Gemini through the google-genai SDK.
 
-The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories. The adapter
-on the official SDK is `adapter.py`, imported only when a pipeline uses this vendor.
+The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from switchboard.core.settings import ChatVendorConfig
-from switchboard.providers.registry import Plugin, register
+from switchboard.providers.registry import Plugin, lazy, register
 
+ADAPTER = "switchboard.providers.gemini.adapter"  # on the official SDK, imported only when used
 KEY_ENV = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # `api_key_env` names another variable
 
 
@@ -21,10 +21,4 @@ class GeminiLLMConfig(ChatVendorConfig):
     model: str = "gemini-2.5-flash"
 
 
-def _llm(config: GeminiLLMConfig) -> Any:
-    from switchboard.providers.gemini.adapter import GeminiLLM
-
-    return GeminiLLM(config)
-
-
-register(Plugin("llm", "gemini", GeminiLLMConfig, _llm, key_env=KEY_ENV))
+register(Plugin("llm", "gemini", GeminiLLMConfig, lazy(ADAPTER, "GeminiLLM"), key_env=KEY_ENV))

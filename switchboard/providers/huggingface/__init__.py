@@ -1,16 +1,16 @@
 """Hugging Face Inference Providers, a TGI server or an Inference Endpoint.
 
-The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories. The adapter
-on the official SDK is `adapter.py`, imported only when a pipeline uses this vendor.
+The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from switchboard.core.settings import ChatVendorConfig
-from switchboard.providers.registry import Plugin, register
+from switchboard.providers.registry import Plugin, lazy, register
 
+ADAPTER = "switchboard.providers.huggingface.adapter"  # on the official SDK, imported only when used
 KEY_ENV = ("HF_TOKEN",)  # `api_key_env` names another variable
 
 
@@ -22,10 +22,4 @@ class HuggingFaceLLMConfig(ChatVendorConfig):
     inference_provider: str | None = None  # e.g. "together", "groq"; None = Hugging Face's choice
 
 
-def _llm(config: HuggingFaceLLMConfig) -> Any:
-    from switchboard.providers.huggingface.adapter import HuggingFaceLLM
-
-    return HuggingFaceLLM(config)
-
-
-register(Plugin("llm", "huggingface", HuggingFaceLLMConfig, _llm, key_env=KEY_ENV))
+register(Plugin("llm", "huggingface", HuggingFaceLLMConfig, lazy(ADAPTER, "HuggingFaceLLM"), key_env=KEY_ENV))

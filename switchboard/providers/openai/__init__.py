@@ -1,18 +1,18 @@
 """OpenAI: transcription, chat completions and speech (or any server speaking the same API via `base_url`).
 
-The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories. The adapter
-on the official SDK is `adapter.py`, imported only when a pipeline uses this vendor.
+The plug-in: its sections of pipeline.yaml, where its key is read from, and its factories.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from switchboard.core.settings import ChatVendorConfig, VendorConfig
-from switchboard.providers.registry import Plugin, register
+from switchboard.providers.registry import Plugin, lazy, register
 
+ADAPTER = "switchboard.providers.openai.adapter"  # on the official SDK, imported only when used
 KEY_ENV = ("OPENAI_API_KEY",)  # `api_key_env` names another variable
 
 
@@ -42,24 +42,6 @@ class OpenAITTSConfig(VendorConfig):
     speed: float = Field(1.0, ge=0.25, le=4.0)
 
 
-def _stt(config: OpenAISTTConfig) -> Any:
-    from switchboard.providers.openai.adapter import OpenAISTT
-
-    return OpenAISTT(config)
-
-
-def _llm(config: OpenAILLMConfig) -> Any:
-    from switchboard.providers.openai.adapter import OpenAILLM
-
-    return OpenAILLM(config)
-
-
-def _tts(config: OpenAITTSConfig) -> Any:
-    from switchboard.providers.openai.adapter import OpenAITTS
-
-    return OpenAITTS(config)
-
-
-register(Plugin("stt", "openai", OpenAISTTConfig, _stt, key_env=KEY_ENV))
-register(Plugin("llm", "openai", OpenAILLMConfig, _llm, key_env=KEY_ENV))
-register(Plugin("tts", "openai", OpenAITTSConfig, _tts, key_env=KEY_ENV))
+register(Plugin("stt", "openai", OpenAISTTConfig, lazy(ADAPTER, "OpenAISTT"), key_env=KEY_ENV))
+register(Plugin("llm", "openai", OpenAILLMConfig, lazy(ADAPTER, "OpenAILLM"), key_env=KEY_ENV))
+register(Plugin("tts", "openai", OpenAITTSConfig, lazy(ADAPTER, "OpenAITTS"), key_env=KEY_ENV))
