@@ -106,6 +106,7 @@ NOISY_PCT = 20.0  # others' load + steal (% of a core) during a run above which 
 DEFAULT_GREETING = "Hi there."
 DEFAULT_REPLY = "Sure, I can help with that. Anything else?"
 DEFAULT_TRANSCRIPT = "what are your opening hours"
+EMBEDDED_LINE = "could i book a table please"  # --embedded (the script asks how many and when)
 
 
 # ============================================================================================ shared
@@ -317,8 +318,16 @@ async def _serve_main(opts: dict[str, Any]) -> None:
         "llm": {"provider": "scripted"},
         "tts": {"provider": "espeak"},
     }
+    providers: Any = None
+    if opts.get("embedded"):  # the bundled pipeline's real engines (Moonshine, the script, Piper)
+        from switchboard.config import BUNDLED_CONFIG
+
+        bundled = yaml.safe_load(BUNDLED_CONFIG.read_text(encoding="utf-8"))["pipelines"]["default"]
+        pipeline.update(stt=bundled["stt"], llm=bundled["llm"], tts=bundled["tts"], greeting=opts["greeting"])
     config = parse_config(yaml.safe_dump({"pipelines": {"default": pipeline}}))
-    providers = _bench_providers(opts["transcript"], opts["reply"], opts["tts_rate"], opts["ms_per_char"])
+    if not opts.get("embedded"):
+        providers = {"default": _bench_providers(opts["transcript"], opts["reply"], opts["tts_rate"],
+                                                 opts["ms_per_char"])}
 
     players: list[tuple[float, int]] = []
     started = [0]
@@ -340,7 +349,7 @@ async def _serve_main(opts: dict[str, Any]) -> None:
     # holds, and the loud start-up warning about it is expected here.
     logging.getLogger("switchboard.server").addFilter(
         lambda record: not str(record.msg).startswith("!!! INSECURE"))
-    app = create_app(config, on_turn=turns.append, providers={"default": providers}, insecure_dev=True)
+    app = create_app(config, on_turn=turns.append, providers=providers, insecure_dev=True)
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[str] = asyncio.Queue()
 
@@ -417,8 +426,12 @@ class CallerAudio:
     silence: list[str]
 
     @classmethod
-    def build(cls, line_s: float) -> CallerAudio:
+    def build(cls, line_s: float, text: str | None = None) -> CallerAudio:
+        """`text` spoken by the simulated caller's voice (--embedded: the recogniser must hear words),
+        else `line_s` seconds of speech-like sound."""
         from switchboard.audio.g711 import ulaw_encode
+        from switchboard.audio.resample import resample
+        from switchboard.caller import DEFAULT_VOICE, _synthesize
         from tests.speech import quiet, speech_like
 
         def frames(pcm: np.ndarray) -> list[str]:
@@ -427,6 +440,9 @@ class CallerAudio:
             return [base64.b64encode(data[i : i + FRAME_SAMPLES]).decode("ascii")
                     for i in range(0, len(data), FRAME_SAMPLES)]
 
+        if text:
+            pcm, rate = _synthesize(text, DEFAULT_VOICE)
+            return cls(line=frames(resample(pcm, rate, 8000)), silence=frames(quiet(1.0, seed=7)))
         return cls(line=frames(speech_like(line_s)), silence=frames(quiet(1.0, seed=7)))
 
 
@@ -680,7 +696,7 @@ def _run_callers(opts: dict[str, Any]) -> None:
     """The caller process: build audio, say ready, wait for the start time, run the calls, report."""
     import websockets  # noqa: F401  (import cost before `ready`)
 
-    audio = CallerAudio.build(opts["line_s"])
+    audio = CallerAudio.build(opts["line_s"], opts.get("caller_text"))
     _emit({"ready": True})
     go_at = float(sys.stdin.readline())
     with asyncio.Runner(loop_factory=_new_loop_factory(opts["loop"])) as runner:
@@ -816,7 +832,7 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
         "reply": args.reply, "end_silence_ms": args.end_silence_ms, "lead_ms": args.lead_ms,
         "tts_rate": 24000, "ms_per_char": args.ms_per_char, "loop": args.server_loop,
-        "profile": args.profile if args.profile == "cprofile" else None,
+        "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
     }
     server = Child("server", _self_argv("--serve", json.dumps(server_opts)))
     callers: list[Child] = []
@@ -833,6 +849,7 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
                 "duration_s": args.duration, "turns": args.turns, "line_s": args.line_s,
                 "pause_s": args.pause, "lead_ms": args.lead_ms, "reply_timeout_s": 10.0,
                 "greeting": bool(args.greeting), "loop": args.caller_loop,
+                "caller_text": args.caller_text if args.embedded else None,
             }
             callers.append(Child(f"callers{p}", _self_argv("--callers", json.dumps(caller_opts))))
         for caller in callers:
@@ -1107,6 +1124,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--retry-noisy", type=int, default=0, metavar="N",
                         help="rerun a run (up to N times) when others + steal took > 20 %% of a core")
     parser.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    parser.add_argument("--embedded", action="store_true",
+                        help="the bundled pipeline's real engines (Moonshine, the script, Piper) instead of "
+                             "instant providers; callers speak --caller-text in the simulated caller's voice")
+    parser.add_argument("--caller-text", default=EMBEDDED_LINE, help="--embedded: what every caller says")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # internal: server process
     parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
     return parser.parse_args(argv)

@@ -1,132 +1,162 @@
-"""Benchmark: how well the embedded PocketSphinx STT hears eSpeak NG callers on a phone line.
+"""Benchmark: how well each embedded recogniser hears callers on a phone line, and what it costs.
 
-Each test phrase is spoken by each caller voice, taken through the inbound telephone path — 22,050 Hz ->
-8 kHz -> μ-law and back -> the VAD segmenter (with line noise around the speech, so the utterance
-has its real pre-roll and tail) -> 16 kHz — and recognised in every mode. The recognizer's phrases
-are all the bundled pipeline's rule phrases (as on a call), so a grammar has to pick among all of them.
+Every utterance goes through the inbound telephone path first — its rate -> 8 kHz -> μ-law and back ->
+16 kHz — as on a call. Two sets:
 
-Prints, per voice and mode: word error rate, utterances recognised exactly, utterances that reach the
-same scripted rule as the words actually spoken (what matters to the call), and CPU per utterance;
-then decoder build time and resident memory per mode.
+- real people: the recordings in ../shared/speech/ (MANIFEST.tsv: accents, noise, digits, pauses, short
+  replies), scored per category;
+- synthetic callers: the bundled script's rule phrases spoken by the simulated caller's voices (Piper
+  pitched up, as `switchboard call` speaks; eSpeak NG en-us+klatt4), scored with whether the reply
+  reaches the same scripted rule as the words spoken (what matters to the call).
 
-Run from the repository root:  python -m bench.stt_accuracy [--voices en-us+klatt4 en-us+m3] [--all]
+Word error rate is on normalised words: lower case, punctuation dropped, numbers written as words
+("7" -> "seven", "10" -> "ten", a longer digit string digit by digit), so Whisper's digits and
+Moonshine's words are scored alike. CPU is process CPU time per utterance (every thread the engine
+uses), wall the time the call waits. PocketSphinx runs in grammar mode on the rules' phrases (as it
+would on a call) and, for the real recordings, in lm mode (any words).
+
+Run from the repository root:  python -m bench.stt_accuracy [--engines moonshine ...] [--no-synthetic]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
-import multiprocessing
-import os
+import csv
+import re
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.audio.resample import resample
-from switchboard.audio.segmenter import Segmenter, Utterance
-from switchboard.config import load_config
-from switchboard.providers.espeak import SAMPLE_RATE as TTS_RATE
-from switchboard.providers.espeak import synthesize
-from switchboard.providers.pocketsphinx import PocketsphinxSTT, PocketsphinxSTTConfig, build_decoder
+from switchboard.audio.wav import read_wav
+from switchboard.caller import _synthesize
+from switchboard.config import BUNDLED_CONFIG, load_config
+from switchboard.core.protocols import STT
+from switchboard.providers.moonshine import MoonshineSTT, MoonshineSTTConfig
+from switchboard.providers.pocketsphinx import PocketsphinxSTT, PocketsphinxSTTConfig
 from switchboard.providers.scripted import ScriptedLLM
-from tests.speech import quiet
+from switchboard.providers.whisper import WhisperSTT, WhisperSTTConfig
 
-BUNDLED = Path(__file__).resolve().parent.parent / "pipeline.yaml"
-VOICES = ["en-us+klatt4", "en-us+m3", "en-us+f2"]
-MODES = ("grammar", "keyphrase", "lm")
-PHRASES_PER_RULE = 2  # the first phrases of each rule, unless --all
-
-
-def telephone_utterance(text: str, voice: str) -> np.ndarray:
-    """`text` spoken by `voice` as the STT receives it on a call: the segmenter's utterance, at 16 kHz."""
-    line = ulaw_decode(ulaw_encode(resample(synthesize(text, voice=voice), TTS_RATE, 8000)))
-    stream = np.concatenate([quiet(1.0, seed=1), line, quiet(1.5, seed=2)])
-    segmenter = Segmenter()
-    for index in range(0, len(stream) - 159, 160):
-        for event in segmenter.push(stream[index : index + 160], now=index / 8000):
-            if isinstance(event, Utterance):
-                return resample(event.pcm, 8000, 16000)
-    raise RuntimeError(f"the segmenter found no utterance in {text!r} ({voice})")
+SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
+ENGINES = ("moonshine", "whisper-b1", "whisper-b5", "pocketsphinx-lm", "pocketsphinx-grammar")
+SYNTHETIC_VOICES = ("piper", "en-us+klatt4")
+ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen").split()
+TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
-def word_errors(reference: str, hypothesis: str) -> int:
-    """Levenshtein distance between the two word sequences."""
-    ref, hyp = reference.split(), hypothesis.split()
-    row = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
+def number_words(digits: str) -> list[str]:
+    value = int(digits)
+    if len(digits) > 2 or (digits.startswith("0") and len(digits) > 1):
+        return [ONES[int(d)] for d in digits]
+    if value < 20:
+        return [ONES[value]]
+    return [TENS[value // 10 - 2]] + ([ONES[value % 10]] if value % 10 else [])
+
+
+def normalise(text: str) -> list[str]:
+    words: list[str] = []
+    for token in re.sub(r"[^a-z0-9' ]", " ", text.lower().replace(",", "").replace("-", " ")).split():
+        for part in re.findall(r"\d+|[a-z']+", token):
+            words += number_words(part) if part.isdigit() else [part.strip("'")]
+    return [word for word in words if word]
+
+
+def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    """Levenshtein distance between two word sequences."""
+    row = list(range(len(hypothesis) + 1))
+    for i, word in enumerate(reference, 1):
         previous, row[0] = row[0], i
-        for j, heard in enumerate(hyp, 1):
+        for j, heard in enumerate(hypothesis, 1):
             previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != heard))
     return row[-1]
 
 
-async def score(stt: PocketsphinxSTT, llm: ScriptedLLM, cases: list[tuple[str, np.ndarray]]) -> dict:
-    errors = words = exact = same_rule = 0
-    cpu: list[float] = []
-    for phrase, pcm in cases:
-        started = time.process_time()
-        heard = (await stt.transcribe(pcm)).text
-        cpu.append(time.process_time() - started)
-        errors += word_errors(phrase, heard)
-        words += len(phrase.split())
-        exact += heard == phrase
-        same_rule += llm.respond(heard) == llm.respond(phrase)
-    n = len(cases)
-    return {"wer": 100 * errors / words, "exact": f"{exact}/{n}", "rule": f"{same_rule}/{n}",
-            "cpu_ms": 1000 * statistics.median(cpu)}
+def telephone(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """As the recogniser receives it on a call: 8 kHz μ-law, back up to 16 kHz."""
+    return resample(ulaw_decode(ulaw_encode(resample(np.asarray(pcm, np.int16), rate, 8000))), 8000, 16000)
 
 
-def build_cost(mode: str, phrases: list[str], repeats: int = 3) -> tuple[float, float, float]:
-    """(median build seconds, MB resident for the first decoder, MB for each further one).
+def engine(name: str, phrases: list[str]) -> STT:
+    if name == "moonshine":
+        return MoonshineSTT(MoonshineSTTConfig(provider="moonshine"))
+    if name.startswith("whisper-b"):
+        return WhisperSTT(WhisperSTTConfig(provider="whisper", beam_size=int(name.removeprefix("whisper-b"))))
+    mode = name.removeprefix("pocketsphinx-")
+    return PocketsphinxSTT(PocketsphinxSTTConfig(provider="pocketsphinx", mode=mode, pool_size=1),
+                           phrases if mode == "grammar" else ())
 
-    Runs in a fresh process, so the model files' pages a previous decoder loaded don't hide the cost."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as child:
-        return child.submit(_build_cost, mode, phrases, repeats).result()
 
-
-def _build_cost(mode: str, phrases: list[str], repeats: int) -> tuple[float, float, float]:
-    def rss_mb() -> float:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    kept, times, sizes = [], [], []
-    for _ in range(repeats):
-        before, started = rss_mb(), time.perf_counter()
-        kept.append(build_decoder(mode, phrases))
-        times.append(time.perf_counter() - started)
-        sizes.append(rss_mb() - before)
-    return statistics.median(times), sizes[0], statistics.median(sizes[1:])
+async def recognise(stt: STT, pcm: np.ndarray) -> tuple[str, float, float]:
+    """(text, CPU s, wall s) of one utterance."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    text = (await stt.transcribe(pcm)).text
+    return text, time.process_time() - cpu, time.perf_counter() - wall
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--voices", nargs="+", default=VOICES, help="caller voices (eSpeak NG names)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--all", action="store_true", help="test every rule phrase, not the first 2 per rule")
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--no-synthetic", action="store_true", help="only the real recordings")
+    parser.add_argument("--show", action="store_true", help="print every transcript")
     args = parser.parse_args()
 
-    llm_cfg = load_config(BUNDLED).pipeline(None).llm
-    llm = ScriptedLLM(llm_cfg)
-    per_rule = None if args.all else PHRASES_PER_RULE
-    tested = [phrase for rule in llm_cfg.rules for phrase in rule.phrases[:per_rule]]
-    print(f"{len(tested)} test phrases; the recognizer knows {len(llm.phrases())} phrases\n")
-    print(f"{'caller voice':<16}{'mode':<11}{'WER %':>7}{'exact':>8}{'same rule':>11}{'CPU ms/utt':>12}")
-    for voice in args.voices:
-        cases = [(phrase, telephone_utterance(phrase, voice)) for phrase in tested]
-        for mode in args.modes:
-            cfg = PocketsphinxSTTConfig(provider="pocketsphinx", mode=mode, pool_size=1)
-            result = await score(PocketsphinxSTT(cfg, llm.phrases()), llm, cases)
-            print(f"{voice:<16}{mode:<11}{result['wer']:>7.1f}{result['exact']:>8}{result['rule']:>11}"
-                  f"{result['cpu_ms']:>12.1f}")
+    llm = ScriptedLLM(load_config(BUNDLED_CONFIG).pipeline(None).llm)
+    engines = {name: engine(name, llm.phrases()) for name in args.engines}
+    for stt in engines.values():
+        await stt.warm()
 
-    print(f"\n{'decoder':<11}{'build s':>9}{'first MB':>10}{'next MB':>9}")
-    for mode in args.modes:
-        seconds, first, more = build_cost(mode, llm.phrases())
-        print(f"{mode:<11}{seconds:>9.2f}{first:>10.0f}{more:>9.0f}")
+    if (SPEECH / "MANIFEST.tsv").is_file():
+        rows = list(csv.DictReader((SPEECH / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
+        clips = [(row, telephone(*read_wav(SPEECH / row["file"]))) for row in rows]
+        print(f"real people: {len(clips)} recordings from {SPEECH}, through 8 kHz μ-law\n")
+        categories = sorted({row["category"] for row, _ in clips})
+        print(f"{'engine':<22}" + "".join(f"{c:>10}" for c in categories)
+              + f"{'all':>8}{'CPU s/utt':>11}{'wall s/utt':>11}   (WER %)")
+        for name, stt in engines.items():
+            if name == "pocketsphinx-grammar":
+                continue  # knows only the script's phrases: meaningless on free speech
+            errors, words = defaultdict(int), defaultdict(int)
+            cpu, wall = [], []
+            for row, pcm in clips:
+                text, cpu_s, wall_s = await recognise(stt, pcm)
+                cpu.append(cpu_s)
+                wall.append(wall_s)
+                ref, hyp = normalise(row["transcript"]), normalise(text)
+                for key in (row["category"], "all"):
+                    errors[key] += word_errors(ref, hyp)
+                    words[key] += len(ref)
+                if args.show:
+                    print(f"    {row['file']:<44} {text!r}")
+            cells = "".join(f"{100 * errors[c] / words[c]:>10.1f}" for c in categories)
+            print(f"{name:<22}{cells}{100 * errors['all'] / words['all']:>8.1f}"
+                  f"{statistics.mean(cpu):>11.2f}{statistics.mean(wall):>11.2f}")
+    else:
+        print(f"(no real recordings at {SPEECH}: skipped)")
+
+    if args.no_synthetic:
+        return
+    phrases = llm.phrases()
+    print(f"\nsynthetic callers: the script's {len(phrases)} rule phrases")
+    print(f"{'engine':<22}{'caller voice':<15}{'WER %':>7}{'same rule':>11}{'CPU s/utt':>11}")
+    for voice in SYNTHETIC_VOICES:
+        cases = [(phrase, telephone(*_synthesize(phrase, voice))) for phrase in phrases]
+        for name, stt in engines.items():
+            errors = words = same_rule = 0
+            cpu = []
+            for phrase, pcm in cases:
+                text, cpu_s, _ = await recognise(stt, pcm)
+                cpu.append(cpu_s)
+                errors += word_errors(normalise(phrase), normalise(text))
+                words += len(normalise(phrase))
+                same_rule += llm.respond(text) == llm.respond(phrase)
+            print(f"{name:<22}{voice:<15}{100 * errors / words:>7.1f}{f'{same_rule}/{len(cases)}':>11}"
+                  f"{statistics.mean(cpu):>11.2f}")
 
 
 if __name__ == "__main__":

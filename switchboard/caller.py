@@ -80,7 +80,10 @@ BOT_IDLE_S = 0.7  # the bot has finished once nothing was audible for this long
 PAUSE_BEFORE_LINE_S = 0.3  # the caller's pause before answering
 BARGE_IN_AFTER_S = 1.0  # a barge-in line starts once the bot's reply has been audible this long
 MAX_MALFORMED_EXAMPLES = 5
-DEFAULT_VOICE = "en-us+klatt4"
+# "piper": the embedded natural voice raised 20 % in pitch, so the bot (the same voice unraised) and the
+# caller are told apart in recordings and echo tests; any other name is an eSpeak NG voice (en-us+klatt4)
+DEFAULT_VOICE = "piper"
+PIPER_PITCH = 1.2
 DEFAULT_CUSTOM_PARAMETERS = {"from": "+15550001111", "to": "+15550002222"}
 CARRIERS = ("twilio", "exotel")
 
@@ -832,7 +835,14 @@ class MediaSender:
 
 
 def _synthesize(text: str, voice: str) -> tuple[np.ndarray, int]:
-    """Synthesise a caller line with eSpeak NG; returns (pcm int16, rate)."""
+    """Synthesise a caller line; returns (pcm int16, rate). `voice` "piper": Piper's voice rendered
+    PIPER_PITCH times slower and played at PIPER_PITCH times its rate (same length, higher voice);
+    else an eSpeak NG voice."""
+    if voice == "piper":
+        from switchboard.providers.piper import voice as piper_voice
+
+        speaker = piper_voice()
+        return speaker.render(text, speed=1 / PIPER_PITCH), round(speaker.sample_rate * PIPER_PITCH)
     from switchboard.providers.espeak import synthesize
 
     return synthesize(text, voice=voice), 22050
@@ -1227,7 +1237,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--record", metavar="WAV", help="write a stereo 8 kHz WAV: left caller, right bot")
     parser.add_argument(
-        "--voice", default=DEFAULT_VOICE, help=f"eSpeak NG voice for the caller ({DEFAULT_VOICE})"
+        "--voice", default=DEFAULT_VOICE,
+        help=f"the caller's voice: piper (the embedded natural voice, pitched up) or an eSpeak NG voice such "
+             f"as en-us+klatt4 (default {DEFAULT_VOICE})"
     )
     parser.add_argument(
         "--param",

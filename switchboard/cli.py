@@ -20,13 +20,15 @@ from collections.abc import Callable
 
 from switchboard import caller
 from switchboard.config import ConfigError, default_config_path, load_config
-from switchboard.core.errors import MissingCredential
+from switchboard.core.errors import StartupError
 from switchboard.core.metrics import TurnMetrics
 
 DEMO_LINES = [
     caller.CallerLine(text="what are your opening hours"),
     caller.CallerLine(text="i would like to book a table", barge_in=True),
     caller.CallerLine(text="for four people at seven"),
+    # free speech: no rule lists these words; the recogniser hears them, the menu rule's pattern finds them
+    caller.CallerLine(text="what sort of pasta and pizza dishes do you make"),
     caller.CallerLine(text="thank you goodbye"),
 ]
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: {exc.source}:\n{exc}", file=sys.stderr)
         return 2
-    except MissingCredential as exc:
+    except StartupError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

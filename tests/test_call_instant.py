@@ -195,3 +195,24 @@ def test_webhook_returns_twiml_and_health_counts_calls(monkeypatch):
     monkeypatch.setenv("PUBLIC_URL", "https://abc.ngrok.app")
     assert 'url="wss://abc.ngrok.app/media-stream"' in client.post("/incoming-call", data={}).text
     assert client.get("/healthz").json() == {"status": "ok", "active_calls": 0}
+
+
+async def test_speech_with_no_words_is_answered_but_a_cough_is_not(tmp_path):
+    """An utterance the recogniser made nothing of gets the pipeline's `unheard` reply, when it had enough
+    voiced audio (600 ms by default); a short sound gets no answer at all."""
+    from switchboard.audio.wav import write_wav
+
+    def line(seconds: float, name: str) -> CallerLine:
+        path = tmp_path / name
+        write_wav(path, np.concatenate([quiet(0.1), speech_like(seconds), quiet(0.1, seed=1)]), 8000)
+        return CallerLine(wav=str(path))
+
+    llm = InstantLLM("An answer.")
+    result, turns = await place_call(Providers(InstantSTT(""), llm, InstantTTS(ms_per_char=20)),
+                                     [line(1.2, "mumble.wav"), line(0.35, "cough.wav")])
+    replies = [turn for turn in turns if turn.kind == "reply"]
+    unheard = "Sorry, I didn't catch that. Could you say it again?"
+    assert [turn.reply_text for turn in replies] == [unheard, ""]
+    assert replies[0].reply_heard == unheard
+    assert all(turn.transcript == "" for turn in replies)
+    assert result.lines[0].response_delay_ms is not None and result.lines[1].response_delay_ms is None

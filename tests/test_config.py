@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from switchboard import caller
 from switchboard.config import Config, ConfigError, default_config_path, load_config, parse_config
 from switchboard.config.schema import Named, Weighted
 from switchboard.providers.scripted import ScriptedRule
@@ -52,11 +53,12 @@ def test_bundled_pipeline_is_luigis_on_the_embedded_providers(bundled: Config) -
     pipeline = bundled.pipeline(None)
     assert pipeline.greeting == "Hello, thanks for calling Luigi's. How can I help you?"
     assert (pipeline.stt.provider, pipeline.llm.provider, pipeline.tts.provider) == (
-        "pocketsphinx",
+        "moonshine",
         "scripted",
-        "espeak",
+        "piper",
     )
-    assert pipeline.tts.voice != "en-us+klatt4"  # the caller simulator's voice
+    # the caller simulator speaks the same voice raised in pitch, so the two are told apart
+    assert pipeline.tts.voice == "joe" and caller.DEFAULT_VOICE == "piper" and caller.PIPER_PITCH >= 1.15
 
 
 def test_bundled_goodbye_ends_the_call_with_a_farewell(bundled: Config) -> None:
@@ -66,10 +68,13 @@ def test_bundled_goodbye_ends_the_call_with_a_farewell(bundled: Config) -> None:
 
 
 def test_bundled_opening_hours_reply_takes_over_six_seconds_to_say(bundled: Config) -> None:
+    from switchboard.providers.piper import voice
+
     pipeline = bundled.pipeline(None)
     reply = rule_for(bundled, "what are your opening hours").reply
     assert reply.startswith("We are open")
-    assert len(reply.split()) / pipeline.tts.rate * 60 > 6
+    spoken = voice(pipeline.tts.model_path).render(reply, pipeline.tts.speed)
+    assert len(spoken) / voice().sample_rate > 6
 
 
 @pytest.mark.parametrize(
@@ -100,7 +105,7 @@ def test_bundled_phrases_use_only_words_the_recognizer_knows(bundled: Config) ->
     dictionary = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
     known = {line.split(" ", 1)[0] for line in dictionary.read_text().splitlines()}
     pipeline = bundled.pipeline(None)
-    phrases = [*pipeline.stt.phrases, *(p for rule in pipeline.llm.rules for p in rule.phrases)]
+    phrases = [p for rule in pipeline.llm.rules for p in rule.phrases]  # taught to PocketSphinx if chosen
     unknown = {word for phrase in phrases for word in phrase.split() if word not in known}
     assert not unknown
 
@@ -116,7 +121,10 @@ def test_bundled_every_key_has_a_comment() -> None:
 
 
 def test_bundled_voice_is_accepted_by_espeak(bundled: Config) -> None:
-    voice = bundled.pipeline(None).tts.voice
+    from switchboard.providers.espeak import EspeakTTSConfig
+
+    voice = EspeakTTSConfig(provider="espeak").voice  # the last-resort voice every pipeline ends with
+    assert bundled.pipeline(None).tts.provider != "espeak"
     assert espeak_set_voice(voice) == 0
     assert espeak_set_voice("no-such-voice") != 0  # the check can fail
 
@@ -229,7 +237,7 @@ pipelines:
         ),
         (
             MINIMAL.replace("provider: espeak", "provider: espek"),
-            "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai",
+            "pipelines.default.tts: unknown provider 'espek'; allowed: piper, espeak, openai",
         ),
         (
             MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: grammer"),
@@ -327,7 +335,7 @@ def test_every_problem_is_listed_in_file_order() -> None:
         "pipelines.default.stt.mode: must be one of auto, grammar, keyphrase, lm, got 'grammer'",
         "pipelines.default.llm: missing required key 'provider'; "
         "allowed: scripted, openai, anthropic, gemini, cohere, huggingface",
-        "pipelines.default.tts: unknown provider 'espek'; allowed: espeak, openai",
+        "pipelines.default.tts: unknown provider 'espek'; allowed: piper, espeak, openai",
         "pipelines.sales: missing required key 'tts'",
     ]
 
@@ -427,7 +435,8 @@ def test_env_values_cannot_inject_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         (
             MINIMAL.replace("provider: espeak", "provider: '${SB_SECRET}'"),
-            "pipelines.default.tts: unknown provider (the value of ${SB_SECRET}); allowed: espeak, openai",
+            "pipelines.default.tts: unknown provider (the value of ${SB_SECRET}); "
+            "allowed: piper, espeak, openai",
         ),
         (
             MINIMAL.replace("provider: pocketsphinx", "provider: pocketsphinx, mode: '${SB_SECRET:-lm}'"),

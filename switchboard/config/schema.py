@@ -218,12 +218,22 @@ class FallbackConfig(Strict):
     tts: list[TTSConfig] = Field(default_factory=list)
 
 
+class UnheardConfig(Strict):
+    """Speech the recogniser made no words of: answered, so a caller is never met with silence."""
+
+    reply: str = "Sorry, I didn't catch that. Could you say it again?"
+    # less voiced audio than this gets no answer: a cough, a click, a breath (≈ 100-500 ms) is not a
+    # turn, while a real utterance the recogniser failed on almost always has more
+    min_voiced_ms: int = Field(600, ge=0, le=10000)
+
+
 class PipelineConfig(Strict):
     """Everything one call needs: what to say, how to listen, which vendor does each stage."""
 
     greeting: str = "Hello! How can I help you?"
     system_prompt: str = "You are a helpful assistant on a phone call. Keep replies short."
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
+    unheard: UnheardConfig = Field(default_factory=UnheardConfig)
     end_call_watchdog_s: float = Field(10, ge=1, le=120)
     record: bool = False  # write a stereo WAV per call (caller left, bot right) into recordings_dir
     recordings_dir: str = "recordings"  # relative paths are from the server's working directory

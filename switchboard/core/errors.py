@@ -18,8 +18,16 @@ class ProviderError(Exception):
         self.retryable = retryable
 
 
-class MissingCredential(Exception):
+class StartupError(Exception):
+    """A provider cannot be built here: said at start-up, with what to do, never mid-call."""
+
+
+class MissingCredential(StartupError):
     """A vendor's key is not in the environment: a start-up error naming the variable to set."""
+
+
+class MissingEngine(StartupError):
+    """An embedded engine's package or model file is missing or unreadable: names the package to install."""
 
 
 def api_key(vendor: str, override_env: str | None, *default_envs: str) -> str:

@@ -6,6 +6,7 @@ turn's). Everything is built at start-up, so a bad setting or a missing key fail
 from __future__ import annotations
 
 from switchboard.config import PipelineConfig, plain_config, stage_choices
+from switchboard.core.protocols import TTS
 from switchboard.core.settings import Timeouts, VendorConfig
 from switchboard.pipeline.shadow import ShadowLLM
 from switchboard.pipeline.variants import Arm, PipelineProviders
@@ -24,11 +25,23 @@ def build_providers(pipeline: PipelineConfig) -> PipelineProviders:
              for name, weight, cfg in stage_choices(pipeline.tts)],
         fallback_stt=[registry.build("stt", cfg, phrases) for cfg in pipeline.fallback.stt],
         fallback_llm=[registry.build("llm", cfg) for cfg in pipeline.fallback.llm],
-        fallback_tts=[registry.build("tts", cfg) for cfg in pipeline.fallback.tts],
+        fallback_tts=_with_last_resort(pipeline),
         shadows=[ShadowLLM(shadow.name, registry.build("llm", plain_config(shadow), shared=False),
                            _timeouts(plain_config(shadow)))
                  for shadow in pipeline.shadow],
     )
+
+
+def _with_last_resort(pipeline: PipelineConfig) -> list[TTS]:
+    """The TTS fallbacks, ending with the last-resort voice (eSpeak) unless every TTS is that engine
+    already: when every other voice fails, the caller still hears the apology."""
+    fallbacks = [registry.build("tts", cfg) for cfg in pipeline.fallback.tts]
+    last = registry.last_resort("tts")
+    chain = [cfg for _, _, cfg in stage_choices(pipeline.tts)] + list(pipeline.fallback.tts)
+    if last is not None and any(cfg.provider != last.provider for cfg in chain) \
+            and all(cfg.provider != last.provider for cfg in pipeline.fallback.tts):
+        fallbacks.append(registry.build("tts", last))
+    return fallbacks
 
 
 def _timeouts(config: object) -> Timeouts:

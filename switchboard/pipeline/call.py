@@ -400,8 +400,13 @@ class CallSession:
                 self._add_user_words(turn)
                 if not turn.committed.is_set():
                     self._judge_pause(turn)
-            else:  # speech with no words (logged): no reply
+            else:  # speech with no words (logged): answered if there was enough of it, else no reply
                 await turn.committed.wait()
+                unheard = self.config.unheard
+                if isinstance(heard, Utterance) and heard.voiced_ms >= unheard.min_voiced_ms:
+                    metrics.reply_text = unheard.reply
+                    await self._speak(unheard.reply, turn)
+                    await self._wait_heard(turn.spoken)
                 return
             end_call = await self._reply(turn)
             await turn.committed.wait()
@@ -450,7 +455,7 @@ class CallSession:
         )
         metrics.stt_done = time.monotonic()
         if not transcript.text.strip():
-            log.info("call %s: %d ms of speech, no words: no reply", self.call_id, utterance.voiced_ms)
+            log.info("call %s: %d ms of speech, no words", self.call_id, utterance.voiced_ms)
         return transcript.text.strip()
 
     async def _reply(self, turn: _Turn) -> ToolCall | None:

@@ -156,4 +156,6 @@ class EspeakTTS:
             yield pcm
 
 
-register(Plugin("tts", "espeak", EspeakTTSConfig, EspeakTTS))
+# in process, no model, a few ms per sentence: the voice every pipeline can fall back on last
+register(Plugin("tts", "espeak", EspeakTTSConfig, EspeakTTS,
+                last_resort=lambda: EspeakTTSConfig(provider="espeak")))

@@ -26,7 +26,8 @@ Stage = Literal["stt", "llm", "tts"]
 STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")
 
 # the built-in plug-ins, embedded engines first; each is a module of this package
-BUILTIN = ("pocketsphinx", "scripted", "espeak", "openai", "anthropic", "gemini", "cohere", "huggingface")
+BUILTIN = ("moonshine", "whisper", "pocketsphinx", "scripted", "piper", "espeak",
+           "openai", "anthropic", "gemini", "cohere", "huggingface")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Plugin:
     hears_phrases: bool = False  # an STT that is taught what callers are expected to say
     # an LLM that knows what callers are expected to say (the scripted rules): config -> phrases
     expected_phrases: Callable[[Any], list[str]] | None = None
+    # the TTS every pipeline's chain ends with, so the apology can always be spoken: (config) for it
+    last_resort: Callable[[], ProviderConfig] | None = None
 
 
 _plugins: dict[tuple[Stage, str], Plugin] = {}
@@ -69,9 +72,17 @@ def load_builtin() -> None:
 
 
 def plugins(stage: Stage) -> list[Plugin]:
-    """The registered plug-ins of a stage, in registration order."""
+    """The registered plug-ins of a stage: the built-in ones in `BUILTIN` order (whatever order their
+    modules happened to be imported in), then others in registration order."""
     load_builtin()
-    return [plugin for (each, _), plugin in _plugins.items() if each == stage]
+    found = [plugin for (each, _), plugin in _plugins.items() if each == stage]
+    return sorted(found, key=lambda plugin: _builtin_rank(plugin.config.__module__))
+
+
+def _builtin_rank(module: str) -> int:
+    parts = module.split(".")
+    name = parts[2] if len(parts) > 2 and parts[:2] == ["switchboard", "providers"] else ""
+    return BUILTIN.index(name) if name in BUILTIN else len(BUILTIN)
 
 
 def plugin(stage: Stage, name: str) -> Plugin:
@@ -105,6 +116,12 @@ def build(stage: Stage, config: ProviderConfig, phrases: Sequence[str] = (), sha
     if key not in _built:
         _built[key] = found.factory(*args)
     return _built[key]
+
+
+def last_resort(stage: Stage) -> ProviderConfig | None:
+    """The config of the stage's last-resort provider, if a plug-in declares one."""
+    found = [each.last_resort for each in plugins(stage) if each.last_resort is not None]
+    return found[0]() if found else None
 
 
 def expected_phrases(config: ProviderConfig) -> list[str]:
