@@ -213,5 +213,5 @@ def test_registry_teaches_the_script_to_the_recognizer_and_shares_it() -> None:
 
 def test_registry_names_an_unknown_provider() -> None:
     unknown = EspeakTTSConfig.model_construct(provider="nope")
-    with pytest.raises(ValueError, match="tts: unknown provider 'nope'; available: espeak"):
+    with pytest.raises(ValueError, match="tts: unknown provider 'nope'; available: piper, espeak, openai"):
         registry.build("tts", unknown)

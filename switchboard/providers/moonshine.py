@@ -13,7 +13,6 @@ punctuates ("Five, five."); it sometimes prefixes a stray "You" or "Uh" to an ut
 from __future__ import annotations
 
 import ctypes
-import logging
 import re
 from functools import cache
 from typing import Literal
@@ -24,10 +23,8 @@ from pydantic import Field
 from switchboard.core.errors import MissingEngine, ProviderError
 from switchboard.core.messages import Transcript
 from switchboard.core.settings import ProviderConfig, Timeouts
-from switchboard.providers.offload import Offload
+from switchboard.providers.offload import Offload, windows
 from switchboard.providers.registry import Plugin, register
-
-log = logging.getLogger("switchboard.moonshine")
 
 PACKAGE = "moonshine-voice==0.0.73"
 SAMPLE_RATE = 16000
@@ -99,16 +96,6 @@ def _words_in(line: object, audio: np.ndarray) -> bool:
 @cache
 def _engine(model: str) -> _Engine:
     return _Engine(model)
-
-
-def windows(pcm: np.ndarray, rate: int, window_s: float, engine: str) -> list[np.ndarray]:
-    """`pcm` in pieces of at most `window_s` (one piece, and no warning, when it fits)."""
-    size = int(window_s * rate)
-    if len(pcm) <= size:
-        return [pcm]
-    log.warning("%s: a %.1f s utterance is longer than the %.0f s window: recognised in %d pieces",
-                engine, len(pcm) / rate, window_s, -(-len(pcm) // size))
-    return [pcm[start:start + size] for start in range(0, len(pcm), size)]
 
 
 class MoonshineSTT:

