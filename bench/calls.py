@@ -313,6 +313,7 @@ async def _serve_main(opts: dict[str, Any]) -> None:
         "greeting": opts["greeting"],
         "apology": "Sorry, trouble.",
         "vad": {"end_silence_ms": opts["end_silence_ms"]},
+        "turn": {"speculate_after_ms": opts["speculate_after_ms"]},
         "player": {"lead_ms": opts["lead_ms"]},
         "stt": {"provider": "pocketsphinx"},  # replaced by the instant providers below
         "llm": {"provider": "scripted"},
@@ -833,6 +834,7 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         "reply": args.reply, "end_silence_ms": args.end_silence_ms, "lead_ms": args.lead_ms,
         "tts_rate": 24000, "ms_per_char": args.ms_per_char, "loop": args.server_loop,
         "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
+        "speculate_after_ms": args.speculate_after_ms,
     }
     server = Child("server", _self_argv("--serve", json.dumps(server_opts)))
     callers: list[Child] = []
@@ -1127,6 +1129,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--embedded", action="store_true",
                         help="the bundled pipeline's real engines (Moonshine, the script, Piper) instead of "
                              "instant providers; callers speak --caller-text in the simulated caller's voice")
+    parser.add_argument("--speculate-after-ms", type=int, default=120,
+                        help="turn.speculate_after_ms (0 = no speculative turns; default 120, as bundled)")
     parser.add_argument("--caller-text", default=EMBEDDED_LINE, help="--embedded: what every caller says")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # internal: server process
     parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
@@ -1158,6 +1162,10 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(n) for n in args.calls.split(",") if n.strip()]
     print(f"Switchboard call benchmark on {_code_version()}, {os.cpu_count()} CPUs, Python "
           f"{sys.version.split()[0]}", flush=True)
+    engines = (f"the bundled pipeline's real engines (Moonshine, the script, Piper); callers say "
+               f"{args.caller_text!r}" if args.embedded else "instant providers (no recognition or synthesis)")
+    print(f"providers: {engines}; speculative turns "
+          f"{f'after {args.speculate_after_ms} ms' if args.speculate_after_ms else 'off'}", flush=True)
     figures = []
     for n_calls in sizes:
         for attempt in range(1 + args.retry_noisy):
