@@ -8,6 +8,7 @@ import struct
 from html.parser import HTMLParser
 
 from switchboard.cli import main
+from switchboard.core.metrics import TurnMetrics
 from switchboard.report import build_report
 from switchboard.report.html import report_fragment, report_page
 from tests.test_report import PIPELINE, rows_of, turn, write_fixture
@@ -144,3 +145,45 @@ def test_an_empty_store_gives_a_page_that_says_so(tmp_path, capsys):
 
     assert main(["report", "--db", str(db), "--html", str(tmp_path / "no" / "dir" / "r.html")]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+# --- one latency story: the table, every waterfall and the dashboard agree ----------------------------------
+
+
+def timed_turn(index: int, speculative: bool, v2v_s: float) -> TurnMetrics:
+    """A turn with known readings. Speculative: STT, the LLM and TTS ran during the caller's silence, before
+    the endpoint (600 ms), and audio waited for it; else each stage ran after the endpoint."""
+    end = 100.0
+    endpoint = end + 0.6
+    if speculative:
+        stt_start, stt, llm, chunk, tts = end + 0.12, end + 0.35, end + 0.36, end + 0.37, end + 0.52
+    else:
+        stt_start, stt, llm, chunk = endpoint, endpoint + 0.2, endpoint + 0.3, endpoint + 0.31
+        tts = endpoint + 0.4
+    return TurnMetrics(call_id=f"c{index}", index=1, speech_start=end - 1, speech_end=end, endpoint=endpoint,
+                       stt_start=stt_start, stt_done=stt, llm_first_token=llm, first_chunk=chunk,
+                       tts_first_byte=tts, first_audio_sent=end + v2v_s, turn_done=end + 3,
+                       vendors={"stt": "s/1", "llm": "vendor/model", "tts": "t/1"})
+
+
+def test_the_table_every_waterfall_and_the_dashboard_tell_one_latency_story():
+    from switchboard.core.metrics import stage_spans
+    from switchboard.report.html import _median_turn, _segments, _total
+    from switchboard.web.pages import waterfall
+
+    # speculative turns answer 0.61 s after speech end; the others 1.01-1.03 s
+    turns = [timed_turn(0, True, 0.61), timed_turn(1, True, 0.612), timed_turn(2, False, 1.01),
+             timed_turn(3, False, 1.02), timed_turn(4, False, 1.03)]
+    rows = rows_of(turns)
+    (row,) = build_report(rows).rows
+    assert row.v2v_p50_ms == 1010.0
+    for metrics, stored in zip(turns, rows, strict=True):
+        spans = _segments(stored)
+        assert spans == stage_spans(stored) and _total(spans) == metrics.voice_to_voice_ms  # never the sum
+        html = waterfall(stored)  # the dashboard's stored-call page
+        assert f"@{metrics.voice_to_voice_ms:.0f}</small>" in html
+    speculative = dict((label, (start, end)) for label, start, end in _segments(rows[0]))
+    assert speculative["STT"] == (0.0, 350.0) and speculative["endpointing"] == (0.0, 600.0)  # overlapping
+    assert sum(end - start for start, end in speculative.values()) > rows[0]["voice_to_voice_ms"]
+    median_turn, median_spans = _median_turn(rows)
+    assert _total(median_spans) == row.v2v_p50_ms == median_turn["voice_to_voice_ms"]

@@ -16,6 +16,38 @@ log = logging.getLogger("switchboard.metrics")
 
 STAGES = ("endpoint", "stt_done", "llm_first_token", "first_chunk", "tts_first_byte", "first_audio_sent")
 
+# The stages of a turn as the caller lived them, the one definition every view draws (the report's charts,
+# the dashboard's pages and its live view): (label, the reading it starts at, the reading it ends at), in
+# ms since the end of the caller's speech (None = 0). A stage that ended before its start reading (STT, LLM
+# or TTS work done during the caller's silence, before the endpoint: speculative turns) starts at the
+# latest earlier reading instead, so it overlaps the endpointing, never stacks after it.
+WATERFALL: tuple[tuple[str, str | None, str], ...] = (
+    ("endpointing", None, "endpoint_ms"),
+    ("STT", "endpoint_ms", "stt_done_ms"),
+    ("LLM first token", "stt_done_ms", "llm_first_token_ms"),
+    ("TTS first byte", "first_chunk_ms", "tts_first_byte_ms"),
+    ("first audio", "tts_first_byte_ms", "first_audio_sent_ms"),
+)
+
+
+def stage_spans(turn: dict) -> list[tuple[str, float, float]]:
+    """The turn's stages as (label, start ms, end ms) on one time axis (0 = end of the caller's speech),
+    from its summary / store row. The last span ends at the turn's voice-to-voice: the total the caller
+    waited, never the sum of the stages (they overlap when work was done before the endpoint)."""
+    spans: list[tuple[str, float, float]] = []
+    ends = [0.0]
+    for label, start_key, end_key in WATERFALL:
+        end = turn.get(end_key)
+        if end is None:
+            continue
+        start = turn.get(start_key) if start_key else 0.0
+        start = ends[-1] if start is None else start
+        if start > end:
+            start = max(value for value in ends if value <= end) if min(ends) <= end else end
+        spans.append((label, float(max(start, 0.0)), float(max(end, 0.0))))
+        ends.append(float(end))
+    return spans
+
 
 @dataclass
 class TurnMetrics:

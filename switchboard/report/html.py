@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from switchboard.core.metrics import WATERFALL, stage_spans
 from switchboard.report import (
     TABLE_HEADER,
     Report,
@@ -34,14 +35,6 @@ from switchboard.report import (
 )
 
 LATEST_TURNS = 15  # turns in the latest-turns waterfall
-# The waterfall's stages: (label, reading it ends at, reading it starts from); None = speech end (0 ms).
-STAGES = (
-    ("endpointing", "endpoint_ms", None),
-    ("STT", "stt_done_ms", "endpoint_ms"),
-    ("LLM first token", "llm_first_token_ms", "stt_done_ms"),
-    ("TTS first byte", "tts_first_byte_ms", "llm_first_token_ms"),
-    ("first audio", "first_audio_sent_ms", "tts_first_byte_ms"),
-)
 STAGE_COLORS = ("#9aa5b1", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
 COST_COLORS = {"LLM": "#f28e2b", "STT": "#4e79a7", "TTS": "#59a14f"}
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -49,9 +42,10 @@ PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
 
 REPORT_CSS = """
 .switchboard-report { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2933; }
-.switchboard-report table.report { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
+.switchboard-report table.report { border-collapse: collapse; font-size: 0.8rem; margin: 0.5rem 0; }
 .switchboard-report table.report th, .switchboard-report table.report td {
-  border-bottom: 1px solid #d9e2ec; padding: 0.3rem 0.6rem; text-align: right; white-space: nowrap; }
+  border-bottom: 1px solid #d9e2ec; padding: 0.25rem 0.4rem; text-align: right; white-space: nowrap; }
+.switchboard-report table.report th { white-space: normal; vertical-align: bottom; min-width: 3.5rem; }
 .switchboard-report table.report th { background: #f0f4f8; position: sticky; top: 0; }
 .switchboard-report table.report td:nth-child(-n+2), .switchboard-report table.report th:nth-child(-n+2) {
   text-align: left; }
@@ -205,13 +199,20 @@ def _live_groups(turns: Sequence[dict[str, Any]], report: Report) -> dict[str, l
     return groups
 
 
-def _segments(turn: dict[str, Any]) -> list[float] | None:
-    """A complete turn's stage durations (ms, as STAGES), or None if some reading is missing."""
-    readings = [turn.get(end) for _, end, _ in STAGES]
-    if any(value is None for value in readings):
+Span = tuple[str, float, float]  # (stage, start ms, end ms) since the end of the caller's speech
+
+
+def _segments(turn: dict[str, Any]) -> list[Span] | None:
+    """A complete turn's stage spans (core.metrics.stage_spans), or None if some reading is missing.
+    The last span ends at the turn's voice-to-voice."""
+    if any(turn.get(end) is None for _, _, end in WATERFALL):
         return None
-    starts = [0.0, *readings[:-1]]
-    return [max(0.0, end - start) for end, start in zip(readings, starts, strict=True)]
+    return stage_spans(turn)
+
+
+def _total(spans: list[Span]) -> float:
+    """What the caller waited: the end of the last stage (= voice-to-voice), not the stages' sum."""
+    return max(end for _, _, end in spans)
 
 
 def _label(text: str) -> str:
@@ -276,6 +277,11 @@ def _boxes(axes: Any, report: Report, rows: list[Row], samples: list[list[float]
         axes.scatter(shown, jitter, s=8, color=_color(report, row.vendor), alpha=0.6, linewidths=0, zorder=3)
     axes.set_yticks(positions, [f"{_row_label(row)} (n={len(values)})"
                                 for row, values in zip(rows, samples, strict=True)])
+    # plain milliseconds, never an offset ("1e-14+1e-1") when every sample is (nearly) the same
+    low, high = min(min(v) for v in samples if v), max(max(v) for v in samples if v)
+    if high - low < 1.0:
+        axes.set_xlim(low - 1.0, high + 1.0)
+    axes.ticklabel_format(axis="x", style="plain", useOffset=False)
     axes.set_ylim(0.4, len(rows) + 0.6)
 
 
@@ -295,27 +301,36 @@ def _distribution_chart(report: Report, groups: dict[str, list[dict[str, Any]]])
     return _png(figure)
 
 
-def _waterfall(axes: Any, labels: list[str], segments: list[list[float]]) -> None:
+def _waterfall(axes: Any, labels: list[str], rows: list[list[Span]]) -> None:
+    """One row per turn, one thin bar per stage at its place on the time axis: work done before the
+    endpoint (speculative turns) overlaps the endpointing instead of adding to it, and the row ends at
+    the turn's voice-to-voice, which is the total printed."""
     positions = list(range(len(labels), 0, -1))
-    lefts = [0.0] * len(labels)
-    for k, (stage, _, _) in enumerate(STAGES):
-        widths = [parts[k] for parts in segments]
-        axes.barh(positions, widths, left=lefts, color=STAGE_COLORS[k], label=stage, height=0.6)
-        lefts = [left + width for left, width in zip(lefts, widths, strict=True)]
-    for pos, total in zip(positions, lefts, strict=True):
+    stripe = 0.7 / len(WATERFALL)
+    for k, (stage, _, _) in enumerate(WATERFALL):
+        lane = [(pos, span) for pos, spans in zip(positions, rows, strict=True)
+                for span in spans if span[0] == stage]
+        axes.barh([pos + 0.35 - stripe * (k + 0.5) for pos, _ in lane],
+                  [max(end - start, 1.0) for _, (_, start, end) in lane],
+                  left=[start for _, (_, start, _) in lane], height=stripe * 0.9, color=STAGE_COLORS[k],
+                  label=stage)
+    totals = [_total(spans) for spans in rows]
+    for pos, total in zip(positions, totals, strict=True):
         axes.text(total, pos, f" {total:.0f} ms", va="center", fontsize=8, color="#1f2933")
     axes.set_yticks(positions, [_label(label) for label in labels])
-    axes.set_xlabel("ms after the end of the caller's speech")
-    axes.set_xlim(0, max(lefts) * 1.15 if lefts and max(lefts) > 0 else 1)
+    axes.set_xlabel("ms after the end of the caller's speech (a row ends at its voice-to-voice)")
+    axes.set_xlim(0, max(totals) * 1.15 if totals and max(totals) > 0 else 1)
+    axes.ticklabel_format(axis="x", style="plain", useOffset=False)
     axes.grid(axis="x", color="#e4e7eb")
     axes.set_axisbelow(True)
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(labels) < 4 else -0.08), ncols=5,
-                fontsize=8, frameon=False)
+    # above the plot, clear of the axis label
+    axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=5, fontsize=8, frameon=False)
 
 
-def _median_turn(turns: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float]] | None:
+def _median_turn(turns: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Span]] | None:
+    """The turn whose voice-to-voice is the (lower) median of the complete turns'."""
     complete = sorted(((t, parts) for t in turns if (parts := _segments(t)) is not None),
-                      key=lambda item: sum(item[1]))
+                      key=lambda item: _total(item[1]))
     return complete[(len(complete) - 1) // 2] if complete else None  # the lower median
 
 

@@ -21,7 +21,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from switchboard.core.metrics import TurnMetrics
+from switchboard.core.metrics import TurnMetrics, stage_spans
 from switchboard.store.calls import turn_row
 
 log = logging.getLogger("switchboard.web")
@@ -93,6 +93,7 @@ class LiveHub:
         """A finished turn (fits `on_turn`)."""
         try:
             row = jsonable(turn_row(metrics))
+            row["spans"] = stage_spans(row)  # the waterfall, drawn by the browser as the pages draw it
         except Exception:  # never raise into the call
             log.exception("live dashboard: could not read turn %s of call %s", metrics.index, metrics.call_id)
             return

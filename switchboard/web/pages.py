@@ -1,7 +1,7 @@
 """The dashboard's server-rendered HTML: plain f-strings, every value through `html.escape`.
 
 The per-turn waterfall is drawn here for stored calls and by web/static/dashboard.js for live ones, from
-the same turn dicts (the call store's `turns` rows) and the same `WATERFALL` stages.
+the same spans (`core.metrics.stage_spans`; the live feed sends them with each turn).
 """
 
 from __future__ import annotations
@@ -12,17 +12,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-# (label, start column, end column): each bar runs from its start to its end reading, in ms after the end
-# of the caller's speech. A missing start falls back to the previous bar's end (0 for the first). A stage
-# that ended before its start reading (speculative STT/LLM work done while the endpoint was still waiting
-# for silence) starts at the latest earlier reading instead, so its bar overlaps the endpoint's.
-WATERFALL: tuple[tuple[str, str | None, str], ...] = (
-    ("endpoint", None, "endpoint_ms"),
-    ("STT", "endpoint_ms", "stt_done_ms"),
-    ("LLM first token", "stt_done_ms", "llm_first_token_ms"),
-    ("TTS first byte", "first_chunk_ms", "tts_first_byte_ms"),
-    ("first audio", "tts_first_byte_ms", "first_audio_sent_ms"),
-)
+from switchboard.core.metrics import stage_spans
+
 SINCE_CHOICES = (("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days"), ("all", "all time"))
 
 
@@ -63,19 +54,8 @@ def layout(title: str, body: str, *, active: str = "", logout: bool = False, scr
 
 
 def waterfall(turn: dict[str, Any]) -> str:
-    """The turn's stages as bars on one time axis (0 = end of the caller's speech)."""
-    bars: list[tuple[str, float, float]] = []
-    ends = [0.0]
-    for label, start_key, end_key in WATERFALL:
-        end = turn.get(end_key)
-        if end is None:
-            continue
-        start = turn.get(start_key) if start_key else 0.0
-        start = ends[-1] if start is None else start
-        if start > end:
-            start = max(value for value in ends if value <= end) if min(ends) <= end else end
-        bars.append((label, float(start), float(end)))
-        ends.append(float(end))
+    """The turn's stages as bars on one time axis (0 = end of the caller's speech): core.metrics' spans."""
+    bars = stage_spans(turn)
     if not bars:
         return '<p class="waterfall none">no timings (no caller speech in this turn)</p>'
     scale = max(max(end for _, _, end in bars), 1.0)

@@ -1,14 +1,7 @@
 // Switchboard's live view: follows /api/live (Server-Sent Events) and draws each active call's turns
-// with their stage waterfall. No dependencies. The same stages as web/pages.py's WATERFALL.
+// with their stage waterfall. No dependencies. Each turn carries its spans (core/metrics.py's stage_spans).
 "use strict";
 (() => {
-  const STAGES = [
-    ["endpoint", null, "endpoint_ms"],
-    ["STT", "endpoint_ms", "stt_done_ms"],
-    ["LLM first token", "stt_done_ms", "llm_first_token_ms"],
-    ["TTS first byte", "first_chunk_ms", "tts_first_byte_ms"],
-    ["first audio", "tts_first_byte_ms", "first_audio_sent_ms"],
-  ];
   const liveEl = document.getElementById("live-calls");
   const statusEl = document.getElementById("live-status");
   if (!liveEl) return;
@@ -29,20 +22,7 @@
   const callHref = (id) => `/dashboard/calls/${encodeURIComponent(id)}`;
 
   function waterfall(turn) {
-    const bars = [];
-    const ends = [0];
-    for (const [label, startKey, endKey] of STAGES) {
-      const end = turn[endKey];
-      if (end === null || end === undefined) continue;
-      let start = startKey ? turn[startKey] : 0;
-      if (start === null || start === undefined) start = ends[ends.length - 1];
-      if (start > end) { // done while the endpoint still waited (speculative work): overlap it
-        const earlier = ends.filter((value) => value <= end);
-        start = earlier.length ? Math.max(...earlier) : end;
-      }
-      bars.push([label, start, end]);
-      ends.push(end);
-    }
+    const bars = turn.spans || []; // [label, start ms, end ms]: core/metrics.py's stage_spans
     if (!bars.length) return el("p", { class: "waterfall none" }, "no timings (no caller speech in this turn)");
     const scale = Math.max(1, ...bars.map((b) => b[2]));
     const box = el("div", { class: "waterfall", role: "img", "aria-label": "stage timings" });
