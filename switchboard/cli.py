@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--speed", type=float, default=1.0, help="run the caller N times faster than real time")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the server's log")
+    demo.add_argument("--no-store", action="store_true",
+                      help="don't record the call in the call store (database_url; default ./switchboard.db)")
 
     call = commands.add_parser("call", help="play Twilio's (or Exotel's) part against a media WebSocket")
     caller.add_arguments(call)
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dial":
             return run_dial(args.config, args.to, args.pipeline, args.from_)
         if args.command == "demo":
-            return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose))
+            return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose,
+                                        store=not args.no_store))
         if args.command == "check":
             return run_check(args.config, args.ping)
         if args.command == "report":
@@ -163,7 +166,8 @@ def latency_table(turns: list[TurnMetrics]) -> str:
     return "\n".join(rows)
 
 
-async def run_demo(config_path: str | None, record: str, speed: float, verbose: bool = False) -> int:
+async def run_demo(config_path: str | None, record: str, speed: float, verbose: bool = False,
+                   store: bool = True) -> int:
     from switchboard.server import create_app, running
 
     logging.basicConfig(
@@ -172,17 +176,22 @@ async def run_demo(config_path: str | None, record: str, speed: float, verbose: 
     )
     config = load_config(config_path or default_config_path())
     turns: list[TurnMetrics] = []
-    app = create_app(config, on_turn=_collect(turns, _print_turn))
+    store_url = (config.database_url or None) if store else None  # recorded as `serve` records calls
+    app = create_app(config, on_turn=_collect(turns, _print_turn), store_url=store_url)
     async with running(app) as port:
         print(f"Switchboard demo: server on 127.0.0.1:{port}, pipeline {config.default_pipeline!r}, offline.")
         url = f"ws://127.0.0.1:{port}/media-stream"
         result = await caller.run_call(
             url, DEMO_LINES, speed=speed, record_path=record, on_event=caller.print_event
         )
+        await asyncio.wait_for(app.state.host.wait_idle(), 10)  # the call's last turn is recorded
     print()
     print(latency_table(turns))
     print()
     print(f"Recording (caller left, bot right): {result.record_path}")
+    if store_url:
+        print(f"Recorded in the call store ({store_url}): compare vendors with `switchboard report`, or run "
+              "`switchboard serve` and open http://127.0.0.1:5050/dashboard")
     replies = [t for t in turns if t.kind == "reply" and t.transcript]
     ok = result.hangup and len(replies) >= len(DEMO_LINES) and any(t.interrupted for t in turns)
     if not ok:
