@@ -208,17 +208,21 @@ def call_api(config: Config, auth: Auth) -> Route:
             return JSONResponse({"error": 'expected a JSON object {"to": "+1…", "pipeline": "name", '
                                           '"from": "+1…"} with string values ("pipeline", "from" optional)'},
                                 status_code=400)
-        pipeline = body.get("pipeline") or config.default_pipeline
-        try:
-            placed = await asyncio.to_thread(
-                dial, body.get("to", ""), pipeline, list(config.pipelines), body.get("from")
-            )
-        except DialError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        return JSONResponse({"call_sid": placed.call_sid, "to": placed.to, "from": placed.from_,
-                             "pipeline": placed.pipeline}, status_code=201)
+        status, answer = await place_call(config, body.get("to", ""), body.get("pipeline"), body.get("from"))
+        return JSONResponse(answer, status_code=status)
 
     return Route("/api/calls", api_calls, methods=["POST"])
+
+
+async def place_call(config: Config, to: str, pipeline: str | None, from_: str | None) -> tuple[int, dict]:
+    """An outbound call through Twilio (off the event loop): (201, the call) or (status, the error)."""
+    try:
+        placed = await asyncio.to_thread(dial, to, pipeline or config.default_pipeline,
+                                         list(config.pipelines), from_)
+    except DialError as exc:
+        return exc.status, {"error": str(exc)}
+    return 201, {"call_sid": placed.call_sid, "to": placed.to, "from": placed.from_,
+                 "pipeline": placed.pipeline}
 
 
 def create_app(
@@ -285,7 +289,8 @@ def create_app(
             call_api(config, auth),
             Route("/healthz", host.healthz),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
-                       pricing_from_config(config)).routes(),
+                       pricing_from_config(config),
+                       dialer=lambda to, pipeline, from_: place_call(config, to, pipeline, from_)).routes(),
         ],
     )
     app.state.calls = host.calls

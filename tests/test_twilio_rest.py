@@ -209,3 +209,30 @@ async def test_dial_command(fake_twilio, monkeypatch, tmp_path, capsys):
     assert await asyncio.to_thread(cli.main, ["dial", "+15557654321", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "set TWILIO_AUTH_TOKEN" in err and "TWILIO_FROM_NUMBER" in err
+
+
+# --- the dashboard's "place a call" form -------------------------------------------------------------------
+
+
+async def test_the_dashboard_form_places_a_call_with_the_api_token(fake_twilio, api):
+    page = await api.get("/dashboard", headers=BEARER)
+    assert page.status_code == 200 and 'action="/dashboard/dial"' in page.text
+    assert '<option value="sales">sales</option>' in page.text
+
+    form = {"to": "+15557654321", "pipeline": "sales", "from": "", "token": API_TOKEN}
+    placed = await api.post("/dashboard/dial", data=form, headers=BEARER)
+    assert placed.status_code == 303
+    shown = await api.get(placed.headers["location"], headers=BEARER)
+    assert "Placed call CA" in shown.text and "to +15557654321 on pipeline sales" in shown.text
+    [request] = fake_twilio.requests
+    assert request.form["To"] == "+15557654321" and request.form["From"] == "+15550001111"
+
+
+async def test_the_dashboard_form_needs_the_token_and_shows_what_is_wrong(fake_twilio, api):
+    # a dashboard session alone (here the bearer header opens the page) cannot dial: the token is typed
+    wrong = await api.post("/dashboard/dial", data={"to": "+15557654321", "token": "nope"}, headers=BEARER)
+    assert wrong.status_code == 401 and "wrong API token" in wrong.text
+    bad = await api.post("/dashboard/dial", data={"to": "12345", "token": API_TOKEN}, headers=BEARER)
+    assert bad.status_code == 400 and "&#x27;to&#x27; &#x27;12345&#x27; is not an E.164 number" in bad.text
+    assert 'value="12345"' in bad.text  # the number stays in the form to fix
+    assert fake_twilio.requests == []

@@ -63,11 +63,15 @@ class Auth:
     def session_value(self) -> str:
         return self._session
 
+    def token_ok(self, given: str) -> bool:
+        """Is `given` the token? Constant-time; never with no token set."""
+        return (self.token is not None and bool(given.strip())
+                and hmac.compare_digest(given.strip().encode(), self.token.encode()))
+
     def bearer_ok(self, request: Request) -> bool:
         """Does the request carry `Authorization: Bearer <the token>`? (Never with no token set.)"""
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return (self.token is not None and scheme.lower() == "bearer" and bool(given.strip())
-                and hmac.compare_digest(given.strip().encode(), self.token.encode()))
+        return scheme.lower() == "bearer" and self.token_ok(given)
 
     def allows(self, request: Request) -> bool:
         if self.token is None:

@@ -25,9 +25,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from switchboard.report import Pricing, build_report, parse_since, report_json
@@ -53,6 +61,8 @@ SECURITY_HEADERS = {
 MAX_LIMIT = 500
 STORE_OFF = "The call store is off (no database_url / store_url): only live calls are shown."
 Endpoint = Callable[[Request], Awaitable[Response]]
+# places an outbound call: (to, pipeline or None, from or None) -> (HTTP status, the JSON answer); 201: placed
+Dialer = Callable[[str, str | None, str | None], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class BadQuery(ValueError):
@@ -102,6 +112,7 @@ class Dashboard:
         pricing: Pricing | None = None,
         heartbeat_s: float = 15.0,
         max_stream_s: float = 60.0,
+        dialer: Dialer | None = None,
     ) -> None:
         self.hub = hub
         self.auth = auth
@@ -110,6 +121,7 @@ class Dashboard:
         self.pricing = pricing
         self.heartbeat_s = heartbeat_s
         self.max_stream_s = max_stream_s  # each event stream ends after this; the browser reconnects
+        self.dialer = dialer  # places an outbound call, as POST /api/calls does (None: no form)
 
     def routes(self) -> list[Route]:
         page, api = self._page, self._api
@@ -120,6 +132,7 @@ class Dashboard:
             Route("/dashboard/", page(self.dashboard)),
             Route("/dashboard/calls/{call_id:path}", page(self.call_page)),
             Route("/dashboard/report", page(self.report_page)),
+            Route("/dashboard/dial", page(self.dial), methods=["POST"]),
             Route("/dashboard/static/{name}", self.static),
             Route("/api/calls", api(self.api_calls), methods=["GET"]),
             Route("/api/calls/{call_id}/recording", api(self.api_recording), methods=["GET"]),
@@ -215,7 +228,31 @@ class Dashboard:
             except Exception as exc:
                 log.error("dashboard: could not read recent calls: %s: %s", type(exc).__name__, exc)
                 problem = f"Could not read the call store: {type(exc).__name__}."
-        return HTMLResponse(pages.dashboard_page(recent, problem or "", logout=not self.auth.open))
+        placed = request.query_params.get("placed", "")
+        dial = pages.dial_form(self.pipelines, note=placed) if self.dialer else ""
+        return HTMLResponse(pages.dashboard_page(recent, problem or "", logout=not self.auth.open, dial=dial))
+
+    async def dial(self, request: Request) -> Response:
+        """The "place a call" form: the same token and rules as POST /api/calls; errors shown on the page."""
+        form = await request.form()
+        fields = {key: str(form.get(key) or "").strip() for key in ("to", "pipeline", "from", "token")}
+        if self.dialer is None:
+            status, answer = 404, {"error": "placing calls is not available on this server"}
+        elif not self.auth.token_ok(fields["token"]):
+            status, answer = (403 if self.auth.open else 401), {"error": (
+                f"the call API is off: set {self.auth.env_name} on the server" if self.auth.open
+                else "wrong API token")}
+        else:
+            status, answer = await self.dialer(fields["to"], fields["pipeline"] or None,
+                                               fields["from"] or None)
+        if status == 201:
+            placed = (f"Placed call {answer['call_sid']} to {answer['to']} on pipeline {answer['pipeline']}: "
+                      "it appears under Live calls once it is answered.")
+            return RedirectResponse(f"/dashboard?placed={quote(placed)}#dial", status_code=303)
+        dial = pages.dial_form(self.pipelines, error=answer.get("error", "could not place the call"),
+                               to=fields["to"])
+        return HTMLResponse(pages.dashboard_page(None, "", logout=not self.auth.open, dial=dial),
+                            status_code=status)
 
     async def call_page(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]

@@ -127,14 +127,30 @@ CALLS_HEAD = ("<thead><tr><th>started (UTC)</th><th>call</th><th>pipeline</th><t
               "<th>turns</th><th>v2v median</th><th>errors</th><th></th></tr></thead>")
 
 
-def dashboard_page(recent: list[dict[str, Any]] | None, store_note: str, logout: bool) -> str:
+def dial_form(pipelines: Sequence[str], note: str = "", error: str = "", to: str = "") -> str:
+    """"Place a call": the number, the pipeline, and the API token (a dashboard session alone can't dial)."""
+    options = "".join(f'<option value="{esc(name)}">{esc(name)}</option>' for name in pipelines)
+    shown = (f'<p class="error" role="alert">{esc(error)}</p>' if error else
+             f'<p class="note" role="status">{esc(note)}</p>' if note else "")
+    return f"""
+<section id="dial"><h2>Place a call</h2>
+<form method="post" action="/dashboard/dial" class="dial">
+  <label>Number <input name="to" type="tel" placeholder="+15551234567" value="{esc(to)}" required></label>
+  <label>Pipeline <select name="pipeline">{options}</select></label>
+  <label>From <input name="from" type="tel" placeholder="default: $TWILIO_FROM_NUMBER"></label>
+  <label>API token <input name="token" type="password" autocomplete="off" required></label>
+  <button type="submit">Call</button>
+</form>{shown}</section>"""
+
+
+def dashboard_page(recent: list[dict[str, Any]] | None, store_note: str, logout: bool, dial: str = "") -> str:
     recent_html = (f'<p class="note">{esc(store_note)}</p>' if recent is None else
                    f'<table class="calls">{CALLS_HEAD}<tbody id="recent-calls">{calls_rows(recent)}</tbody>'
                    f'</table>' + ("" if recent else '<p class="empty" id="no-recent">No calls yet.</p>'))
     body = f"""
 <section id="live"><h1>Live calls <small id="live-status">connecting…</small></h1>
 <div id="live-calls"><p class="empty">No calls right now.</p></div></section>
-<section id="recent"><h2>Recent calls</h2>{recent_html}</section>"""
+<section id="recent"><h2>Recent calls</h2>{recent_html}</section>{dial}"""
     return layout("Live", body, active="live", logout=logout, script=True)
 
 
