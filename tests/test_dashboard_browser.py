@@ -10,6 +10,7 @@ Skips, saying why, when Playwright or Chromium is missing, unless SWITCHBOARD_RE
 import asyncio
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -124,15 +125,26 @@ pipelines:
             await page.wait_for_function("() => { const a = document.querySelector('audio');"
                                          " return a && a.readyState >= 1 && a.duration > 1; }")
 
+            await page.set_viewport_size({"width": 1280, "height": 900})  # a laptop screen
             await page.goto(f"{base}/dashboard/report?since=1h")
             table = page.locator("table.report")
             await table.wait_for()
+            # the whole table is visible, cost columns included: no horizontal scrolling inside its box
+            assert await page.evaluate(
+                "() => { const t = document.querySelector('table.report');"
+                " return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
             assert "instant/echo" in await table.inner_text()
             for chart in ("latency-distribution", "waterfall"):
                 await page.locator(f'figure[data-chart="{chart}"] img.chart').first.wait_for()
             await page.wait_for_function(
                 "() => { const imgs = [...document.querySelectorAll('img.chart')];"
                 " return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }")
+            shots = Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or tmp_path)  # set it to look at them
+            await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
+            await page.screenshot(path=str(shots / "report.png"), full_page=True)
+            await page.goto(f"{base}/dashboard")
+            await page.locator("form.dial").wait_for()  # the "place a call" form
+            await page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
             assert errors == []
         finally:
             await browser.close()
