@@ -336,6 +336,9 @@ class CallResult:
     duration_s: float = 0.0
     bot_audio_received_s: float = 0.0  # all bot audio samples received
     bot_audio_played_s: float = 0.0  # of those, what actually played (cleared and unplayed excluded)
+    # the most bot audio that was ever queued ahead of the playhead: a paced server stays within its
+    # player's lead (plus a frame); one that sends a whole reply at once queues all of it
+    max_bot_lead_s: float = 0.0
     marks_received: int = 0  # marks the server sent
     marks_echoed: int = 0  # marks echoed back (played or cleared)
     marks_cleared: int = 0  # of those, echoed because a clear dropped their audio
@@ -888,8 +891,10 @@ class _Call:
         emit: EventCallback,
         hangup_timeout_s: float,
         reply_timeout_s: float,
+        echo_marks: bool = True,
     ) -> None:
         self.ws = ws
+        self.echo_marks = echo_marks
         self.clock = clock
         self.sender = sender
         self.playback = Playback()
@@ -951,6 +956,8 @@ class _Call:
 
     def _on_bot_audio(self, pcm: np.ndarray, now: float) -> None:
         starts = self.playback.add_audio(pcm, now)
+        lead_s = (self.playback.queue_end - _sample(now)) / RATE
+        self.result.max_bot_lead_s = max(self.result.max_bot_lead_s, lead_s)
         line, delay_ms = self._awaiting_reply, None
         # the reply is the first audio after the line ended — or, if the bot was still audible then
         # (talking over the caller), the next time it starts talking
@@ -996,6 +1003,8 @@ class _Call:
             await self._echo(name, now, cleared=False)
 
     async def _echo(self, name: str, now: float, *, cleared: bool) -> None:
+        if not self.echo_marks:  # a carrier that never confirms playback: the server must not wait forever
+            return
         await self.sender.echo_mark(name)
         self.result.marks_echoed += 1
         self.result.marks_cleared += cleared
@@ -1102,6 +1111,7 @@ async def run_call(
     carrier: str = "twilio",
     sample_rate: int = RATE,
     echo: Echo | None = None,
+    echo_marks: bool = True,
 ) -> CallResult:
     """Place a simulated Twilio call to the Media Streams server at ``url`` and play the script.
 
@@ -1113,6 +1123,7 @@ async def run_call(
     ``hangup_timeout_s`` — then the caller sends `stop` and closes. A normal line waits at most
     ``reply_timeout_s`` for the bot's reply to the previous line. All durations are simulated seconds.
     ``echo`` feeds the bot's audio back into the caller's line (a speakerphone without echo control).
+    ``echo_marks=False`` never echoes the server's marks (a carrier that doesn't confirm playback).
     Raises OSError / websockets errors when the server cannot be reached.
     """
     if speed <= 0:
@@ -1134,6 +1145,7 @@ async def run_call(
             emit=emit,
             hangup_timeout_s=hangup_timeout_s,
             reply_timeout_s=reply_timeout_s,
+            echo_marks=echo_marks,
         )
         if echo is not None:
             sender.echo = echo.leak(call.playback)

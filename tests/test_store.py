@@ -19,6 +19,10 @@ from switchboard.store.schema import MIGRATIONS, latest_version
 from switchboard.store.writer import is_transient
 
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
+# CI sets SWITCHBOARD_REQUIRE_POSTGRES=1 once it has started a server: then a missing URL fails, never skips
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL and os.environ.get("SWITCHBOARD_REQUIRE_POSTGRES") != "1",
+    reason="set SWITCHBOARD_TEST_POSTGRES_URL to a postgresql:// URL")
 
 
 def a_turn(call_id: str = "CA1", index: int = 1, **changes) -> TurnMetrics:
@@ -90,8 +94,9 @@ async def test_round_trip_sqlite(tmp_path):
     await round_trip(str(tmp_path / "switchboard.db"))
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set SWITCHBOARD_TEST_POSTGRES_URL to a postgresql:// URL")
+@needs_postgres
 async def test_round_trip_postgres():
+    assert POSTGRES_URL, "SWITCHBOARD_REQUIRE_POSTGRES=1 but SWITCHBOARD_TEST_POSTGRES_URL is not set"
     await round_trip(POSTGRES_URL)
     second = CallStore(POSTGRES_URL)  # opening an existing database again is a no-op
     await second.open()
@@ -338,6 +343,7 @@ async def test_shadow_results_and_variant_parts_sqlite(tmp_path):
     await shadows_and_variant_parts(str(tmp_path / "switchboard.db"))
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="set SWITCHBOARD_TEST_POSTGRES_URL to a postgresql:// URL")
+@needs_postgres
 async def test_shadow_results_and_variant_parts_postgres():
+    assert POSTGRES_URL, "SWITCHBOARD_REQUIRE_POSTGRES=1 but SWITCHBOARD_TEST_POSTGRES_URL is not set"
     await shadows_and_variant_parts(POSTGRES_URL)
