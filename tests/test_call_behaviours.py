@@ -151,3 +151,16 @@ async def test_healthz_counts_a_call_in_progress(speech_wav):
         await asyncio.wait_for(app.state.host.wait_idle(), 5)
         assert (await http.get("/healthz")).json()["active_calls"] == 0
     assert seen and all(count == 1 for count in seen)
+
+
+async def test_a_call_goes_on_while_the_call_store_is_unreachable(tmp_path, speech_wav):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # the store's file can't be created under a file, even by root
+    providers = Providers(InstantSTT("hello"), InstantLLM("Still answering."), InstantTTS(ms_per_char=20))
+    app = create_app(config(), providers={"default": providers}, store_url=str(blocker / "calls.db"))
+    async with running(app) as port:
+        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=speech_wav)] * 2,
+                                hangup_timeout_s=2, on_event=lambda event: None)
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    assert [line.response_delay_ms is not None for line in result.lines] == [True, True]
+    assert result.bot_audio_received_s >= 0.6  # the greeting and both replies (35 characters at 20 ms)

@@ -180,9 +180,10 @@ async def test_a_call_is_streamed_live_then_listed_and_served_by_the_api(tmp_pat
 
         await wait_for(lambda: app.state.live_hub.calls == {}, "the call to leave the hub")
         listed = (await http.get("/api/calls")).json()
-        while not listed["calls"] or listed["calls"][0]["ended_at"] is None:  # the writer is async
-            await asyncio.sleep(0.05)
-            listed = (await http.get("/api/calls")).json()
+        async with asyncio.timeout(10):  # a regression fails here instead of hanging
+            while not listed["calls"] or listed["calls"][0]["ended_at"] is None:  # the writer is async
+                await asyncio.sleep(0.05)
+                listed = (await http.get("/api/calls")).json()
         [call] = listed["calls"]
         assert call["id"] == call_id and call["live"] is False and call["pipeline"] == "default"
         assert call["summary"]["turns"] == 2 and call["has_recording"] is False and "recording" not in call

@@ -154,7 +154,9 @@ async def test_stream_cut_after_the_first_token_is_raised_not_retried():
 async def test_cancelling_the_consumer_closes_the_vendor_stream():
     slow = SlowLLM("slow", 5.0, ["never"])
     task = asyncio.create_task(collect(failover.stream_reply([slow], [], [], turn())))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):  # until the vendor stream is open, then cancel its consumer
+        while not slow.opened:  # noqa: ASYNC110 (the fake's counter, no event to wait on)
+            await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

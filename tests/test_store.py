@@ -224,7 +224,9 @@ async def test_writer_keeps_accepting_turns_while_the_database_is_unavailable(tm
         for index in range(10):
             writer.turn(a_turn("CA1", index))  # never raises
         writer.call_ended("CA1", {})
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):  # wait until it has retried at least twice (a deadline, no race)
+            while writer.failures < 2:  # noqa: ASYNC110 (the writer's counter, no event to wait on)
+                await asyncio.sleep(0.01)
         assert writer.failures >= 2 and writer.written == 0
         assert writer.pending == 3 and writer.dropped == 9  # bounded: the rest are dropped and counted
         await writer.aclose(timeout_s=0.05)
