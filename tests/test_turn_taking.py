@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from switchboard.caller import (
     BotAudioStarted,
     CallerEvent,
@@ -97,35 +99,41 @@ async def test_a_finished_question_is_prepared_at_the_pause_and_answered_once():
     assert result.lines[0].response_delay_ms is not None
 
 
-async def test_a_pause_mid_sentence_does_not_end_the_turn():
+# how recognisers write: as the phrases are punctuated, no punctuation at all, a full stop on every piece
+STYLES = ["oracle", "plain", "stop"]
+
+
+@pytest.mark.parametrize("style", STYLES)
+async def test_a_pause_mid_sentence_does_not_end_the_turn(style):
     # "...a table for [0.8 s] four people at seven": the pause's transcript reads unfinished
-    stt = PhrasesSTT(["I'd like to book a table for", "four people at seven."])
+    stt = PhrasesSTT(["I'd like to book a table for", "four people at seven."], style=style)
     llm = InstantLLM("Lovely, see you at seven.")
     line = CallerLine(text="i would like to book a table for [0.8s] four people at seven")
     result, turns, events = await place_call(Providers(stt, llm, InstantTTS()), [line])
 
     (turn,) = turns  # one turn, with both halves
-    assert turn.transcript == "I'd like to book a table for four people at seven."
+    assert turn.transcript == stt.styled("I'd like to book a table for four people at seven.")
     # prepared at the 0.8 s pause (and at any short gap inside words), dropped each time the caller
     # went on; the last one, after the whole sentence, became the turn
     assert turn.speculated >= 2 and turn.speculation_dropped == turn.speculated - 1
-    assert "I'd like to book a table for" in stt.texts  # it was heard at the pause...
+    assert stt.styled("I'd like to book a table for") in stt.texts  # it was heard at the pause...
     assert [m[-1].content for m in llm.requests][-1] == turn.transcript  # ...but only the whole was answered
     assert bot_audio_while_speaking(events) == []
     assert result.clears_received == 0
 
 
-async def test_a_complete_sounding_pause_then_more_speech_is_one_turn_if_the_bot_had_not_spoken():
+@pytest.mark.parametrize("style", ["oracle", "stop"])  # the first half has to read finished
+async def test_a_complete_sounding_pause_then_more_speech_is_one_turn_if_the_bot_had_not_spoken(style):
     # the first half reads finished and is committed once its transcript is in (slow STT: 0.65 s after
     # the voice ends), but the caller went on at 0.5 s: the reply waits for them, then the committed
     # turn is taken back unheard and the caller's words are answered together
-    stt = PhrasesSTT(["I want to book a table.", "For two."], delay_s=0.5)
+    stt = PhrasesSTT(["I want to book a table.", "For two."], delay_s=0.5, style=style)
     llm = InstantLLM("Sure.")
     line = CallerLine(text="i want to book a table [0.5s] for two")
     _, turns, events = await place_call(Providers(stt, llm, InstantTTS()), [line])
 
     answered = [t for t in turns if t.reply_heard]
-    assert [t.transcript for t in answered] == ["I want to book a table. For two."]
+    assert [t.transcript for t in answered] == [stt.styled("I want to book a table. For two.")]
     assert bot_audio_while_speaking(events) == []
 
 

@@ -4,7 +4,9 @@ A pause after "what time do you close?" is the end of a turn; the same pause aft
 five five" or "I'd like to book a table for, um" is the caller thinking. `reads_finished` sorts a
 transcript into one of three:
 
-  COMPLETE    ends a sentence or question (. ? !) on a word that can end one
+  COMPLETE    ends a sentence or question (. ? !) on a word that can end one; a full stop after a
+              word that needs more ("...a table for.") is a recogniser closing a fragment, not an end
+              (neural recognisers put one on every piece of audio), while "...looking for?" is
   INCOMPLETE  ends on a comma / dash / ellipsis, on a word no turn ends on ("and", "so", "um", "the"),
               or on a number being read out (three or more digits in a row), whatever the
               punctuation; or has no sentence end and ends on a word that needs more ("for", "my",
@@ -52,6 +54,7 @@ NUMBER_WORDS = frozenset("""
 DICTATION_NUMBERS = 3  # this many number words (or digits) in a row at the end: a number being read out
 
 _SENTENCE_END = re.compile(r"[.?!。？！][\"'”’)\]]*$")
+_FULL_STOP = re.compile(r"(?<!\.)\.[\"'”’)\]]*$")  # a single "." (not "?", "!" or "...")
 _TRAILING_OPEN = re.compile(r"(,|;|:|-|–|—|…|\.\.\.)[\"'”’)\]]*$")
 _WORD = re.compile(r"[A-Za-z']+|\d+")
 
@@ -64,6 +67,8 @@ def reads_finished(transcript: str) -> Finished:
     if _TRAILING_OPEN.search(text) or words[-1] in TRAILING_WORDS or _dictating(words):
         return Finished.INCOMPLETE
     if _SENTENCE_END.search(text):
+        if words[-1] in OPEN_WORDS and _FULL_STOP.search(text):
+            return Finished.INCOMPLETE
         return Finished.COMPLETE
     if words[-1] in OPEN_WORDS or _is_number(words[-1]):
         return Finished.INCOMPLETE

@@ -7,6 +7,7 @@ don't depend on recognition accuracy. They can also fail on purpose.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -59,20 +60,31 @@ def spoken_bursts(pcm: np.ndarray, rate: int, gap_s: float = 0.25, level: float 
 
 
 class PhrasesSTT(InstantSTT):
-    """Hears the first k of `phrases`, k = how many spoken bursts the audio holds (see spoken_bursts)."""
+    """Hears the first k of `phrases`, k = how many spoken bursts the audio holds (see spoken_bursts).
+
+    `style` makes it write like a real recogniser: "oracle" returns the phrases as given (punctuated
+    exactly where a sentence ends); "plain" lower case with no punctuation (PocketSphinx); "stop" ends
+    every transcript with a full stop, fragments too (Whisper, Moonshine). `styled` is that writing."""
 
     model = "phrases"
 
-    def __init__(self, phrases: list[str], delay_s: float = 0.0) -> None:
+    def __init__(self, phrases: list[str], delay_s: float = 0.0, style: str = "oracle") -> None:
         super().__init__(" ".join(phrases), delay_s=delay_s)
-        self.phrases = phrases
+        self.phrases, self.style = phrases, style
         self.texts: list[str] = []  # every transcript given, in order
+
+    def styled(self, text: str) -> str:
+        if self.style == "plain":
+            return re.sub(r"[^\w' ]", "", text).lower()
+        if self.style == "stop":
+            return re.sub(r"[.?!,]+$", "", text) + "."
+        return text
 
     async def transcribe(self, pcm: np.ndarray) -> Transcript:
         self.heard.append(pcm)
         await asyncio.sleep(self.delay_s)
         k = min(len(self.phrases), spoken_bursts(pcm, self.sample_rate))
-        self.texts.append(" ".join(self.phrases[:k]))
+        self.texts.append(self.styled(" ".join(self.phrases[:k])) if k else "")
         return Transcript(self.texts[-1])
 
 
