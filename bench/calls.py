@@ -1034,7 +1034,7 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
         f"{_ms(fig['processing_p90_ms'])}  p95 {_ms(fig['processing_p95_ms'])} ms   "
         f"(the processing part alone vs p95 <= "
         f"{TARGET_OVERHEAD_P95_MS:.0f} ms: {_verdict(fig['processing_p95_ms'], TARGET_OVERHEAD_P95_MS)})",
-        "    by stage (p50/p95 ms): " + ", ".join(
+        "    by stage (p50/p95 ms; negative = done before the endpoint, by a speculative turn): " + ", ".join(
             f"{name} {_ms(p50).strip()}/{_ms(p95).strip()}"
             for name, (p50, p95) in fig["stages_p50_p95_ms"].items()),
         f"caller-measured response (line end -> first bot frame)  p50 {_ms(fig['caller_response_p50_ms'])}"

@@ -192,11 +192,16 @@ async def run_demo(config_path: str | None, record: str, speed: float, verbose: 
     if store_url:
         print(f"Recorded in the call store ({store_url}): compare vendors with `switchboard report`, or run "
               "`switchboard serve` and open http://127.0.0.1:5050/dashboard")
-    replies = [t for t in turns if t.kind == "reply" and t.transcript]
-    ok = result.hangup and len(replies) >= len(DEMO_LINES) and any(t.interrupted for t in turns)
+    ok = demo_went_as_scripted(result, turns)
     if not ok:
         print("demo: the call did not go as scripted (see above)", file=sys.stderr)
     return 0 if ok else 1
+
+
+def demo_went_as_scripted(result: caller.CallResult, turns: list[TurnMetrics]) -> bool:
+    """The demo's verdict: every line was heard and answered, the barge-in cut the bot, the bot hung up."""
+    replies = [t for t in turns if t.kind == "reply" and t.transcript]
+    return result.hangup and len(replies) >= len(DEMO_LINES) and any(t.interrupted for t in turns)
 
 
 def _collect(turns: list[TurnMetrics], then: Callable[[TurnMetrics], None]) -> Callable[[TurnMetrics], None]:

@@ -6,12 +6,13 @@ rule lists); the bot's audio comes back at the right rate; a barge-in clears and
 """
 
 
+import dataclasses
 import statistics
 
 import pytest
 
 from switchboard.caller import CallerLine
-from switchboard.cli import DEMO_LINES, latency_table
+from switchboard.cli import DEMO_LINES, demo_went_as_scripted, latency_table
 from switchboard.config import default_config_path, load_config
 from switchboard.providers.piper import voice
 from tests import calls
@@ -62,6 +63,10 @@ async def test_demo_call_recognises_each_line_answers_barges_in_and_hangs_up(con
     assert result.hangup and not result.stop_sent
     assert result.malformed_count == 0
     assert record.exists()
+    assert demo_went_as_scripted(result, turns)  # what `switchboard demo` exits 0 on
+    # ...and the verdict notices a call that did not go as scripted
+    assert not demo_went_as_scripted(result, [t for t in turns if not t.interrupted])
+    assert not demo_went_as_scripted(dataclasses.replace(result, hangup=False), turns)
 
 
 async def test_bot_audio_lasts_as_long_as_the_synthesised_reply(config):

@@ -63,3 +63,31 @@ def test_check_lists_every_variant_and_shadow(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "llm claude       anthropic" in out and "llm gpt          openai        gpt-4o-mini" in out
     assert "llm shadow cohere-a cohere" in out and "MISSING: set CO_API_KEY" in out
+
+
+async def test_check_ping_times_one_real_request_per_provider(tmp_path, monkeypatch, capsys):
+    """`--ping` against the OpenAI fake (all three stages) and the embedded engines: a time each."""
+    import asyncio
+
+    from switchboard.server import running
+    from tests.fakes.common import Faults
+    from tests.fakes.openai_fake import OpenAIScript, make_app
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    async with running(make_app(Faults(), OpenAIScript())) as port:
+        base = f"http://127.0.0.1:{port}/v1"
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(f"""
+pipelines:
+  default:
+    stt: {{provider: openai, base_url: "{base}"}}
+    llm: {{provider: openai, base_url: "{base}"}}
+    tts: {{provider: openai, base_url: "{base}"}}
+    fallback:
+      tts: [{{provider: espeak}}]
+""")
+        assert await asyncio.to_thread(main, ["check", str(path), "--ping"]) == 0
+    out = capsys.readouterr().out
+    pings = [line for line in out.splitlines() if line.startswith("  default: ")]
+    assert len(pings) == 4 and all(line.rstrip().endswith(" ms") for line in pings), pings
+    assert "default: tts fallback 1   espeak" in out
