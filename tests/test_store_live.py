@@ -29,7 +29,8 @@ async def test_a_call_is_recorded_turn_by_turn_and_reported(tmp_path, speech_wav
     async with running(app) as port:
         result = await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=speech_wav)],
                                 hangup_timeout_s=2, on_event=lambda event: None)
-        await asyncio.sleep(0.3)  # the writer drains in the background
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)  # the call is closed; the writer drains
+        # what it holds at shutdown, when `running` ends
     store = CallStore(db)
     await store.open()
     calls, turns = await store.query_calls(), await store.query_turns()
