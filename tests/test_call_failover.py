@@ -84,7 +84,7 @@ async def test_a_stalled_first_token_times_out_and_falls_back(speech_wav):
     assert ["no first result within 0.5 s" in failure for failure in reply.failures] == [True, True]
 
 
-async def test_when_every_llm_fails_the_caller_hears_the_apology_and_the_call_goes_on(speech_wav):
+async def test_when_every_llm_fails_the_caller_hears_the_apology_and_it_is_recorded(speech_wav):
     turns, _ = await call_with(Faults(status=500), Faults(status=429), speech_wav)
     reply = turns[1]
     assert reply.reply_heard == "Sorry, trouble."

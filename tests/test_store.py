@@ -5,9 +5,12 @@ is down."""
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
+import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, Table
@@ -287,14 +290,27 @@ def test_transient_errors():
 
 
 async def test_a_crash_loses_nothing_committed(tmp_path):
-    """Each turn is its own committed transaction: another connection sees it at once."""
+    """Each turn is its own committed transaction: a process killed (SIGKILL, no clean-up at all) right
+    after writing a turn leaves it in the file, and another connection sees it."""
     path = tmp_path / "c.db"
-    store = CallStore(str(path))
+    code = f"""
+import asyncio, os, signal
+from switchboard.store import CallStore
+from tests.test_store import a_turn
+
+async def write_then_die():
+    store = CallStore({str(path)!r})
     await store.open()
     await store.add_turn(a_turn())
+    os.kill(os.getpid(), signal.SIGKILL)  # never closes the store
+
+asyncio.run(write_then_die())
+"""
+    repo = Path(__file__).parent.parent
+    killed = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=repo)
+    assert await killed.wait() == -signal.SIGKILL
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM turns").fetchone() == (1,)
-    await store.close()
 
 
 async def shadows_and_variant_parts(url: str) -> None:
