@@ -64,17 +64,53 @@ class Stop:
 InboundEvent = Connected | Start | Media | Mark | Dtmf | Stop
 
 
+MAX_FRAME_CHARS = 512 * 1024  # far above any real frame (Exotel's largest chunk is ≈ 137 K of base64)
+MAX_FRAME_NUMBER = 2**53  # timestamps, durations, rates: anything larger is not a real value
+
+
 def json_object(raw: str | bytes, carrier: str) -> dict:
-    """The JSON object in one text frame (Twilio and Exotel send only these), or BadFrame saying why not."""
+    """The JSON object in one text frame (Twilio and Exotel send only these), or BadFrame saying why not.
+    Total: whatever the frame holds, this returns an object or raises BadFrame."""
     if isinstance(raw, bytes):
         raise BadFrame(f"binary frame ({carrier} sends JSON text frames only)")
+    if len(raw) > MAX_FRAME_CHARS:
+        raise BadFrame(f"{len(raw)} characters is too large for a frame (at most {MAX_FRAME_CHARS})")
     try:
         msg = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadFrame(f"not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise BadFrame("JSON nested too deeply") from None
     if not isinstance(msg, dict):
         raise BadFrame(f"top level is {type(msg).__name__}, expected an object")
     return msg
+
+
+KEYPAD = frozenset("0123456789*#ABCD")  # what a phone's keypad can send
+
+
+def keypad_digit(value: object, where: str) -> str:
+    """One key of a phone's keypad (a digit may come as a number), or BadFrame."""
+    digit = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if digit is None or digit.upper() not in KEYPAD:
+        raise BadFrame(f"{where}: expected a keypad key (0-9, *, #, A-D), got {_short(value)}")
+    return digit.upper()
+
+
+def frame_number(value: object, where: str) -> int:
+    """A whole number a carrier sent (as a number or a string), 0 to MAX_FRAME_NUMBER, or BadFrame."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        raise BadFrame(f"{where}: expected a number, got {_short(value)}") from None
+    if not 0 <= number <= MAX_FRAME_NUMBER:
+        raise BadFrame(f"{where}: {_short(value)} is out of range (0 to 2^53)")
+    return number
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class CarrierLink(Protocol):

@@ -34,7 +34,9 @@ from switchboard.core.carrier import (
     Media,
     Start,
     Stop,
+    frame_number,
     json_object,
+    keypad_digit,
 )
 
 __all__ = [
@@ -99,12 +101,7 @@ def _string(obj: dict[str, Any], name: str, where: str) -> str:
 
 def _number(value: Any, where: str) -> int | None:
     """Exotel sends numbers as numbers or as strings."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadFrame(f"{where}: expected a number, got {value!r}") from None
+    return None if value is None else frame_number(value, where)
 
 
 def parse(raw: str | bytes) -> InboundEvent:
@@ -136,10 +133,8 @@ def parse(raw: str | bytes) -> InboundEvent:
         return Mark(name=_string(_section(msg, "mark"), "name", "mark"))
     if event == "dtmf":
         dtmf = _section(msg, "dtmf")
-        digit = _get(dtmf, "digit")
-        if not isinstance(digit, (str, int)) or isinstance(digit, bool) or not str(digit):
-            raise BadFrame(f"dtmf.digit: expected a digit, got {digit!r}")
-        return Dtmf(digit=str(digit), duration_ms=_number(_get(dtmf, "duration"), "dtmf.duration"))
+        digit = keypad_digit(_get(dtmf, "digit"), "dtmf.digit")
+        return Dtmf(digit=digit, duration_ms=_number(_get(dtmf, "duration"), "dtmf.duration"))
     if event == "stop":
         stop = msg.get("stop")
         reason = _get(stop, "reason") if isinstance(stop, dict) else None

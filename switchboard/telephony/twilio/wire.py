@@ -24,7 +24,9 @@ from switchboard.core.carrier import (
     Media,
     Start,
     Stop,
+    frame_number,
     json_object,
+    keypad_digit,
 )
 
 __all__ = [
@@ -77,17 +79,14 @@ def parse(raw: str | bytes) -> InboundEvent:
         if not audio:
             raise BadFrame("media.payload: empty")
         timestamp = media.get("timestamp")
-        try:
-            timestamp_ms = int(timestamp) if timestamp is not None else None
-        except (TypeError, ValueError):
-            raise BadFrame(f"media.timestamp: expected a number, got {timestamp!r}") from None
+        timestamp_ms = frame_number(timestamp, "media.timestamp") if timestamp is not None else None
         return Media(pcm=ulaw_decode(audio), timestamp_ms=timestamp_ms)
     if event == "mark":
         mark = _field(msg, "mark", dict, "mark")
         return Mark(name=str(_field(mark, "name", str, "mark")))
     if event == "dtmf":
         dtmf = _field(msg, "dtmf", dict, "dtmf")
-        return Dtmf(digit=str(_field(dtmf, "digit", str, "dtmf")))
+        return Dtmf(digit=keypad_digit(_field(dtmf, "digit", str, "dtmf"), "dtmf.digit"))
     if event == "stop":
         return Stop()
     raise BadFrame(f"unknown event {event!r}")

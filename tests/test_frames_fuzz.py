@@ -1,0 +1,115 @@
+"""Every carrier parser is total: any frame becomes an event or a BadFrame, never another exception; and a
+live call survives a barrage of arbitrary frames, then still answers its caller."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from switchboard.caller import CallerLine, run_call
+from switchboard.config import parse_config
+from switchboard.core.carrier import BadFrame
+from switchboard.pipeline.call import Providers
+from switchboard.server import create_app, running
+from switchboard.telephony.exotel import wire as exotel
+from switchboard.telephony.twilio import wire as twilio
+from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+EVENTS = ["connected", "start", "media", "mark", "dtmf", "stop", "clear", "nonsense"]
+FIELDS = ["start", "media", "mark", "dtmf", "stop", "streamSid", "stream_sid", "payload", "timestamp",
+          "digit", "name", "customParameters", "custom_parameters", "mediaFormat", "media_format",
+          "sample_rate", "duration", "encoding", "callSid"]
+NESTED = JSON | st.dictionaries(st.sampled_from(FIELDS), JSON)
+# frames shaped like real ones, with arbitrary values where the real ones have theirs
+FRAMES = st.fixed_dictionaries({"event": st.sampled_from(EVENTS)}).flatmap(
+    lambda base: st.dictionaries(st.sampled_from(FIELDS), NESTED, max_size=4).map(
+        lambda extra: {**base, **extra}))
+
+
+def parse_all(raw: str | bytes) -> None:
+    for parse in (twilio.parse, exotel.parse, exotel.Decoder().parse):
+        try:
+            parse(raw)
+        except BadFrame:
+            pass
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FRAMES)
+def test_frames_shaped_like_real_ones_parse_or_are_bad_frames(frame):
+    parse_all(json.dumps(frame))
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON | st.binary(max_size=64) | st.text(max_size=64))
+def test_anything_at_all_parses_or_is_a_bad_frame(value):
+    parse_all(value if isinstance(value, (str, bytes)) else json.dumps(value))
+
+
+def test_pathological_frames_are_bad_frames():
+    for raw in ('{"event":"media","media":' + "[" * 5000 + "]" * 5000 + "}",
+                '{"event":"media","media":{"payload":"AAAA","timestamp":1e400}}',
+                '{"event":"media","media":{"payload":"AAAA","timestamp":-5}}',
+                '{"event":"dtmf","dtmf":{"digit":"1","duration":1e400}}',
+                '{"event":"start","start":{"stream_sid":"S","media_format":{"sample_rate":1e400}}}',
+                "x" * (600 * 1024)):
+        parse_all(raw)
+
+
+CONFIG = """
+pipelines:
+  default:
+    greeting: "Hi."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+"""
+
+
+async def test_a_live_call_survives_a_barrage_of_arbitrary_frames(speech_wav):
+    """300 arbitrary frames (malformed, mistyped, out of range, a second start, marks and digits of
+    nothing) in the middle of a call: each is handled or dropped, the call still takes the caller's
+    keys afterwards, and another caller on the same server is answered."""
+    import asyncio
+
+    import websockets
+
+    rng = random.Random(7)
+    alive = [event for event in EVENTS if event != "stop"]  # a stop is the caller hanging up, not bad input
+    shapes = [lambda: {"event": rng.choice(alive)},
+              lambda: {"event": "media", "media": {"payload": rng.choice(["", "!!", "AAAA", 5, None]),
+                                                   "timestamp": rng.choice([1e400, -1, "x", None])}},
+              lambda: {"event": "dtmf", "dtmf": {"digit": rng.choice(["", 7, None, "\ud800", [1]])}},
+              lambda: {"event": "mark", "mark": {"name": rng.choice(["", "nope", 3, None])}},
+              lambda: {"event": "start", "start": {"streamSid": "MZ2", "callSid": "CA2"}},
+              lambda: {"event": "media", "media": [[[[]]]]},
+              lambda: {"event": "media", "media": {"payload": "A" * 40, "timestamp": 2**80}}]
+    nasty = [json.dumps(rng.choice(shapes)()) for _ in range(300)]
+    llm = InstantLLM("Still here.")
+    providers = Providers(InstantSTT("hello"), llm, InstantTTS(ms_per_char=20))
+    app = create_app(parse_config(CONFIG), providers={"default": providers})
+    start = {"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "accountSid": "AC1",
+                                         "mediaFormat": {"encoding": "audio/x-mulaw"}}}
+    async with running(app) as port:
+        url = f"ws://127.0.0.1:{port}/media-stream"
+        async with websockets.connect(url) as fuzzer:
+            await fuzzer.send(json.dumps(start))
+            for frame in [*nasty, b"\x00binary"]:
+                await fuzzer.send(frame)
+            for digit in "12#":
+                await fuzzer.send(json.dumps({"event": "dtmf", "dtmf": {"digit": digit}}))
+            async with asyncio.timeout(10):  # the call took the keys after the barrage: it lives
+                while not any("pressed 12 on" in r[-1].content for r in llm.requests):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            assert "CA1" in app.state.calls
+        result = await run_call(url, [CallerLine(wav=speech_wav)], hangup_timeout_s=2,
+                                on_event=lambda e: None)
+    assert result.lines[0].response_delay_ms is not None  # another caller is answered
