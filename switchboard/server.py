@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -56,8 +57,35 @@ from switchboard.web import Auth, Dashboard, LiveHub
 
 log = logging.getLogger("switchboard.server")
 
+DROP_WARNINGS = 20  # malformed frames logged one by one per connection; after that a count every 10 s
+DROP_SUMMARY_S = 10.0
 YIELD_EVERY = 32  # messages handled before yielding, so a burst from one call can't starve the others
 API_TOKEN_ENV = "SWITCHBOARD_API_TOKEN"  # guards POST /api/calls (unset: off) and the dashboard (unset: open)
+
+
+class DuplicateCall(Exception):
+    """A second connection started a call whose id is already active."""
+
+
+class FrameDrops:
+    """A connection's malformed frames, logged without letting a flood of them flood the log."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._unlogged = 0
+        self._next_summary = 0.0
+
+    def drop(self, call_id: str, reason: object) -> None:
+        self.count += 1
+        if self.count <= DROP_WARNINGS:
+            log.warning("call %s: dropped a frame: %s", call_id, reason)
+            self._next_summary = time.monotonic() + DROP_SUMMARY_S
+            return
+        self._unlogged += 1
+        if time.monotonic() >= self._next_summary:
+            log.warning("call %s: dropped %d more malformed frames (%d in all; latest: %s)", call_id,
+                        self._unlogged, self.count, reason)
+            self._unlogged, self._next_summary = 0, time.monotonic() + DROP_SUMMARY_S
 
 
 class CallHost:
@@ -77,6 +105,7 @@ class CallHost:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
         session: CallSession | None = None
         handled = 0
+        drops = FrameDrops()
         try:
             while session is None or not session.closed.is_set():
                 message = await websocket.receive()
@@ -87,16 +116,21 @@ class CallHost:
                 try:
                     event = connection.parse(raw)
                 except BadFrame as exc:
-                    log.warning("call %s: dropped a frame: %s", session.call_id if session else "-", exc)
+                    drops.drop(session.call_id if session else "-", exc)
                     continue
                 if isinstance(event, Stop):
                     if session is None:
-                        log.warning("dropped a frame: stop before start")
+                        drops.drop("-", "stop before start")
                         continue
                     reason = event.reason  # Exotel says why
                     log.info("call %s: caller hung up (stop%s)", session.call_id, reason and f": {reason}")
                     break
-                session = await self._dispatch(event, session, connection)
+                try:
+                    session = await self._dispatch(event, session, connection, drops)
+                except DuplicateCall as exc:
+                    log.warning("%s", exc)
+                    await websocket.close(code=1008, reason="this call is already connected")
+                    return
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -107,17 +141,17 @@ class CallHost:
                 await self._end(session)
 
     async def _dispatch(self, event: InboundEvent, session: CallSession | None,
-                        connection: Connection) -> CallSession | None:
+                        connection: Connection, drops: FrameDrops) -> CallSession | None:
         """Hand one event to its call. Returns the call's session (created by `start`)."""
         if isinstance(event, Start):
             if session is not None:
-                log.warning("call %s: dropped a frame: second start", session.call_id)
+                drops.drop(session.call_id, "second start")
                 return session
             return await self._start_call(event, connection)
         if isinstance(event, Connected):
             return session
         if session is None:
-            log.warning("dropped a frame: %s before start", type(event).__name__.lower())
+            drops.drop("-", f"{type(event).__name__.lower()} before start")
             return None
         try:
             if isinstance(event, Media):
@@ -138,6 +172,8 @@ class CallHost:
         if wanted and wanted != name:
             log.warning("call %s: unknown pipeline %r, using %r", start.call_sid, wanted, name)
         call_id = start.call_sid or start.stream_sid
+        if call_id in self.calls:  # one active call per id: a second connection must not merge into it
+            raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
         variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
         shadows = self.pipelines[name].shadows
         session = CallSession(
@@ -153,7 +189,7 @@ class CallHost:
             log.info("call %s: variant %s", call_id, variant)
         self.calls[call_id] = session
         self._idle.clear()
-        numbers = {"from_number": start.custom_parameters.get("from", ""),
+        numbers = {"from_number": start.custom_parameters.get("from") or start.from_number,
                    "to_number": start.custom_parameters.get("to", start.to_number)}
         self.hub.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         if self.writer is not None:

@@ -113,3 +113,38 @@ async def test_a_live_call_survives_a_barrage_of_arbitrary_frames(speech_wav):
         result = await run_call(url, [CallerLine(wav=speech_wav)], hangup_timeout_s=2,
                                 on_event=lambda e: None)
     assert result.lines[0].response_delay_ms is not None  # another caller is answered
+
+
+async def test_a_flood_is_logged_in_bounded_lines_and_a_second_connection_for_a_call_is_refused(caplog):
+    """2,000 malformed frames and 2,000 keys on one call: at most a few dozen log lines; a second socket
+    claiming the same call id is closed (1008) instead of merging into the live call."""
+    import asyncio
+    import logging
+
+    import websockets
+
+    providers = Providers(InstantSTT("hello"), InstantLLM("Ok."), InstantTTS(ms_per_char=20))
+    app = create_app(parse_config(CONFIG), providers={"default": providers})
+    start = {"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "accountSid": "AC1"}}
+    with caplog.at_level(logging.DEBUG):
+        async with running(app) as port:
+            url = f"ws://127.0.0.1:{port}/media-stream"
+            async with websockets.connect(url) as first:
+                await first.send(json.dumps(start))
+                for _ in range(2000):
+                    await first.send('{"event": "dance"}')
+                    await first.send('{"event": "dtmf", "dtmf": {"digit": "5"}}')
+                await first.send('{"event": "dtmf", "dtmf": {"digit": "#"}}')
+                async with asyncio.timeout(10):
+                    while "CA1" not in app.state.calls or not providers.llm.requests:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+                async with websockets.connect(url) as second:
+                    await second.send(json.dumps(start))  # the same call id
+                    await asyncio.wait_for(second.wait_closed(), 5)
+                    assert second.close_code == 1008
+                assert "CA1" in app.state.calls  # the first is untouched
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len([line for line in lines if "dropped" in line]) <= 25
+    assert len([line for line in lines if "DTMF" in line or "keypad" in line]) <= 2
+    assert "pressed " + "5" * 32 + " on" in providers.llm.requests[0][-1].content  # the entry is bounded
+    assert any("refused a second connection" in line for line in lines)

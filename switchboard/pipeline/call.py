@@ -44,6 +44,7 @@ MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before gi
 FLOOR_POLL_S = 0.02  # how often a ready reply checks whether the caller has stopped talking
 ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
 ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
+MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 
 
@@ -137,6 +138,7 @@ class CallSession:
         self._ending = False
         self._digits = ""  # keypad digits collected so far
         self._digits_due: float | None = None  # when they are handed over (the inter-digit timeout)
+        self._digits_overflow = False  # the entry reached MAX_KEYPAD_ENTRY (warned once)
         self.closed = asyncio.Event()
         self.started_at = time.monotonic()
 
@@ -204,13 +206,19 @@ class CallSession:
                      "hanging up" if dtmf.enabled else "dtmf.enabled is false")
             return
         now = time.monotonic() if now is None else now
+        if len(self._digits) >= MAX_KEYPAD_ENTRY:  # bounded: a flood of keys can't grow the entry or the log
+            if not self._digits_overflow:
+                log.warning("call %s: keypad entry over %d keys: further keys ignored", self.call_id,
+                            MAX_KEYPAD_ENTRY)
+            self._digits_overflow = True
+            return
         if digit == "#" and dtmf.end_on_hash:
             self._digits = self._digits or "#"  # a lone # is still an answer
             self._digits_due = now
         else:
             self._digits += digit
             self._digits_due = now + dtmf.inter_digit_timeout_ms / 1000
-        log.info("call %s: DTMF %s (entry so far: %s)", self.call_id, digit, self._digits)
+        log.debug("call %s: DTMF %s (%d keys so far)", self.call_id, digit, len(self._digits))
 
     async def _tick_loop(self) -> None:
         while True:
@@ -219,6 +227,7 @@ class CallSession:
             await self._on_events(self.segmenter.tick(now))
             if self._digits_due is not None and now >= self._digits_due:
                 digits, self._digits, self._digits_due = self._digits, "", None
+                self._digits_overflow = False
                 await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
 
     async def _on_events(self, events: list[SegmenterEvent]) -> None:

@@ -75,6 +75,10 @@ class ExotelCarrier:
     name = "exotel"
 
     def routes(self, serve: ServeStream) -> list[BaseRoute]:
+        if not os.environ.get(AUTH_ENV):
+            log.warning("!!! OPEN: /exotel accepts calls from anyone who finds this server (%s is not set; "
+                        "Twilio's signature check does not cover it). Set it to \"key:token\" in production. "
+                        "!!!", AUTH_ENV)
         async def exotel_stream(websocket: WebSocket) -> None:
             expected = os.environ.get(AUTH_ENV)
             if expected and not auth_ok(websocket.headers.get("authorization"), expected):
