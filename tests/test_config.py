@@ -624,3 +624,10 @@ def test_variants_and_shadows_are_read() -> None:
 )
 def test_variant_and_shadow_problems(text: str, expected: list[str]) -> None:
     assert problems(text) == expected
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "localhost:11434/v1", "ftp://example.com", "http://:80/v1"])
+def test_a_base_url_must_be_a_url(url: str) -> None:
+    text = MINIMAL.replace("llm: {provider: scripted}", f'llm: {{provider: openai, base_url: "{url}"}}')
+    [line] = problems(text)
+    assert line.startswith("pipelines.default.llm.base_url: ") and "http://localhost:11434/v1" in line

@@ -187,3 +187,10 @@ def test_the_table_every_waterfall_and_the_dashboard_tell_one_latency_story():
     assert sum(end - start for start, end in speculative.values()) > rows[0]["voice_to_voice_ms"]
     median_turn, median_spans = _median_turn(rows)
     assert _total(median_spans) == row.v2v_p50_ms == median_turn["voice_to_voice_ms"]
+
+
+def test_a_broken_config_is_an_error_not_a_report_without_prices(tmp_path, capsys):
+    broken = tmp_path / "pipeline.yaml"
+    broken.write_text("pipelines: [\n")
+    assert main(["report", "--db", str(tmp_path / "none.db"), "--config", str(broken)]) == 2
+    assert "line 2, column 1" in capsys.readouterr().err

@@ -7,7 +7,9 @@ on it) and says in `summary()` what the `switchboard check` table shows for it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -43,6 +45,21 @@ class VendorConfig(ProviderConfig):
 
     def summary(self) -> str:
         return self.model
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_a_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"not a URL ({exc}); write it like http://localhost:11434/v1") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must start with http:// or https:// and name a host, "
+                             "e.g. http://localhost:11434/v1")
+        return url
 
 
 class ChatVendorConfig(VendorConfig):

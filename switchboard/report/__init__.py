@@ -559,14 +559,17 @@ async def load(
 
 
 def load_pricing(path: str | Path | None = None, err: TextIO | None = None) -> Pricing:
-    """`pricing:` of pipeline.yaml at `path` (default: as `serve` finds it). A file that does not load is
-    a warning on `err` (stderr), not an error: the report goes on without prices."""
+    """`pricing:` of pipeline.yaml at `path` (default: as `serve` finds it). A missing file is a warning on
+    `err` (stderr): the report goes on without prices. A file that is there but broken is an error
+    (ConfigError, exit 2): its prices would silently be lost otherwise."""
     from switchboard.config import ConfigError, default_config_path, load_config
 
     source = path or default_config_path()
     try:
         config = load_config(source)
     except ConfigError as exc:
+        if Path(source).is_file():
+            raise
         print(f"switchboard report: warning: {source} does not load, so costs are not estimated:\n{exc}",
               file=err or sys.stderr)
         return {}
