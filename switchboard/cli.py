@@ -168,12 +168,10 @@ def latency_table(turns: list[TurnMetrics]) -> str:
 
 async def run_demo(config_path: str | None, record: str, speed: float, verbose: bool = False,
                    store: bool = True) -> int:
+    from switchboard import logs
     from switchboard.server import create_app, running
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.INFO if verbose else logging.WARNING)
     config = load_config(config_path or default_config_path())
     turns: list[TurnMetrics] = []
     store_url = (config.database_url or None) if store else None  # recorded as `serve` records calls

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from switchboard import logs
 from switchboard.config import Config, default_config_path, load_config
 from switchboard.core.carrier import (
     BadFrame,
@@ -381,10 +382,10 @@ def serve(
 ) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO)  # every line, uvicorn's too, through the secret redaction
     host = host or os.environ.get("HOST", "0.0.0.0")
     port = port or int(os.environ.get("PORT", "5050"))
     # a ConfigError or MissingCredential goes up to the command line, which says what to fix
     config = load_config(config_path or default_config_path())
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
-    uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None)
+    uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None, log_config=None)

@@ -26,7 +26,7 @@ MAY_IMPORT = {
     "report": {"report", "core", "config", "store"},
     "web": {"web", "core", "report", "store"},
 }
-ENTRY_POINTS = {"server", "cli", "caller", "check", "__main__", "__init__"}
+ENTRY_POINTS = {"server", "cli", "caller", "check", "logs", "__main__", "__init__"}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -91,3 +91,36 @@ def test_the_wheel_installs_one_package_with_its_data(tmp_path: Path) -> None:
     assert "switchboard/pipeline.yaml" in names  # the bundled default config
     assert "switchboard/web/static/dashboard.js" in names
     assert not any(name.startswith("switchboard/tests") for name in names)
+
+
+def test_secrets_an_upstream_echoes_never_reach_the_log():
+    """An SDK error that quotes the key, Twilio's basic auth in base64, a bearer header: all masked, in
+    the message and in the exception's traceback alike."""
+    import base64
+    import io
+    import logging
+
+    from switchboard.logs import Redactor
+
+    environ = {"OPENAI_API_KEY": "sk-proj-abcdef123456", "TWILIO_ACCOUNT_SID": "AC0123456789",
+               "TWILIO_AUTH_TOKEN": "tw-secret-token", "HOME": "/root", "PORT": "5050"}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(Redactor(environ))
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    basic = base64.b64encode(b"AC0123456789:tw-secret-token").decode()
+    try:
+        try:
+            raise RuntimeError("401: Incorrect API key provided: sk-proj-abcdef123456")
+        except RuntimeError:
+            log.exception("call %s: openai said %s", "CA1", "key sk-proj-abcdef123456 is wrong")
+        log.warning("twilio: request failed with headers {'Authorization': 'Basic %s'}", basic)
+        log.warning("upstream echoed Authorization: Bearer some-opaque-token-value")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    for secret in ("sk-proj-abcdef123456", "tw-secret-token", basic, "some-opaque-token-value"):
+        assert secret not in text
+    assert "call CA1: openai said key *** is wrong" in text and "Incorrect API key provided: ***" in text
+    assert "Traceback" in text and "/root" not in text.replace("/root/", "")  # HOME is not a secret
