@@ -58,6 +58,9 @@ from switchboard.web import Auth, Dashboard, LiveHub
 
 log = logging.getLogger("switchboard.server")
 
+START_TIMEOUT_S = 10.0  # a socket that sends no `start` this long is closed
+IDLE_TIMEOUT_S = 300.0  # a call whose socket carries no frame at all this long is over (carriers that
+# stop sending while the caller is silent are still endpointed by the tick loop; this only ends the dead)
 DROP_WARNINGS = 20  # malformed frames logged one by one per connection; after that a count every 10 s
 DROP_SUMMARY_S = 10.0
 YIELD_EVERY = 32  # messages handled before yielding, so a burst from one call can't starve the others
@@ -99,6 +102,7 @@ class CallHost:
         self.config, self.pipelines, self.rng = config, pipelines, rng
         self.on_turn, self.writer, self.hub, self.shadow_runner = on_turn, writer, hub, shadow_runner
         self.calls: dict[str, CallSession] = {}
+        self.start_timeout_s, self.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
         self._idle = asyncio.Event()  # set whenever no call is active
         self._idle.set()
 
@@ -109,7 +113,15 @@ class CallHost:
         drops = FrameDrops()
         try:
             while session is None or not session.closed.is_set():
-                message = await websocket.receive()
+                try:
+                    wait_s = self.start_timeout_s if session is None else self.idle_timeout_s
+                    async with asyncio.timeout(wait_s):
+                        message = await websocket.receive()
+                except TimeoutError:
+                    log.warning("call %s: no %s for %.0f s: closing the socket",
+                                session.call_id if session else "-", "frame" if session else "start", wait_s)
+                    await websocket.close(code=1000 if session else 1008)
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 raw = message.get("text")

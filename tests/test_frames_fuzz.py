@@ -148,3 +148,27 @@ async def test_a_flood_is_logged_in_bounded_lines_and_a_second_connection_for_a_
     assert len([line for line in lines if "DTMF" in line or "keypad" in line]) <= 2
     assert "pressed " + "5" * 32 + " on" in providers.llm.requests[0][-1].content  # the entry is bounded
     assert any("refused a second connection" in line for line in lines)
+
+
+async def test_sockets_that_never_start_or_go_dead_are_closed(speech_wav):
+    import asyncio
+
+    import websockets
+
+    providers = Providers(InstantSTT("hello"), InstantLLM("Ok."), InstantTTS(ms_per_char=20))
+    app = create_app(parse_config(CONFIG), providers={"default": providers})
+    app.state.host.start_timeout_s, app.state.host.idle_timeout_s = 0.5, 1.0  # (10 s and 5 min by default)
+    start = {"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "accountSid": "AC1"}}
+    async with running(app) as port:
+        url = f"ws://127.0.0.1:{port}/media-stream"
+        async with websockets.connect(url) as idle:
+            await idle.send('{"event": "connected"}')  # and then nothing
+            await asyncio.wait_for(idle.wait_closed(), 5)
+            assert idle.close_code == 1008
+        async with websockets.connect(url) as dead:
+            await dead.send(json.dumps(start))  # a call, then no frame at all
+            await asyncio.wait_for(dead.wait_closed(), 5)
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)  # the dead call was closed and recorded
+        result = await run_call(url, [CallerLine(wav=speech_wav)], hangup_timeout_s=0.5,
+                                on_event=lambda e: None)  # a real caller's frames keep its call alive
+    assert result.lines[0].response_delay_ms is not None
