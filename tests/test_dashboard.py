@@ -101,6 +101,23 @@ def test_login_form_sets_a_cookie_that_works_and_does_not_hold_the_token(client)
 
     logout = with_cookie("POST", "/logout", cookie)
     assert logout.status_code == 303 and f'{COOKIE}=""' in logout.headers["set-cookie"]
+    assert with_cookie("GET", "/api/calls", cookie).status_code == 401  # revoked: a copy opens nothing
+    # every login is a session of its own
+    client.cookies.clear()
+    first = client.post("/login", data={"token": TOKEN}).cookies[COOKIE]
+    client.cookies.clear()
+    second = client.post("/login", data={"token": TOKEN}).cookies[COOKIE]
+    assert first != second and with_cookie("GET", "/api/calls", first).status_code == 200
+
+
+def test_logins_from_an_address_that_keeps_guessing_are_refused(client):
+    for _ in range(10):
+        assert client.post("/login", data={"token": "guess"}).status_code == 401
+    refused = client.post("/login", data={"token": TOKEN})  # even the right one, until the window passes
+    assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
+    assert int(refused.headers["retry-after"]) > 0 and COOKIE not in refused.cookies
+    # the bearer header (for scripts) is not a login: it still works
+    assert client.get("/api/calls", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
 def test_login_cookie_is_secure_behind_https_and_next_stays_on_this_server(client):

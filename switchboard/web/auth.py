@@ -2,18 +2,22 @@
 
 With the token set, every `/dashboard…` page and every `GET /api/…` request needs either
 `Authorization: Bearer <token>` or the session cookie that `POST /login` sets after the token was typed
-into its form. The cookie holds an HMAC-SHA256 keyed by the token, not the token: a copied cookie opens
-the dashboard but cannot place calls (`POST /api/calls` takes only the bearer token). Changing the token
-logs every browser out. Comparisons are constant-time; the token is never logged.
+into its form. The cookie holds a random session id, new at every login and revoked at logout (sessions
+live in this process: a restart logs every browser out), never the token: a copied cookie opens the
+dashboard but cannot place calls (`POST /api/calls` and the dial form take only the token). After
+`MAX_FAILURES` wrong tokens from one address within `FAILURE_WINDOW_S`, its logins are refused (429) until
+the window has passed. Comparisons are constant-time; the token is never logged.
 Without the token everything here is open (a warning is logged once at start-up).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 import logging
+import secrets
+import time
+from collections import deque
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -23,7 +27,8 @@ log = logging.getLogger("switchboard.web")
 
 COOKIE = "switchboard_session"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
-_COOKIE_PURPOSE = b"switchboard dashboard session v1"
+MAX_FAILURES = 10  # wrong tokens per address...
+FAILURE_WINDOW_S = 300.0  # ...within this long, before its logins are refused
 
 
 def _peer(request: Request) -> str:
@@ -48,8 +53,8 @@ class Auth:
     def __init__(self, token: str | None, env_name: str = "SWITCHBOARD_API_TOKEN") -> None:
         self.token = token or None
         self.env_name = env_name
-        self._session = (hmac.new(self.token.encode(), _COOKIE_PURPOSE, hashlib.sha256).hexdigest()
-                         if self.token else "")
+        self._sessions: dict[str, float] = {}  # session id -> when it expires (monotonic)
+        self._failures: dict[str, deque[float]] = {}  # address -> times of its recent wrong tokens
 
     @property
     def open(self) -> bool:
@@ -60,8 +65,27 @@ class Auth:
             log.warning("the dashboard and its read API (/dashboard, GET /api/…) are OPEN to anyone who can "
                         "reach this server: set %s in production", self.env_name)
 
-    def session_value(self) -> str:
-        return self._session
+    def _new_session(self) -> str:
+        now = time.monotonic()
+        self._sessions = {sid: until for sid, until in self._sessions.items() if until > now}
+        session = secrets.token_urlsafe(32)
+        self._sessions[session] = now + COOKIE_MAX_AGE_S
+        return session
+
+    def _valid_session(self, cookie: str) -> bool:
+        until = self._sessions.get(cookie) if cookie else None
+        return until is not None and until > time.monotonic()
+
+    def _locked_out(self, address: str) -> float:
+        """Seconds until `address` may try again (0: it may now)."""
+        failures = self._failures.get(address)
+        now = time.monotonic()
+        while failures and failures[0] <= now - FAILURE_WINDOW_S:
+            failures.popleft()
+        if failures is not None and not failures:
+            del self._failures[address]
+            return 0.0
+        return failures[0] + FAILURE_WINDOW_S - now if failures and len(failures) >= MAX_FAILURES else 0.0
 
     def token_ok(self, given: str) -> bool:
         """Is `given` the token? Constant-time; never with no token set."""
@@ -79,8 +103,7 @@ class Auth:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and given.strip():
             return self.bearer_ok(request)
-        cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self._session.encode())
+        return self._valid_session(request.cookies.get(COOKIE, ""))
 
     def denied(self, request: Request, page: bool) -> Response:
         """The answer to a request without a valid token: pages go to the login form, APIs get 401 JSON."""
@@ -103,15 +126,22 @@ class Auth:
         form = await request.form()
         given = str(form.get("token") or "")
         target = safe_next(str(form.get("next") or target))
-        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):  # type: ignore[union-attr]
-            log.warning("login: wrong token from %s", _peer(request))
+        address = _peer(request)
+        wait_s = self._locked_out(address)
+        if wait_s:
+            return HTMLResponse(login_page(target, f"Too many wrong tokens: try again in {wait_s:.0f} s."),
+                                status_code=429, headers={"Retry-After": str(int(wait_s) + 1)})
+        if not self.token_ok(given):
+            self._failures.setdefault(address, deque()).append(time.monotonic())
+            log.warning("login: wrong token from %s", address)
             return HTMLResponse(login_page(target, "Wrong token."), status_code=401)
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, self._session, max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
+        response.set_cookie(COOKIE, self._new_session(), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
                             samesite="strict", secure=is_https(request))
         return response
 
     async def logout(self, request: Request) -> Response:
+        self._sessions.pop(request.cookies.get(COOKIE, ""), None)  # revoked: a copy of it opens nothing now
         response = RedirectResponse("/login" if not self.open else "/dashboard", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
         return response
