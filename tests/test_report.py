@@ -293,10 +293,12 @@ def test_pricing_from_pipeline_yaml(tmp_path, capsys):
     ]
     broken = tmp_path / "broken.yaml"
     broken.write_text(PIPELINE + "pricing:\n  gpt-4o: {input: 1}\n")
-    assert load_pricing(broken) == {}  # a warning, not an error: the report goes on without prices
+    with pytest.raises(ConfigError) as caught:  # there but broken: an error, its prices would be lost
+        load_pricing(broken)
+    assert "pricing.gpt-4o.input: unknown key" in str(caught.value)
+    assert load_pricing(tmp_path / "missing.yaml") == {}  # no file at all: a warning, no prices
     err = capsys.readouterr().err
     assert "warning" in err and "costs are not estimated" in err
-    assert "pricing.gpt-4o.input: unknown key" in err
 
 
 PIPELINE = ("pipelines:\n  default:\n    stt: {provider: pocketsphinx}\n    llm: {provider: scripted}\n"
