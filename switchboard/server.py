@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from switchboard import logs
 from switchboard.config import Config, default_config_path, load_config
 from switchboard.core.carrier import (
+    NUMBER_CHARS,
     BadFrame,
     Connected,
     Connection,
@@ -202,8 +203,8 @@ class CallHost:
             log.info("call %s: variant %s", call_id, variant)
         self.calls[call_id] = session
         self._idle.clear()
-        numbers = {"from_number": start.custom_parameters.get("from") or start.from_number,
-                   "to_number": start.custom_parameters.get("to", start.to_number)}
+        numbers = {"from_number": (start.custom_parameters.get("from") or start.from_number)[:NUMBER_CHARS],
+                   "to_number": start.custom_parameters.get("to", start.to_number)[:NUMBER_CHARS]}
         self.hub.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)

@@ -172,3 +172,33 @@ async def test_sockets_that_never_start_or_go_dead_are_closed(speech_wav):
         result = await run_call(url, [CallerLine(wav=speech_wav)], hangup_timeout_s=0.5,
                                 on_event=lambda e: None)  # a real caller's frames keep its call alive
     assert result.lines[0].response_delay_ms is not None
+
+
+async def test_caller_controlled_strings_cannot_corrupt_the_store(tmp_path):
+    """A lone surrogate and a 1,000-character 'from' in a start's parameters: the call is stored with
+    them cleaned and cut, and the call API keeps answering while it is live and after."""
+    import asyncio
+
+    import httpx
+    import websockets
+
+    providers = Providers(InstantSTT("hello"), InstantLLM("Ok."), InstantTTS(ms_per_char=20))
+    app = create_app(parse_config(CONFIG), providers={"default": providers}, store_url=str(tmp_path / "c.db"))
+    params = {"from": "+1555" + "9" * 1000, "to": "+1555\ud800", "note\ud800": "x\x00y"}
+    start = {"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA\ud8001", "accountSid": "AC1",
+                                         "customParameters": params}}
+    async with running(app) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/media-stream") as ws:
+            await ws.send(json.dumps(start))  # json.dumps writes the lone surrogate as \ud800
+            async with asyncio.timeout(5):
+                while not app.state.calls:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            live = await http.get("/api/calls")
+            assert live.status_code == 200
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+        async with asyncio.timeout(10):
+            while not (listed := (await http.get("/api/calls")).json())["calls"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    [call] = listed["calls"]
+    assert call["id"] == "CA?1" and call["to_number"] == "+1555?"  # the lone surrogates replaced
+    assert call["from_number"] == ("+1555" + "9" * 1000)[:64]

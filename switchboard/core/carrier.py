@@ -86,6 +86,26 @@ def json_object(raw: str | bytes, carrier: str) -> dict:
     return msg
 
 
+ID_CHARS = 128  # a call or stream id (the store's column)
+NUMBER_CHARS = 64  # a phone number or caller id
+PARAMETER_CHARS = 256  # a custom parameter's name or value
+MAX_PARAMETERS = 32
+
+
+def caller_text(value: object, limit: int) -> str:
+    """A string from the caller's side, safe for the log, the store and the pages: at most `limit`
+    characters, with lone surrogates and control characters replaced."""
+    text = str(value)[:limit]
+    text = text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate would not encode anywhere
+    return "".join(char if char.isprintable() else "?" for char in text)
+
+
+def caller_parameters(params: dict) -> dict[str, str]:
+    """`customParameters` made safe: at most MAX_PARAMETERS, names and values bounded and cleaned."""
+    return {caller_text(key, PARAMETER_CHARS): caller_text(value, PARAMETER_CHARS)
+            for key, value in list(params.items())[:MAX_PARAMETERS]}
+
+
 KEYPAD = frozenset("0123456789*#ABCD")  # what a phone's keypad can send
 
 

@@ -25,7 +25,9 @@ import numpy as np
 
 from switchboard.audio.resample import StreamResampler
 from switchboard.core.carrier import (
+    ID_CHARS,
     LINE_RATE,
+    NUMBER_CHARS,
     BadFrame,
     Connected,
     Dtmf,
@@ -34,6 +36,8 @@ from switchboard.core.carrier import (
     Media,
     Start,
     Stop,
+    caller_parameters,
+    caller_text,
     frame_number,
     json_object,
     keypad_digit,
@@ -160,12 +164,12 @@ def _start(msg: dict[str, Any]) -> Start:
     if rate not in SAMPLE_RATES:
         raise BadFrame(f"start.media_format.sample_rate: expected one of {SAMPLE_RATES}, got {rate}")
     return Start(
-        stream_sid=stream_sid,
-        call_sid=str(_get(start, "call_sid") or ""),
-        account_sid=str(_get(start, "account_sid") or ""),
-        custom_parameters={str(k): str(v) for k, v in params.items()},
-        from_number=str(start.get("from") or ""),
-        to_number=str(start.get("to") or ""),
+        stream_sid=caller_text(stream_sid, ID_CHARS),
+        call_sid=caller_text(_get(start, "call_sid") or "", ID_CHARS),
+        account_sid=caller_text(_get(start, "account_sid") or "", ID_CHARS),
+        custom_parameters=caller_parameters(params),
+        from_number=caller_text(start.get("from") or "", NUMBER_CHARS),
+        to_number=caller_text(start.get("to") or "", NUMBER_CHARS),
         sample_rate=rate,
     )
 

@@ -16,6 +16,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.core.carrier import (
+    ID_CHARS,
     BadFrame,
     Connected,
     Dtmf,
@@ -24,6 +25,8 @@ from switchboard.core.carrier import (
     Media,
     Start,
     Stop,
+    caller_parameters,
+    caller_text,
     frame_number,
     json_object,
     keypad_digit,
@@ -62,10 +65,10 @@ def parse(raw: str | bytes) -> InboundEvent:
         if encoding != "audio/x-mulaw":
             raise BadFrame(f"start.mediaFormat.encoding: expected audio/x-mulaw, got {encoding!r}")
         return Start(
-            stream_sid=str(_field(start, "streamSid", str, "start")),
-            call_sid=str(start.get("callSid", "")),
-            account_sid=str(start.get("accountSid", "")),
-            custom_parameters={str(k): str(v) for k, v in params.items()},
+            stream_sid=caller_text(_field(start, "streamSid", str, "start"), ID_CHARS),
+            call_sid=caller_text(start.get("callSid", ""), ID_CHARS),
+            account_sid=caller_text(start.get("accountSid", ""), ID_CHARS),
+            custom_parameters=caller_parameters(params),
         )
     if event == "media":
         media = _field(msg, "media", dict, "media")
