@@ -432,7 +432,7 @@ class CallerAudio:
         else `line_s` seconds of speech-like sound."""
         from switchboard.audio.g711 import ulaw_encode
         from switchboard.audio.resample import resample
-        from switchboard.caller import DEFAULT_VOICE, _synthesize
+        from switchboard.caller import DEFAULT_VOICE, synthesize_line
         from tests.speech import quiet, speech_like
 
         def frames(pcm: np.ndarray) -> list[str]:
@@ -442,7 +442,7 @@ class CallerAudio:
                     for i in range(0, len(data), FRAME_SAMPLES)]
 
         if text:
-            pcm, rate = _synthesize(text, DEFAULT_VOICE)
+            pcm, rate = synthesize_line(text, DEFAULT_VOICE)
             return cls(line=frames(resample(pcm, rate, 8000)), silence=frames(quiet(1.0, seed=7)))
         return cls(line=frames(speech_like(line_s)), silence=frames(quiet(1.0, seed=7)))
 

@@ -34,7 +34,7 @@ import numpy as np
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.audio.resample import resample
 from switchboard.audio.wav import read_wav
-from switchboard.caller import _synthesize
+from switchboard.caller import synthesize_line
 from switchboard.config import BUNDLED_CONFIG, load_config
 from switchboard.core.protocols import STT
 from switchboard.providers.moonshine import MoonshineSTT, MoonshineSTTConfig
@@ -145,7 +145,7 @@ async def main() -> None:
     print(f"\nsynthetic callers: the script's {len(phrases)} rule phrases")
     print(f"{'engine':<22}{'caller voice':<15}{'WER %':>7}{'same rule':>11}{'CPU s/utt':>11}")
     for voice in SYNTHETIC_VOICES:
-        cases = [(phrase, telephone(*_synthesize(phrase, voice))) for phrase in phrases]
+        cases = [(phrase, telephone(*synthesize_line(phrase, voice))) for phrase in phrases]
         for name, stt in engines.items():
             errors = words = same_rule = 0
             cpu = []

@@ -837,7 +837,7 @@ class MediaSender:
 # --------------------------------------------------------------------------------------------- the call
 
 
-def _synthesize(text: str, voice: str) -> tuple[np.ndarray, int]:
+def synthesize_line(text: str, voice: str) -> tuple[np.ndarray, int]:
     """Synthesise a caller line; returns (pcm int16, rate). `voice` "piper": Piper's voice rendered
     PIPER_PITCH times slower and played at PIPER_PITCH times its rate (same length, higher voice);
     else an eSpeak NG voice."""
@@ -869,7 +869,7 @@ def _prepare_audio(line: CallerLine, voice: str) -> np.ndarray:
             if n % 2:
                 pieces.append(np.zeros(round(float(part) * RATE), dtype=np.int16))
             elif part.strip():
-                speech, rate = _synthesize(part.strip(), voice)
+                speech, rate = synthesize_line(part.strip(), voice)
                 pieces.append(resample(np.asarray(speech, dtype=np.int16), rate, RATE))
         pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
     if len(pcm) == 0:

@@ -37,9 +37,13 @@ def _with_last_resort(pipeline: PipelineConfig) -> list[TTS]:
     already: when every other voice fails, the caller still hears the apology."""
     fallbacks = [registry.build("tts", cfg) for cfg in pipeline.fallback.tts]
     last = registry.last_resort("tts")
-    chain = [cfg for _, _, cfg in stage_choices(pipeline.tts)] + list(pipeline.fallback.tts)
-    if last is not None and any(cfg.provider != last.provider for cfg in chain) \
-            and all(cfg.provider != last.provider for cfg in pipeline.fallback.tts):
+    if last is None:
+        return fallbacks
+    fallback_providers = [cfg.provider for cfg in pipeline.fallback.tts]
+    providers = [cfg.provider for _, _, cfg in stage_choices(pipeline.tts)] + fallback_providers
+    listed_as_fallback = last.provider in fallback_providers  # with the settings the file chose
+    only_voice = all(provider == last.provider for provider in providers)
+    if not listed_as_fallback and not only_voice:
         fallbacks.append(registry.build("tts", last))
     return fallbacks
 

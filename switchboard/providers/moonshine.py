@@ -20,10 +20,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from switchboard.core.errors import MissingEngine, ProviderError
+from switchboard.core.errors import MissingEngine
 from switchboard.core.messages import Transcript
 from switchboard.core.settings import ProviderConfig, Timeouts
-from switchboard.providers.offload import Offload, windows
+from switchboard.providers.offload import Offload
 from switchboard.providers.registry import Plugin, register
 
 PACKAGE = "moonshine-voice==0.0.73"
@@ -113,13 +113,7 @@ class MoonshineSTT:
         await self._offload.run(lambda: self._engine.recognize(np.zeros(SAMPLE_RATE // 2, np.int16)))
 
     async def transcribe(self, pcm: np.ndarray) -> Transcript:
-        pieces = windows(pcm, SAMPLE_RATE, WINDOW_S, self.vendor)
-        try:
-            texts = [await self._offload.run(lambda piece=piece: self._engine.recognize(piece))
-                     for piece in pieces]
-        except Exception as exc:
-            raise ProviderError(self.vendor, "internal", f"{type(exc).__name__}: {exc}") from exc
-        return Transcript(" ".join(text for text in texts if text))
+        return await self._offload.transcribe(self.vendor, self._engine.recognize, pcm, SAMPLE_RATE, WINDOW_S)
 
 
 register(Plugin("stt", "moonshine", MoonshineSTTConfig, MoonshineSTT))

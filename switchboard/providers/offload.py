@@ -17,6 +17,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from switchboard.core.errors import ProviderError
+from switchboard.core.messages import Transcript
+
 T = TypeVar("T")
 
 log = logging.getLogger("switchboard.providers")
@@ -28,6 +31,17 @@ class Offload:
 
     async def run(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def transcribe(self, vendor: str, recognize: Callable[[np.ndarray], str], pcm: np.ndarray,
+                         rate: int, window_s: float) -> Transcript:
+        """A recogniser's `recognize` (blocking, text of at most `window_s` of audio) over a whole
+        utterance, piece by piece in this executor; any failure a ProviderError."""
+        try:
+            texts = [await self.run(lambda piece=piece: recognize(piece))
+                     for piece in windows(pcm, rate, window_s, vendor)]
+        except Exception as exc:
+            raise ProviderError(vendor, "internal", f"{type(exc).__name__}: {exc}") from exc
+        return Transcript(" ".join(text for text in texts if text))
 
 
 def windows(pcm: np.ndarray, rate: int, window_s: float, engine: str) -> list[np.ndarray]:

