@@ -17,6 +17,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_v
 from pydantic_core import PydanticCustomError
 
 from switchboard.config.messages import Problem, format_path
+from switchboard.config.tools import ToolConfig, ToolUseConfig, unique_tool_names
 from switchboard.core.carrier import E164
 from switchboard.core.settings import Strict
 from switchboard.providers import registry
@@ -246,6 +247,13 @@ class PipelineConfig(Strict):
     shadow: list[ShadowConfig] = Field(default_factory=list)  # LLMs also asked every turn, never heard
     player: PlayerConfig = Field(default_factory=PlayerConfig)
     dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
+    tools: list[ToolConfig] = Field(default_factory=list)  # HTTP tools the LLM may call (config/tools.py)
+    tool_use: ToolUseConfig = Field(default_factory=ToolUseConfig)
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
+        return unique_tool_names(tools)
 
     @field_validator("shadow")
     @classmethod

@@ -84,6 +84,22 @@ class TurnMetrics:
     speculated: int = 0
     speculation_dropped: int = 0
     reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
+    # tools (pipeline/tools.py): calls of declared tools the LLM made, those that failed (HTTP error,
+    # bad answer, timeout), those refused (unknown tool, arguments against the schema), their latencies
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_invalid: int = 0
+    tool_ms: float = 0.0  # summed over the turn's tool calls
+    tool_fillers: int = 0  # fillers said while a tool ran
+    tools_used: list[str] = field(default_factory=list)  # "name:status", in order
+
+    def note_tool(self, name: str, status: str, ms: float) -> None:
+        """One tool call: status ok, error, timeout, invalid (arguments) or unknown (no such tool)."""
+        self.tool_calls += 1
+        self.tool_errors += status in ("error", "timeout")
+        self.tool_invalid += status in ("invalid", "unknown")
+        self.tool_ms = round(self.tool_ms + ms, 1)
+        self.tools_used.append(f"{name}:{status}")
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:

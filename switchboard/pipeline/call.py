@@ -35,6 +35,7 @@ from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
+from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
 from switchboard.pipeline.turn_end import Finished, reads_finished
 
 log = logging.getLogger("switchboard.call")
@@ -89,6 +90,7 @@ class _Turn:
     in_history: bool = False
     playing: bool = False  # its first audio has been queued for the caller
     task: asyncio.Task | None = None
+    exchanges: list[Message] = field(default_factory=list)  # its tool calls and their results
 
 
 class CallSession:
@@ -127,6 +129,7 @@ class CallSession:
         self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
+        self.tools = ToolBox(config.tools, config.tool_use) if config.tools else None  # pipeline/tools.py
         self.turns: list[TurnMetrics] = []
         self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
@@ -475,10 +478,17 @@ class CallSession:
         messages = [Message("system", self.config.system_prompt), *history]
         chunker = SentenceChunker()
         end_call: ToolCall | None = None
-        events = failover.stream_reply(self.llm_chain, messages, [END_CALL_TOOL], metrics)
+        events = rounds(self.llm_chain, messages, [END_CALL_TOOL], self.tools, metrics, turn.exchanges,
+                        turn.committed.wait)
         async with contextlib.aclosing(events):  # a failing TTS mid-reply must close the LLM stream
             async for _, event in events:
-                if isinstance(event, TextDelta):
+                if isinstance(event, Pending):  # tools are about to run: say what the LLM said so far
+                    if rest := chunker.flush():
+                        await self._speak(rest, turn)
+                elif isinstance(event, Filler):  # a tool is slow: never dead air
+                    metrics.reply_text += (" " if metrics.reply_text else "") + event.text
+                    await self._speak(event.text, turn)
+                elif isinstance(event, TextDelta):
                     metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
                     metrics.reply_text += event.text
                     for chunk in chunker.push(event.text):
@@ -578,6 +588,7 @@ class CallSession:
         metrics, spoken = turn.metrics, turn.spoken
         metrics.turn_done = time.monotonic()
         metrics.reply_heard = " ".join(s.text for s in spoken if self.player.heard(s.mark))
+        self.history.extend(turn.exchanges)  # tools that ran stay known, heard or not
         if metrics.reply_heard:
             self.history.append(Message("assistant", metrics.reply_heard))
         metrics.log()
