@@ -11,9 +11,11 @@ import pytest
 from switchboard.caller import CallerLine
 from switchboard.config import ConfigError, parse_config
 from switchboard.config.tools import ToolUseConfig
-from switchboard.core.messages import Message, ToolCall, Transcript
+from switchboard.core.messages import Message, TextDelta, ToolCall, Transcript, Usage
+from switchboard.core.metrics import TurnMetrics
+from switchboard.core.tools import END_CALL_TOOL
 from switchboard.pipeline.call import Providers
-from switchboard.pipeline.tools import ToolBox
+from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
 from switchboard.providers.scripted import ScriptedLLM
 from switchboard.server import running
 from tests import calls
@@ -264,3 +266,82 @@ async def test_the_tool_exchange_stays_in_the_history_for_later_turns(server, sp
                           ("user", False)]
     assert seen[-1][-4].tool_calls[0].arguments == {"party_size": 4, "time": "7:00"}
 
+
+
+async def test_a_barge_in_cancels_the_tool_round_and_closes_its_request(server, speech_wav) -> None:
+    server.delay_s = 8
+    config = parse_config(config_text(url=server.url, timeout_s=10, filler_after_s=0.05))
+    pipeline = config.pipelines["default"]
+    providers = Providers(InstantSTT("A table for 4 at 7."), ScriptedLLM(pipeline.llm), InstantTTS())
+    lines = [CallerLine(wav=speech_wav), CallerLine(wav=speech_wav, barge_in=True)]
+    result, turns = await calls.place_call(config, lines, providers, **FAST)
+    assert result.lines[1].clear_received  # the filler was cut
+    assert turns[1].interrupted and turns[1].reply_heard != "Booked, your reference is B-1."
+    for _ in range(100):
+        if server.disconnected:
+            break
+        await asyncio.sleep(0.02)
+    assert server.disconnected >= 1 and server.answered == 0
+
+
+# --- rounds --------------------------------------------------------------------------------------------
+
+
+class Stubborn:
+    """An LLM that calls book_table with `arguments` while it is offered, then says what it got."""
+
+    vendor, model, timeouts = "stub", "stubborn", None
+
+    def __init__(self, arguments: dict) -> None:
+        self.arguments = arguments
+        self.requests: list[tuple[list[Message], list[str]]] = []
+
+    async def stream(self, messages, tools):
+        self.requests.append((list(messages), [t.name for t in tools]))
+        if any(t.name == "book_table" for t in tools):
+            yield ToolCall(f"c{len(self.requests)}", "book_table", self.arguments)
+        else:
+            yield TextDelta("I could not book it.")
+        yield Usage(10, 2)
+
+
+async def collect_rounds(llm, tools: ToolBox) -> tuple[list, list[Message], TurnMetrics]:
+    metrics, exchanges = TurnMetrics("call", 1), []
+
+    async def go() -> None:
+        return None
+
+    events = [e async for _, e in rounds([llm], [Message("user", "book")], [END_CALL_TOOL], tools, metrics,
+                                         exchanges, go)]
+    return events, exchanges, metrics
+
+
+async def test_invalid_arguments_go_back_to_the_llm_and_the_rounds_are_bounded(server) -> None:
+    llm = Stubborn({"party_size": "four"})
+    events, exchanges, metrics = await collect_rounds(llm, box(server.url))
+    assert server.requests == []
+    assert [names for _, names in llm.requests] == [["end_call", "book_table"]] * 3 + [["end_call"]]
+    last_messages = llm.requests[-1][0]
+    assert last_messages[-1].role == "tool" and "'four' is not of type 'integer'" in last_messages[-1].content
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["I could not book it."]
+    assert events[-1] == Usage(40, 8)  # summed over the four requests
+    assert metrics.tool_calls == 3 and metrics.tool_invalid == 3 and len(exchanges) == 6
+
+
+async def test_a_valid_call_runs_once_and_its_result_is_the_tool_message(server) -> None:
+    class Once(Stubborn):
+        async def stream(self, messages, tools):
+            if messages[-1].role == "tool":
+                self.requests.append((list(messages), []))
+                yield TextDelta("Booked.")
+                return
+            async for event in super().stream(messages, tools):
+                yield event
+
+    llm = Once({"party_size": 2, "time": "20:00"})
+    events, exchanges, metrics = await collect_rounds(llm, box(server.url))
+    assert len(server.requests) == 1 and metrics.tools_used == ["book_table:ok"]
+    call, result = exchanges
+    assert call.role == "assistant" and call.tool_calls[0].arguments == {"party_size": 2, "time": "20:00"}
+    assert result.role == "tool" and result.tool_call_id == "c1" and json.loads(result.content)["id"] == "B-1"
+    assert any(isinstance(e, Pending) for e in events) and not any(isinstance(e, Filler) for e in events)
