@@ -100,6 +100,13 @@ turns = Table(
     Column("speculated", Integer, nullable=False, default=0),
     Column("speculation_dropped", Integer, nullable=False, default=0),
     Column("reads", String(16)),
+    # tools (version 3): calls of declared tools, failed ones, refused ones (arguments, unknown tool),
+    # their summed latency, and "name:status" of each
+    Column("tool_calls", Integer, nullable=False, default=0),
+    Column("tool_errors", Integer, nullable=False, default=0),
+    Column("tool_invalid", Integer, nullable=False, default=0),
+    Column("tool_ms", Float),
+    Column("tools_used", JSON),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -129,8 +136,15 @@ def _add_turn_taking_columns(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
 
 
+def _add_tool_columns(connection: Connection) -> None:
+    """Version 3: the tool columns of `turns`."""
+    for ddl in ("tool_calls INTEGER NOT NULL DEFAULT 0", "tool_errors INTEGER NOT NULL DEFAULT 0",
+                "tool_invalid INTEGER NOT NULL DEFAULT 0", "tool_ms FLOAT", "tools_used JSON"):
+        connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = [_add_turn_taking_columns]
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_tool_columns]
 
 
 class SchemaError(RuntimeError):
