@@ -17,7 +17,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_v
 from pydantic_core import PydanticCustomError
 
 from switchboard.config.messages import Problem, format_path
-from switchboard.config.tools import ToolConfig, ToolUseConfig, unique_tool_names
+from switchboard.config.tools import ToolConfig, ToolUseConfig, TransferConfig, unique_tool_names
 from switchboard.core.carrier import E164
 from switchboard.core.settings import Strict
 from switchboard.providers import registry
@@ -249,6 +249,7 @@ class PipelineConfig(Strict):
     dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
     tools: list[ToolConfig] = Field(default_factory=list)  # HTTP tools the LLM may call (config/tools.py)
     tool_use: ToolUseConfig = Field(default_factory=ToolUseConfig)
+    transfer: TransferConfig | None = None  # the built-in transfer_call tool, where the carrier can
 
     @field_validator("tools")
     @classmethod

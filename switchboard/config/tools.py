@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import jsonschema
 from pydantic import Field, field_validator, model_validator
 
+from switchboard.core.carrier import E164
 from switchboard.core.settings import Strict
 
 BUILTIN_TOOLS = ("end_call", "transfer_call")
@@ -192,6 +193,28 @@ class ContextWebhookConfig(Strict):
     def _no_secret_in_clear(cls, headers: dict[str, str]) -> dict[str, str]:
         _check_headers(headers)
         return headers
+
+
+_SIP_URI = re.compile(r"sips?:[^@\s<>]+@[A-Za-z0-9.-]+(:\d+)?(;[^\s<>]*)?", re.IGNORECASE)
+
+
+class TransferConfig(Strict):
+    """The built-in `transfer_call` tool: where the LLM may send the caller, and what is said first."""
+
+    targets: list[str] = Field(min_length=1)  # E.164 numbers or SIP URIs, the only ones it may dial
+    say: str = "Please hold while I transfer you."
+    failed: str = "Sorry, I couldn't put you through just now. Can I help with something else?"
+
+    @field_validator("targets")
+    @classmethod
+    def _dialable(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            if not (E164.fullmatch(target) or _SIP_URI.fullmatch(target)):
+                raise ValueError(f"{target!r} is neither an E.164 number ('+' then digits, e.g. "
+                                 "'+15551234567') nor a SIP URI (e.g. 'sip:desk@example.com')")
+        if len(set(targets)) != len(targets):
+            raise ValueError("a target is listed twice")
+        return targets
 
 
 def unique_tool_names(tools: list[ToolConfig]) -> list[ToolConfig]:

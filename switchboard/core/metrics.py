@@ -92,6 +92,7 @@ class TurnMetrics:
     tool_ms: float = 0.0  # summed over the turn's tool calls
     tool_fillers: int = 0  # fillers said while a tool ran
     tools_used: list[str] = field(default_factory=list)  # "name:status", in order
+    transferred_to: str | None = None  # the number or SIP URI the call was handed to (transfer_call)
 
     def note_tool(self, name: str, status: str, ms: float) -> None:
         """One tool call: status ok, error, timeout, invalid (arguments) or unknown (no such tool)."""
@@ -158,4 +159,5 @@ def call_summary(turns: list[TurnMetrics]) -> dict:
         "voice_to_voice_ms_max": max(v2v) if v2v else None,
         "speculated": sum(t.speculated for t in turns),  # speculative starts, and those the caller
         "speculation_dropped": sum(t.speculation_dropped for t in turns),  # talked on through
+        "transferred_to": next((t.transferred_to for t in turns if t.transferred_to), None),
     }

@@ -29,7 +29,7 @@ from switchboard.core.carrier import CarrierLink
 from switchboard.core.messages import Message, TextDelta, ToolCall, Usage
 from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import LLM, STT, TTS
-from switchboard.core.tools import END_CALL_TOOL
+from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL, transfer_call_tool
 from switchboard.pipeline import failover
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder
@@ -130,6 +130,8 @@ class CallSession:
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
         self.tools = ToolBox(config.tools, config.tool_use) if config.tools else None  # pipeline/tools.py
+        transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
+        self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
         self.turns: list[TurnMetrics] = []
         self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
@@ -426,7 +428,10 @@ class CallSession:
                 await self._wait_heard(turn.spoken)
             else:
                 await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
-                await self._hang_up(turn.spoken)
+                if end_call.name == TRANSFER_CALL:
+                    await self._hand_over(turn, end_call)
+                else:
+                    await self._hang_up(turn.spoken)
         except asyncio.CancelledError:
             if turn.committed.is_set():
                 metrics.interrupted = not metrics.ended_call  # hanging up closes the call, cancelling us
@@ -478,7 +483,7 @@ class CallSession:
         messages = [Message("system", self.config.system_prompt), *history]
         chunker = SentenceChunker()
         end_call: ToolCall | None = None
-        events = rounds(self.llm_chain, messages, [END_CALL_TOOL], self.tools, metrics, turn.exchanges,
+        events = rounds(self.llm_chain, messages, self.builtin_tools, self.tools, metrics, turn.exchanges,
                         turn.committed.wait)
         async with contextlib.aclosing(events):  # a failing TTS mid-reply must close the LLM stream
             async for _, event in events:
@@ -493,7 +498,7 @@ class CallSession:
                     metrics.reply_text += event.text
                     for chunk in chunker.push(event.text):
                         await self._speak(chunk, turn)
-                elif isinstance(event, ToolCall) and event.name == END_CALL_TOOL.name:
+                elif isinstance(event, ToolCall) and event.name in (END_CALL_TOOL.name, TRANSFER_CALL):
                     metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
                     end_call = event
                 elif isinstance(event, Usage):
@@ -506,6 +511,8 @@ class CallSession:
             self._ending = True  # from here on the caller can't talk us out of hanging up
             metrics.ended_call = True
             farewell = str(end_call.arguments.get("farewell") or "").strip()
+            if end_call.name == TRANSFER_CALL and self.config.transfer is not None:
+                farewell = self.config.transfer.say
             if farewell:
                 metrics.reply_text += (" " if metrics.reply_text else "") + farewell
                 await self._speak(farewell, turn)
@@ -582,6 +589,25 @@ class CallSession:
             log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
         log.info("call %s: hanging up (end_call)", self.call_id)
         await self.link.hang_up()
+
+    async def _hand_over(self, turn: _Turn, call: ToolCall) -> None:
+        """transfer_call, its line said: the carrier hands the call over, or the caller hears it failed."""
+        assert self.config.transfer is not None
+        transfer, metrics = self.config.transfer, turn.metrics
+        target = str(call.arguments.get("target") or "")
+        if target not in transfer.targets:
+            log.warning("call %s: transfer_call asked for %r, not a target; using %s", self.call_id, target,
+                        transfer.targets[0])
+            target = transfer.targets[0]
+        log.info("call %s: transferring to %s", self.call_id, target)
+        if await self.link.transfer(target):
+            metrics.transferred_to = target
+            return
+        metrics.failures.append(f"transfer to {target} failed")
+        metrics.ended_call, self._ending = False, False  # the caller is still with us
+        metrics.reply_text += " " + transfer.failed
+        await self._speak(transfer.failed, turn)
+        await self._wait_heard(turn.spoken)
 
     def _finish(self, turn: _Turn) -> None:
         """Record the turn; history keeps only what the caller actually heard."""

@@ -60,6 +60,21 @@ class TwilioLink:
     async def send_clear(self) -> None:
         await self.sender.send(wire.clear_message(self.stream_sid))
 
+    @property
+    def transfers(self) -> bool:
+        """A live call is redirected through the REST API: it needs the credentials."""
+        return self.rest is not None and bool(self.call_sid)
+
+    async def transfer(self, target: str) -> bool:
+        """Redirect the call to `<Dial>` `target` (the media stream ends), then close the stream. False
+        (stream left open) if Twilio did not take it."""
+        if self.rest is None or not self.call_sid:
+            return False
+        if not await self.rest.redirect(self.call_sid, wire.dial_twiml(target)):
+            return False
+        await self.sender.close()
+        return True
+
     async def hang_up(self) -> None:
         """End the call through the REST API when we can, then close the stream either way.
 

@@ -71,6 +71,19 @@ class TwilioRest:
         log.info("call %s: ended through Twilio's REST API", call_sid)
         return True
 
+    async def redirect(self, call_sid: str, twiml: str) -> bool:
+        """Give the live call new TwiML (a transfer's `<Dial>`): its media stream ends. True if Twilio
+        took it; False if the request failed (logged)."""
+        try:
+            await asyncio.to_thread(self._client.calls(call_sid).update, twiml=twiml)
+        except TwilioException as exc:
+            log.warning("call %s: REST redirect failed: %s", call_sid, _describe(exc))
+            return False
+        except requests.RequestException as exc:
+            log.warning("call %s: REST redirect failed: cannot reach Twilio: %s", call_sid, exc)
+            return False
+        return True
+
     def create_call(self, to: str, from_: str, twiml: str) -> str:
         """Place a call running `twiml`; returns its call sid. Raises TwilioException / RequestException."""
         return str(self._client.calls.create(to=to, from_=from_, twiml=twiml).sid)

@@ -12,7 +12,7 @@ import json
 from urllib.parse import urlsplit
 
 import numpy as np
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.core.carrier import (
@@ -118,6 +118,18 @@ def stream_url(public_url: str | None, request_host: str, forwarded_proto: str |
         host = request_host
         secure = (forwarded_proto or "https") != "http"
     return f"{'wss' if secure else 'ws'}://{host}/media-stream"
+
+
+def dial_twiml(target: str) -> str:
+    """`<Dial>` the number (E.164) or SIP URI the call is transferred to."""
+    response = VoiceResponse()
+    dial = Dial()
+    if target.lower().startswith("sip:"):
+        dial.sip(target)
+    else:
+        dial.number(target)
+    response.append(dial)
+    return str(response)
 
 
 def connect_twiml(url: str, parameters: dict[str, str]) -> str:
