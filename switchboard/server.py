@@ -209,6 +209,9 @@ class CallHost:
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
+        session.call_info.update(  # for the context webhook
+            {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": name,
+             "carrier": connection.carrier})
         await session.start()
         return session
 

@@ -181,6 +181,7 @@ class ContextWebhookConfig(Strict):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(2.0, gt=0, le=10)
+    defaults: dict[str, str] = Field(default_factory=dict)  # every placeholder's value when not answered
 
     @field_validator("url")
     @classmethod
@@ -215,6 +216,26 @@ class TransferConfig(Strict):
         if len(set(targets)) != len(targets):
             raise ValueError("a target is listed twice")
         return targets
+
+
+PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+def placeholders_without_default(webhook: ContextWebhookConfig | None, texts: dict[str, str]) -> str | None:
+    """The problem when the greeting or system prompt has a `{placeholder}` the webhook's defaults lack
+    (a failed webhook would leave it unfilled, spoken or shown to the LLM as written)."""
+    if webhook is None:
+        return None
+    missing = {key: sorted(set(PLACEHOLDER.findall(text)) - set(webhook.defaults))
+               for key, text in texts.items()}
+    missing = {key: names for key, names in missing.items() if names}
+    if not missing:
+        return None
+    where = "; ".join(f"{key} uses {', '.join('{' + n + '}' for n in names)}"
+                      for key, names in missing.items())
+    first = next(iter(missing.values()))[0]
+    return (f"context_webhook.defaults: {where} with no default; add them, e.g. defaults: {{{first}: ...}} "
+            "(said when the webhook fails or leaves them out)")
 
 
 def unique_tool_names(tools: list[ToolConfig]) -> list[ToolConfig]:

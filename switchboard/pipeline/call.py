@@ -31,6 +31,7 @@ from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL, transfer_call_tool
 from switchboard.pipeline import failover
+from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder
 from switchboard.pipeline.shadow import CallShadows
@@ -132,6 +133,8 @@ class CallSession:
         self.tools = ToolBox(config.tools, config.tool_use) if config.tools else None  # pipeline/tools.py
         transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
         self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
+        self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told
+        self.context = CallContext(config)  # the greeting and system prompt (pipeline/context.py)
         self.turns: list[TurnMetrics] = []
         self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
@@ -152,6 +155,7 @@ class CallSession:
     async def start(self) -> None:
         self.player.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
+        self.context.start(self.call_info)
         if self.config.greeting:
             greeting = self._new_turn("greeting")
             self._commit(greeting)
@@ -167,6 +171,7 @@ class CallSession:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.context.cancel()
         await self.player.close()
         if self.recorder is not None:
             await self._save_recording(self.recorder)
@@ -180,6 +185,8 @@ class CallSession:
             summary["shadows"] = self.shadows.summary()
         if self.recording is not None:
             summary["recording"] = str(self.recording)
+        if self.context.error is not None:
+            summary["context_error"] = self.context.error
         return summary
 
     async def _save_recording(self, recorder: Recorder) -> None:
@@ -391,9 +398,12 @@ class CallSession:
             turn.in_history = False
 
     async def _greet(self, turn: _Turn) -> None:
-        turn.metrics.reply_text = self.config.greeting
         try:
-            await self._speak(self.config.greeting, turn)
+            await self.context.ready()
+            if self.context.error is not None:
+                turn.metrics.failures.append(f"context_webhook: {self.context.error}")
+            turn.metrics.reply_text = self.context.greeting
+            await self._speak(self.context.greeting, turn)
             await self._wait_heard(turn.spoken)
         finally:
             self._finish(turn)
@@ -462,7 +472,7 @@ class CallSession:
     def _start_shadows(self, metrics: TurnMetrics) -> None:
         """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""
         if self.shadows is not None:
-            messages = [Message("system", self.config.system_prompt), *self.history]
+            messages = [Message("system", self.context.system_prompt), *self.history]
             self.shadows.start(metrics.index, messages, [END_CALL_TOOL])
 
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
@@ -480,7 +490,8 @@ class CallSession:
         assert turn.user is not None
         metrics = turn.metrics
         history = self.history if turn.in_history else [*self.history, turn.user]
-        messages = [Message("system", self.config.system_prompt), *history]
+        await self.context.ready()
+        messages = [Message("system", self.context.system_prompt), *history]
         chunker = SentenceChunker()
         end_call: ToolCall | None = None
         events = rounds(self.llm_chain, messages, self.builtin_tools, self.tools, metrics, turn.exchanges,
