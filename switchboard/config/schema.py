@@ -22,6 +22,7 @@ from switchboard.config.tools import (
     ToolConfig,
     ToolUseConfig,
     TransferConfig,
+    VoicemailConfig,
     placeholders_without_default,
     unique_tool_names,
 )
@@ -258,6 +259,7 @@ class PipelineConfig(Strict):
     tool_use: ToolUseConfig = Field(default_factory=ToolUseConfig)
     transfer: TransferConfig | None = None  # the built-in transfer_call tool, where the carrier can
     context_webhook: ContextWebhookConfig | None = None  # per-call {placeholders} for greeting and prompt
+    voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)  # outbound calls a machine answers
 
     @field_validator("tools")
     @classmethod

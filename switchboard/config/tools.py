@@ -238,6 +238,30 @@ def placeholders_without_default(webhook: ContextWebhookConfig | None, texts: di
             "(said when the webhook fails or leaves them out)")
 
 
+class VoicemailConfig(Strict):
+    """What an outbound call placed with answering machine detection does when a machine answers."""
+
+    action: Literal["hang_up", "leave_message"] = "hang_up"
+    message: str = "Hello, sorry we missed you. Please call us back. Goodbye."  # said after the beep
+
+    @property
+    def detection(self) -> str:
+        """Twilio's `MachineDetection` mode: wait for the beep to leave a message, else decide fast."""
+        return "DetectMessageEnd" if self.action == "leave_message" else "Enable"
+
+
+def detection_mode(pipelines: dict[str, Any], name: str, wanted: bool) -> str | None:
+    """The `MachineDetection` an outbound call on pipeline `name` asks Twilio for (None: not wanted, or an
+    unknown pipeline, which dialing reports)."""
+    pipeline = pipelines.get(name)
+    return pipeline.voicemail.detection if wanted and pipeline is not None else None
+
+
+def is_machine(answered_by: str | None) -> bool:
+    """Twilio's `AnsweredBy`: machine_start, machine_end_beep / _silence / _other, fax; human, unknown."""
+    return bool(answered_by) and (answered_by.startswith("machine") or answered_by == "fax")
+
+
 def unique_tool_names(tools: list[ToolConfig]) -> list[ToolConfig]:
     names = [tool.name for tool in tools]
     twice = sorted({name for name in names if names.count(name) > 1})

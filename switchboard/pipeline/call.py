@@ -25,6 +25,7 @@ from switchboard.audio.echo import similarity
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
+from switchboard.config.tools import is_machine
 from switchboard.core.carrier import CarrierLink
 from switchboard.core.messages import Message, TextDelta, ToolCall, Usage
 from switchboard.core.metrics import TurnMetrics, call_summary
@@ -135,6 +136,8 @@ class CallSession:
         self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
         self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told
         self.context = CallContext(config)  # the greeting and system prompt (pipeline/context.py)
+        self.answered_by: str | None = None  # outbound with machine detection: Twilio's AnsweredBy
+        self.voicemail: str | None = None  # a machine answered: "left_message" or "hung_up"
         self.turns: list[TurnMetrics] = []
         self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
@@ -156,7 +159,11 @@ class CallSession:
         self.player.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
         self.context.start(self.call_info)
-        if self.config.greeting:
+        if is_machine(self.answered_by):
+            turn = self._new_turn("voicemail")
+            self._commit(turn)
+            turn.task = asyncio.create_task(self._leave_voicemail(turn), name=f"voicemail-{self.call_id}")
+        elif self.config.greeting:
             greeting = self._new_turn("greeting")
             self._commit(greeting)
             greeting.task = asyncio.create_task(self._greet(greeting), name=f"greeting-{self.call_id}")
@@ -187,6 +194,10 @@ class CallSession:
             summary["recording"] = str(self.recording)
         if self.context.error is not None:
             summary["context_error"] = self.context.error
+        if self.answered_by:
+            summary["answered_by"] = self.answered_by
+        if self.voicemail is not None:
+            summary["voicemail"] = self.voicemail
         return summary
 
     async def _save_recording(self, recorder: Recorder) -> None:
@@ -405,6 +416,23 @@ class CallSession:
             turn.metrics.reply_text = self.context.greeting
             await self._speak(self.context.greeting, turn)
             await self._wait_heard(turn.spoken)
+        finally:
+            self._finish(turn)
+
+    async def _leave_voicemail(self, turn: _Turn) -> None:
+        """A machine answered our outbound call: leave `voicemail.message` (detection waited for the beep)
+        or hang up at once. Nothing on the line interrupts it."""
+        voicemail, metrics = self.config.voicemail, turn.metrics
+        self._ending = True
+        try:
+            if voicemail.action == "leave_message":
+                metrics.reply_text = voicemail.message
+                await self._speak(voicemail.message, turn)
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+            self.voicemail = "left_message" if voicemail.action == "leave_message" else "hung_up"
+            metrics.ended_call = True
+            log.info("call %s: answered by %s: %s", self.call_id, self.answered_by, self.voicemail)
+            await self.link.hang_up()
         finally:
             self._finish(turn)
 

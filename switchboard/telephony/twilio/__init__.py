@@ -148,7 +148,8 @@ class TwilioCarrier:
         proto = request.headers.get("x-forwarded-proto") or request.url.scheme
         url = wire.stream_url(os.environ.get(PUBLIC_URL_ENV), host, proto)
         called = str(form.get("To") or "")
-        pipeline = self.numbers.get(called)
+        # an outbound call we placed names its pipeline in the URL (rest.dial with machine detection)
+        pipeline = request.query_params.get("pipeline") or self.numbers.get(called)
         if pipeline is None:
             log.log(logging.WARNING if self.numbers else logging.INFO,
                     "incoming call %s: no route for the called number %r in numbers:, using pipeline %r",
@@ -157,6 +158,9 @@ class TwilioCarrier:
             "pipeline": pipeline or self.default_pipeline,
             "from": str(form.get("From") or ""),
             "to": str(form.get("To") or ""),
+            "answered_by": str(form.get("AnsweredBy") or "")[:32],  # answering machine detection's verdict
         }
-        log.info("incoming call %s from %s to %s", form.get("CallSid"), parameters["from"], parameters["to"])
+        answered = f" answered by {parameters['answered_by']}" if parameters["answered_by"] else ""
+        log.info("incoming call %s from %s to %s%s", form.get("CallSid"), parameters["from"],
+                 parameters["to"], answered)
         return Response(wire.connect_twiml(url, parameters), media_type="application/xml")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
@@ -118,6 +118,12 @@ def stream_url(public_url: str | None, request_host: str, forwarded_proto: str |
         host = request_host
         secure = (forwarded_proto or "https") != "http"
     return f"{'wss' if secure else 'ws'}://{host}/media-stream"
+
+
+def webhook_url(public_url: str, pipeline: str) -> str:
+    """Our /incoming-call at PUBLIC_URL, for an outbound call's TwiML, naming the pipeline that answers."""
+    base = public_url if "://" in public_url else f"https://{public_url}"
+    return f"{base.rstrip('/')}/incoming-call?{urlencode({'pipeline': pipeline})}"
 
 
 def dial_twiml(target: str) -> str:
