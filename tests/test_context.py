@@ -69,8 +69,10 @@ async def call(webhook: ToolServer, wav: str, tmp_path):
     return tts, llm, stored
 
 
-async def test_the_answer_fills_the_greeting_and_the_system_prompt(webhook, speech_wav, tmp_path):
-    tts, llm, stored = await call(webhook, speech_wav, tmp_path)
+async def test_the_answer_fills_the_greeting_and_the_system_prompt(webhook, speech_wav, tmp_path, caplog):
+    with caplog.at_level("DEBUG"):
+        tts, llm, stored = await call(webhook, speech_wav, tmp_path)
+    assert SECRET not in caplog.text
     assert tts.spoken[0] == "Hello Maria, welcome back to Luigi's."
     system: Message = llm.requests[0][0]
     assert system.content == "You take orders. The caller's open order: two margheritas."

@@ -345,3 +345,14 @@ async def test_a_valid_call_runs_once_and_its_result_is_the_tool_message(server)
     assert call.role == "assistant" and call.tool_calls[0].arguments == {"party_size": 2, "time": "20:00"}
     assert result.role == "tool" and result.tool_call_id == "c1" and json.loads(result.content)["id"] == "B-1"
     assert any(isinstance(e, Pending) for e in events) and not any(isinstance(e, Filler) for e in events)
+
+
+async def test_no_secret_reaches_the_log(server, monkeypatch, caplog) -> None:
+    text = config_text(url=server.url).replace("source=phone", "key=${BOOKING_KEY}")
+    pipeline = parse_config(text).pipelines["default"]
+    with caplog.at_level("DEBUG"):
+        outcome = await ToolBox(pipeline.tools, pipeline.tool_use).run(
+            ToolCall("c1", "book_table", {"party_size": 2, "time": "8"}))
+    assert outcome.status == "ok" and server.requests[0]["query"]["key"] == SECRET  # it was sent
+    assert "book_table (c1): ok" in caplog.text
+    assert SECRET not in caplog.text

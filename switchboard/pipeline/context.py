@@ -21,6 +21,7 @@ from switchboard.config import PipelineConfig
 from switchboard.config.tools import PLACEHOLDER, ContextWebhookConfig, MissingVariable, expand_env
 
 log = logging.getLogger("switchboard.context")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO line is the full URL (see pipeline/tools.py)
 
 MAX_ANSWER_BYTES = 64_000
 MAX_VALUE_CHARS = 500  # one value in a prompt: a name, an order summary; not a document

@@ -38,6 +38,8 @@ from switchboard.core.protocols import LLM
 from switchboard.pipeline import failover
 
 log = logging.getLogger("switchboard.tools")
+# httpx logs every request's full URL at INFO: a tool's URL may carry a ${VAR} secret, read at request time
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 MAX_ANSWER_BYTES = 4_000_000  # read no more of a tool's answer than this (the LLM gets far less)
 USER_AGENT = "switchboard-tools/1"
