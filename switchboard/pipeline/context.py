@@ -19,6 +19,7 @@ import httpx
 
 from switchboard.config import PipelineConfig
 from switchboard.config.tools import PLACEHOLDER, ContextWebhookConfig, MissingVariable, expand_env
+from switchboard.pipeline.tools import client
 
 log = logging.getLogger("switchboard.context")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO line is the full URL (see pipeline/tools.py)
@@ -88,8 +89,8 @@ async def _ask(webhook: ContextWebhookConfig, info: dict[str, str]) -> dict[str,
     headers = {"accept": "application/json",
                **{name: expand_env(value) for name, value in webhook.headers.items()}}
     async with (
-        httpx.AsyncClient(timeout=webhook.timeout_s, follow_redirects=False) as client,
-        client.stream("POST", expand_env(webhook.url), json=info, headers=headers) as response,
+        client(webhook.timeout_s) as http_client,
+        http_client.stream("POST", expand_env(webhook.url), json=info, headers=headers) as response,
     ):
         raw = bytearray()
         async for piece in response.aiter_bytes():

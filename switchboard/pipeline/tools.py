@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import certifi
 import httpx
 import jsonschema
 
@@ -136,9 +139,10 @@ class ToolBox:
             options["content"] = body.encode()
         elif body is not None:
             options["json"] = body
+        request = {"params": query or None, "headers": headers, **options}
         async with (
-            httpx.AsyncClient(timeout=http.timeout_s, follow_redirects=False) as client,
-            client.stream(http.method, url, params=query or None, headers=headers, **options) as response,
+            client(http.timeout_s) as http_client,
+            http_client.stream(http.method, url, **request) as response,
         ):
             raw, whole = await _read_at_most(response, MAX_ANSWER_BYTES)
         text = raw.decode(response.encoding or "utf-8", errors="replace")
@@ -159,6 +163,17 @@ class ToolBox:
             answer = _field(answer, http.result_field, spec.name)
         shown = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
         return _cut(shown, self.use.max_result_chars)
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """httpx's default verification (certifi's CAs), built once: building it per client costs ~50 ms."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def client(timeout_s: float) -> httpx.AsyncClient:
+    """A client for one request: closed with it, so a cancelled turn closes its connection."""
+    return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, verify=tls())
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
