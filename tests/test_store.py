@@ -136,6 +136,8 @@ async def test_a_version_1_database_gets_the_turn_taking_columns(tmp_path):
         for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "tool_calls", "tool_errors",
                        "tool_invalid", "tool_ms", "tools_used"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        for column in ("tool_calls", "tool_invalid"):
+            db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (1, '2026-11-01 00:00:00')")
 
@@ -159,6 +161,8 @@ async def test_a_version_2_database_gets_the_tool_columns(tmp_path):
     with sqlite3.connect(path) as db:  # make it what schema version 2 wrote
         for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        for column in ("tool_calls", "tool_invalid"):
+            db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (2, '2026-11-20 00:00:00')")
 

@@ -144,6 +144,8 @@ class ShadowResult:
     tokens_out: int | None = None
     error: str | None = None  # "vendor: kind: message", e.g. "openai: timeout: no first token within 5 s"
     text: str = ""  # what it would have said (so far, when it failed)
+    tool_calls: int = 0  # calls of the pipeline's tools it asked for (never run: it gets no result)
+    tool_invalid: int = 0  # of those, the ones naming no offered tool or with arguments against the schema
 
 
 

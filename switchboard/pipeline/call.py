@@ -501,7 +501,8 @@ class CallSession:
         """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""
         if self.shadows is not None:
             messages = [Message("system", self.context.system_prompt), *self.history]
-            self.shadows.start(metrics.index, messages, [END_CALL_TOOL])
+            declared = self.tools.offered if self.tools is not None else []
+            self.shadows.start(metrics.index, messages, [*self.builtin_tools, *declared])
 
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
         metrics.stt_start = time.monotonic()

@@ -21,6 +21,7 @@ Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative
   tool invalid %   of those calls, the ones refused: arguments against the tool's schema, or a tool
                    that does not exist (how well the LLM uses tools)
   tool err %       of those calls, the ones whose request failed or timed out (how well the tools work)
+                   Shadow rows: the tool calls of their one request per turn, never run (no tool err %)
   $/call           estimated USD per call from `pricing:` (see below)
 Significance: each row's TTFT against the fastest row's (lowest TTFT p50) with a two-sided
 Mann-Whitney U test; p < `alpha` (0.05) is marked `*`. Rows with fewer than 2 samples are not tested.
@@ -309,6 +310,8 @@ def _shadow_row(vendor: str, results: list[dict[str, Any]], pricing: Pricing | N
         tokens_in_mean=_tokens(results, "tokens_in"), tokens_out_mean=_tokens(results, "tokens_out"),
         ttft_samples=ttft,
     )
+    _tool_figures(row, results)
+    row.tool_error_pct = None  # a shadow's tool calls are never run
     cost = _Cost(pricing)
     for result in results:
         cost.llm(vendor, result)

@@ -126,6 +126,8 @@ shadow_results = Table(  # shadow LLM answers to live turns (filled by the shado
     Column("error", Text),
     Column("text", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("tool_calls", Integer, nullable=False, default=0),  # version 3
+    Column("tool_invalid", Integer, nullable=False, default=0),
     Index("ix_shadow_results_turn", "call_id", "turn_index"),
 )
 
@@ -137,10 +139,12 @@ def _add_turn_taking_columns(connection: Connection) -> None:
 
 
 def _add_tool_columns(connection: Connection) -> None:
-    """Version 3: the tool columns of `turns`."""
+    """Version 3: the tool columns of `turns` and `shadow_results`."""
     for ddl in ("tool_calls INTEGER NOT NULL DEFAULT 0", "tool_errors INTEGER NOT NULL DEFAULT 0",
                 "tool_invalid INTEGER NOT NULL DEFAULT 0", "tool_ms FLOAT", "tools_used JSON"):
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
+    for ddl in ("tool_calls INTEGER NOT NULL DEFAULT 0", "tool_invalid INTEGER NOT NULL DEFAULT 0"):
+        connection.execute(text(f"ALTER TABLE shadow_results ADD COLUMN {ddl}"))
 
 
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
