@@ -57,7 +57,7 @@ async def fake_twilio(monkeypatch):
         yield fake
 
 
-async def ask_for_a_person(speech_wav: str):
+async def ask_for_a_person(speech_wav: str, carrier: str = "twilio"):
     config = parse_config(CONFIG)
     tts = InstantTTS(ms_per_char=10)
     llm = ScriptedLLM(config.pipelines["default"].llm)
@@ -65,8 +65,9 @@ async def ask_for_a_person(speech_wav: str):
     turns = []
     app = create_app(config, on_turn=turns.append, providers=providers, insecure_dev=True)
     async with running(app) as port:
-        result = await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=speech_wav)],
-                                hangup_timeout_s=1, on_event=lambda e: None)
+        path = "/media-stream" if carrier == "twilio" else "/exotel"
+        result = await run_call(f"ws://127.0.0.1:{port}{path}", [CallerLine(wav=speech_wav)],
+                                hangup_timeout_s=1, on_event=lambda e: None, carrier=carrier)
         await asyncio.wait_for(app.state.host.wait_idle(), 5)
     return result, turns, tts
 
@@ -100,6 +101,12 @@ async def test_without_rest_credentials_transfer_is_not_offered(speech_wav):
     _, turns, tts = await ask_for_a_person(speech_wav)
     assert tts.spoken[-1] == "I can't transfer you, sorry."  # the scripted rule's tool was not offered
     assert turns[-1].transferred_to is None
+
+
+async def test_on_exotel_transfer_is_not_offered_even_with_twilio_credentials(fake_twilio, speech_wav):
+    _, turns, tts = await ask_for_a_person(speech_wav, carrier="exotel")
+    assert tts.spoken[-1] == "I can't transfer you, sorry."
+    assert fake_twilio.requests == [] and turns[-1].transferred_to is None
 
 
 def test_dial_twiml_numbers_and_sip():
