@@ -356,3 +356,32 @@ async def test_no_secret_reaches_the_log(server, monkeypatch, caplog) -> None:
     assert outcome.status == "ok" and server.requests[0]["query"]["key"] == SECRET  # it was sent
     assert "book_table (c1): ok" in caplog.text
     assert SECRET not in caplog.text
+
+
+class Hallucinating(Stubborn):
+    """Calls a tool nobody declared; words once it has an error back, or never (`mute`)."""
+
+    def __init__(self, mute: bool = False) -> None:
+        super().__init__({})
+        self.mute = mute
+
+    async def stream(self, messages, tools):
+        self.requests.append((list(messages), [t.name for t in tools]))
+        if messages[-1].role == "tool" and not self.mute:
+            yield TextDelta("Sorry, I can't check the weather.")
+        else:
+            yield ToolCall(f"w{len(self.requests)}", "weather", {"city": "Rome"})
+
+
+async def test_an_unknown_tool_gets_its_error_back_and_the_turn_goes_on() -> None:
+    llm = Hallucinating()
+    events, exchanges, metrics = await collect_rounds(llm, ToolBox([], ToolUseConfig()))
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Sorry, I can't check the weather."]
+    assert "no tool named 'weather'" in exchanges[1].content and metrics.tools_used == ["weather:unknown"]
+
+
+async def test_an_llm_that_only_ever_calls_tools_fails_the_turn_instead_of_silence() -> None:
+    from switchboard.core.errors import ProviderError
+
+    with pytest.raises(ProviderError, match="still calling tools"):
+        await collect_rounds(Hallucinating(mute=True), ToolBox([], ToolUseConfig(max_rounds=2)))

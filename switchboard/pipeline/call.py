@@ -131,7 +131,7 @@ class CallSession:
         self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
-        self.tools = ToolBox(config.tools, config.tool_use) if config.tools else None  # pipeline/tools.py
+        self.tools = ToolBox(config.tools, config.tool_use)  # pipeline/tools.py (none: unknown ones refused)
         transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
         self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
         self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told
@@ -501,8 +501,7 @@ class CallSession:
         """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""
         if self.shadows is not None:
             messages = [Message("system", self.context.system_prompt), *self.history]
-            declared = self.tools.offered if self.tools is not None else []
-            self.shadows.start(metrics.index, messages, [*self.builtin_tools, *declared])
+            self.shadows.start(metrics.index, messages, [*self.builtin_tools, *self.tools.offered])
 
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
         metrics.stt_start = time.monotonic()

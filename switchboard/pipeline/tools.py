@@ -35,6 +35,7 @@ import httpx
 import jsonschema
 
 from switchboard.config.tools import ARGUMENT, MissingVariable, ToolConfig, ToolUseConfig, expand_env
+from switchboard.core.errors import ProviderError
 from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import LLM
@@ -97,7 +98,11 @@ class ToolBox:
     async def run(self, call: ToolCall) -> Outcome:
         """The call's result or error, as text for the LLM. Never raises but for cancellation."""
         started = time.monotonic()
-        outcome = await self._run(call)
+        try:
+            outcome = await self._run(call)
+        except Exception as exc:  # a bug here must cost the LLM a tool result, not the caller the turn
+            log.exception("tool %s (%s) failed unexpectedly", call.name, call.id)
+            outcome = Outcome(f"Error: the {call.name} tool failed ({type(exc).__name__}).", "error")
         outcome.ms = (time.monotonic() - started) * 1000
         log.info("tool %s (%s): %s in %.0f ms", call.name, call.id, outcome.status, outcome.ms)
         return outcome
@@ -251,8 +256,9 @@ async def rounds(
     `exchanges` receives each round's assistant message with its tool calls and the tool results (only
     once all results are in: a vendor refuses a call without its result) for the call's history."""
     messages = list(messages)
-    rounds_left = box.use.max_rounds if box is not None and box.tools else 0
+    rounds_left = box.use.max_rounds if box is not None else 0  # also without tools: an unknown one's error
     tokens_in = tokens_out = 0
+    said_in_turn = False
     while True:
         tools = [*builtin, *box.offered] if box is not None and rounds_left else builtin
         calls: list[ToolCall] = []
@@ -271,11 +277,16 @@ async def rounds(
                 elif isinstance(event, ToolCall):
                     ends = True
                 yield llm, event
+        said_in_turn = said_in_turn or bool(said.strip()) or ends
         if not calls:
             return
         if box is None or not rounds_left:
+            names = ", ".join(c.name for c in calls)
             log.warning("call %s turn %d: tool call(s) %s past tool_use.max_rounds: not run", metrics.call_id,
-                        metrics.index, ", ".join(c.name for c in calls))
+                        metrics.index, names)
+            if not said_in_turn:  # the caller would hear nothing: the turn fails, the apology is said
+                raise ProviderError(chain[0].vendor, "bad_request",
+                                    f"still calling tools ({names}) after tool_use.max_rounds, said nothing")
             return
         rounds_left -= 1
         yield None, Pending()
