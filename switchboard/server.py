@@ -323,6 +323,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         if writer is not None:
+            writer.close_lost_calls()
             await writer.start()  # opens the store itself, retrying while the database is down
         try:
             yield
