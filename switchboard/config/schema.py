@@ -34,6 +34,8 @@ class VADConfig(Strict):
     end_silence_ms: int = Field(600, ge=100, le=5000)
     max_utterance_s: float = Field(30, ge=1, le=300)
     barge_in_min_ms: int = Field(200, ge=20, le=5000)
+    # an utterance with no voicing (hiss, wind, traffic, a hum) is dropped before recognition: no reply
+    noise_gate: bool = True
 
 
 class TurnConfig(Strict):

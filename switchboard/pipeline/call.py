@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from switchboard.audio.echo import similarity
+from switchboard.audio.noise import is_noise
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
@@ -248,9 +249,17 @@ class CallSession:
                     self._echo = False
                     log.info("call %s: dropped %d ms of echo", self.call_id, event.voiced_ms)
                     continue
+                if self._is_noise(event.pcm):
+                    log.info("call %s: dropped %d ms of noise (no voicing in it)", self.call_id,
+                             event.voiced_ms)
+                    await self._drop_speculation()
+                    continue
                 await self._start_turn(event)
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
+
+    def _is_noise(self, pcm: np.ndarray) -> bool:
+        return self.config.vad.noise_gate and is_noise(pcm)
 
     # --- echo ---------------------------------------------------------------------------------------
 
@@ -299,6 +308,8 @@ class CallSession:
     async def _speculate(self, pause: Pause) -> None:
         """The caller paused: start on what they said so far, heard by nobody until they stay silent."""
         if self._ending or self.busy or self._speculation is not None or self._echo:
+            return
+        if self._is_noise(pause.pcm):
             return
         heard = Utterance(self._with_carried(pause.pcm), pause.speech_start, pause.speech_end,
                           pause.voiced_ms, forced=False)
