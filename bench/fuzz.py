@@ -8,9 +8,10 @@ frame, bad base64, unknown events, a stop without its stream id, a second start,
 a close. Meanwhile one well-behaved caller asks the script a question, and a probe asks /healthz every
 50 ms. Printed: frames sent, connections refused or ended by the server, whether the server stayed up,
 the good caller's reply delay, /healthz answer times, GET /api/calls after the campaign, and the log the
-campaign cost (bytes per malformed frame).
+campaign cost (bytes per malformed frame); then the server's memory before, during and after `--idle`
+sockets that sent `start` and nothing more.
 
-    python -m bench.fuzz                       # 200 connections × 40 frames
+    python -m bench.fuzz                       # 200 connections × 40 frames, then 300 idle sockets
     python -m bench.fuzz --connections 1000 --frames 16
 """
 
@@ -31,7 +32,7 @@ import httpx
 import numpy as np
 import websockets
 
-from bench.serving import probe, server
+from bench.serving import Served, probe, server
 from switchboard.caller import BotAudioStarted, CallerEvent, CallerLine, run_call
 from switchboard.config import default_config_path
 
@@ -95,9 +96,25 @@ async def attacker(port: int, index: int, frames: int, call_sids: list[str], cou
         counts["refused"] += 1
 
 
-async def campaign(connections: int, frames: int, concurrency: int) -> None:
+async def idle_sockets(served: Served, count: int) -> tuple[float, float, float]:
+    """Open `count` sockets that send `start` and then nothing; the server's RSS before, while they are
+    open, and after they have closed (3 s later)."""
+    before = served.rss_mb()
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(count):
+            ws = await stack.enter_async_context(websockets.connect(
+                f"ws://127.0.0.1:{served.port}/media-stream", open_timeout=30))
+            await ws.send(start_frame(random.Random(n), f"MZidle{n}", f"CAidle{uuid.uuid4().hex}", False))
+        await asyncio.sleep(2)
+        during = served.rss_mb()
+    await asyncio.sleep(3)
+    return before, during, served.rss_mb()
+
+
+async def campaign(connections: int, frames: int, concurrency: int, idle: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-fuzz-"))
-    async with server(default_config_path().read_text(), "fuzz", folder) as port:
+    async with server(default_config_path().read_text(), "fuzz", folder) as served:
+        port = served.port
         log = folder / "fuzz.log"
         log_before = log.stat().st_size
         done = asyncio.Event()
@@ -127,6 +144,7 @@ async def campaign(connections: int, frames: int, concurrency: int) -> None:
             health = await client.get(f"http://127.0.0.1:{port}/healthz")
             calls = await client.get(f"http://127.0.0.1:{port}/api/calls")
         log_bytes = log.stat().st_size - log_before
+        memory = await idle_sockets(served, idle) if idle else None
     lines = log.read_text(errors="replace").splitlines()
     print(f"{connections} connections × {frames} frames ({concurrency} at once), half Twilio, half Exotel")
     print(f"  malformed frames sent         {counts['frames']}")
@@ -141,6 +159,9 @@ async def campaign(connections: int, frames: int, concurrency: int) -> None:
     print(f"  log written                   {log_bytes / 1e6:.2f} MB, "
           f"{log_bytes / max(counts['frames'], 1):.0f} bytes per malformed frame, "
           f"{sum('Traceback' in line for line in lines)} tracebacks")
+    if memory:
+        print(f"  {idle} idle sockets (start, then nothing): server RSS {memory[0]:.0f} MB before, "
+              f"{memory[1]:.0f} MB while open, {memory[2]:.0f} MB after they closed")
     print(f"  the server's log              {log}")
 
 
@@ -149,6 +170,7 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--idle", type=int, default=300, help="idle sockets opened after the campaign")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(campaign(args.connections, args.frames, args.concurrency))
+        asyncio.run(campaign(args.connections, args.frames, args.concurrency, args.idle))

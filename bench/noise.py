@@ -44,7 +44,8 @@ def config_text(engine: str, gate: bool) -> str:
 
 
 async def run(engine: str, gate: bool, noise_wav: Path, folder: Path) -> dict[str, object]:
-    async with server(config_text(engine, gate), f"{engine}-{gate}", folder) as port:
+    async with server(config_text(engine, gate), f"{engine}-{gate}", folder) as served:
+        port = served.port
         url = f"ws://127.0.0.1:{port}/media-stream"
         done = asyncio.Event()
         probing = asyncio.create_task(probe(port, done))

@@ -10,9 +10,23 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+
+@dataclass(frozen=True)
+class Served:
+    port: int
+    pid: int
+
+    def rss_mb(self) -> float:
+        """The server process's resident memory now."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
 
 
 def free_port() -> int:
@@ -22,9 +36,9 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def server(config_text: str, name: str, folder: Path) -> AsyncIterator[int]:
+async def server(config_text: str, name: str, folder: Path) -> AsyncIterator[Served]:
     """`switchboard serve` in a subprocess on 127.0.0.1 with `config_text` as its pipeline.yaml, its
-    working directory (and call store) `folder`, its log `folder/<name>.log`. Yields its port."""
+    working directory (and call store) `folder`, its log `folder/<name>.log`."""
     config = folder / f"{name}.yaml"
     config.write_text(config_text)
     port = free_port()
@@ -42,7 +56,7 @@ async def server(config_text: str, name: str, folder: Path) -> AsyncIterator[int
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError(f"the server did not start; see {folder}")
-        yield port
+        yield Served(port, process.pid)
     finally:
         process.terminate()
         process.wait(10)

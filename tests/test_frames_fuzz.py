@@ -233,3 +233,33 @@ def test_many_connections_with_a_few_bad_frames_each_cannot_flood_the_log(caplog
     assert len(caplog.records) == 101
     held_back, rest = caplog.records[-1].getMessage().split(" ", 1)
     assert int(held_back) >= 2900 and rest.startswith("log lines about malformed frames held back")
+
+
+async def test_nothing_of_a_call_is_kept_once_its_socket_closes():
+    """20 sockets that start a call and say nothing more, then close: every CallSession (with its audio
+    buffers) is gone. Memory the allocator keeps is reused: bench/fuzz.py --idle measures it."""
+    import asyncio
+    import gc
+    import uuid
+
+    import websockets
+
+    from switchboard.pipeline.call import CallSession
+
+    providers = Providers(InstantSTT("hello"), InstantLLM("Ok."), InstantTTS(ms_per_char=20))
+    app = create_app(parse_config(CONFIG), providers={"default": providers})
+    async with running(app) as port:
+        sockets = []
+        for n in range(20):
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}/media-stream")
+            await ws.send(json.dumps({"event": "start", "start": {"streamSid": f"MZ{n}",
+                                                                  "callSid": f"CA{uuid.uuid4().hex}"}}))
+            sockets.append(ws)
+        async with asyncio.timeout(10):
+            while len(app.state.calls) < 20:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        for ws in sockets:
+            await ws.close()
+        await asyncio.wait_for(app.state.host.wait_idle(), 10)
+        gc.collect()
+        assert not [o for o in gc.get_objects() if isinstance(o, CallSession)]
