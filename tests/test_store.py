@@ -126,14 +126,14 @@ async def test_schema_version_recorded_and_open_is_idempotent(tmp_path):
     assert {"schema_version", "calls", "turns", "shadow_results"} <= tables
 
 
-async def test_a_version_1_database_gets_the_turn_taking_columns(tmp_path):
+async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns(tmp_path):
     path = tmp_path / "v1.db"
     store = CallStore(str(path))
     await store.open()
     await store.add_turn(a_turn())
     await store.close()
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
-        for column in ("stt_ms", "speculated", "speculation_dropped", "reads"):
+        for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (1, '2026-11-01 00:00:00')")
@@ -141,12 +141,12 @@ async def test_a_version_1_database_gets_the_turn_taking_columns(tmp_path):
     upgraded = CallStore(str(path))
     await upgraded.open()
     turn = a_turn()
-    turn.speculated, turn.speculation_dropped, turn.reads = 2, 1, "complete"
+    turn.speculated, turn.speculation_dropped, turn.reads, turn.backchannels = 2, 1, "complete", 3
     await upgraded.add_turn(turn)
     rows = await upgraded.query_turns()
     await upgraded.close()
-    assert [(r["speculated"], r["speculation_dropped"], r["reads"]) for r in rows] == [
-        (0, 0, None), (2, 1, "complete")]
+    assert [(r["speculated"], r["speculation_dropped"], r["reads"], r["backchannels"]) for r in rows] == [
+        (0, 0, None, 0), (2, 1, "complete", 3)]
 
 
 async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):

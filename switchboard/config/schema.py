@@ -54,6 +54,24 @@ class TurnConfig(Strict):
 
 
 
+BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", "mhm", "mm", "hmm", "okay",
+                     "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool", "great", "oh"]
+
+
+class InterruptionConfig(Strict):
+    """What the caller says while the bot talks: a backchannel ("yeah", "uh-huh") lets it go on, anything
+    else interrupts it. The bot's audio stops as soon as the caller speaks either way (the carrier drops
+    what it holds); for a backchannel it then goes on from where the caller stopped hearing it."""
+
+    backchannels: bool = True  # false: any speech of vad.barge_in_min_ms stops the bot and its reply
+    # said alone (in any mix, any case, with punctuation), these never interrupt
+    backchannel_words: list[str] = Field(default_factory=lambda: list(BACKCHANNEL_WORDS))
+    # an utterance needs at least this many other words to interrupt (1: any other word does)
+    min_words: int = Field(1, ge=1, le=10)
+    # speech going on longer than this while the bot is paused interrupts, whatever its words, in ms
+    max_backchannel_ms: int = Field(1000, ge=200, le=5000)
+
+
 def _provider_union(stage: registry.Stage) -> Any:
     """Every registered provider model of a stage, discriminated on `provider:`."""
     models = tuple(plugin.config for plugin in registry.plugins(stage))
@@ -241,6 +259,7 @@ class PipelineConfig(Strict):
     recordings_dir: str = "recordings"  # relative paths are from the server's working directory
     vad: VADConfig = Field(default_factory=VADConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
+    interruption: InterruptionConfig = Field(default_factory=InterruptionConfig)
     stt: STTStage  # one provider, or {variants: [...]} (A/B: one drawn per call)
     llm: LLMStage
     tts: TTSStage

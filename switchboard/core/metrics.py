@@ -84,6 +84,8 @@ class TurnMetrics:
     speculated: int = 0
     speculation_dropped: int = 0
     reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
+    # the caller's "yeah", "uh-huh" while the bot spoke: it paused, then went on (no clear, no new turn)
+    backchannels: int = 0
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:

@@ -32,6 +32,7 @@ from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.core.tools import END_CALL_TOOL
 from switchboard.pipeline import failover
+from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder
 from switchboard.pipeline.shadow import CallShadows
@@ -74,6 +75,16 @@ class Keypad:
 
     digits: str
     text: str
+
+
+@dataclass(eq=False)
+class _Hold:
+    """The caller started talking over the bot: it is paused (the caller hears nothing) until their words
+    say whether it was a backchannel (it goes on) or an interruption (its reply is dropped)."""
+
+    since: float
+    judging: asyncio.Task | None = None
+    backchannel: bool = False  # judged so: the bot has gone on
 
 
 @dataclass(eq=False)
@@ -134,6 +145,7 @@ class CallSession:
         self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
         self._carried_audio: np.ndarray | None = None  # an utterance cut before the caller heard a reply
         self._echo = False  # the utterance being heard is the bot's own voice coming back
+        self._hold: _Hold | None = None  # the bot paused while the caller talks over it
         self._echo_checks = 0
         self._ticker: asyncio.Task | None = None
         self._ending = False
@@ -226,6 +238,8 @@ class CallSession:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             await self._on_events(self.segmenter.tick(now))
+            if self._hold is not None:
+                await self._check_hold(now)
             if self._digits_due is not None and now >= self._digits_due:
                 digits, self._digits, self._digits_due = self._digits, "", None
                 self._digits_overflow = False
@@ -238,12 +252,20 @@ class CallSession:
                     self._echo = True
                     log.info("call %s: the bot's own voice is coming back on the line (echo): ignored",
                              self.call_id)
+                elif self._may_hold():
+                    await self._hold_for_words(event.at)
                 else:
                     await self._barge_in()
             elif isinstance(event, Pause):
-                await self._speculate(event)
+                if self._hold is not None:
+                    self._judge_hold(event.pcm, None)
+                else:
+                    await self._speculate(event)
             elif isinstance(event, Resumed):
-                await self._drop_speculation()
+                if self._hold is not None:
+                    await self._caller_went_on()
+                else:
+                    await self._drop_speculation()
             elif isinstance(event, Utterance):
                 if self._echo:
                     self._echo = False
@@ -254,12 +276,94 @@ class CallSession:
                              event.voiced_ms)
                     await self._drop_speculation()
                     continue
+                if self._hold is not None:
+                    self._judge_hold(event.pcm, event)  # a turn of its own only if it interrupts
+                    continue
                 await self._start_turn(event)
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
 
     def _is_noise(self, pcm: np.ndarray) -> bool:
         return self.config.vad.noise_gate and is_noise(pcm)
+
+    # --- backchannels: "yeah" while the bot talks ------------------------------------------------
+
+    def _may_hold(self) -> bool:
+        """Speech over the bot's reply: pause it and listen first, rather than drop the reply at once?"""
+        turn = self._turn
+        return (self.config.interruption.backchannels and not self._ending and self._hold is None
+                and turn is not None and turn.playing and self.player.audible)
+
+    async def _hold_for_words(self, at: float) -> None:
+        self._hold = _Hold(since=at)
+        await self.player.pause()  # the caller stops hearing the bot now; nothing is dropped yet
+        log.info("call %s: the caller talks over the bot: paused until their words say why", self.call_id)
+
+    def _judge_hold(self, pcm: np.ndarray, utterance: Utterance | None) -> None:
+        """Transcribe what the caller said over the bot (at a pause in it, or once it ended) and act."""
+        hold = self._hold
+        assert hold is not None
+        if hold.judging is not None:
+            hold.judging.cancel()
+        hold.judging = asyncio.create_task(self._judge(hold, pcm, utterance), name=f"judge-{self.call_id}")
+
+    async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
+        said = await self._transcribe_aside(pcm)
+        if hold is not self._hold:
+            return
+        cfg = self.config.interruption
+        if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words):
+            if not hold.backchannel:
+                hold.backchannel = True
+                if self._turn is not None:
+                    self._turn.metrics.backchannels += 1
+                log.info("call %s: backchannel %r: the bot goes on", self.call_id, said)
+                self.player.resume()
+            if utterance is not None:
+                self._hold = None
+            return
+        log.info("call %s: interrupted by %r", self.call_id, said)
+        self._hold = None
+        await self._barge_in()
+        if utterance is not None:
+            await self._start_turn(utterance)
+
+    async def _caller_went_on(self) -> None:
+        """The caller talks on after a pause: whatever was being judged is void; pause again if the bot
+        went on meanwhile."""
+        hold = self._hold
+        assert hold is not None
+        if hold.judging is not None:
+            hold.judging.cancel()
+            hold.judging = None
+        if hold.backchannel:
+            hold.backchannel, hold.since = False, time.monotonic()
+            await self.player.pause()
+
+    async def _check_hold(self, now: float) -> None:
+        hold = self._hold
+        assert hold is not None
+        judging = hold.judging is not None and not hold.judging.done()
+        if self.segmenter.in_utterance:
+            too_long = now - hold.since > self.config.interruption.max_backchannel_ms / 1000
+            if too_long and not hold.backchannel and not judging:
+                log.info("call %s: the caller kept talking over the bot: interrupted", self.call_id)
+                self._hold = None
+                await self._barge_in()
+        elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
+            self._hold = None
+            self.player.resume()
+
+    async def _transcribe_aside(self, pcm: np.ndarray) -> str | None:
+        """What the caller said, outside any turn; None if recognition failed (taken as an interruption)."""
+        scratch = TurnMetrics(call_id=self.call_id, index=-1)
+        try:
+            transcript = await failover.transcribe(self.stt_chain, lambda rate: resample(pcm, 8000, rate),
+                                                   scratch)
+        except Exception as exc:
+            log.warning("call %s: could not tell a backchannel from an interruption: %s", self.call_id, exc)
+            return None
+        return transcript.text.strip()
 
     # --- echo ---------------------------------------------------------------------------------------
 

@@ -100,6 +100,8 @@ turns = Table(
     Column("speculated", Integer, nullable=False, default=0),
     Column("speculation_dropped", Integer, nullable=False, default=0),
     Column("reads", String(16)),
+    # version 3: the caller's backchannels ("yeah", "uh-huh") the bot went on through
+    Column("backchannels", Integer, nullable=False, default=0),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -129,8 +131,13 @@ def _add_turn_taking_columns(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
 
 
+def _add_backchannels_column(connection: Connection) -> None:
+    """Version 3: `turns.backchannels`."""
+    connection.execute(text("ALTER TABLE turns ADD COLUMN backchannels INTEGER NOT NULL DEFAULT 0"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = [_add_turn_taking_columns]
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column]
 
 
 class SchemaError(RuntimeError):
