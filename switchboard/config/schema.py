@@ -247,6 +247,15 @@ class UnheardConfig(Strict):
     min_voiced_ms: int = Field(600, ge=0, le=10000)
 
 
+class IdleConfig(Strict):
+    """A caller who says nothing after the bot has finished: reminded, then said goodbye to."""
+
+    reminder_after_s: float = Field(10, ge=0, le=600)  # silence after the bot finished; 0 = never remind
+    reminder: str = "Are you still there?"
+    max_reminders: int = Field(2, ge=0, le=10)  # then, after as much silence again, the goodbye
+    goodbye: str = "I haven't heard anything for a while, so I'll hang up now. Goodbye!"
+
+
 class PipelineConfig(Strict):
     """Everything one call needs: what to say, how to listen, which vendor does each stage."""
 
@@ -255,6 +264,10 @@ class PipelineConfig(Strict):
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
     unheard: UnheardConfig = Field(default_factory=UnheardConfig)
     end_call_watchdog_s: float = Field(10, ge=1, le=120)
+    idle: IdleConfig = Field(default_factory=IdleConfig)
+    max_call_duration_s: float = Field(1800, ge=0, le=86400)  # 0 = no limit
+    # said once the limit is reached, as soon as the bot is not talking; then it hangs up
+    time_limit_goodbye: str = "I'm sorry, we've reached the time limit for this call. Goodbye!"
     record: bool = False  # write a stereo WAV per call (caller left, bot right) into recordings_dir
     recordings_dir: str = "recordings"  # relative paths are from the server's working directory
     vad: VADConfig = Field(default_factory=VADConfig)

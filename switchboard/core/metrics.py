@@ -53,7 +53,8 @@ def stage_spans(turn: dict) -> list[tuple[str, float, float]]:
 class TurnMetrics:
     call_id: str
     index: int
-    kind: str = "reply"  # "greeting" or "reply"
+    # "reply", "keypad"; or a line of the bot's own: "greeting", "reminder", "idle_goodbye", "time_limit"
+    kind: str = "reply"
     variant: str | None = None  # the call's A/B variant (pipeline/variants.py), None without variants
     # clock readings (monotonic seconds), None when the stage never happened
     speech_start: float | None = None

@@ -48,6 +48,7 @@ ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
 ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
 MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
+TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 
 
 @dataclass
@@ -154,6 +155,8 @@ class CallSession:
         self._digits_overflow = False  # the entry reached MAX_KEYPAD_ENTRY (warned once)
         self.closed = asyncio.Event()
         self.started_at = time.monotonic()
+        self._quiet_since = self.started_at  # neither side has said anything since
+        self._reminders = 0  # said since the caller last spoke
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -163,7 +166,8 @@ class CallSession:
         if self.config.greeting:
             greeting = self._new_turn("greeting")
             self._commit(greeting)
-            greeting.task = asyncio.create_task(self._greet(greeting), name=f"greeting-{self.call_id}")
+            greeting.task = asyncio.create_task(self._say(greeting, self.config.greeting, hang_up=False),
+                                                name=f"greeting-{self.call_id}")
 
     async def close(self) -> dict:
         """The caller hung up or we did: stop everything and return the call's summary."""
@@ -244,6 +248,57 @@ class CallSession:
                 digits, self._digits, self._digits_due = self._digits, "", None
                 self._digits_overflow = False
                 await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
+            await self._check_idle(now)
+
+    async def _check_idle(self, now: float) -> None:
+        """Remind a silent caller, then say goodbye; end a call that reached its time limit."""
+        if self._ending:
+            return
+        limit = self.config.max_call_duration_s
+        over_limit = limit > 0 and now - self.started_at >= limit
+        if over_limit and (not self.busy or now - self.started_at >= limit + TIME_LIMIT_GRACE_S):
+            log.info("call %s: reached max_call_duration_s (%g s): saying goodbye", self.call_id, limit)
+            await self._say_line("time_limit", self.config.time_limit_goodbye, hang_up=True)
+            return
+        if self.busy or self.segmenter.in_utterance or self._digits or self._hold is not None:
+            self._quiet_since = now
+            return
+        idle = self.config.idle
+        if idle.reminder_after_s <= 0 or now - self._quiet_since < idle.reminder_after_s:
+            return
+        self._quiet_since = now
+        if self._reminders < idle.max_reminders:
+            self._reminders += 1
+            log.info("call %s: the caller has been silent %.0f s: reminder %d", self.call_id,
+                     idle.reminder_after_s, self._reminders)
+            await self._say_line("reminder", idle.reminder)
+        else:
+            log.info("call %s: the caller stayed silent after %d reminders: hanging up", self.call_id,
+                     self._reminders)
+            await self._say_line("idle_goodbye", idle.goodbye, hang_up=True)
+
+    async def _say_line(self, kind: str, text: str, hang_up: bool = False) -> None:
+        """The bot says a line of its own (not an answer) as a turn of kind `kind`, then maybe hangs up."""
+        if self.busy:
+            await self._barge_in()  # only past the time limit's grace: cut off to say goodbye
+        if hang_up:
+            self._ending = True
+        turn = self._new_turn(kind)
+        self._commit(turn)
+        turn.task = asyncio.create_task(self._say(turn, text, hang_up), name=f"{kind}-{self.call_id}")
+
+    async def _say(self, turn: _Turn, text: str, hang_up: bool) -> None:
+        turn.metrics.reply_text = text
+        try:
+            await self._speak(text, turn)
+            if hang_up:
+                turn.metrics.ended_call = True
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+                await self._hang_up(turn.spoken)
+            else:
+                await self._wait_heard(turn.spoken)
+        finally:
+            self._finish(turn)
 
     async def _on_events(self, events: list[SegmenterEvent]) -> None:
         for event in events:
@@ -442,6 +497,7 @@ class CallSession:
             return
         prepared, self._speculation = self._speculation, None
         if prepared is not None and isinstance(heard, Utterance):
+            self._reminders = 0
             self._commit(prepared)  # they stayed silent: what was prepared at the pause is the answer
             return
         if prepared is not None:  # digits instead of the rest of the utterance
@@ -452,6 +508,7 @@ class CallSession:
         if isinstance(heard, Utterance):
             heard = dataclasses.replace(heard, pcm=self._with_carried(heard.pcm))
         turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
+        self._reminders = 0
         self._commit(turn)
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"turn-{self.call_id}")
 
@@ -499,14 +556,6 @@ class CallSession:
         if turn.in_history:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False
-
-    async def _greet(self, turn: _Turn) -> None:
-        turn.metrics.reply_text = self.config.greeting
-        try:
-            await self._speak(self.config.greeting, turn)
-            await self._wait_heard(turn.spoken)
-        finally:
-            self._finish(turn)
 
     async def _run_turn(self, turn: _Turn) -> None:
         """Answer what the caller said (an utterance, transcribed here) or keyed in (digits).
