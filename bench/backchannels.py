@@ -25,7 +25,8 @@ from switchboard.core.metrics import TurnMetrics
 from switchboard.server import create_app, running
 
 QUESTION = "what are your opening hours"
-BACKCHANNELS = ["yeah", "uh-huh", "okay", "right", "sure", "mm-hmm", "yes", "yeah yeah", "okay right", "I see"]
+BACKCHANNELS = ["yeah", "uh-huh", "okay", "right", "sure", "mm-hmm", "yes", "yeah yeah", "okay right",
+                "I see"]
 INTERRUPTIONS = ["wait", "no, Tuesday", "stop", "hang on a second", "sorry, can I book a table"]
 
 
@@ -63,7 +64,8 @@ async def run_mode(backchannels: bool, concurrency: int) -> list[Outcome]:
                              *(call(s, "interruption") for s in INTERRUPTIONS))
         await app.state.host.wait_idle()
     for call_id, outcome in placed:
-        replies = sorted((t for t in turns if t.call_id == call_id and t.kind == "reply"), key=lambda t: t.index)
+        replies = sorted((t for t in turns if t.call_id == call_id and t.kind == "reply"),
+                         key=lambda t: t.index)
         if replies:
             outcome.answer_ended, outcome.backchannels = replies[0].interrupted, replies[0].backchannels
             outcome.heard = " / ".join(t.transcript for t in replies[1:])

@@ -377,11 +377,12 @@ class CallSession:
             if utterance is not None:
                 self._hold = None
             return
+        if utterance is None:
+            return  # at a pause the words so far may be the start of "I see": wait for the end (or the cap)
         log.info("call %s: interrupted by %r", self.call_id, said)
         self._hold = None
         await self._barge_in()
-        if utterance is not None:
-            await self._start_turn(utterance)
+        await self._start_turn(utterance)
 
     async def _caller_went_on(self) -> None:
         """The caller talks on after a pause: whatever was being judged is void; pause again if the bot
