@@ -9,7 +9,7 @@ recogniser heard. Figures: backchannels that ended the bot's turn (target ≤ 1 
 that did not, and the median / max audio-stop time after an interruption's onset (target ≤ 300 ms).
 
     python -m bench.backchannels                # both modes, 10 backchannels + 5 interruptions each
-    python -m bench.backchannels --modes on --concurrency 2
+    python -m bench.backchannels --modes on --stt moonshine,whisper
 """
 
 from __future__ import annotations
@@ -47,9 +47,12 @@ async def one_call(port: int, said: str, kind: str) -> tuple[str, Outcome]:
     return result.call_sid, Outcome(said, kind, False, result.lines[1].clear_after_onset_ms, "", 0)
 
 
-async def run_mode(backchannels: bool, concurrency: int) -> list[Outcome]:
+async def run_mode(backchannels: bool, concurrency: int, stt: str) -> list[Outcome]:
     text = default_config_path().read_text().replace("backchannels: true",
                                                      f"backchannels: {str(backchannels).lower()}")
+    if stt != "moonshine":
+        text = text.replace("provider: moonshine  #", f"provider: {stt}  #", 1)
+        text = text.replace("      model: tiny-en  #", "      # model: tiny-en  #", 1)
     turns: list[TurnMetrics] = []
     app = create_app(parse_config(text), on_turn=turns.append)
     gate = asyncio.Semaphore(concurrency)
@@ -72,8 +75,8 @@ async def run_mode(backchannels: bool, concurrency: int) -> list[Outcome]:
     return [outcome for _, outcome in placed]
 
 
-def report(mode: str, outcomes: list[Outcome]) -> None:
-    print(f"\n== backchannel rule {mode}")
+def report(mode: str, stt: str, outcomes: list[Outcome]) -> None:
+    print(f"\n== backchannel rule {mode}, recogniser {stt}")
     for o in sorted(outcomes, key=lambda o: (o.kind, o.said)):
         clear = f"{o.clear_ms:4.0f} ms" if o.clear_ms is not None else "   none"
         print(f"  {o.kind:12s} {o.said!r:28s} answer {'CUT  ' if o.answer_ended else 'whole'}  "
@@ -88,14 +91,16 @@ def report(mode: str, outcomes: list[Outcome]) -> None:
               f"max {max(stops):.0f} ms")
 
 
-async def main(modes: list[str], concurrency: int) -> None:
-    for mode in modes:
-        report(mode, await run_mode(mode == "on", concurrency))
+async def main(modes: list[str], concurrency: int, stts: list[str]) -> None:
+    for stt in stts:
+        for mode in modes:
+            report(mode, stt, await run_mode(mode == "on", concurrency, stt))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="on,off")
     parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--stt", default="moonshine", help="embedded recognisers, comma-separated (whisper)")
     args = parser.parse_args()
-    asyncio.run(main(args.modes.split(","), args.concurrency))
+    asyncio.run(main(args.modes.split(","), args.concurrency, args.stt.split(",")))

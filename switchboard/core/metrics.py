@@ -87,6 +87,9 @@ class TurnMetrics:
     reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
     # the caller's "yeah", "uh-huh" while the bot spoke: it paused, then went on (no clear, no new turn)
     backchannels: int = 0
+    # the caller went on just as the bot started this reply: stopped at once, undone, their words joined
+    # to what they said next (one turn answers both)
+    undone: bool = False
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:

@@ -48,6 +48,11 @@ ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
 ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
 MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
+# a caller who talks again this soon after the bot started answering had not finished: the reply is
+# undone (as if never said) and what they said before joins what they say now; and it takes only
+# EARLY_BARGE_IN_MS of their speech (not vad.barge_in_min_ms) to notice
+EARLY_CUT_IN_S = 1.0
+EARLY_BARGE_IN_MS = 60
 TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 
 
@@ -101,6 +106,7 @@ class _Turn:
     user: Message | None = None  # what the caller said, once known
     in_history: bool = False
     playing: bool = False  # its first audio has been queued for the caller
+    undone: bool = False  # the caller went on right after it started: as if it had never been said
     task: asyncio.Task | None = None
 
 
@@ -244,6 +250,9 @@ class CallSession:
             await self._on_events(self.segmenter.tick(now))
             if self._hold is not None:
                 await self._check_hold(now)
+            vad_ms = self.config.vad.barge_in_min_ms
+            early = self._just_started_answering()
+            self.segmenter.barge_in_min_ms = min(EARLY_BARGE_IN_MS, vad_ms) if early else vad_ms
             if self._digits_due is not None and now >= self._digits_due:
                 digits, self._digits, self._digits_due = self._digits, "", None
                 self._digits_overflow = False
@@ -307,6 +316,8 @@ class CallSession:
                     self._echo = True
                     log.info("call %s: the bot's own voice is coming back on the line (echo): ignored",
                              self.call_id)
+                elif self._just_started_answering():
+                    await self._undo_reply()
                 elif self._may_hold():
                     await self._hold_for_words(event.at)
                 else:
@@ -342,6 +353,19 @@ class CallSession:
         return self.config.vad.noise_gate and is_noise(pcm)
 
     # --- backchannels: "yeah" while the bot talks ------------------------------------------------
+
+    def _just_started_answering(self) -> bool:
+        turn = self._turn
+        started = turn.metrics.first_audio_sent if turn is not None else None
+        return (turn is not None and turn.metrics.kind == "reply" and started is not None
+                and not self._ending and time.monotonic() - started <= EARLY_CUT_IN_S)
+
+    async def _undo_reply(self) -> None:
+        """The caller was not done: stop at once, and make it as if the bot had said nothing."""
+        assert self._turn is not None
+        self._turn.undone = self._turn.metrics.undone = True
+        log.info("call %s: the caller went on as the bot started answering: reply undone", self.call_id)
+        await self._barge_in()
 
     def _may_hold(self) -> bool:
         """Speech over the bot's reply: pause it and listen first, rather than drop the reply at once?"""
@@ -592,7 +616,7 @@ class CallSession:
         except asyncio.CancelledError:
             if turn.committed.is_set():
                 metrics.interrupted = not metrics.ended_call  # hanging up closes the call, cancelling us
-                if metrics.first_audio_sent is None and not metrics.ended_call:
+                if (metrics.first_audio_sent is None or turn.undone) and not metrics.ended_call:
                     self._take_back(turn)
             raise
         except Exception as exc:  # a vendor failure must never leave the caller in silence
@@ -743,7 +767,7 @@ class CallSession:
         metrics, spoken = turn.metrics, turn.spoken
         metrics.turn_done = time.monotonic()
         metrics.reply_heard = " ".join(s.text for s in spoken if self.player.heard(s.mark))
-        if metrics.reply_heard:
+        if metrics.reply_heard and not turn.undone:
             self.history.append(Message("assistant", metrics.reply_heard))
         metrics.log()
         if self.on_turn is not None:

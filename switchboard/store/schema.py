@@ -100,8 +100,10 @@ turns = Table(
     Column("speculated", Integer, nullable=False, default=0),
     Column("speculation_dropped", Integer, nullable=False, default=0),
     Column("reads", String(16)),
-    # version 3: the caller's backchannels ("yeah", "uh-huh") the bot went on through
+    # version 3: the caller's backchannels ("yeah", "uh-huh") the bot went on through; a reply undone
+    # because the caller went on as it started
     Column("backchannels", Integer, nullable=False, default=0),
+    Column("undone", Boolean, nullable=False, default=False),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -132,8 +134,9 @@ def _add_turn_taking_columns(connection: Connection) -> None:
 
 
 def _add_backchannels_column(connection: Connection) -> None:
-    """Version 3: `turns.backchannels`."""
+    """Version 3: `turns.backchannels` and `turns.undone`."""
     connection.execute(text("ALTER TABLE turns ADD COLUMN backchannels INTEGER NOT NULL DEFAULT 0"))
+    connection.execute(text("ALTER TABLE turns ADD COLUMN undone BOOLEAN NOT NULL DEFAULT FALSE"))
 
 
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
