@@ -51,6 +51,9 @@ class TurnConfig(Strict):
     # caller audio this similar to what the bot just played (normalised cross-correlation) is its echo,
     # not the caller: it does not interrupt the bot. 0 = off
     echo_similarity: float = Field(0.7, ge=0, le=1)
+    # a caller who goes on this soon after the bot started answering had not finished: the bot stops after
+    # 60 ms of their speech and its reply is undone (as if never said), their words answered together; 0 = off
+    undo_reply_within_ms: int = Field(1000, ge=0, le=5000)
 
 
 

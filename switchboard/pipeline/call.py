@@ -48,10 +48,8 @@ ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
 ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
 MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
-# a caller who talks again this soon after the bot started answering had not finished: the reply is
-# undone (as if never said) and what they said before joins what they say now; and it takes only
-# EARLY_BARGE_IN_MS of their speech (not vad.barge_in_min_ms) to notice
-EARLY_CUT_IN_S = 1.0
+# within turn.undo_reply_within_ms of the bot starting a reply, this much of the caller's speech (not
+# vad.barge_in_min_ms) is enough to stop it
 EARLY_BARGE_IN_MS = 60
 TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 
@@ -357,8 +355,9 @@ class CallSession:
     def _just_started_answering(self) -> bool:
         turn = self._turn
         started = turn.metrics.first_audio_sent if turn is not None else None
+        window_s = self.config.turn.undo_reply_within_ms / 1000
         return (turn is not None and turn.metrics.kind == "reply" and started is not None
-                and not self._ending and time.monotonic() - started <= EARLY_CUT_IN_S)
+                and not self._ending and time.monotonic() - started <= window_s)
 
     async def _undo_reply(self) -> None:
         """The caller was not done: stop at once, and make it as if the bot had said nothing."""
