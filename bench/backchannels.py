@@ -19,7 +19,7 @@ import asyncio
 import statistics
 from dataclasses import dataclass
 
-from switchboard.caller import CallerLine, run_call
+from switchboard.caller import BotAudioStarted, CallerEvent, CallerLine, ClearReceived, run_call
 from switchboard.config import default_config_path, parse_config
 from switchboard.core.metrics import TurnMetrics
 from switchboard.server import create_app, running
@@ -38,13 +38,19 @@ class Outcome:
     clear_ms: float | None  # audio stop after the caller's onset
     heard: str  # what the recogniser made of it (the next turn's transcript, or "" when there was none)
     backchannels: int
+    gap_s: float | None = None  # from the clear to the bot's audio going on (a backchannel's pause)
 
 
 async def one_call(port: int, said: str, kind: str) -> tuple[str, Outcome]:
+    events: list[CallerEvent] = []
     result = await run_call(f"ws://127.0.0.1:{port}/media-stream",
                             [CallerLine(QUESTION), CallerLine(said, barge_in=True)],
-                            on_event=lambda event: None, hangup_timeout_s=2)
-    return result.call_sid, Outcome(said, kind, False, result.lines[1].clear_after_onset_ms, "", 0)
+                            on_event=events.append, hangup_timeout_s=5)
+    clear = next((e.t for e in events if isinstance(e, ClearReceived)), None)
+    resumed = next((e.t for e in events if isinstance(e, BotAudioStarted) and clear is not None
+                    and e.t > clear), None)
+    gap = resumed - clear if clear is not None and resumed is not None else None
+    return result.call_sid, Outcome(said, kind, False, result.lines[1].clear_after_onset_ms, "", 0, gap)
 
 
 async def run_mode(backchannels: bool, concurrency: int, stt: str) -> list[Outcome]:
@@ -84,6 +90,10 @@ def report(mode: str, stt: str, outcomes: list[Outcome]) -> None:
     bc = [o for o in outcomes if o.kind == "backchannel"]
     it = [o for o in outcomes if o.kind == "interruption"]
     stops = [o.clear_ms for o in it if o.clear_ms is not None]
+    gaps = [o.gap_s for o in bc if o.gap_s is not None and not o.answer_ended]
+    if gaps:
+        print(f"  the bot's pause for a backchannel (clear to going on): "
+              f"median {statistics.median(gaps):.2f} s, max {max(gaps):.2f} s")
     print(f"  backchannels that ended the bot's answer: {sum(o.answer_ended for o in bc)} of {len(bc)}")
     print(f"  interruptions that did not: {sum(not o.answer_ended for o in it)} of {len(it)}")
     if stops:
@@ -100,7 +110,7 @@ async def main(modes: list[str], concurrency: int, stts: list[str]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="on,off")
-    parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--stt", default="moonshine", help="embedded recognisers, comma-separated (whisper)")
     args = parser.parse_args()
     asyncio.run(main(args.modes.split(","), args.concurrency, args.stt.split(",")))

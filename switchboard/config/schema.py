@@ -57,8 +57,10 @@ class TurnConfig(Strict):
 
 
 
-BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", "mhm", "mm", "hmm", "okay",
-                     "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool", "great", "oh"]
+# acknowledgements, and the interjections and fillers a listener makes (alone they never mean "stop")
+BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", "mhm", "mm", "hmm", "hm",
+                     "okay", "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool", "great",
+                     "oh", "ah", "aha", "uh", "um"]
 
 
 class InterruptionConfig(Strict):
