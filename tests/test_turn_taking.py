@@ -155,3 +155,21 @@ async def test_the_bots_echo_does_not_interrupt_it_but_the_caller_does():
     talked_over, _, _ = await place_call(
         providers(), [*lines, CallerLine(text="sorry can you repeat that", barge_in=True)], echo=echo)
     assert talked_over.lines[1].clear_received  # the caller still interrupts it
+
+
+async def test_a_caller_who_goes_on_as_the_bot_starts_answering_gets_one_answer_to_the_whole():
+    # "I want to book a table." reads finished: committed after 300 ms of silence and answered; the caller
+    # goes on 1 s into their pause, just after the bot started: it stops at once, its reply is undone
+    # (not in the history), and the whole sentence is answered once
+    stt = PhrasesSTT(["I want to book a table.", "For two people on Friday."])
+    llm = InstantLLM("Lovely, what time would you like?")
+    line = CallerLine(text="i want to book a table [1.0s] for two people on friday")
+    result, turns, _ = await place_call(Providers(stt, llm, InstantTTS()), [line])
+
+    undone = [t for t in turns if t.undone]
+    assert len(undone) == 1 and undone[0].interrupted and undone[0].transcript == "I want to book a table."
+    answered = [t for t in turns if t.reply_heard and not t.undone]
+    assert [t.transcript for t in answered] == ["I want to book a table. For two people on Friday."]
+    last_request = llm.requests[-1]
+    assert [m.role for m in last_request[1:]] == ["assistant", "user"]  # the greeting, then the whole
+    assert result.lines[0].clear_received

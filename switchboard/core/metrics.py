@@ -53,7 +53,8 @@ def stage_spans(turn: dict) -> list[tuple[str, float, float]]:
 class TurnMetrics:
     call_id: str
     index: int
-    kind: str = "reply"  # "greeting" or "reply"
+    # "reply", "keypad"; or a line of the bot's own: "greeting", "reminder", "idle_goodbye", "time_limit"
+    kind: str = "reply"
     variant: str | None = None  # the call's A/B variant (pipeline/variants.py), None without variants
     # clock readings (monotonic seconds), None when the stage never happened
     speech_start: float | None = None
@@ -84,6 +85,11 @@ class TurnMetrics:
     speculated: int = 0
     speculation_dropped: int = 0
     reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
+    # the caller's "yeah", "uh-huh" while the bot spoke: it paused, then went on (no clear, no new turn)
+    backchannels: int = 0
+    # the caller went on just as the bot started this reply: stopped at once, undone, their words joined
+    # to what they said next (one turn answers both)
+    undone: bool = False
     # tools (pipeline/tools.py): calls of declared tools the LLM made, those that failed (HTTP error,
     # bad answer, timeout), those refused (unknown tool, arguments against the schema), their latencies
     tool_calls: int = 0
