@@ -168,8 +168,7 @@ def _arguments(template: dict[str, Any], groups: dict[str, str], schema: dict[st
         if not isinstance(value, str):
             arguments[name] = value
             continue
-        whole = _GROUP.fullmatch(value)
-        if whole and whole.group(1) not in groups:
+        if any(name not in groups for name in _GROUP.findall(value)):
             continue  # an optional group that did not match: the argument is left out
         arguments[name] = _typed(_fill(value, groups), (properties.get(name) or {}).get("type"))
     return arguments
