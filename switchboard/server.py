@@ -4,7 +4,8 @@ POST /incoming-call   Twilio's webhook (telephony/twilio): TwiML that connects t
 WS   /media-stream    Twilio Media Streams: one call per connection
 WS   /exotel          Exotel's Voicebot applet (telephony/exotel): the same call loop, Exotel's wire
 POST /api/calls       place an outbound call through Twilio (Bearer $SWITCHBOARD_API_TOKEN)
-GET  /healthz         200 and the number of active calls
+GET  /healthz         200 and the number of active calls (liveness)
+GET  /readyz          200 while this process takes calls, 503 when full or draining (ops/)
 GET  /dashboard…, /api/calls, /api/calls/{id}, /api/report, /api/live, /login: web/dashboard.py
 
 `create_app` only composes: the carriers' routes run their calls through one `CallHost`, which starts a
@@ -45,6 +46,7 @@ from switchboard.core.carrier import (
     Stop,
 )
 from switchboard.core.metrics import ShadowResult, TurnMetrics
+from switchboard.ops import DrainingServer, Operations, Refused
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
@@ -106,6 +108,7 @@ class CallHost:
         self.start_timeout_s, self.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
         self._idle = asyncio.Event()  # set whenever no call is active
         self._idle.set()
+        self.ops = Operations(config, self.calls, self.wait_idle)  # admission, drain (ops/)
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
@@ -144,6 +147,12 @@ class CallHost:
                 except DuplicateCall as exc:
                     log.warning("%s", exc)
                     await websocket.close(code=1008, reason="this call is already connected")
+                    return
+                except Refused as refused:  # full or draining: the caller hears the busy line
+                    assert isinstance(event, Start)
+                    pipeline = self.pipelines[refused.pipeline]
+                    voices = [pipeline.tts[0].provider, *pipeline.fallback_tts]
+                    await self.ops.refuse_stream(websocket, connection, event, refused, voices)
                     return
                 handled += 1
                 if handled % YIELD_EVERY == 0:
@@ -188,6 +197,7 @@ class CallHost:
         call_id = start.call_sid or start.stream_sid
         if call_id in self.calls:  # one active call per id: a second connection must not merge into it
             raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
+        self.ops.check_admission(call_id, name)
         variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
         shadows = self.pipelines[name].shadows
         session = CallSession(
@@ -311,7 +321,8 @@ def create_app(
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
     auth.warn_if_open()
     carriers: list[Carrier] = [
-        TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev),
+        TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev,
+                      busy=host.ops.admission.busy_at_webhook),
         ExotelCarrier(),
     ]
 
@@ -338,6 +349,7 @@ def create_app(
             *(route for carrier in carriers for route in carrier.routes(host.serve_stream)),
             call_api(config, auth),
             Route("/healthz", host.healthz),
+            *host.ops.routes(),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
                        pricing_from_config(config),
                        dialer=lambda to, pipeline, from_: place_call(config, to, pipeline, from_)).routes(),
@@ -345,6 +357,7 @@ def create_app(
     )
     app.state.calls = host.calls
     app.state.host = host
+    app.state.ops = host.ops
     app.state.shadows = shadow_runner
     app.state.config = config
     app.state.live_hub = hub
@@ -401,4 +414,11 @@ def serve(
     # a ConfigError or MissingCredential goes up to the command line, which says what to fix
     config = load_config(config_path or default_config_path())
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
-    uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None, log_config=None)
+
+    async def drain() -> None:  # SIGTERM: ops/drain.py
+        await app.state.ops.drain.run()
+        app.state.live_hub.close()  # end the dashboards' event streams, which would hold the exit up
+
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info", ws_ping_interval=None,
+                                           log_config=None), drain)
+    server.run()
