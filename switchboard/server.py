@@ -108,7 +108,7 @@ class CallHost:
         self.start_timeout_s, self.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
         self._idle = asyncio.Event()  # set whenever no call is active
         self._idle.set()
-        self.ops = Operations(config, self.calls, self.wait_idle)  # admission, drain (ops/)
+        self.ops = Operations(config, self.calls, self.wait_idle, writer)  # admission, drain, metrics (ops/)
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
@@ -216,6 +216,7 @@ class CallHost:
         numbers = {"from_number": (start.custom_parameters.get("from") or start.from_number)[:NUMBER_CHARS],
                    "to_number": start.custom_parameters.get("to", start.to_number)[:NUMBER_CHARS]}
         self.hub.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
+        self.ops.call_started(call_id, connection.carrier, name)
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
@@ -231,6 +232,7 @@ class CallHost:
         finally:  # only once the call's record is final does it leave the active calls
             self.calls.pop(session.call_id, None)
             self.hub.call_ended(session.call_id, summary)
+            self.ops.call_ended(session)
             if not self.calls:
                 self._idle.set()
 
@@ -318,6 +320,7 @@ def create_app(
     hub = LiveHub()  # the dashboard's view of the active calls
     host = CallHost(config, pipelines, rng or random.Random(), _also(hub.turn, on_turn), writer, hub,
                     shadow_runner)
+    host.on_turn = _also(host.ops.turn, host.on_turn)  # Prometheus (ops/metrics.py)
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
     auth.warn_if_open()
     carriers: list[Carrier] = [
@@ -335,6 +338,7 @@ def create_app(
         gc.freeze()
         if writer is not None:
             await writer.start()  # opens the store itself, retrying while the database is down
+        await host.ops.start()
         try:
             yield
         finally:
@@ -342,6 +346,7 @@ def create_app(
             if writer is not None:
                 await writer.aclose()
                 await writer.store.close()
+            await host.ops.aclose()
 
     app = Starlette(
         lifespan=lifespan,
@@ -349,7 +354,7 @@ def create_app(
             *(route for carrier in carriers for route in carrier.routes(host.serve_stream)),
             call_api(config, auth),
             Route("/healthz", host.healthz),
-            *host.ops.routes(),
+            *host.ops.routes(auth),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
                        pricing_from_config(config),
                        dialer=lambda to, pipeline, from_: place_call(config, to, pipeline, from_)).routes(),
