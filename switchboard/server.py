@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -47,6 +48,7 @@ from switchboard.core.carrier import (
 )
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.ops import DrainingServer, Operations, Refused
+from switchboard.ops.workers import check_workers, run_workers
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
@@ -410,14 +412,32 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     insecure_dev: bool = False,
-) -> None:
-    import uvicorn
-
+    workers: int = 1,
+) -> int:
+    """`switchboard serve`: one process, or `workers` processes on one socket (ops/workers.py)."""
     logs.configure(logging.INFO)  # every line, uvicorn's too, through the secret redaction
     host = host or os.environ.get("HOST", "0.0.0.0")
     port = port or int(os.environ.get("PORT", "5050"))
     # a ConfigError or MissingCredential goes up to the command line, which says what to fix
-    config = load_config(config_path or default_config_path())
+    path = str(config_path or default_config_path())
+    config = load_config(path)
+    check_workers(config, workers)
+    if workers > 1:
+        return run_workers(workers, host, port, functools.partial(_worker, path, insecure_dev))
+    _serve_one(config, insecure_dev, host=host, port=port)
+    return 0
+
+
+def _worker(config_path: str, insecure_dev: bool, sock: socket.socket) -> None:
+    """One of `serve --workers N`'s processes (spawned: it builds its own app)."""
+    logs.configure(logging.INFO)
+    _serve_one(load_config(config_path), insecure_dev, sock=sock)
+
+
+def _serve_one(config: Config, insecure_dev: bool, host: str = "", port: int = 0,
+               sock: socket.socket | None = None) -> None:
+    import uvicorn
+
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
 
     async def drain() -> None:  # SIGTERM: ops/drain.py
@@ -426,4 +446,4 @@ def serve(
 
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info", ws_ping_interval=None,
                                            log_config=None), drain)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)

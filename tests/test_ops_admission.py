@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import httpx2
 import pytest
@@ -99,7 +100,7 @@ async def test_no_limit_by_default() -> None:
         await until(lambda: len(app.state.host.calls) == 3)
         ready = await http.get("/readyz")
         assert ready.status_code == 200 and ready.json() == {"status": "ready", "active_calls": 3,
-                                                             "max_concurrent_calls": None}
+                                                             "max_concurrent_calls": None, "pid": os.getpid()}
         for socket in sockets:
             await socket.close()
         await asyncio.wait_for(app.state.host.wait_idle(), 5)

@@ -90,7 +90,7 @@ class Operations:
         load balancer). Liveness is /healthz."""
         reason = self.admission.refusal()
         body = {"status": reason or "ready", "active_calls": len(self.calls),
-                "max_concurrent_calls": self.admission.max_calls}
+                "max_concurrent_calls": self.admission.max_calls, "pid": os.getpid()}
         return JSONResponse(body, status_code=503 if reason else 200)
 
     def routes(self, auth: Auth) -> list[Route]:
