@@ -323,6 +323,7 @@ def create_app(
     host = CallHost(config, pipelines, rng or random.Random(), _also(hub.turn, on_turn), writer, hub,
                     shadow_runner)
     host.on_turn = _also(host.ops.turn, host.on_turn)  # Prometheus (ops/metrics.py)
+    host.ops.share_live_view(hub, store_url)  # PostgreSQL: every process's calls in the live view
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
     auth.warn_if_open()
     carriers: list[Carrier] = [

@@ -21,10 +21,11 @@ from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import TTS
 from switchboard.ops.admission import Admission, BusyLine, Refused
 from switchboard.ops.drain import Drain
+from switchboard.ops.live_bus import LiveBus, is_postgres
 from switchboard.ops.metrics import Metrics
 from switchboard.pipeline.call import CallSession
 from switchboard.store import StoreWriter
-from switchboard.web import Auth
+from switchboard.web import Auth, LiveHub
 
 DRAINED, BOT_HUNG_UP, CALLER_HUNG_UP = "drained", "bot_hung_up", "caller_hung_up"
 
@@ -48,6 +49,12 @@ class Operations:
         self.metrics = Metrics()
         self.admission.on_refused.append(self.metrics.refused)
         self._calls_seen: dict[str, tuple[str, str]] = {}  # call id -> (carrier, pipeline)
+        self.live_bus: LiveBus | None = None
+
+    def share_live_view(self, hub: LiveHub, database_url: str | None) -> None:
+        """With a PostgreSQL store, the live view shows every process's calls (ops/live_bus.py)."""
+        if database_url and is_postgres(database_url):
+            self.live_bus = LiveBus(database_url, hub)
 
     # --- the server tells us -------------------------------------------------------------------------------
 
@@ -65,8 +72,12 @@ class Operations:
     async def start(self) -> None:
         writer = self.writer
         self.metrics.start((lambda: (writer.pending, writer.dropped)) if writer is not None else None)
+        if self.live_bus is not None:
+            self.live_bus.start()
 
     async def aclose(self) -> None:
+        if self.live_bus is not None:
+            await self.live_bus.aclose()
         await self.metrics.aclose()
         if self.writer is not None:  # the last count: records left unwritten at shutdown
             self.metrics.sample_store(self.writer.pending, self.writer.dropped)
