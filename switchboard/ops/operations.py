@@ -7,6 +7,7 @@ GET /metrics   Prometheus text format; guarded like the dashboard (SWITCHBOARD_A
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -23,6 +24,7 @@ from switchboard.ops.admission import Admission, BusyLine, Refused
 from switchboard.ops.drain import Drain
 from switchboard.ops.live_bus import LiveBus, is_postgres
 from switchboard.ops.metrics import Metrics
+from switchboard.ops.tracing import Tracing
 from switchboard.pipeline.call import CallSession
 from switchboard.store import StoreWriter
 from switchboard.web import Auth, LiveHub
@@ -50,6 +52,7 @@ class Operations:
         self.admission.on_refused.append(self.metrics.refused)
         self._calls_seen: dict[str, tuple[str, str]] = {}  # call id -> (carrier, pipeline)
         self.live_bus: LiveBus | None = None
+        self.tracing = Tracing()  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     def share_live_view(self, hub: LiveHub, database_url: str | None) -> None:
         """With a PostgreSQL store, the live view shows every process's calls (ops/live_bus.py)."""
@@ -61,13 +64,17 @@ class Operations:
     def call_started(self, call_id: str, carrier: str, pipeline: str) -> None:
         self._calls_seen[call_id] = (carrier, pipeline)
         self.metrics.call_started(carrier, pipeline)
+        self.tracing.call_started(call_id, carrier, pipeline)
 
     def call_ended(self, session: CallSession) -> None:
         carrier, pipeline = self._calls_seen.pop(session.call_id, ("", ""))
-        self.metrics.call_ended(carrier, pipeline, outcome(session))
+        ended = outcome(session)
+        self.metrics.call_ended(carrier, pipeline, ended)
+        self.tracing.call_ended(session.call_id, ended, len(session.turns))
 
     def turn(self, metrics: TurnMetrics) -> None:
         self.metrics.turn(metrics)
+        self.tracing.turn(metrics)
 
     async def start(self) -> None:
         writer = self.writer
@@ -82,6 +89,7 @@ class Operations:
         if self.writer is not None:  # the last count: records left unwritten at shutdown
             self.metrics.sample_store(self.writer.pending, self.writer.dropped)
         Metrics.process_exited(os.getpid())  # multiprocess mode: this worker's live gauges no longer count
+        await asyncio.to_thread(self.tracing.shutdown)  # the exporter's last batch goes out over HTTP
 
     def check_admission(self, call_id: str, pipeline: str) -> None:
         """Raise `Refused` when a new call can't come in now."""
