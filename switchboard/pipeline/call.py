@@ -590,8 +590,12 @@ class CallSession:
 
     async def _goodbye(self, turn: _Turn, text: str) -> None:
         try:
-            await self._speak(text, turn)
-            await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+            try:
+                await self._speak(text, turn)
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+            except Exception as exc:  # no voice left: hang up all the same
+                log.warning("call %s: could not say goodbye: %s", self.call_id, exc)
+                turn.metrics.error = f"{type(exc).__name__}: {exc}"
             await self._hang_up(turn.spoken)
         finally:
             self._finish(turn)
