@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -48,7 +49,7 @@ from switchboard.core.carrier import (
 )
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.ops import DrainingServer, Operations, Refused
-from switchboard.ops.workers import check_workers, run_workers
+from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
@@ -425,18 +426,19 @@ def serve(
     check_workers(config, workers)
     if workers > 1:
         return run_workers(workers, host, port, functools.partial(_worker, path, insecure_dev))
-    _serve_one(config, insecure_dev, host=host, port=port)
-    return 0
+    return 0 if _serve_one(config, insecure_dev, host=host, port=port) else STARTUP_FAILURE
 
 
 def _worker(config_path: str, insecure_dev: bool, sock: socket.socket) -> None:
     """One of `serve --workers N`'s processes (spawned: it builds its own app)."""
     logs.configure(logging.INFO)
-    _serve_one(load_config(config_path), insecure_dev, sock=sock)
+    if not _serve_one(load_config(config_path), insecure_dev, sock=sock):
+        sys.exit(STARTUP_FAILURE)
 
 
 def _serve_one(config: Config, insecure_dev: bool, host: str = "", port: int = 0,
-               sock: socket.socket | None = None) -> None:
+               sock: socket.socket | None = None) -> bool:
+    """Serve until stopped (SIGTERM drains); False if it never started (the port taken, start-up failed)."""
     import uvicorn
 
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
@@ -448,3 +450,4 @@ def _serve_one(config: Config, insecure_dev: bool, host: str = "", port: int = 0
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info", ws_ping_interval=None,
                                            log_config=None), drain)
     server.run(sockets=[sock] if sock is not None else None)
+    return server.started

@@ -28,6 +28,7 @@ from switchboard.ops.metrics import MULTIPROC_ENV, Metrics
 
 log = logging.getLogger("switchboard.ops")
 
+STARTUP_FAILURE = 3  # a worker's exit code when it could not start serving (as uvicorn's)
 RESTART_PAUSE_S = 1.0  # between a worker dying unasked and its replacement (a crash loop stays slow)
 
 WorkerTarget = Callable[[socket.socket], None]  # runs one server on the socket; module-level (pickled)
@@ -99,6 +100,9 @@ class Supervisor:
                 if process.is_alive() or index in codes or process.exitcode is None:
                     continue
                 Metrics.process_exited(process.pid or 0)
+                if self.stopping is None and process.exitcode == STARTUP_FAILURE:
+                    log.error("worker %d could not start serving: stopping", process.pid)
+                    self._on_signal(signal.SIGTERM, None)  # the others would fail the same way
                 if self.stopping is None:
                     log.error("worker %d died (exit code %s): starting another", process.pid,
                               process.exitcode)
@@ -112,7 +116,10 @@ class Supervisor:
 
 def run_workers(workers: int, host: str, port: int, target: WorkerTarget) -> int:
     """Serve on host:port with `workers` processes each running `target(socket)`; returns the exit code."""
-    sock = bind(host, port)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     created = MULTIPROC_ENV not in os.environ
     directory = metrics_dir()
     log.info("serving on %s:%d with %d workers (metrics summed in %s)", host, port, workers, directory)
