@@ -104,3 +104,14 @@ async def test_no_limit_by_default() -> None:
         for socket in sockets:
             await socket.close()
         await asyncio.wait_for(app.state.host.wait_idle(), 5)
+
+
+async def test_unsigned_webhooks_get_403_not_the_busy_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-secret")
+    providers = Providers(InstantSTT("hello"), InstantLLM("Hi."), InstantTTS())
+    app = create_app(parse_config(CONFIG), providers={"default": providers})
+    app.state.ops.admission.draining = True
+    async with running(app) as port, httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        answer = await http.post("/incoming-call", data={"CallSid": "CA9"})
+    assert answer.status_code == 403 and BUSY not in answer.text
+    assert app.state.ops.admission.refusals == {}  # not a caller we turned away: not counted
