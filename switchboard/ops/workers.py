@@ -93,6 +93,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.processes = [self._start_one() for _ in range(self.count)]
+        if self.stopping is not None:  # asked to stop while they were starting: tell them all
+            self._on_signal(self.stopping, None)
         codes: dict[int, int] = {}
         while len(codes) < len(self.processes):
             time.sleep(0.2)
