@@ -6,6 +6,7 @@ WS   /exotel          Exotel's Voicebot applet (telephony/exotel): the same call
 POST /api/calls       place an outbound call through Twilio (Bearer $SWITCHBOARD_API_TOKEN)
 GET  /healthz         200 and the number of active calls (liveness)
 GET  /readyz          200 while this process takes calls, 503 when full or draining (ops/)
+GET  /metrics         Prometheus metrics (ops/metrics.py; Bearer $SWITCHBOARD_API_TOKEN when set)
 GET  /dashboard…, /api/calls, /api/calls/{id}, /api/report, /api/live, /login: web/dashboard.py
 
 `create_app` only composes: the carriers' routes run their calls through one `CallHost`, which starts a
@@ -48,7 +49,7 @@ from switchboard.core.carrier import (
     Stop,
 )
 from switchboard.core.metrics import ShadowResult, TurnMetrics
-from switchboard.ops import DrainingServer, Operations, Refused
+from switchboard.ops import Operations, Refused
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
@@ -440,6 +441,8 @@ def _serve_one(config: Config, insecure_dev: bool, host: str = "", port: int = 0
                sock: socket.socket | None = None) -> bool:
     """Serve until stopped (SIGTERM drains); False if it never started (the port taken, start-up failed)."""
     import uvicorn
+
+    from switchboard.ops.serving import DrainingServer
 
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
 

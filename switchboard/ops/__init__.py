@@ -3,7 +3,7 @@ Prometheus metrics. The server calls `Operations` at a call's start and end; not
 audio path."""
 
 from switchboard.ops.admission import DRAINING, FULL, Admission, BusyLine, Refused
-from switchboard.ops.drain import Drain, DrainingServer
+from switchboard.ops.drain import Drain
 from switchboard.ops.operations import Operations
 
-__all__ = ["DRAINING", "FULL", "Admission", "BusyLine", "Drain", "DrainingServer", "Operations", "Refused"]
+__all__ = ["DRAINING", "FULL", "Admission", "BusyLine", "Drain", "Operations", "Refused"]

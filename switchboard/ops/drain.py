@@ -5,20 +5,14 @@ new media streams hear the busy message), waits up to `drain_timeout_s` for the 
 their own, then has each remaining call say `drain_message` and hang up (a "goodbye" turn, recorded like
 any other), and waits for their records. The server then shuts down as usual, flushing the call store.
 
-`DrainingServer` is uvicorn's server with SIGTERM routed to the drain: uvicorn's own handling would close
-every call's WebSocket at once (close code 1012). A second SIGTERM, or SIGINT (Ctrl-C), exits at once.
-A drained process exits 0.
+`ops/serving.py`'s `DrainingServer` routes SIGTERM here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Mapping
-from types import FrameType
-
-import uvicorn
 
 from switchboard.ops.admission import Admission
 from switchboard.pipeline.call import CallSession
@@ -57,35 +51,3 @@ class Drain:
         except TimeoutError:
             log.error("drain: %d calls did not end after their goodbye; shutting down anyway",
                       len(self.calls))
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn's server; the first SIGTERM runs `drain` and then shuts down as usual."""
-
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(config)
-        self._drain = drain
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._draining: asyncio.Task | None = None
-
-    async def serve(self, sockets: list | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM or self._draining is not None or self._loop is None or self.should_exit:
-            super().handle_exit(sig, frame)  # Ctrl-C, a second SIGTERM: uvicorn's immediate shutdown
-            return
-        self._loop.call_soon_threadsafe(self._start_drain)
-
-    def _start_drain(self) -> None:
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain_then_exit(), name="drain")
-
-    async def _drain_then_exit(self) -> None:
-        try:
-            await self._drain()
-        except Exception:
-            log.exception("drain failed; shutting down")
-        finally:
-            self.should_exit = True
