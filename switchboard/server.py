@@ -48,6 +48,7 @@ from switchboard.core.carrier import (
     Start,
     Stop,
 )
+from switchboard.core.context import CALL_ID
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.ops import Operations, Refused
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
@@ -202,6 +203,7 @@ class CallHost:
         if call_id in self.calls:  # one active call per id: a second connection must not merge into it
             raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
         self.ops.check_admission(call_id, name)
+        CALL_ID.set(call_id)  # this connection's task and every task the call starts: log lines name it
         variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
         shadows = self.pipelines[name].shadows
         session = CallSession(

@@ -8,6 +8,7 @@ first SIGTERM runs the drain and then lets uvicorn shut down as usual; a second 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,9 @@ class DrainingServer(uvicorn.Server):
         if sig != signal.SIGTERM or self._draining is not None or self._loop is None or self.should_exit:
             super().handle_exit(sig, frame)  # Ctrl-C, a second SIGTERM: uvicorn's immediate shutdown
             return
-        self._loop.call_soon_threadsafe(self._start_drain)
+        # a fresh context: the signal may land while a call's task runs, whose context (its call id) the
+        # drain must not inherit
+        self._loop.call_soon_threadsafe(self._start_drain, context=contextvars.Context())
 
     def _start_drain(self) -> None:
         if self._draining is None:
