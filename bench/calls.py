@@ -57,7 +57,13 @@ Run from the repository root::
     python -m bench.calls --calls 100 --profile cprofile   # same with cProfile (slows the server)
     python -m bench.calls --json results.json      # also write every figure as JSON
 
-Figures from a profiled run are not comparable with an unprofiled one.
+    python -m bench.calls --calls 100,200 --servers 2   # two server processes (as --workers 2), calls
+                                                        # split between them; figures over both
+
+Figures from a profiled run are not comparable with an unprofiled one. With ``--servers N`` the calls
+are dealt to N server processes in turn (each caller process talks to one of them, so there are at least
+N caller processes), as ``switchboard serve --workers N`` spreads connections over its workers; lag and
+lateness percentiles are over all of them, CPU is their sum.
 """
 
 from __future__ import annotations
@@ -836,17 +842,19 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
         "speculate_after_ms": args.speculate_after_ms,
     }
-    server = Child("server", _self_argv("--serve", json.dumps(server_opts)))
+    servers = [Child(f"server{k}", _self_argv("--serve", json.dumps(server_opts)))
+               for k in range(args.servers)]
     callers: list[Child] = []
     spy: PySpy | None = None
     try:
-        hello = server.read()
+        hellos = [server.read() for server in servers]
+        hello = hellos[0]
         rng = random.Random(args.seed)
         offsets = sorted(rng.uniform(0, args.stagger) for _ in range(n_calls))
-        procs = max(1, min(args.caller_procs, n_calls))
+        procs = max(1, min(max(args.caller_procs, args.servers), n_calls))
         for p in range(procs):
             caller_opts = {
-                "url": f"ws://127.0.0.1:{hello['port']}/media-stream",
+                "url": f"ws://127.0.0.1:{hellos[p % len(hellos)]['port']}/media-stream",
                 "calls": [(i, offsets[i]) for i in range(p, n_calls, procs)],
                 "duration_s": args.duration, "turns": args.turns, "line_s": args.line_s,
                 "pause_s": args.pause, "lead_ms": args.lead_ms, "reply_timeout_s": 10.0,
@@ -856,8 +864,10 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
             callers.append(Child(f"callers{p}", _self_argv("--callers", json.dumps(caller_opts))))
         for caller in callers:
             caller.read()
-        server.send("begin")
-        server.read()
+        for server in servers:
+            server.send("begin")
+        for server in servers:
+            server.read()
         if args.profile == "py-spy":
             spy = PySpy(hello["pid"], Path(tempfile.mkdtemp()) / "server.collapsed")
         go_at = time.monotonic() + 0.3  # CLOCK_MONOTONIC is shared by all processes on the machine
@@ -867,20 +877,46 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         caller_results = [caller.read() for caller in callers]
         jiffies1, machine_wall = _machine_jiffies(), time.monotonic() - machine_t0
         profile_top = spy.stop() if spy is not None else None
-        server.send("end")
-        server_result = server.read()
+        for server in servers:
+            server.send("end")
+        server_result = merge_servers([server.read() for server in servers])
         if profile_top:
             server_result["profile_top"] = profile_top
     finally:
-        for child in (*callers, server):
+        for child in (*callers, *servers):
             child.finish()
     busy, steal, total = (b - a for a, b in zip(jiffies0, jiffies1, strict=True))
     cpus = os.cpu_count() or 1
     machine = {"cpus": cpus, "wall_s": machine_wall,  # CPU-seconds used on the whole machine
                "busy_s": cpus * machine_wall * busy / total if total else None,
                "steal_s": cpus * machine_wall * steal / total if total else None}
-    return {"calls": n_calls, "caller_procs": len(callers), "server": server_result,
+    return {"calls": n_calls, "caller_procs": len(callers), "servers": len(servers), "server": server_result,
             "callers": caller_results, "machine": machine}
+
+
+def merge_servers(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several server processes' figures as one server's: histograms merged, lists joined, CPU summed."""
+    if len(results) == 1:
+        return results[0]
+    lag = Histogram()
+    for result in results:
+        lag.merge(Histogram.from_json(result["lag"]))
+    gc_stats: dict[str, list[float]] = {}
+    for result in results:
+        for gen, (n, total, top) in result["gc"].items():
+            entry = gc_stats.setdefault(gen, [0, 0.0, 0.0])
+            entry[0], entry[1], entry[2] = entry[0] + n, entry[1] + total, max(entry[2], top)
+    summed = ("cpu_s", "user_s", "system_s", "idle_cpu_pct", "calls_left_open")
+    joined = ("lag_spikes", "turns", "players")
+    return {
+        **{key: sum(result[key] for result in results) for key in summed},
+        **{key: [item for result in results for item in result[key]] for key in joined},
+        "lag": lag.to_json(), "gc": gc_stats,
+        "window_start": min(result["window_start"] for result in results),
+        "wall_s": max(result["wall_s"] for result in results),
+        "maxrss_mb": max(result["maxrss_mb"] for result in results),
+        "profile_top": None,
+    }
 
 
 # ============================================================================================ report
@@ -949,6 +985,7 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         steal = machine["steal_s"] / machine["wall_s"]
     return {
         "calls": run["calls"],
+        "servers": run.get("servers", 1),
         "caller_procs": run["caller_procs"],
         "wall_s": server["wall_s"],
         "call_seconds": call_seconds,
@@ -1003,7 +1040,8 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
     callers_ok = (fig["caller_lag_p99_ms"] or 0) <= CALLER_LAG_OK_P99_MS
     rows = [
         f"== {fig['calls']} calls, {fig['wall_s']:.1f} s window, {fig['call_seconds']:.0f} call-seconds; "
-        f"server on {args.server_loop}, {fig['caller_procs']} caller process(es) ==",
+        f"{fig.get('servers', 1)} server process(es) on {args.server_loop}, {fig['caller_procs']} caller "
+        "process(es) ==",
         f"server event-loop lag (10 ms probe)  p50 {_ms(fig['lag_p50_ms'])}  p99 {_ms(fig['lag_p99_ms'])}"
         f"  max {_ms(fig['lag_max_ms'])} ms   target p99 <= {TARGET_LAG_P99_MS:.0f} ms: "
         f"{_verdict(fig['lag_p99_ms'], TARGET_LAG_P99_MS)}",
@@ -1077,7 +1115,8 @@ def _machine_line(fig: dict[str, Any]) -> str:
 
 
 def summary_table(figures: list[dict[str, Any]]) -> str:
-    head = (f"{'calls':>5}  {'lag p50':>7} {'lag p99':>7} {'lag max':>7}  {'late p99':>8} {'late max':>8}"
+    head = (f"{'srv':>3} {'calls':>5}"
+            f"  {'lag p50':>7} {'lag p99':>7} {'lag max':>7}  {'late p99':>8} {'late max':>8}"
             f"  {'gaps':>4}  {'CPU/call':>8} {'CPU all':>7}  {'ovh p50':>7} {'ovh p95':>7} {'proc p95':>8}"
             f"  {'callers':>7}"
             f"  {'others+steal':>12}")
@@ -1086,7 +1125,8 @@ def summary_table(figures: list[dict[str, Any]]) -> str:
         callers = "ok" if (f["caller_lag_p99_ms"] or 0) <= CALLER_LAG_OK_P99_MS else "SLOW"
         other = "?" if f["other_load_pct"] is None else f"{f['other_load_pct'] + (f['steal_pct'] or 0):.0f}%"
         rows.append(
-            f"{f['calls']:>5}  {_ms(f['lag_p50_ms']):>7} {_ms(f['lag_p99_ms']):>7} {_ms(f['lag_max_ms']):>7}"
+            f"{f.get('servers', 1):>3} {f['calls']:>5}"
+            f"  {_ms(f['lag_p50_ms']):>7} {_ms(f['lag_p99_ms']):>7} {_ms(f['lag_max_ms']):>7}"
             f"  {_ms(f['frame_late_p99_ms']):>8} {_ms(f['frame_late_max_ms']):>8}  {f['audible_gaps']:>4}"
             f"  {f['server_cpu_pct_per_call']:>7.2f}% {f['server_cpu_pct_total']:>6.0f}%"
             f"  {_ms(f['overhead_p50_ms']):>7} {_ms(f['overhead_p95_ms']):>7}"
@@ -1110,6 +1150,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=None, help="a fixed script: this many lines per call")
     parser.add_argument("--stagger", type=float, default=1.5, help="call starts spread over this many s")
     parser.add_argument("--caller-procs", type=int, default=1, help="caller processes (default 1)")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="server processes, calls dealt to them in turn (as --workers N; default 1)")
     parser.add_argument("--server-loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--caller-loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--line-s", type=float, default=1.2, help="length of the caller's spoken line")

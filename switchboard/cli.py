@@ -1,6 +1,6 @@
 """The `switchboard` command: serve, demo, call, check.
 
-switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--insecure-dev]
+switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--workers N] [--insecure-dev]
 switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--amd] [--config pipeline.yaml]
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--host", help="default $HOST or 0.0.0.0")
     serve.add_argument("--port", type=int, help="default $PORT or 5050")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("SWITCHBOARD_WORKERS", "1")),
+                       help="server processes on the port (default $SWITCHBOARD_WORKERS or 1); more than one "
+                            "needs a PostgreSQL database_url")
     serve.add_argument(
         "--insecure-dev", action="store_true",
         help="do not check Twilio request signatures (local development only; logs a loud warning)",
@@ -85,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from switchboard.server import serve as run_server
 
-            run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev)
-            return 0
+            return run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev,
+                              workers=args.workers)
         if args.command == "dial":
             return run_dial(args.config, args.to, args.pipeline, args.from_, args.machine_detection)
         if args.command == "demo":

@@ -15,6 +15,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from switchboard.core.context import CallIdFilter
+
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
 MIN_SECRET_CHARS = 6  # shorter values ("1", "true") would mask ordinary words
 AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic)\s+)[^\s\"',;]+")
@@ -59,6 +61,7 @@ class Redactor(logging.Filter):
 def configure(level: int = logging.INFO) -> None:
     """The entry points' logging: timestamped lines on stderr, every one through the `Redactor`."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redactor = Redactor()
+    redactor, call_ids = Redactor(), CallIdFilter()
     for handler in logging.getLogger().handlers:
+        handler.addFilter(call_ids)  # a line logged for a call names it (core/context.py)
         handler.addFilter(redactor)

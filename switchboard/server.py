@@ -4,7 +4,9 @@ POST /incoming-call   Twilio's webhook (telephony/twilio): TwiML that connects t
 WS   /media-stream    Twilio Media Streams: one call per connection
 WS   /exotel          Exotel's Voicebot applet (telephony/exotel): the same call loop, Exotel's wire
 POST /api/calls       place an outbound call through Twilio (Bearer $SWITCHBOARD_API_TOKEN)
-GET  /healthz         200 and the number of active calls
+GET  /healthz         200 and the number of active calls (liveness)
+GET  /readyz          200 while this process takes calls, 503 when full or draining (ops/)
+GET  /metrics         Prometheus metrics (ops/metrics.py; Bearer $SWITCHBOARD_API_TOKEN when set)
 GET  /dashboard…, /api/calls, /api/calls/{id}, /api/report, /api/live, /login: web/dashboard.py
 
 `create_app` only composes: the carriers' routes run their calls through one `CallHost`, which starts a
@@ -16,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import gc
 import logging
 import os
 import random
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -46,7 +50,10 @@ from switchboard.core.carrier import (
     Start,
     Stop,
 )
+from switchboard.core.context import CALL_ID
 from switchboard.core.metrics import ShadowResult, TurnMetrics
+from switchboard.ops import Operations, Refused
+from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
@@ -146,6 +153,7 @@ class CallHost:
         self.start_timeout_s, self.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
         self._idle = asyncio.Event()  # set whenever no call is active
         self._idle.set()
+        self.ops = Operations(config, self.calls, self.wait_idle, writer)  # admission, drain, metrics (ops/)
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
@@ -184,6 +192,12 @@ class CallHost:
                 except DuplicateCall as exc:
                     log.warning("%s", exc)
                     await websocket.close(code=1008, reason="this call is already connected")
+                    return
+                except Refused as refused:  # full or draining: the caller hears the busy line
+                    assert isinstance(event, Start)
+                    pipeline = self.pipelines[refused.pipeline]
+                    voices = [pipeline.tts[0].provider, *pipeline.fallback_tts]
+                    await self.ops.refuse_stream(websocket, connection, event, refused, voices)
                     return
                 handled += 1
                 if handled % YIELD_EVERY == 0:
@@ -232,6 +246,8 @@ class CallHost:
             call_id = f"{call_id}#{self._ended_ids[call_id] + 1}"
         if call_id in self.calls:  # one active call per id: a second connection must not merge into it
             raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
+        self.ops.check_admission(call_id, name)
+        CALL_ID.set(call_id)  # this connection's task and every task the call starts: log lines name it
         if reused:
             log.warning("call %s: this id was used by an earlier call of this process; recorded as %s",
                         call_id.partition("#")[0], call_id)
@@ -253,6 +269,7 @@ class CallHost:
         numbers = {"from_number": (start.custom_parameters.get("from") or start.from_number)[:NUMBER_CHARS],
                    "to_number": start.custom_parameters.get("to", start.to_number)[:NUMBER_CHARS]}
         self.hub.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
+        self.ops.call_started(call_id, connection.carrier, name)
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
@@ -280,6 +297,7 @@ class CallHost:
             self.calls.pop(session.call_id, None)
             self._remember_ended(session.call_id)
             self.hub.call_ended(session.call_id, summary)
+            self.ops.call_ended(session)
             if not self.calls:
                 self._idle.set()
 
@@ -375,10 +393,13 @@ def create_app(
     hub = LiveHub()  # the dashboard's view of the active calls
     host = CallHost(config, pipelines, rng or random.Random(), _also(hub.turn, on_turn), writer, hub,
                     shadow_runner)
+    host.on_turn = _also(host.ops.turn, host.on_turn)  # Prometheus (ops/metrics.py)
+    host.ops.share_live_view(hub, store_url)  # PostgreSQL: every process's calls in the live view
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
     auth.warn_if_open()
     carriers: list[Carrier] = [
-        TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev),
+        TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev,
+                      busy=host.ops.admission.busy_at_webhook),
         ExotelCarrier(),
     ]
 
@@ -392,6 +413,7 @@ def create_app(
         if writer is not None:
             writer.close_lost_calls()
             await writer.start()  # opens the store itself, retrying while the database is down
+        await host.ops.start()
         try:
             yield
         finally:
@@ -399,6 +421,7 @@ def create_app(
             if writer is not None:
                 await writer.aclose()
                 await writer.store.close()
+            await host.ops.aclose()
 
     app = Starlette(
         lifespan=lifespan,
@@ -406,6 +429,7 @@ def create_app(
             *(route for carrier in carriers for route in carrier.routes(host.serve_stream)),
             call_api(config, auth),
             Route("/healthz", host.healthz),
+            *host.ops.routes(auth),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
                        pricing_from_config(config),
                        dialer=lambda to, pipeline, from_: place_call(config, to, pipeline, from_)).routes(),
@@ -413,6 +437,7 @@ def create_app(
     )
     app.state.calls = host.calls
     app.state.host = host
+    app.state.ops = host.ops
     app.state.shadows = shadow_runner
     app.state.config = config
     app.state.live_hub = hub
@@ -460,13 +485,42 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     insecure_dev: bool = False,
-) -> None:
-    import uvicorn
-
+    workers: int = 1,
+) -> int:
+    """`switchboard serve`: one process, or `workers` processes on one socket (ops/workers.py)."""
     logs.configure(logging.INFO)  # every line, uvicorn's too, through the secret redaction
     host = host or os.environ.get("HOST", "0.0.0.0")
     port = port or int(os.environ.get("PORT", "5050"))
     # a ConfigError or MissingCredential goes up to the command line, which says what to fix
-    config = load_config(config_path or default_config_path())
+    path = str(config_path or default_config_path())
+    config = load_config(path)
+    check_workers(config, workers)
+    if workers > 1:
+        return run_workers(workers, host, port, functools.partial(_worker, path, insecure_dev))
+    return 0 if _serve_one(config, insecure_dev, host=host, port=port) else STARTUP_FAILURE
+
+
+def _worker(config_path: str, insecure_dev: bool, sock: socket.socket) -> None:
+    """One of `serve --workers N`'s processes (spawned: it builds its own app)."""
+    logs.configure(logging.INFO)
+    if not _serve_one(load_config(config_path), insecure_dev, sock=sock):
+        sys.exit(STARTUP_FAILURE)
+
+
+def _serve_one(config: Config, insecure_dev: bool, host: str = "", port: int = 0,
+               sock: socket.socket | None = None) -> bool:
+    """Serve until stopped (SIGTERM drains); False if it never started (the port taken, start-up failed)."""
+    import uvicorn
+
+    from switchboard.ops.serving import DrainingServer
+
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
-    uvicorn.run(app, host=host, port=port, log_level="info", ws_ping_interval=None, log_config=None)
+
+    async def drain() -> None:  # SIGTERM: ops/drain.py
+        await app.state.ops.drain.run()
+        app.state.live_hub.close()  # end the dashboards' event streams, which would hold the exit up
+
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info", ws_ping_interval=None,
+                                           log_config=None), drain)
+    server.run(sockets=[sock] if sock is not None else None)
+    return server.started

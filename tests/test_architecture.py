@@ -25,6 +25,7 @@ MAY_IMPORT = {
     "pipeline": {"pipeline", "core", "audio", "config", "providers"},
     "report": {"report", "core", "config", "store"},
     "web": {"web", "core", "report", "store"},
+    "ops": {"ops", "core", "audio", "config", "pipeline", "store", "web"},
 }
 ENTRY_POINTS = {"server", "cli", "caller", "check", "logs", "__main__", "__init__"}
 

@@ -68,8 +68,8 @@ class TurnConfig(Strict):
 
 # acknowledgements, and the interjections and fillers a listener makes (alone they never mean "stop")
 BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", "mhm", "mm", "hmm", "hm",
-                     "okay", "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool", "great",
-                     "oh", "ah", "aha", "uh", "um"]
+                     "okay", "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool",
+                     "great", "oh", "ah", "aha", "uh", "um"]
 
 
 class InterruptionConfig(Strict):
@@ -338,6 +338,14 @@ class Config(Strict):
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
     shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
+    # operations (switchboard/ops/): calls one process takes at once (None: no limit), and how long a
+    # SIGTERM lets active calls finish before the rest hear `drain_message` and are hung up
+    max_concurrent_calls: int | None = Field(None, ge=1, le=100_000)
+    busy_message: str = Field("Sorry, all our lines are busy right now. Please call again in a few minutes.",
+                              min_length=1, max_length=500)
+    drain_timeout_s: float = Field(60, ge=0, le=3600)
+    drain_message: str = Field("Sorry, I have to end this call now. Please call again. Goodbye.",
+                               min_length=1, max_length=500)
 
     @model_validator(mode="after")
     def _numbers_are_routable(self) -> Config:

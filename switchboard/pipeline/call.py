@@ -833,6 +833,33 @@ class CallSession:
         await self._speak(transfer.failed, turn)
         await self._wait_heard(turn.spoken)
 
+    async def say_goodbye(self, text: str) -> None:
+        """End the call from our side (the server is draining): stop the turn in flight, say `text` (a turn
+        of kind "goodbye"), wait for its mark (`end_call_watchdog_s` at most) and hang up."""
+        if self._ending or self.closed.is_set():
+            return  # already hanging up (end_call) or gone
+        await self._drop_speculation()
+        await self._barge_in()
+        self._ending = True
+        turn = self._new_turn("goodbye")
+        self._commit(turn)
+        turn.metrics.reply_text, turn.metrics.ended_call = text, True
+        turn.playing = True  # heard even if the caller is mid-sentence: the line is about to close
+        turn.task = asyncio.create_task(self._goodbye(turn, text), name=f"goodbye-{self.call_id}")
+        await asyncio.gather(turn.task, return_exceptions=True)
+
+    async def _goodbye(self, turn: _Turn, text: str) -> None:
+        try:
+            try:
+                await self._speak(text, turn)
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+            except Exception as exc:  # no voice left: hang up all the same
+                log.warning("call %s: could not say goodbye: %s", self.call_id, exc)
+                turn.metrics.error = f"{type(exc).__name__}: {exc}"
+            await self._hang_up(turn.spoken)
+        finally:
+            self._finish(turn)
+
     def _finish(self, turn: _Turn) -> None:
         """Record the turn; history keeps only what the caller actually heard."""
         metrics, spoken = turn.metrics, turn.spoken

@@ -12,12 +12,16 @@ Events (JSON-ready dicts, each with a `type`):
                                                "started_at", "turns": [turn, …]}
   turn          {"call_id", "turn"}   turn = the call store's `turns` row (store.turn_row) as JSON
   call_ended    {"call_id", "summary"}    pipeline.metrics.call_summary() + has_recording
+
+With several server processes (ops/live_bus.py), `relay` gets every event of this process's own calls to
+pass on, and `apply` takes the other processes' events: the view is then every process's calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +82,7 @@ class LiveHub:
         self.calls: dict[str, dict[str, Any]] = {}
         self.subscribers: set[Subscriber] = set()
         self.closed = False
+        self.relay: Callable[[dict[str, Any]], None] | None = None  # this process's events, to share
 
     # --- called from the call path: synchronous, never raise --------------------------------------------
 
@@ -87,7 +92,7 @@ class LiveHub:
                 "to": to_number, "carrier": carrier, "started_at": datetime.now(UTC).isoformat(),
                 "turns": []}
         self.calls[call_id] = call
-        self._publish({"type": "call_started", "call": call})
+        self._publish({"type": "call_started", "call": call}, local=True)
 
     def turn(self, metrics: TurnMetrics) -> None:
         """A finished turn (fits `on_turn`)."""
@@ -100,16 +105,38 @@ class LiveHub:
         call = self.calls.get(metrics.call_id)
         if call is not None:
             call["turns"].append(row)
-        self._publish({"type": "turn", "call_id": metrics.call_id, "turn": row})
+        self._publish({"type": "turn", "call_id": metrics.call_id, "turn": row}, local=True)
 
     def call_ended(self, call_id: str, summary: dict[str, Any] | None = None) -> None:
         """The call is over; `summary` is CallSession.close()'s (its recording's path is not passed on)."""
         self.calls.pop(call_id, None)
         summary = dict(summary or {})
         summary["has_recording"] = bool(summary.pop("recording", None))
-        self._publish({"type": "call_ended", "call_id": call_id, "summary": jsonable(summary)})
+        self._publish({"type": "call_ended", "call_id": call_id, "summary": jsonable(summary)}, local=True)
 
-    def _publish(self, event: dict[str, Any]) -> None:
+    def apply(self, event: dict[str, Any]) -> None:
+        """Another process's event (call_started, turn, call_ended): into the picture and to the browsers."""
+        kind = event.get("type")
+        if kind == "call_started":
+            call = dict(event["call"], turns=list(event["call"].get("turns", [])))
+            self.calls[call["id"]] = call
+            event = {"type": "call_started", "call": call}
+        elif kind == "turn":
+            call = self.calls.get(event["call_id"])
+            if call is not None:
+                call["turns"].append(event["turn"])
+        elif kind == "call_ended":
+            self.calls.pop(event["call_id"], None)
+        else:
+            return
+        self._publish(event)
+
+    def _publish(self, event: dict[str, Any], local: bool = False) -> None:
+        if local and self.relay is not None:
+            try:
+                self.relay(event)
+            except Exception:
+                log.exception("live dashboard: could not relay an event")
         for subscriber in list(self.subscribers):
             try:
                 subscriber.offer(event)

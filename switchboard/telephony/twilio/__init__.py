@@ -1,6 +1,7 @@
 """The Twilio carrier: its section of pipeline.yaml, its link, and its two routes.
 
 POST /incoming-call   the voice webhook: TwiML that connects the call to /media-stream, then hangs up
+                      (or, when the server is full or draining, says its busy message and hangs up)
 WS   /media-stream    Media Streams (wire.py), one call per connection
 
 With TWILIO_AUTH_TOKEN set, both must carry Twilio's signature of the URL it used (signature.py; 403 /
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from starlette.requests import Request
@@ -107,8 +108,10 @@ class TwilioCarrier:
     name = "twilio"
 
     def __init__(self, config: TwilioConfig, numbers: Mapping[str, str], default_pipeline: str,
-                 insecure_dev: bool = False) -> None:
+                 insecure_dev: bool = False, busy: Callable[[str], str | None] | None = None) -> None:
         self.numbers, self.default_pipeline = numbers, default_pipeline
+        # busy(carrier) -> what a caller hears when the server can't take a call now (full, draining), or None
+        self.busy = busy
         self.checker = signature_checker(config.validate_signatures, insecure_dev)
         self.rest = TwilioRest.from_env()
 
@@ -144,6 +147,10 @@ class TwilioCarrier:
                 client = request.client.host if request.client else "?"
                 log.warning("incoming-call: rejected a request from %s: %s", client, problem)
                 return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+        busy = self.busy(self.name) if self.busy is not None else None
+        if busy is not None:
+            log.info("incoming call %s: refused, the server is busy", form.get("CallSid"))
+            return Response(wire.busy_twiml(busy), media_type="application/xml")
         host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
         proto = request.headers.get("x-forwarded-proto") or request.url.scheme
         url = wire.stream_url(os.environ.get(PUBLIC_URL_ENV), host, proto)

@@ -149,3 +149,11 @@ def connect_twiml(url: str, parameters: dict[str, str]) -> str:
     response.append(connect)
     response.hangup()
     return str(response)
+
+
+def busy_twiml(message: str) -> str:
+    """`<Say>` the busy message, then `<Hangup/>`: a call this server can't take now."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)
