@@ -52,7 +52,7 @@ class TurnConfig(Strict):
     # not the caller: it does not interrupt the bot. 0 = off
     echo_similarity: float = Field(0.7, ge=0, le=1)
     # a caller who goes on this soon after the bot started answering had not finished: the bot stops after
-    # 60 ms of their speech and its reply is undone (as if never said), their words answered together; 0 = off
+    # 120 ms of their speech and its reply is undone (as if never said), their words answered together; 0 = off
     undo_reply_within_ms: int = Field(1000, ge=0, le=5000)
 
 

@@ -50,7 +50,7 @@ MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone num
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 # within turn.undo_reply_within_ms of the bot starting a reply, this much of the caller's speech (not
 # vad.barge_in_min_ms) is enough to stop it
-EARLY_BARGE_IN_MS = 60
+EARLY_BARGE_IN_MS = 120  # 60 let the bot's own echo start turns on a speakerphone (tests/test_turn_taking.py)
 TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 
 
