@@ -34,6 +34,8 @@ def credential_status(cfg: ProviderConfig) -> str:
 def stages(pipeline: Any) -> list[tuple[str, Any]]:
     """(label, config) for every provider a pipeline uses: primaries (every A/B variant), fallbacks,
     shadow LLMs."""
+    if pipeline.kind == "realtime":  # one speech-to-speech model, no stages
+        return [("realtime", pipeline.realtime)]
     out = []
     for stage, section in (("stt", pipeline.stt), ("llm", pipeline.llm), ("tts", pipeline.tts)):
         out += [(stage if name is None else f"{stage} {name}", cfg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -61,6 +61,7 @@ def _provider_union(stage: registry.Stage) -> Any:
 STTConfig = _provider_union("stt")
 LLMConfig = _provider_union("llm")
 TTSConfig = _provider_union("tts")
+RealtimeConfig = _provider_union("realtime")
 
 
 # --- A/B variants and shadow LLMs -------------------------------------------------------------------
@@ -230,6 +231,7 @@ class UnheardConfig(Strict):
 class PipelineConfig(Strict):
     """Everything one call needs: what to say, how to listen, which vendor does each stage."""
 
+    kind: Literal["cascade"] = "cascade"  # STT → LLM → TTS; `realtime`: one speech-to-speech model
     greeting: str = "Hello! How can I help you?"
     system_prompt: str = "You are a helpful assistant on a phone call. Keep replies short."
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
@@ -253,6 +255,50 @@ class PipelineConfig(Strict):
         return _unique_names(shadows)
 
 
+_CASCADE_ONLY = ("stt", "llm", "tts", "fallback", "shadow")
+
+
+class RealtimePipelineConfig(PipelineConfig):
+    """`kind: realtime`: one speech-to-speech model hears the caller and answers (`realtime:`), instead of
+    STT → LLM → TTS. The call's own settings (greeting, prompt, apology, VAD, DTMF, recording) still hold."""
+
+    kind: Literal["realtime"]  # type: ignore[assignment]
+    realtime: RealtimeConfig
+    stt: None = None  # type: ignore[assignment]
+    llm: None = None  # type: ignore[assignment]
+    tts: None = None  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_cascade_stages(cls, data: Any) -> Any:
+        given = [key for key in _CASCADE_ONLY if isinstance(data, dict) and key in data]
+        if given:
+            raise ValueError(
+                f"kind: realtime has no {', '.join(given)}: the speech-to-speech model in `realtime:` hears "
+                "and speaks itself (the apology uses the last-resort voice); remove "
+                f"{'them' if len(given) > 1 else 'it'}, or drop `kind: realtime` for a cascade")
+        if isinstance(data, dict) and "realtime" not in data:
+            raise ValueError("kind: realtime needs a `realtime:` section naming the model, e.g. "
+                             "realtime: {provider: openai, model: gpt-realtime}")
+        return data
+
+
+def _pipeline_kind(data: Any) -> str:
+    if isinstance(data, dict):
+        return str(data.get("kind", "cascade"))
+    return str(getattr(data, "kind", "cascade"))
+
+
+# a pipeline is a cascade (the default) or `kind: realtime`
+AnyPipeline = Annotated[
+    Union[Annotated[PipelineConfig, Tag("cascade")],  # noqa: UP007
+          Annotated[RealtimePipelineConfig, Tag("realtime")]],
+    Discriminator(_pipeline_kind, custom_error_type="pipeline_kind",
+                  custom_error_message="kind must be cascade (the default: STT → LLM → TTS) or realtime "
+                                       "(a speech-to-speech model in `realtime:`)"),
+]
+
+
 class PriceConfig(Strict):
     """What a vendor/model costs, in USD, for `switchboard report`'s cost estimates. Any subset."""
 
@@ -260,6 +306,8 @@ class PriceConfig(Strict):
     output_per_1m: float | None = Field(None, ge=0)  # LLM: per 1M output tokens
     per_minute: float | None = Field(None, ge=0)  # STT: per minute of audio transcribed
     per_1m_chars: float | None = Field(None, ge=0)  # TTS: per 1M characters spoken
+    audio_input_per_1m: float | None = Field(None, ge=0)  # speech-to-speech: per 1M audio input tokens
+    audio_output_per_1m: float | None = Field(None, ge=0)  # speech-to-speech: per 1M audio output tokens
 
 
 class Config(Strict):
@@ -268,7 +316,7 @@ class Config(Strict):
     default_pipeline: str = "default"
     database_url: str = "switchboard.db"  # call store of `switchboard serve`; "" = off
     numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
-    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    pipelines: dict[str, AnyPipeline] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
     shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
