@@ -47,6 +47,7 @@ from switchboard.core.carrier import (
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
+from switchboard.pipeline.realtime import RealtimeProviders, RealtimeSession
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
 from switchboard.pipeline.variants import PipelineProviders
 from switchboard.report import pricing_from_config
@@ -178,7 +179,7 @@ class CallHost:
             log.exception("call %s: failed to handle %s", session.call_id, type(event).__name__)
         return session
 
-    async def _start_call(self, start: Start, connection: Connection) -> CallSession:
+    async def _start_call(self, start: Start, connection: Connection) -> CallSession | RealtimeSession:
         config = self.config
         # the webhook names the pipeline (Twilio); otherwise the number called routes it (Exotel)
         wanted = start.custom_parameters.get("pipeline") or config.pipeline_for_number(start.to_number)
@@ -190,15 +191,20 @@ class CallHost:
             raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
         variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
         shadows = self.pipelines[name].shadows
-        session = CallSession(
-            call_id=call_id,
-            config=config.pipelines[name],
-            providers=call_providers,
-            link=connection.link(start),
-            on_turn=self.on_turn,
-            shadows=CallShadows(self.shadow_runner, shadows, call_id) if shadows else None,
-            variant=variant,
-        )
+        session: CallSession | RealtimeSession
+        if isinstance(call_providers, RealtimeProviders):  # kind: realtime (pipeline/realtime.py)
+            session = RealtimeSession(call_id, config.pipelines[name], call_providers,
+                                      connection.link(start), on_turn=self.on_turn, variant=variant)
+        else:
+            session = CallSession(
+                call_id=call_id,
+                config=config.pipelines[name],
+                providers=call_providers,
+                link=connection.link(start),
+                on_turn=self.on_turn,
+                shadows=CallShadows(self.shadow_runner, shadows, call_id) if shadows else None,
+                variant=variant,
+            )
         if variant is not None:
             log.info("call %s: variant %s", call_id, variant)
         self.calls[call_id] = session
@@ -294,7 +300,8 @@ def create_app(
     `store_url` records every call and turn in the call store (off the audio path); None = no store."""
     if providers is None:
         providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
-    pipelines = {name: PipelineProviders.of(given) for name, given in providers.items()}
+    pipelines = {name: given if isinstance(given, RealtimeProviders) else PipelineProviders.of(given)
+                 for name, given in providers.items()}
     writer = StoreWriter(CallStore(store_url)) if store_url else None
     if writer is not None:
         on_turn = _also(writer.turn, on_turn)

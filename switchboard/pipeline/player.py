@@ -59,6 +59,7 @@ class Player:
         self._play_until = 0.0  # monotonic time at which the carrier runs out of audio we sent
         self._pending_marks: dict[str, asyncio.Future[bool]] = {}  # sent, not yet echoed
         self._heard: set[str] = set()
+        self._mark_ends: dict[str, float] = {}  # mark -> when the audio before it should finish playing
         self._pending = np.zeros(0, dtype=np.int16)  # audio waiting to fill a whole frame
         self._generation = 0  # bumped by clear(), so the sender abandons audio it was in the middle of
         self._names = itertools.count(1)
@@ -104,6 +105,11 @@ class Player:
 
     def heard(self, name: str) -> bool:
         return name in self._heard
+
+    def plays_out_at(self, name: str) -> float | None:
+        """When the audio before mark `name` should have finished playing by our pacing (monotonic; the
+        carrier's playhead is that plus its network delay), once the mark was sent."""
+        return self._mark_ends.get(name)
 
     @property
     def audible(self) -> bool:
@@ -162,6 +168,7 @@ class Player:
             generation = self._generation
             if isinstance(item, _Mark):
                 if await self._send_tail(generation):
+                    self._mark_ends[item.name] = self._play_until
                     await self.link.send_mark(item.name)
                 continue
             pcm = np.concatenate([self._pending, item.pcm]) if len(self._pending) else item.pcm

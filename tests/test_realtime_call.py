@@ -1,0 +1,199 @@
+"""Whole `kind: realtime` calls: a simulated Twilio caller → the server → the OpenAI SDK → the fake
+Realtime server, all over real WebSockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import websockets
+
+from switchboard.audio.wav import write_wav
+from switchboard.caller import CallerLine
+from switchboard.config import parse_config
+from switchboard.server import create_app, running
+from tests import calls
+from tests.fakes.openai_realtime_fake import RealtimeScript, make_app
+from tests.speech import quiet, speech_like
+
+KEY = "sk-test-realtime-call"
+GREETING_MS = len("Hi there.") * 60  # the fake speaks 60 ms a character, in whole frames
+
+
+@pytest.fixture
+def speech_wav(tmp_path) -> str:
+    """A short caller line (0.5 s of speech-like sound): the fake's VAD and ours both hear it."""
+    path = tmp_path / "short.wav"
+    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
+    return str(path)
+
+
+@pytest.fixture
+async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[RealtimeScript, int]]:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    script = RealtimeScript(api_key=KEY)
+    async with running(make_app(script)) as port:
+        yield script, port
+
+
+def config(port: int, **pipeline: str):
+    extra = "".join(f"    {key}: {value}\n" for key, value in pipeline.items())
+    return parse_config(f"""
+pipelines:
+  default:
+    kind: realtime
+    greeting: "Hi there."
+    apology: "Sorry, trouble."
+    end_call_watchdog_s: 3
+{extra}    realtime:
+      provider: openai
+      base_url: http://127.0.0.1:{port}/v1
+      timeouts: {{first_token_s: 2}}
+      turn_detection: {{type: server_vad, silence_duration_ms: 250}}
+""")
+
+
+async def place_call(port: int, lines: list[CallerLine], **options):
+    pipeline = options.pop("pipeline", {})
+    return await calls.place_call(config(port, **pipeline), lines, hangup_timeout_s=0.3,
+                                  on_event=lambda e: None, **options)
+
+
+async def test_a_call_greets_answers_and_records_both_sides(fake, speech_wav) -> None:
+    script, port = fake
+    script.transcripts, script.replies = ["what time is it"], ["It is noon."]
+    result, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+
+    assert [turn.kind for turn in turns] == ["greeting", "reply"]
+    greeting, reply = turns
+    assert greeting.reply_heard == "Hi there." and greeting.vendors == {"llm": "openai/gpt-realtime"}
+    assert reply.transcript == "what time is it"  # the vendor's transcription of the caller
+    assert reply.reply_text == "It is noon." and reply.reply_heard == "It is noon."
+    # one clock with the cascade: the caller's speech end by our own VAD, the vendor's endpoint after it
+    assert reply.speech_end is not None and reply.endpoint is not None and reply.endpoint > reply.speech_end
+    assert reply.tts_first_byte is not None and reply.voice_to_voice_ms is not None
+    assert reply.voice_to_voice_ms > 250  # the fake's server VAD waits 250 ms of silence
+    assert reply.audio_tokens_out and reply.tokens_in == 120 and reply.audio_tokens_in
+    assert not reply.interrupted and reply.error is None
+    # the caller heard exactly the vendor's audio: μ-law straight through, no resampling
+    assert result.bot_audio_played_s * 1000 == pytest.approx(GREETING_MS + len("It is noon.") * 60, abs=1)
+    assert script.spoken == ["Hi there.", "It is noon."]
+    greet = script.of_type("response.create")[0]["response"]["instructions"]
+    assert greet == 'Greet the caller by saying exactly: "Hi there."'
+    assert result.stop_sent and result.malformed_count == 0
+
+
+async def test_barge_in_truncates_the_reply_to_what_the_caller_heard(fake, speech_wav) -> None:
+    script, port = fake
+    long_reply = "Our opening hours are from noon until late in the evening, every day but Monday."
+    script.replies = [long_reply, "Sure."]
+    script.transcripts = ["when are you open", "actually stop"]
+    lines = [CallerLine(wav=speech_wav), CallerLine(wav=speech_wav, barge_in=True)]
+    result, turns = await place_call(port, lines)
+
+    cut = turns[1]
+    assert cut.interrupted and cut.reply_text == long_reply
+    assert 0 < len(cut.reply_heard) < len(long_reply)
+    assert len(script.truncations) == 1
+    truncation = script.truncations[0]
+    assert truncation["content_index"] == 0
+    # the caller's playback of the cut reply: everything it played minus the greeting and the answer to
+    # the barge-in line (which came after the truncation)
+    answered_ms = len("Sure.") * 60 if turns[-1].reply_heard == "Sure." else 0
+    heard_ms = result.bot_audio_played_s * 1000 - GREETING_MS - answered_ms
+    assert abs(truncation["audio_end_ms"] - heard_ms) <= 20  # within one 20 ms frame
+    assert truncation["audio_end_ms"] < script.items_audio_ms[truncation["item_id"]]
+    assert any(line.clear_received for line in result.lines)
+
+
+async def test_end_call_speaks_the_farewell_then_hangs_up(fake, speech_wav) -> None:
+    script, port = fake
+    script.replies = [("end_call", {"farewell": "Goodbye now."})]
+    result, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+
+    last = turns[-1]
+    assert last.ended_call and last.reply_heard == "Goodbye now."
+    assert result.hangup and not result.stop_sent
+    outputs = [event["item"] for event in script.of_type("conversation.item.create")]
+    assert outputs[-1]["type"] == "function_call_output"
+    assert script.of_type("response.create")[-1]["response"]["instructions"].endswith('"Goodbye now."')
+
+
+async def test_keypad_digits_become_a_user_message(fake) -> None:
+    """Twilio's wire spoken by hand (the simulated caller presses no keys): start, three keys, marks
+    echoed as a carrier does, stop."""
+    script, port = fake
+    script.replies = ["Got your order number."]
+    turns: list = []
+    app = create_app(config(port), on_turn=turns.append)
+    start = {"streamSid": "MZ1", "accountSid": "AC1", "callSid": "CA1", "tracks": ["inbound"],
+             "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                                     "channels": 1}}
+    async with running(app) as server, websockets.connect(f"ws://127.0.0.1:{server}/media-stream") as ws:
+        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+                                  "start": start}))
+        for n, digit in enumerate("42#"):
+            await ws.send(json.dumps({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": str(n + 2),
+                                      "dtmf": {"track": "inbound_track", "digit": digit}}))
+        async with asyncio.timeout(5):
+            while not any(turn.kind == "keypad" for turn in turns):
+                try:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 0.1))
+                except TimeoutError:
+                    continue
+                if message["event"] == "mark":  # played at once: this carrier has no ears
+                    await ws.send(json.dumps({"event": "mark", "streamSid": "MZ1", "sequenceNumber": "8",
+                                              "mark": message["mark"]}))
+        await ws.send(json.dumps({"event": "stop", "streamSid": "MZ1", "sequenceNumber": "9",
+                                  "stop": {"accountSid": "AC1", "callSid": "CA1"}}))
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    texts = [event["item"]["content"][0]["text"] for event in script.of_type("conversation.item.create")]
+    assert texts == ["The caller pressed 42 on the keypad."]
+    keypad = next(turn for turn in turns if turn.kind == "keypad")
+    assert keypad.transcript == "The caller pressed 42 on the keypad."
+    assert keypad.reply_text == "Got your order number."
+
+
+async def test_a_dropped_vendor_socket_is_reopened_and_the_call_goes_on(fake, speech_wav, caplog) -> None:
+    script, port = fake
+    script.replies = ["A long answer that the dropped socket cuts in the middle of its audio.", "Here it is."]
+    script.drop_after_deltas = 9  # the greeting takes 6 deltas; the reply drops after 3
+    with caplog.at_level(logging.INFO, "switchboard.realtime"):
+        _, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+
+    assert script.sessions == 2
+    cut = turns[1]
+    assert cut.error is not None and "1011" in cut.error
+    assert turns[-1].reply_heard == "Here it is."  # asked again on the new session
+    replayed = [event["item"]["content"][0]["text"] for event in script.of_type("conversation.item.create")]
+    assert "what time is it" in replayed and "Hi there." in replayed
+    assert "reopening the realtime session" in caplog.text
+    assert "realtime vendor openai/gpt-realtime failed" in caplog.text
+    assert KEY not in caplog.text
+
+
+async def test_a_vendor_that_fails_twice_gets_the_apology_and_a_hang_up(fake, speech_wav) -> None:
+    script, port = fake
+    script.silent = True  # the socket opens and nothing ever answers
+    result, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+
+    assert script.sessions == 2  # reopened once
+    apology = turns[-1]
+    assert apology.kind == "apology" and apology.reply_heard == "Sorry, trouble."
+    assert "no reply within 2 s" in apology.error
+    assert result.hangup and result.bot_audio_played_s > 0.5  # eSpeak's apology, never silence
+
+
+async def test_a_rate_limited_reply_is_apologised_for_and_recorded(fake, speech_wav) -> None:
+    script, port = fake
+    script.error_on_response = {1}  # the greeting's response.create
+    _, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+
+    first = turns[0]
+    assert first.reply_heard == "Sorry, trouble."
+    assert "rate_limit_exceeded" in first.error and "Rate limit reached" in first.error
+    assert turns[-1].reply_heard == "It is noon."  # the call went on
