@@ -197,3 +197,57 @@ async def test_a_rate_limited_reply_is_apologised_for_and_recorded(fake, speech_
     assert first.reply_heard == "Sorry, trouble."
     assert "rate_limit_exceeded" in first.error and "Rate limit reached" in first.error
     assert turns[-1].reply_heard == "It is noon."  # the call went on
+
+
+async def test_the_call_is_recorded_in_stereo(fake, speech_wav, tmp_path) -> None:
+    import soundfile
+
+    _, port = fake
+    await place_call(port, [CallerLine(wav=speech_wav)],
+                     pipeline={"record": "true", "recordings_dir": str(tmp_path / "rec")})
+    (path,) = (tmp_path / "rec").glob("*.wav")
+    audio, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
+    assert rate == 8000 and audio.shape[1] == 2
+    frames = len(audio) // 160
+    loud = np.abs(audio[: frames * 160].astype(float)).reshape(frames, 160, 2).mean(axis=1) > 500
+    bot_ms, caller_ms = loud[:, 1].sum() * 20, loud[:, 0].sum() * 20
+    assert bot_ms == pytest.approx(GREETING_MS + len("It is noon.") * 60, abs=40)  # right: what was played
+    assert caller_ms == pytest.approx(500, abs=60)  # left: the caller's 0.5 s line
+
+
+async def test_a_caller_hanging_up_mid_reply_ends_the_call_with_it_recorded(fake) -> None:
+    script, port = fake
+    script.ms_per_char = 300  # a greeting of 2.7 s
+    turns: list = []
+    app = create_app(config(port), on_turn=turns.append)
+    start = {"streamSid": "MZ2", "accountSid": "AC1", "callSid": "CA2", "tracks": ["inbound"],
+             "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                                     "channels": 1}}
+    async with running(app) as server, websockets.connect(f"ws://127.0.0.1:{server}/media-stream") as ws:
+        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ2",
+                                  "start": start}))
+        async with asyncio.timeout(5):
+            while json.loads(await ws.recv())["event"] != "media":
+                pass
+        await ws.close()  # mid-greeting, without a stop
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    assert [(turn.kind, turn.interrupted) for turn in turns] == [("greeting", True)]
+    assert script.sessions == 1
+
+
+async def test_the_session_is_renewed_between_replies_with_the_conversation(fake, speech_wav) -> None:
+    script, port = fake
+    turns: list = []
+    app = create_app(config(port), on_turn=turns.append)
+    app.state.host.pipelines["default"].model.session_limit_s = 0.4  # renewed when idle after 0.2 s
+    async with running(app) as server:
+        from switchboard.caller import run_call
+
+        result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
+                                hangup_timeout_s=0.3, on_event=lambda e: None)
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    assert script.sessions >= 2
+    assert [turn.reply_heard for turn in turns] == ["Hi there.", "It is noon."]
+    assert all(turn.error is None for turn in turns) and result.bot_audio_played_s > 1
+    replayed = [event["item"]["content"][0]["text"] for event in script.of_type("conversation.item.create")]
+    assert "Hi there." in replayed  # the new session knows what was said
