@@ -177,7 +177,7 @@ async def main() -> None:
     for key in keys:
         print(f"| {key:<{width}} | {results['cascade'][key]} | {results['realtime'][key]} |")
     print(f"\nfixed latencies: STT {STT_S}s, LLM {LLM_FIRST_S}s + {LLM_TOKEN_S}s/token, TTS {TTS_FIRST_S}s; "
-          f"realtime first audio {REALTIME_FIRST_AUDIO_S}s after its VAD's 500 ms of silence")
+          f"realtime first audio {REALTIME_FIRST_AUDIO_S:.2f}s after its VAD's 500 ms of silence")
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ async def test_the_call_is_recorded_in_stereo(fake, speech_wav, tmp_path) -> Non
     audio, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
     assert rate == 8000 and audio.shape[1] == 2
     frames = len(audio) // 160
-    loud = np.abs(audio[: frames * 160].astype(float)).reshape(frames, 160, 2).mean(axis=1) > 500
+    loud = np.abs(audio[: frames * 160].astype(float)).reshape(frames, 160, 2).mean(axis=1) > 100
     bot_ms, caller_ms = loud[:, 1].sum() * 20, loud[:, 0].sum() * 20
     assert bot_ms == pytest.approx(GREETING_MS + len("It is noon.") * 60, abs=40)  # right: what was played
     assert caller_ms == pytest.approx(500, abs=60)  # left: the caller's 0.5 s line
@@ -251,3 +251,16 @@ async def test_the_session_is_renewed_between_replies_with_the_conversation(fake
     assert all(turn.error is None for turn in turns) and result.bot_audio_played_s > 1
     replayed = [event["item"]["content"][0]["text"] for event in script.of_type("conversation.item.create")]
     assert "Hi there." in replayed  # the new session knows what was said
+
+
+async def test_the_bots_echo_is_not_sent_to_the_vendor_as_the_caller(fake, speech_wav) -> None:
+    from switchboard.caller import Echo
+
+    script, port = fake
+    script.ms_per_char = 200  # a greeting of 1.8 s, coming back on the line 120 ms later
+    result, turns = await place_call(port, [CallerLine(wav=speech_wav)], echo=Echo(delay_ms=120, gain_db=-6))
+
+    greeting = turns[0]
+    assert not greeting.interrupted and greeting.reply_heard == "Hi there."
+    assert script.truncations == [] and result.clears_received == 0
+    assert turns[-1].transcript == "what time is it"  # the caller's own line still reached the model

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,11 @@ STALL_S = 0.15  # an ack this much later than its audio's pacing says the carrie
 CUT_GRACE_S = 2.0  # a cut reply waits this long at most for its response.done (its usage)
 RECONNECTS = 1  # a lost vendor session is reopened this many times per call, then the apology
 RENEW_MARGIN_S = 120.0  # reopen a session this long before the vendor's own limit ends it (when idle)
+DELAY_MARGIN_MS = 60  # the delay line holds barge_in_min_ms plus this (the VAD's run-up)
 ECHO_WINDOW_MS = 300
 ECHO_REFERENCE_S = 1.5
 MAX_KEYPAD_ENTRY = 32
+ECHO_RECHECK_EVERY = 5  # frames of voice between echo checks while the bot talks
 LAST_RESORT = "last-resort"  # the item id of audio our own voice spoke (nothing to truncate)
 FAREWELL = 'Say exactly this farewell to the caller, and nothing else: "{text}"'
 GREETING = 'Greet the caller by saying exactly: "{text}"'
@@ -153,6 +156,10 @@ class RealtimeSession:
         self._failures: list[str] = []  # vendor failures not yet recorded on a turn
         self._acked: dict[str, float] = {}  # mark -> when the carrier said it played
         self._echo = False
+        self._echo_checks = 0
+        self._delay_line: deque[np.ndarray] = deque()  # caller audio held back while the bot talks
+        self._delayed = 0  # samples in it
+        self._delay_samples = (vad.barge_in_min_ms + DELAY_MARGIN_MS) * 8
         self._ending = False
         self._renewing = False
         self._renewal: asyncio.Task | None = None
@@ -651,18 +658,39 @@ class RealtimeSession:
             await self._on_segment(event)
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
-        if self._conn is not None and not self._renewing:
-            # the bot's own voice coming back is not sent as the caller's: the vendor would answer it
-            heard = np.zeros_like(pcm) if self._echo else pcm
-            try:
-                await self._conn.send_audio(heard)
-            except ProviderError:
-                pass  # the reader sees the drop and handles it
+        await self._recheck_echo()
+        await self._forward(np.zeros_like(pcm) if self._echo else pcm)
+
+    async def _forward(self, pcm: np.ndarray) -> None:
+        """Send the caller's audio to the vendor. While the bot is audible it goes through a delay line
+        as long as our barge-in decision takes, so audio that turns out to be the bot's own echo is sent
+        as silence (the vendor would take it for the caller and interrupt itself); a real barge-in
+        flushes the line at once (the clear makes the bot inaudible)."""
+        line = self._delay_line
+        if self.player.audible:
+            line.append(pcm)
+            self._delayed += len(pcm)
+            while line and self._delayed - len(line[0]) >= self._delay_samples:
+                self._delayed -= len(line[0])
+                await self._send(line.popleft())
+            return
+        while line:
+            self._delayed -= len(line[0])
+            await self._send(line.popleft())
+        await self._send(pcm)
+
+    async def _send(self, pcm: np.ndarray) -> None:
+        if self._conn is None or self._renewing:
+            return  # between sessions: the new one hears from its start
+        try:
+            await self._conn.send_audio(pcm)
+        except ProviderError:
+            pass  # the reader sees the drop and handles it
 
     async def _on_segment(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
             if self._sounds_like_echo():
-                self._echo = True
+                self._mute_echo()
                 log.info("call %s: the bot's own voice is coming back on the line (echo): not sent",
                          self.call_id)
             else:
@@ -670,6 +698,29 @@ class RealtimeSession:
         elif isinstance(event, Utterance):
             self._echo = False
             self._utterances = [*self._utterances[-9:], (event.speech_start, event.speech_end)]
+
+    async def _recheck_echo(self) -> None:
+        """Every few frames of voice while the bot talks: the bot's echo may have run on into an utterance
+        of the caller's that is not endpointed yet (no new speech start to check it at), and the caller
+        may start talking over an echo."""
+        if not (self.segmenter.in_utterance and self.player.audible and self.segmenter.voiced_now):
+            return
+        self._echo_checks += 1
+        if self._echo_checks % ECHO_RECHECK_EVERY:
+            return
+        echo = self._sounds_like_echo()
+        if echo and not self._echo:
+            self._mute_echo()
+            log.info("call %s: the bot's echo ran on into the caller's audio: not sent", self.call_id)
+        elif self._echo and not echo:
+            self._echo = False
+            log.info("call %s: the caller is talking over the echo", self.call_id)
+            await self._barge_in("our VAD heard the caller over the echo")
+
+    def _mute_echo(self) -> None:
+        self._echo = True
+        for n, held in enumerate(self._delay_line):  # the echo so far is not sent either
+            self._delay_line[n] = np.zeros_like(held)
 
     def _sounds_like_echo(self) -> bool:
         threshold = self.config.turn.echo_similarity

@@ -15,9 +15,10 @@ server → `session.created`, `session.updated`, `input_audio_buffer.speech_star
 after `MIN_SPEECH_MS` of speech ends it; with `interrupt_response` it cancels the response in flight),
 `input_audio_buffer.committed`, `conversation.item.input_audio_transcription.completed` (the script's
 transcript), `response.created`, `response.output_item.added`, `response.output_audio.delta` (μ-law
-tone, `ms_per_char` per character, in `delta_ms` pieces), `response.output_audio_transcript.delta`,
-`response.function_call_arguments.done`, `response.done` (status, output, usage with audio and text
-tokens apart), `conversation.item.truncated`, and `error` ({type, code, message, param, event_id}).
+speech-like sound, `ms_per_char` per character, in `delta_ms` pieces),
+`response.output_audio_transcript.delta`, `response.function_call_arguments.done`, `response.done`
+(status, output, usage with audio and text tokens apart), `conversation.item.truncated`, and `error`
+({type, code, message, param, event_id}).
 
 A reply to `response.create` with instructions quoting a line ("Say exactly: \"…\"") speaks that line;
 otherwise the next of `script.replies` (a string, or ("end_call", {"farewell": …}) for a tool call).
@@ -45,6 +46,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from tests.speech import speech_like
 
 RATE = 8000
 FRAME_MS = 20
@@ -87,10 +89,10 @@ class RealtimeScript:
 
 
 def tone(text: str, ms_per_char: float) -> np.ndarray:
-    """μ-law audio for a reply: a 300 Hz tone, whole 20 ms frames."""
+    """Audio for a reply: speech-like sound (a voice VADs take for speech, higher than the test caller's),
+    `ms_per_char` a character, in whole 20 ms frames."""
     frames = max(1, round(len(text) * ms_per_char / FRAME_MS))
-    t = np.arange(frames * RATE * FRAME_MS // 1000) / RATE
-    return (np.sin(2 * np.pi * 300 * t) * 6000).astype(np.int16)
+    return speech_like(frames * FRAME_MS / 1000, RATE, f0=220.0, amplitude=7000.0)
 
 
 class _Session:
