@@ -68,6 +68,9 @@ async def ping(label: str, cfg: Any, phrases: list[str]) -> str:
         if label.startswith("stt"):
             stt = registry.build("stt", cfg, phrases)
             await stt.transcribe(np.zeros(stt.sample_rate // 2, dtype=np.int16))
+        elif label.startswith("realtime"):  # the time to open a session
+            connection = await registry.build("realtime", cfg).connect("", [])
+            await connection.close()
         elif label.startswith("llm"):
             stream = registry.build("llm", cfg).stream([Message("user", "Say OK.")], [])
             await anext(aiter(stream))
@@ -87,6 +90,7 @@ async def ping_all(config: Config) -> list[str]:
     lines = []
     for name, pipeline in config.pipelines.items():
         for label, cfg in stages(pipeline):
-            result = await asyncio.wait_for(ping(label, cfg, expected_phrases(pipeline)), timeout=30)
+            phrases = expected_phrases(pipeline) if pipeline.kind == "cascade" else []
+            result = await asyncio.wait_for(ping(label, cfg, phrases), timeout=30)
             lines.append(f"  {name}: {label:<16} {cfg.provider:<13} {result}")
     return lines

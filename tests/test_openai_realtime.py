@@ -150,3 +150,11 @@ async def test_a_refused_connection_is_a_provider_error(fake) -> None:
     script.refuse = 1
     with pytest.raises(ProviderError):
         await model(base_url).connect("", [])
+
+
+async def test_check_ping_opens_and_closes_a_session(fake) -> None:
+    from switchboard.check import ping
+
+    script, base_url = fake
+    result = await ping("realtime", OpenAIRealtimeConfig(provider="openai", base_url=base_url), [])
+    assert result.endswith(" ms") and script.sessions == 1

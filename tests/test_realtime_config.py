@@ -114,3 +114,13 @@ def test_loading_a_realtime_pipeline_imports_no_sdk(tmp_path: Path) -> None:
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'openai', 'google', 'websockets'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_check_lists_the_realtime_model_and_its_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchboard.check import describe
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    lines, complete = describe(parse_config(REALTIME))
+    assert not complete
+    row = next(line for line in lines if line.strip().startswith("realtime"))
+    assert "gpt-realtime (alloy, semantic_vad)" in row and "MISSING: set OPENAI_API_KEY" in row
