@@ -36,6 +36,8 @@ def stages(pipeline: Any) -> list[tuple[str, Any]]:
     shadow LLMs."""
     if pipeline.kind == "realtime":  # one speech-to-speech model, no stages
         return [("realtime", pipeline.realtime)]
+    if pipeline.kind == "split":  # draws other pipelines, listed on their own
+        return []
     out = []
     for stage, section in (("stt", pipeline.stt), ("llm", pipeline.llm), ("tts", pipeline.tts)):
         out += [(stage if name is None else f"{stage} {name}", cfg)

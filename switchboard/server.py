@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard import logs
 from switchboard.config import Config, default_config_path, load_config
+from switchboard.config.schema import SplitPipelineConfig
 from switchboard.core.carrier import (
     NUMBER_CHARS,
     BadFrame,
@@ -49,7 +50,7 @@ from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.realtime import RealtimeProviders, RealtimeSession
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
-from switchboard.pipeline.variants import PipelineProviders
+from switchboard.pipeline.variants import PipelineProviders, draw_pipeline
 from switchboard.report import pricing_from_config
 from switchboard.store import CallStore, StoreWriter
 from switchboard.telephony.base import Carrier
@@ -189,16 +190,21 @@ class CallHost:
         call_id = start.call_sid or start.stream_sid
         if call_id in self.calls:  # one active call per id: a second connection must not merge into it
             raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
-        variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
-        shadows = self.pipelines[name].shadows
+        answering, arm = name, None
+        split = config.pipelines[name]
+        if isinstance(split, SplitPipelineConfig):  # A/B across pipelines (kinds): the call is drawn to one
+            arm, answering = draw_pipeline(split, self.rng)
+        variant, call_providers = self.pipelines[answering].pick(self.rng)  # A/B: drawn once, for the call
+        variant = "+".join(each for each in (arm, variant) if each) or None
+        shadows = self.pipelines[answering].shadows
         session: CallSession | RealtimeSession
         if isinstance(call_providers, RealtimeProviders):  # kind: realtime (pipeline/realtime.py)
-            session = RealtimeSession(call_id, config.pipelines[name], call_providers,
+            session = RealtimeSession(call_id, config.pipelines[answering], call_providers,
                                       connection.link(start), on_turn=self.on_turn, variant=variant)
         else:
             session = CallSession(
                 call_id=call_id,
-                config=config.pipelines[name],
+                config=config.pipelines[answering],
                 providers=call_providers,
                 link=connection.link(start),
                 on_turn=self.on_turn,
@@ -299,7 +305,8 @@ def create_app(
     Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here.
     `store_url` records every call and turn in the call store (off the audio path); None = no store."""
     if providers is None:
-        providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
+        providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()
+                     if not isinstance(pipeline, SplitPipelineConfig)}  # a split only draws the others
     pipelines = {name: given if isinstance(given, RealtimeProviders) else PipelineProviders.of(given)
                  for name, given in providers.items()}
     writer = StoreWriter(CallStore(store_url)) if store_url else None

@@ -59,7 +59,7 @@ pipelines:
 
 async def place_call(port: int, lines: list[CallerLine], **options):
     pipeline = options.pop("pipeline", {})
-    return await calls.place_call(config(port, **pipeline), lines, hangup_timeout_s=0.3,
+    return await calls.place_call(config(port, **pipeline), lines, hangup_timeout_s=0.8,
                                   on_event=lambda e: None, **options)
 
 
@@ -244,7 +244,7 @@ async def test_the_session_is_renewed_between_replies_with_the_conversation(fake
         from switchboard.caller import run_call
 
         result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
-                                hangup_timeout_s=0.3, on_event=lambda e: None)
+                                hangup_timeout_s=0.8, on_event=lambda e: None)
         await asyncio.wait_for(app.state.host.wait_idle(), 5)
     assert script.sessions >= 2
     assert [turn.reply_heard for turn in turns] == ["Hi there.", "It is noon."]

@@ -283,6 +283,33 @@ class RealtimePipelineConfig(PipelineConfig):
         return data
 
 
+class SplitArm(Strict):
+    """One arm of a `kind: split` pipeline: another pipeline, drawn for a share of the calls."""
+
+    name: str  # recorded as the call's variant
+    weight: float = Field(1.0, gt=0, le=1_000_000)  # relative share of calls
+    pipeline: str  # a cascade or realtime pipeline defined in this file
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return Named._plain_name(name)
+
+
+class SplitPipelineConfig(Strict):
+    """`kind: split`: each call is answered by one of other pipelines, drawn by weight (A/B across
+    kinds: 50 % a cascade with Claude, 50 % OpenAI Realtime). The call is recorded under this pipeline's
+    name, its variant is the arm's name (with the drawn pipeline's own stage variants after a '+')."""
+
+    kind: Literal["split"]
+    variants: list[SplitArm] = Field(min_length=1)
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, variants: list[SplitArm]) -> list[SplitArm]:
+        return _unique_names(variants)
+
+
 def _pipeline_kind(data: Any) -> str:
     if isinstance(data, dict):
         return str(data.get("kind", "cascade"))
@@ -292,10 +319,12 @@ def _pipeline_kind(data: Any) -> str:
 # a pipeline is a cascade (the default) or `kind: realtime`
 AnyPipeline = Annotated[
     Union[Annotated[PipelineConfig, Tag("cascade")],  # noqa: UP007
-          Annotated[RealtimePipelineConfig, Tag("realtime")]],
+          Annotated[RealtimePipelineConfig, Tag("realtime")],
+          Annotated[SplitPipelineConfig, Tag("split")]],
     Discriminator(_pipeline_kind, custom_error_type="pipeline_kind",
-                  custom_error_message="kind must be cascade (the default: STT → LLM → TTS) or realtime "
-                                       "(a speech-to-speech model in `realtime:`)"),
+                  custom_error_message="kind must be cascade (the default: STT → LLM → TTS), realtime "
+                                       "(a speech-to-speech model in `realtime:`) or split (`variants:` "
+                                       "drawing other pipelines)"),
 ]
 
 
@@ -326,6 +355,21 @@ class Config(Strict):
         problems = number_problems(self.numbers, list(self.pipelines), lambda n: repr(self.numbers[n]))
         if problems:
             raise PydanticCustomError(NUMBERS_ERROR, "; ".join(line for _, line in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _splits_name_pipelines(self) -> Config:
+        for name, pipeline in self.pipelines.items():
+            if not isinstance(pipeline, SplitPipelineConfig):
+                continue
+            for n, arm in enumerate(pipeline.variants):
+                target = self.pipelines.get(arm.pipeline)
+                if target is None or isinstance(target, SplitPipelineConfig):
+                    usable = [each for each, other in self.pipelines.items()
+                              if not isinstance(other, SplitPipelineConfig)]
+                    what = "is a split itself" if target is not None else "is not a pipeline"
+                    raise ValueError(f"pipelines.{name}.variants[{n}].pipeline: {arm.pipeline!r} {what}; "
+                                     f"a split draws among: {', '.join(usable)}")
         return self
 
     def pipeline_for_number(self, number: str | None) -> str | None:
