@@ -75,8 +75,8 @@ def test_server_vad_settings_have_defaults() -> None:
        default:
          kind: realtim
          realtime: {provider: openai}
-     """, "pipelines.default: kind must be cascade (the default: STT → LLM → TTS) or realtime "
-          "(a speech-to-speech model in `realtime:`)"),
+     """, "pipelines.default: kind must be cascade (the default: STT → LLM → TTS), realtime "
+          "(a speech-to-speech model in `realtime:`) or split (`variants:` drawing other pipelines)"),
     ("""
      pipelines:
        default:
@@ -89,7 +89,7 @@ def test_server_vad_settings_have_defaults() -> None:
        default:
          kind: realtime
          realtime: {provider: cohere}
-     """, "pipelines.default.realtime: unknown provider 'cohere'; allowed: openai"),
+     """, "pipelines.default.realtime: unknown provider 'cohere'; allowed: openai, gemini"),
 ])
 def test_bad_realtime_sections_say_what_to_fix(text: str, expected: str) -> None:
     assert problems(text) == [expected]
