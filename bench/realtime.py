@@ -8,6 +8,8 @@ Both run in the real app (``server.create_app``) against fakes with fixed latenc
   realtime  the OpenAI Realtime adapter on tests/fakes/openai_realtime_fake.py: its server VAD (500 ms
             of silence, OpenAI's default) then the model's first audio after REALTIME_FIRST_AUDIO_S
             (0.45 s = the cascade's LLM first token + TTS first byte: no STT step)
+  gemini    the Gemini Live adapter on tests/fakes/gemini_live_fake.py (TLS): the same 500 ms and 0.45 s,
+            its audio at 24 kHz resampled to 8 kHz, the caller's at 16 kHz
 
 The caller (switchboard/caller.py, real time, eSpeak NG voice) asks QUESTIONS, one per line, then, in
 separate calls, a question and a line spoken over the bot's long reply 1 s into it. Per kind:
@@ -16,13 +18,13 @@ separate calls, a question and a line spoken over the bot's long reply 1 s into 
                    own VAD: one clock for both kinds), p50 / p90
   first audio      what the caller measured: first bot audio after the line's last word, p50
   barge-in stop    the caller's clear after its onset, p50 / max
-  truncation       realtime only: |audio_end_ms sent in conversation.item.truncate − what the caller
-                   played of that reply|, max (the cascade truncates nothing: its history keeps the
-                   chunks whose marks came back)
+  truncation       OpenAI only (Gemini has no truncation): |audio_end_ms sent in
+                   conversation.item.truncate − what the caller played of that reply|, max (the
+                   cascade truncates nothing: its history keeps the chunks whose marks came back)
   cost / turn      USD per answered turn at list prices (PRICES), from the turns' tokens, minutes and
                    characters as the report counts them; the fakes' token counts, so indicative only
 
-    python -m bench.realtime            # ≈ 1.5 min
+    python -m bench.realtime            # ≈ 2 min
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -41,6 +44,7 @@ from switchboard.report import build_report
 from switchboard.server import create_app, running
 from switchboard.store.calls import turn_row
 from tests.fakes.common import Faults
+from tests.fakes.gemini_live_fake import LiveScript, serving
 from tests.fakes.openai_fake import OpenAIScript
 from tests.fakes.openai_fake import make_app as openai_app
 from tests.fakes.openai_realtime_fake import RealtimeScript
@@ -64,6 +68,8 @@ PRICES = {  # USD list prices, per the vendors' pages (for the comparison's arit
     "openai/tts-1": {"per_1m_chars": 15.0},
     "openai/gpt-realtime": {"input_per_1m": 4.0, "output_per_1m": 16.0, "audio_input_per_1m": 32.0,
                             "audio_output_per_1m": 64.0},
+    "gemini/gemini-2.5-flash-native-audio-preview-09-2025": {
+        "input_per_1m": 0.5, "output_per_1m": 2.0, "audio_input_per_1m": 3.0, "audio_output_per_1m": 12.0},
 }
 CASCADE = """
 pipelines:
@@ -72,6 +78,13 @@ pipelines:
     stt: {{provider: openai, model: whisper-1, base_url: "{stt}"}}
     llm: {{provider: openai, model: gpt-4o-mini, base_url: "{llm}"}}
     tts: {{provider: openai, model: tts-1, voice: alloy, base_url: "{tts}"}}
+"""
+GEMINI = """
+pipelines:
+  default:
+    kind: realtime
+    greeting: "{greeting}"
+    realtime: {{provider: gemini, base_url: "{url}", silence_duration_ms: 500}}
 """
 REALTIME = """
 pipelines:
@@ -103,6 +116,16 @@ async def realtime_vendor(replies: list[str], script: RealtimeScript) -> AsyncIt
     script.reply_delay_s, script.transcripts = REALTIME_FIRST_AUDIO_S, ["what time do you close"]
     async with running(realtime_app(script)) as port:
         yield REALTIME.format(greeting=GREETING, url=f"http://127.0.0.1:{port}/v1")
+
+
+@contextlib.asynccontextmanager
+async def gemini_vendor(replies: list[str], script: LiveScript) -> AsyncIterator[str]:
+    script.replies, script.ms_per_char = replies, MS_PER_CHAR
+    script.reply_delay_s, script.transcripts = REALTIME_FIRST_AUDIO_S, ["what time do you close"]
+    async with serving(script) as (port, cert):
+        os.environ["SSL_CERT_FILE"] = str(cert)  # read when the SDK client is built (at create_app)
+        os.environ.setdefault("GEMINI_API_KEY", "bench")
+        yield GEMINI.format(greeting=GREETING, url=f"https://127.0.0.1:{port}")
 
 
 async def call(config_text: str, lines: list[CallerLine]) -> tuple[CallResult, list[TurnMetrics]]:
@@ -138,6 +161,13 @@ async def measure(kind: str) -> dict[str, str]:
         for _ in range(3):
             async with cascade_vendors(LONG_REPLY) as config_text:
                 cuts.append(await call(config_text, barge))
+    elif kind == "gemini":
+        async with gemini_vendor([REPLY], LiveScript()) as config_text:
+            asked, turns = await call(config_text, questions)
+        cuts = []
+        for _ in range(3):
+            async with gemini_vendor([LONG_REPLY, AFTER_BARGE_IN], LiveScript()) as config_text:
+                cuts.append(await call(config_text, barge))
     else:
         script = RealtimeScript()
         async with realtime_vendor([REPLY], script) as config_text:
@@ -169,13 +199,15 @@ async def measure(kind: str) -> dict[str, str]:
 
 async def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    results = {kind: await measure(kind) for kind in ("cascade", "realtime")}
+    os.environ.setdefault("OPENAI_API_KEY", "bench")
+    results = {kind: await measure(kind) for kind in ("cascade", "realtime", "gemini")}
     keys = list(results["cascade"])
     width = max(len(key) for key in keys)
-    print(f"| {'':<{width}} | cascade (OpenAI STT+LLM+TTS fakes) | OpenAI Realtime fake |")
-    print(f"|{'-' * (width + 2)}|---|---|")
+    print(f"| {'':<{width}} | cascade (OpenAI STT+LLM+TTS fakes) | OpenAI Realtime fake | Gemini Live fake |")
+    print(f"|{'-' * (width + 2)}|---|---|---|")
     for key in keys:
-        print(f"| {key:<{width}} | {results['cascade'][key]} | {results['realtime'][key]} |")
+        row = " | ".join(results[kind][key] for kind in results)
+        print(f"| {key:<{width}} | {row} |")
     print(f"\nfixed latencies: STT {STT_S}s, LLM {LLM_FIRST_S}s + {LLM_TOKEN_S}s/token, TTS {TTS_FIRST_S}s; "
           f"realtime first audio {REALTIME_FIRST_AUDIO_S:.2f}s after its VAD's 500 ms of silence")
 
