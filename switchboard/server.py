@@ -14,6 +14,7 @@ GET  /dashboard…, /api/calls, /api/calls/{id}, /api/report, /api/live, /login:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -66,33 +67,69 @@ IDLE_TIMEOUT_S = 300.0  # a call whose socket carries no frame at all this long 
 # stop sending while the caller is silent are still endpointed by the tick loop; this only ends the dead)
 DROP_WARNINGS = 20  # malformed frames logged one by one per connection; after that a count every 10 s
 DROP_SUMMARY_S = 10.0
+PROCESS_DROP_WARNINGS = 100  # ...and at most this many one by one per 10 s across all connections
 YIELD_EVERY = 32  # messages handled before yielding, so a burst from one call can't starve the others
 API_TOKEN_ENV = "SWITCHBOARD_API_TOKEN"  # guards POST /api/calls (unset: off) and the dashboard (unset: open)
+
+
+REMEMBERED_CALL_IDS = 10_000  # ended calls' ids kept, so that a reused id is recorded apart
 
 
 class DuplicateCall(Exception):
     """A second connection started a call whose id is already active."""
 
 
-class FrameDrops:
-    """A connection's malformed frames, logged without letting a flood of them flood the log."""
+class WarningBudget:
+    """At most `limit` warnings per `period_s`, shared by every connection of the process (many
+    connections each sending a few bad frames must not flood the log either); what is held back is
+    counted and said in one line when the next period begins."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = PROCESS_DROP_WARNINGS, period_s: float = DROP_SUMMARY_S) -> None:
+        self.limit, self.period_s = limit, period_s
+        self._used, self._held_back, self._period_end = 0, 0, 0.0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        if now >= self._period_end:
+            if self._held_back:
+                log.warning("%d log lines about malformed frames held back in the last %.0f s (at most %d "
+                            "per %.0f s across all calls)", self._held_back, self.period_s, self.limit,
+                            self.period_s)
+            self._used, self._held_back, self._period_end = 0, 0, now + self.period_s
+        self._used += 1
+        if self._used > self.limit:
+            self._held_back += 1
+            return False
+        return True
+
+
+class FrameDrops:
+    """A connection's malformed frames, logged without letting a flood of them flood the log: one by one
+    up to `DROP_WARNINGS`, then a count every `DROP_SUMMARY_S`; every line within the process's budget."""
+
+    def __init__(self, budget: WarningBudget) -> None:
         self.count = 0
+        self.budget = budget
         self._unlogged = 0
         self._next_summary = 0.0
 
     def drop(self, call_id: str, reason: object) -> None:
         self.count += 1
-        if self.count <= DROP_WARNINGS:
-            log.warning("call %s: dropped a frame: %s", call_id, reason)
-            self._next_summary = time.monotonic() + DROP_SUMMARY_S
-            return
         self._unlogged += 1
-        if time.monotonic() >= self._next_summary:
-            log.warning("call %s: dropped %d more malformed frames (%d in all; latest: %s)", call_id,
-                        self._unlogged, self.count, reason)
-            self._unlogged, self._next_summary = 0, time.monotonic() + DROP_SUMMARY_S
+        now = time.monotonic()
+        if (self.count > DROP_WARNINGS and now < self._next_summary) or not self.budget.take():
+            return  # counted: the connection's next line (or its last) says how many
+        if self._unlogged == 1:
+            log.warning("call %s: dropped a frame: %s", call_id, reason)
+        else:
+            log.warning("call %s: dropped %d malformed frames since the last message (%d in all; latest: %s)",
+                        call_id, self._unlogged, self.count, reason)
+        self._unlogged, self._next_summary = 0, now + DROP_SUMMARY_S
+
+    def close(self, call_id: str) -> None:
+        if self._unlogged and self.budget.take():
+            log.warning("call %s: dropped %d malformed frames not logged one by one (%d in all)", call_id,
+                        self._unlogged, self.count)
 
 
 class CallHost:
@@ -105,6 +142,8 @@ class CallHost:
         self.config, self.pipelines, self.rng = config, pipelines, rng
         self.on_turn, self.writer, self.hub, self.shadow_runner = on_turn, writer, hub, shadow_runner
         self.calls: dict[str, CallSession] = {}
+        self.drop_warnings = WarningBudget()
+        self._ended_ids: collections.OrderedDict[str, int] = collections.OrderedDict()  # id -> times used
         self.start_timeout_s, self.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
         self._idle = asyncio.Event()  # set whenever no call is active
         self._idle.set()
@@ -113,7 +152,7 @@ class CallHost:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
         session: CallSession | None = None
         handled = 0
-        drops = FrameDrops()
+        drops = FrameDrops(self.drop_warnings)
         try:
             while session is None or not session.closed.is_set():
                 try:
@@ -153,6 +192,7 @@ class CallHost:
         except (WebSocketDisconnect, RuntimeError) as exc:
             log.info("call %s: socket closed: %s", session.call_id if session else "-", exc)
         finally:
+            drops.close(session.call_id if session else "-")
             if session is not None:
                 await self._end(session)
 
@@ -188,8 +228,14 @@ class CallHost:
         if wanted and wanted != name:
             log.warning("call %s: unknown pipeline %r, using %r", start.call_sid, wanted, name)
         call_id = start.call_sid or start.stream_sid
+        reused = call_id in self._ended_ids  # a carrier never reuses one: keep the calls' records apart
+        if reused:
+            call_id = f"{call_id}#{self._ended_ids[call_id] + 1}"
         if call_id in self.calls:  # one active call per id: a second connection must not merge into it
             raise DuplicateCall(f"call {call_id}: refused a second connection for a call already active")
+        if reused:
+            log.warning("call %s: this id was used by an earlier call of this process; recorded as %s",
+                        call_id.partition("#")[0], call_id)
         answering, arm = name, None
         split = config.pipelines[name]
         if isinstance(split, SplitPipelineConfig):  # A/B across pipelines (kinds): the call is drawn to one
@@ -224,6 +270,13 @@ class CallHost:
         await session.start()
         return session
 
+    def _remember_ended(self, call_id: str) -> None:
+        base, _, reuse = call_id.partition("#")
+        self._ended_ids[base] = int(reuse) if reuse.isdigit() else 1
+        self._ended_ids.move_to_end(base)
+        while len(self._ended_ids) > REMEMBERED_CALL_IDS:
+            self._ended_ids.popitem(last=False)
+
     async def _end(self, session: CallSession) -> None:
         summary: dict = {}
         try:
@@ -232,6 +285,7 @@ class CallHost:
                 self.writer.call_ended(session.call_id, summary)
         finally:  # only once the call's record is final does it leave the active calls
             self.calls.pop(session.call_id, None)
+            self._remember_ended(session.call_id)
             self.hub.call_ended(session.call_id, summary)
             if not self.calls:
                 self._idle.set()
@@ -337,6 +391,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         if writer is not None:
+            writer.close_lost_calls()
             await writer.start()  # opens the store itself, retrying while the database is down
         try:
             yield

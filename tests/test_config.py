@@ -232,7 +232,7 @@ pipelines:
         (
             MINIMAL + "    vad: {end_silense_ms: 700}\n",
             "pipelines.default.vad.end_silense_ms: unknown key; allowed keys: aggressiveness, "
-            "barge_in_min_ms, end_silence_ms, max_utterance_s, min_speech_ms, pre_roll_ms; "
+            "barge_in_min_ms, end_silence_ms, max_utterance_s, min_speech_ms, noise_gate, pre_roll_ms; "
             "did you mean 'end_silence_ms'?",
         ),
         (

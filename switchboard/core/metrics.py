@@ -53,7 +53,8 @@ def stage_spans(turn: dict) -> list[tuple[str, float, float]]:
 class TurnMetrics:
     call_id: str
     index: int
-    kind: str = "reply"  # "greeting" or "reply"
+    # "reply", "keypad"; or a line of the bot's own: "greeting", "reminder", "idle_goodbye", "time_limit"
+    kind: str = "reply"
     variant: str | None = None  # the call's A/B variant (pipeline/variants.py), None without variants
     # clock readings (monotonic seconds), None when the stage never happened
     speech_start: float | None = None
@@ -87,6 +88,8 @@ class TurnMetrics:
     speculated: int = 0
     speculation_dropped: int = 0
     reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
+    # the caller's "yeah", "uh-huh" while the bot spoke: it paused, then went on (no clear, no new turn)
+    backchannels: int = 0
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from switchboard.audio.echo import similarity
+from switchboard.audio.noise import is_noise
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
@@ -31,6 +32,7 @@ from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.core.tools import END_CALL_TOOL
 from switchboard.pipeline import failover
+from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder
 from switchboard.pipeline.shadow import CallShadows
@@ -46,6 +48,7 @@ ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
 ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
 MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
+TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 
 
 @dataclass
@@ -73,6 +76,16 @@ class Keypad:
 
     digits: str
     text: str
+
+
+@dataclass(eq=False)
+class _Hold:
+    """The caller started talking over the bot: it is paused (the caller hears nothing) until their words
+    say whether it was a backchannel (it goes on) or an interruption (its reply is dropped)."""
+
+    since: float
+    judging: asyncio.Task | None = None
+    backchannel: bool = False  # judged so: the bot has gone on
 
 
 @dataclass(eq=False)
@@ -133,6 +146,7 @@ class CallSession:
         self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
         self._carried_audio: np.ndarray | None = None  # an utterance cut before the caller heard a reply
         self._echo = False  # the utterance being heard is the bot's own voice coming back
+        self._hold: _Hold | None = None  # the bot paused while the caller talks over it
         self._echo_checks = 0
         self._ticker: asyncio.Task | None = None
         self._ending = False
@@ -141,6 +155,8 @@ class CallSession:
         self._digits_overflow = False  # the entry reached MAX_KEYPAD_ENTRY (warned once)
         self.closed = asyncio.Event()
         self.started_at = time.monotonic()
+        self._quiet_since = self.started_at  # neither side has said anything since
+        self._reminders = 0  # said since the caller last spoke
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -150,7 +166,8 @@ class CallSession:
         if self.config.greeting:
             greeting = self._new_turn("greeting")
             self._commit(greeting)
-            greeting.task = asyncio.create_task(self._greet(greeting), name=f"greeting-{self.call_id}")
+            greeting.task = asyncio.create_task(self._say(greeting, self.config.greeting, hang_up=False),
+                                                name=f"greeting-{self.call_id}")
 
     async def close(self) -> dict:
         """The caller hung up or we did: stop everything and return the call's summary."""
@@ -225,10 +242,63 @@ class CallSession:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             await self._on_events(self.segmenter.tick(now))
+            if self._hold is not None:
+                await self._check_hold(now)
             if self._digits_due is not None and now >= self._digits_due:
                 digits, self._digits, self._digits_due = self._digits, "", None
                 self._digits_overflow = False
                 await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
+            await self._check_idle(now)
+
+    async def _check_idle(self, now: float) -> None:
+        """Remind a silent caller, then say goodbye; end a call that reached its time limit."""
+        if self._ending:
+            return
+        limit = self.config.max_call_duration_s
+        over_limit = limit > 0 and now - self.started_at >= limit
+        if over_limit and (not self.busy or now - self.started_at >= limit + TIME_LIMIT_GRACE_S):
+            log.info("call %s: reached max_call_duration_s (%g s): saying goodbye", self.call_id, limit)
+            await self._say_line("time_limit", self.config.time_limit_goodbye, hang_up=True)
+            return
+        if self.busy or self.segmenter.in_utterance or self._digits or self._hold is not None:
+            self._quiet_since = now
+            return
+        idle = self.config.idle
+        if idle.reminder_after_s <= 0 or now - self._quiet_since < idle.reminder_after_s:
+            return
+        self._quiet_since = now
+        if self._reminders < idle.max_reminders:
+            self._reminders += 1
+            log.info("call %s: the caller has been silent %.0f s: reminder %d", self.call_id,
+                     idle.reminder_after_s, self._reminders)
+            await self._say_line("reminder", idle.reminder)
+        else:
+            log.info("call %s: the caller stayed silent after %d reminders: hanging up", self.call_id,
+                     self._reminders)
+            await self._say_line("idle_goodbye", idle.goodbye, hang_up=True)
+
+    async def _say_line(self, kind: str, text: str, hang_up: bool = False) -> None:
+        """The bot says a line of its own (not an answer) as a turn of kind `kind`, then maybe hangs up."""
+        if self.busy:
+            await self._barge_in()  # only past the time limit's grace: cut off to say goodbye
+        if hang_up:
+            self._ending = True
+        turn = self._new_turn(kind)
+        self._commit(turn)
+        turn.task = asyncio.create_task(self._say(turn, text, hang_up), name=f"{kind}-{self.call_id}")
+
+    async def _say(self, turn: _Turn, text: str, hang_up: bool) -> None:
+        turn.metrics.reply_text = text
+        try:
+            await self._speak(text, turn)
+            if hang_up:
+                turn.metrics.ended_call = True
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+                await self._hang_up(turn.spoken)
+            else:
+                await self._wait_heard(turn.spoken)
+        finally:
+            self._finish(turn)
 
     async def _on_events(self, events: list[SegmenterEvent]) -> None:
         for event in events:
@@ -237,20 +307,118 @@ class CallSession:
                     self._echo = True
                     log.info("call %s: the bot's own voice is coming back on the line (echo): ignored",
                              self.call_id)
+                elif self._may_hold():
+                    await self._hold_for_words(event.at)
                 else:
                     await self._barge_in()
             elif isinstance(event, Pause):
-                await self._speculate(event)
+                if self._hold is not None:
+                    self._judge_hold(event.pcm, None)
+                else:
+                    await self._speculate(event)
             elif isinstance(event, Resumed):
-                await self._drop_speculation()
+                if self._hold is not None:
+                    await self._caller_went_on()
+                else:
+                    await self._drop_speculation()
             elif isinstance(event, Utterance):
                 if self._echo:
                     self._echo = False
                     log.info("call %s: dropped %d ms of echo", self.call_id, event.voiced_ms)
                     continue
+                if self._is_noise(event.pcm):
+                    log.info("call %s: dropped %d ms of noise (no voicing in it)", self.call_id,
+                             event.voiced_ms)
+                    await self._drop_speculation()
+                    continue
+                if self._hold is not None:
+                    self._judge_hold(event.pcm, event)  # a turn of its own only if it interrupts
+                    continue
                 await self._start_turn(event)
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
+
+    def _is_noise(self, pcm: np.ndarray) -> bool:
+        return self.config.vad.noise_gate and is_noise(pcm)
+
+    # --- backchannels: "yeah" while the bot talks ------------------------------------------------
+
+    def _may_hold(self) -> bool:
+        """Speech over the bot's reply: pause it and listen first, rather than drop the reply at once?"""
+        turn = self._turn
+        return (self.config.interruption.backchannels and not self._ending and self._hold is None
+                and turn is not None and turn.playing and self.player.audible)
+
+    async def _hold_for_words(self, at: float) -> None:
+        self._hold = _Hold(since=at)
+        await self.player.pause()  # the caller stops hearing the bot now; nothing is dropped yet
+        log.info("call %s: the caller talks over the bot: paused until their words say why", self.call_id)
+
+    def _judge_hold(self, pcm: np.ndarray, utterance: Utterance | None) -> None:
+        """Transcribe what the caller said over the bot (at a pause in it, or once it ended) and act."""
+        hold = self._hold
+        assert hold is not None
+        if hold.judging is not None:
+            hold.judging.cancel()
+        hold.judging = asyncio.create_task(self._judge(hold, pcm, utterance), name=f"judge-{self.call_id}")
+
+    async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
+        said = await self._transcribe_aside(pcm)
+        if hold is not self._hold:
+            return
+        cfg = self.config.interruption
+        if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words):
+            if not hold.backchannel:
+                hold.backchannel = True
+                if self._turn is not None:
+                    self._turn.metrics.backchannels += 1
+                log.info("call %s: backchannel %r: the bot goes on", self.call_id, said)
+                self.player.resume()
+            if utterance is not None:
+                self._hold = None
+            return
+        log.info("call %s: interrupted by %r", self.call_id, said)
+        self._hold = None
+        await self._barge_in()
+        if utterance is not None:
+            await self._start_turn(utterance)
+
+    async def _caller_went_on(self) -> None:
+        """The caller talks on after a pause: whatever was being judged is void; pause again if the bot
+        went on meanwhile."""
+        hold = self._hold
+        assert hold is not None
+        if hold.judging is not None:
+            hold.judging.cancel()
+            hold.judging = None
+        if hold.backchannel:
+            hold.backchannel, hold.since = False, time.monotonic()
+            await self.player.pause()
+
+    async def _check_hold(self, now: float) -> None:
+        hold = self._hold
+        assert hold is not None
+        judging = hold.judging is not None and not hold.judging.done()
+        if self.segmenter.in_utterance:
+            too_long = now - hold.since > self.config.interruption.max_backchannel_ms / 1000
+            if too_long and not hold.backchannel and not judging:
+                log.info("call %s: the caller kept talking over the bot: interrupted", self.call_id)
+                self._hold = None
+                await self._barge_in()
+        elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
+            self._hold = None
+            self.player.resume()
+
+    async def _transcribe_aside(self, pcm: np.ndarray) -> str | None:
+        """What the caller said, outside any turn; None if recognition failed (taken as an interruption)."""
+        scratch = TurnMetrics(call_id=self.call_id, index=-1)
+        try:
+            transcript = await failover.transcribe(self.stt_chain, lambda rate: resample(pcm, 8000, rate),
+                                                   scratch)
+        except Exception as exc:
+            log.warning("call %s: could not tell a backchannel from an interruption: %s", self.call_id, exc)
+            return None
+        return transcript.text.strip()
 
     # --- echo ---------------------------------------------------------------------------------------
 
@@ -300,6 +468,8 @@ class CallSession:
         """The caller paused: start on what they said so far, heard by nobody until they stay silent."""
         if self._ending or self.busy or self._speculation is not None or self._echo:
             return
+        if self._is_noise(pause.pcm):
+            return
         heard = Utterance(self._with_carried(pause.pcm), pause.speech_start, pause.speech_end,
                           pause.voiced_ms, forced=False)
         turn = self._new_turn("reply", heard)
@@ -327,6 +497,7 @@ class CallSession:
             return
         prepared, self._speculation = self._speculation, None
         if prepared is not None and isinstance(heard, Utterance):
+            self._reminders = 0
             self._commit(prepared)  # they stayed silent: what was prepared at the pause is the answer
             return
         if prepared is not None:  # digits instead of the rest of the utterance
@@ -337,6 +508,7 @@ class CallSession:
         if isinstance(heard, Utterance):
             heard = dataclasses.replace(heard, pcm=self._with_carried(heard.pcm))
         turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
+        self._reminders = 0
         self._commit(turn)
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"turn-{self.call_id}")
 
@@ -384,14 +556,6 @@ class CallSession:
         if turn.in_history:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False
-
-    async def _greet(self, turn: _Turn) -> None:
-        turn.metrics.reply_text = self.config.greeting
-        try:
-            await self._speak(self.config.greeting, turn)
-            await self._wait_heard(turn.spoken)
-        finally:
-            self._finish(turn)
 
     async def _run_turn(self, turn: _Turn) -> None:
         """Answer what the caller said (an utterance, transcribed here) or keyed in (digits).

@@ -40,28 +40,41 @@ class CarrierLink(Protocol):
 
 
 @dataclass
-class _Audio:
-    pcm: np.ndarray
-    on_first_frame: Callable[[float], None] | None
+class _Frame:
+    pcm: np.ndarray  # one 20 ms frame
+    on_sent: Callable[[float], None] | None = None  # the first frame of an enqueued chunk: when it went
 
 
 @dataclass
 class _Mark:
-    name: str
+    name: str  # the name on the wire; a mark re-sent after a pause gets a new one
 
 
 class Player:
+    """One call's outbound audio. Its sender task takes 20 ms frames and marks from the outbox in order.
+
+    `clear()` drops everything not yet heard (barge-in). `pause()` stops the bot at once too, but keeps
+    what the caller has not heard yet (the lead already sent, which the carrier drops, and the rest) so
+    that `resume()` goes on from exactly where the caller stopped hearing: nothing skipped, nothing
+    heard twice. A mark whose audio was cut by a pause is sent again, under a new name, after that audio.
+    """
+
     def __init__(self, link: CarrierLink, lead_ms: int = 160, recorder: Recorder | None = None) -> None:
         self.link = link
         self.lead_s = lead_ms / 1000
-        self.recorder = recorder  # gets each frame at the time it plays; a clear cuts it
-        self._queue: asyncio.Queue[_Audio | _Mark] = asyncio.Queue()
+        self.recorder = recorder  # gets each frame at the time it plays; a clear or pause cuts it
+        self._outbox: deque[_Frame | _Mark] = deque()
+        self._ready = asyncio.Event()  # set while the outbox has something and the player is not paused
+        self._paused = False
         self._play_until = 0.0  # monotonic time at which the carrier runs out of audio we sent
-        self._pending_marks: dict[str, asyncio.Future[bool]] = {}  # sent, not yet echoed
+        self._in_flight: deque[tuple[float, _Frame | _Mark]] = deque()  # sent, maybe not played: (at, item)
+        self._pending_marks: dict[str, asyncio.Future[bool]] = {}  # mark -> heard?, until echoed or cleared
+        self._wire_names: dict[str, str] = {}  # name on the wire -> the mark's own name (after a pause)
         self._heard: set[str] = set()
         self._mark_ends: dict[str, float] = {}  # mark -> when the audio before it should finish playing
-        self._pending = np.zeros(0, dtype=np.int16)  # audio waiting to fill a whole frame
-        self._generation = 0  # bumped by clear(), so the sender abandons audio it was in the middle of
+        self._partial = np.zeros(0, dtype=np.int16)  # audio waiting to fill a whole frame
+        self._first_sent: Callable[[float], None] | None = None  # for the partial's chunk
+        self._generation = 0  # bumped by clear()/pause(), so a sender waiting to pace a frame re-checks
         self._names = itertools.count(1)
         self._task: asyncio.Task | None = None
         self.frames_sent = 0
@@ -83,14 +96,31 @@ class Player:
 
     def enqueue(self, pcm: np.ndarray, on_first_frame: Callable[[float], None] | None = None) -> None:
         """Queue audio. It is padded with silence to whole 20 ms frames when the next mark is queued."""
-        if len(pcm):
-            self._queue.put_nowait(_Audio(pcm.astype(np.int16, copy=False), on_first_frame))
+        if not len(pcm):
+            return
+        pcm = pcm.astype(np.int16, copy=False)
+        if len(self._partial):
+            pcm = np.concatenate([self._partial, pcm])
+            on_first_frame = _both(self._first_sent, on_first_frame)
+        whole = len(pcm) - len(pcm) % FRAME_SAMPLES
+        for offset in range(0, whole, FRAME_SAMPLES):
+            self._outbox.append(_Frame(pcm[offset:offset + FRAME_SAMPLES], on_first_frame))
+            on_first_frame = None
+        self._partial, self._first_sent = pcm[whole:], on_first_frame
+        self._wake()
 
     def enqueue_mark(self) -> str:
         """Queue a mark after the audio queued so far and return its name."""
+        if len(self._partial):  # the chunk's tail, padded so the mark sits right after its last sample
+            tail = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            tail[: len(self._partial)] = self._partial
+            self._outbox.append(_Frame(tail, self._first_sent))
+            self._partial, self._first_sent = np.zeros(0, dtype=np.int16), None
         name = f"m{next(self._names)}"
         self._pending_marks[name] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Mark(name))
+        self._wire_names[name] = name
+        self._outbox.append(_Mark(name))
+        self._wake()
         return name
 
     async def wait_mark(self, name: str, within_s: float | None = None) -> bool:
@@ -113,12 +143,16 @@ class Player:
 
     @property
     def audible(self) -> bool:
-        """Is the caller (probably) hearing us now, or about to?"""
+        """Is the caller (probably) hearing us now, or about to (a pause counts: we mean to go on)?"""
         return (
-            not self._queue.empty()
+            bool(self._outbox)
             or time.monotonic() < self._play_until
             or any(not f.done() for f in self._pending_marks.values())
         )
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def played_audio(self, since: float, until: float | None = None) -> np.ndarray:
         """What the caller heard (or will by `until`, default now) from monotonic time `since`, at 8 kHz."""
@@ -134,27 +168,63 @@ class Player:
 
     async def clear(self) -> None:
         """Barge-in: drop everything queued here and at the carrier; pending marks are not heard."""
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._outbox.clear()
+        self._in_flight.clear()
+        self._paused = False
+        self._ready.clear()
         for future in self._pending_marks.values():
             if not future.done():
                 future.set_result(False)
         self._pending_marks.clear()
+        self._wire_names.clear()
+        self._partial, self._first_sent = np.zeros(0, dtype=np.int16), None
+        self._stop_playing()
+        await self.link.send_clear()
+
+    async def pause(self) -> None:
+        """Stop the caller hearing us now (the carrier drops what it holds), keeping what they have not
+        heard, to `resume()` from there or `clear()`."""
+        if self._paused:
+            return
+        self._paused = True
+        self._ready.clear()
+        now = time.monotonic()
+        unheard = [item for at, item in self._in_flight if at > now]  # frames not yet played, their marks
+        self._in_flight.clear()
+        for item in unheard:
+            if isinstance(item, _Mark):  # the carrier echoes it on clear: that echo is not "heard"
+                own = self._wire_names.pop(item.name)
+                item.name = f"{own}.{next(self._names)}"
+                self._wire_names[item.name] = own
+        self._outbox.extendleft(reversed(unheard))
+        self._stop_playing()
+        await self.link.send_clear()
+
+    def resume(self) -> None:
+        """Go on from where the caller stopped hearing us."""
+        if self._paused:
+            self._paused = False
+            self._wake()
+
+    def _stop_playing(self) -> None:
         self._play_until = 0.0
-        self._pending = np.zeros(0, dtype=np.int16)
         self._generation += 1
         now = time.monotonic()
         while self._played and self._played[-1][0] > now:  # sent ahead, never played
             self._played.pop()
         if self.recorder is not None:
-            self.recorder.cut_bot(time.monotonic())
-        await self.link.send_clear()
+            self.recorder.cut_bot(now)
+
+    def _wake(self) -> None:
+        if self._outbox and not self._paused:
+            self._ready.set()
 
     # --- what the carrier tells us ----------------------------------------------------------------
 
-    def on_mark(self, name: str) -> None:
-        future = self._pending_marks.pop(name, None)
-        if future is None:  # echo of a mark we cleared (or never sent): not heard
+    def on_mark(self, wire_name: str) -> None:
+        name = self._wire_names.pop(wire_name, None)
+        future = self._pending_marks.pop(name, None) if name is not None else None
+        if future is None:  # echo of a mark we cleared, paused or never sent: not heard
             return
         self._heard.add(name)
         if not future.done():
@@ -164,53 +234,58 @@ class Player:
 
     async def _send_loop(self) -> None:
         while True:
-            item = await self._queue.get()
-            generation = self._generation
+            await self._ready.wait()
+            item = self._outbox[0]
             if isinstance(item, _Mark):
-                if await self._send_tail(generation):
-                    self._mark_ends[item.name] = self._play_until
-                    await self.link.send_mark(item.name)
-                continue
-            pcm = np.concatenate([self._pending, item.pcm]) if len(self._pending) else item.pcm
-            whole = len(pcm) - len(pcm) % FRAME_SAMPLES
-            self._pending = pcm[whole:]
-            for offset in range(0, whole, FRAME_SAMPLES):
-                sent_at = await self._send_paced(pcm[offset : offset + FRAME_SAMPLES], generation)
-                if sent_at is None:
-                    break
-                if item.on_first_frame is not None:
-                    item.on_first_frame(sent_at)
-                    item.on_first_frame = None
+                self._outbox.popleft()
+                self._in_flight.append((self._play_until, item))
+                self._mark_ends[item.name] = self._play_until
+                await self.link.send_mark(item.name)
+            else:
+                await self._send_paced(item)
+            if not self._outbox:
+                self._ready.clear()
 
-    async def _send_tail(self, generation: int) -> bool:
-        """Pad what is left to a whole frame so the mark sits right after the chunk's last sample.
-
-        False if a clear() came meanwhile (the mark is then not worth sending)."""
-        if len(self._pending):
-            tail = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-            tail[: len(self._pending)] = self._pending
-            self._pending = np.zeros(0, dtype=np.int16)
-            return await self._send_paced(tail, generation) is not None
-        return generation == self._generation
-
-    async def _send_paced(self, pcm: np.ndarray, generation: int) -> float | None:
-        """Send once we are no more than `lead` ahead; None if a clear() came while we waited."""
+    async def _send_paced(self, frame: _Frame) -> None:
+        """Send the outbox's first frame once we are no more than `lead` ahead (unless a clear or pause
+        came while we waited: then it is for the loop to look again)."""
+        generation = self._generation
         now = time.monotonic()
         ahead = self._play_until - now
         if ahead > self.lead_s:
             await asyncio.sleep(ahead - self.lead_s)
             if generation != self._generation:
-                return None
+                return
             now = time.monotonic()
             late = now - (self._play_until - self.lead_s)
             self.max_lateness_s = max(self.max_lateness_s, late)
+        self._outbox.popleft()
         play_at = max(self._play_until, now)
         if self.recorder is not None:
-            self.recorder.add_bot(pcm, play_at)
-        self._played.append((play_at, pcm))
+            self.recorder.add_bot(frame.pcm, play_at)
+        self._played.append((play_at, frame.pcm))
         while self._played[0][0] < now - PLAYED_KEEP_S:
             self._played.popleft()
-        await self.link.send_audio(pcm)
-        self._play_until = max(self._play_until, now) + len(pcm) / 8000
-        self.frames_sent += len(pcm) // FRAME_SAMPLES
-        return now
+        self._in_flight.append((play_at + len(frame.pcm) / 8000, frame))
+        while self._in_flight and self._in_flight[0][0] < now:
+            self._in_flight.popleft()
+        await self.link.send_audio(frame.pcm)
+        if generation != self._generation:
+            return  # a clear or pause went out behind it: the carrier dropped it too
+        self._play_until = max(self._play_until, now) + len(frame.pcm) / 8000
+        self.frames_sent += 1
+        if frame.on_sent is not None:
+            frame.on_sent(now)
+            frame.on_sent = None
+
+
+def _both(first: Callable[[float], None] | None,
+          then: Callable[[float], None] | None) -> Callable[[float], None] | None:
+    if first is None or then is None:
+        return first or then
+
+    def both(at: float) -> None:
+        first(at)
+        then(at)
+
+    return both

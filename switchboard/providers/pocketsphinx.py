@@ -6,7 +6,10 @@ uses the general language model (anything, but slow and often wrong), "auto" is 
 phrases, else lm. See bench/stt_accuracy.py for the figures behind these choices.
 
 Decoders cost 28-91 MB and 0.1-0.8 s to build, so each `PocketsphinxSTT` keeps a small pool, built on
-first need (or by `warm()`), shared by every call that uses it; recognition runs in a worker thread.
+first need (or by `warm()`), shared by every call that uses it. Each decoder lives in a process of its
+own: PocketSphinx's search holds the GIL, so in a thread one caller's 20 s of noise froze every call for
+as long (bench/noise.py). An utterance that takes longer than `time_budget_s` has its process killed (and
+rebuilt on next need) and fails as a timeout.
 Every utterance is decoded whole (`full_utt=True`), so its cepstral mean is its own: a cold decoder
 recognises the first utterance as well as a warm one (measured: WER 2.0% with or without a seeded mean;
 fed in 20 ms pieces instead, a cold decoder scored 13%, 3.3% once seeded).
@@ -17,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import multiprocessing
 import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import pocketsphinx
@@ -35,7 +40,8 @@ from switchboard.core.settings import ProviderConfig, Timeouts
 from switchboard.providers.registry import Plugin, register
 
 __all__ = [
-    "SAMPLE_RATE", "DecoderPool", "PocketsphinxSTT", "build_decoder", "build_jsgf", "build_keyphrases",
+    "SAMPLE_RATE", "DecoderPool", "DecoderProcess", "PocketsphinxSTT", "build_decoder", "build_jsgf",
+    "build_keyphrases",
     "dictionary_words", "normalize_phrases", "prepare_audio",
 ]
 
@@ -43,6 +49,7 @@ log = logging.getLogger("switchboard.pocketsphinx")
 
 SAMPLE_RATE = 16000  # the bundled model's rate; an 8 kHz decoder fails with it
 Mode = Literal["grammar", "keyphrase", "lm"]
+D = TypeVar("D")  # what a DecoderPool holds
 _SEARCH = "phrases"
 # Keyphrase spotting threshold, per word of the phrase: longer phrases need a lower one.
 _KWS_THRESHOLD_EXPONENT_PER_WORD = 10
@@ -61,6 +68,7 @@ class PocketsphinxSTTConfig(ProviderConfig):
     mode: Literal["auto", "grammar", "keyphrase", "lm"] = "auto"
     phrases: list[str] = Field(default_factory=list)
     pool_size: int = Field(2, ge=1, le=32)
+    time_budget_s: float = Field(10, gt=0, le=300)  # an utterance taking longer is stopped: a timeout
 
     def summary(self) -> str:
         return self.mode
@@ -167,22 +175,74 @@ def build_decoder(mode: Mode, phrases: Sequence[str]) -> Decoder:
     return decoder
 
 
-class DecoderPool:
+class DecoderProcess:
+    """One decoder in a process of its own, so that its search never holds this process's GIL.
+
+    `recognize` blocks (call it from a thread); `kill` stops a recognition that overran its budget, after
+    which this object is spent (the pool drops it and builds another)."""
+
+    def __init__(self, mode: Mode, phrases: Sequence[str]) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a process running threads and a loop
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, mode, tuple(phrases)),
+                                        name="pocketsphinx-decoder", daemon=True)
+        self._process.start()
+        child.close()
+        self._answer()  # the decoder is built, or why not
+
+    def recognize(self, pcm: np.ndarray) -> str:
+        self._connection.send_bytes(pcm.astype(np.int16, copy=False).tobytes())
+        return self._answer()
+
+    def kill(self) -> None:
+        self._process.kill()
+        self._connection.close()
+
+    def _answer(self) -> str:
+        try:
+            ok, text = self._connection.recv()
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"the decoder process ended (exit code {self._process.exitcode})") from exc
+        if not ok:
+            raise RuntimeError(text)
+        return text
+
+
+def _serve(connection: Connection, mode: Mode, phrases: tuple[str, ...]) -> None:
+    """The decoder process: build the decoder, then recognise each utterance sent until the pipe closes."""
+    try:
+        decoder = build_decoder(mode, phrases)
+    except Exception as exc:
+        connection.send((False, f"building a decoder failed: {exc}"))
+        return
+    connection.send((True, ""))
+    while True:
+        try:
+            audio = connection.recv_bytes()
+        except (EOFError, OSError):
+            return  # the server closed the pipe or died
+        try:
+            connection.send((True, _recognize(decoder, np.frombuffer(audio, np.int16), mode)))
+        except Exception as exc:
+            connection.send((False, f"{type(exc).__name__}: {exc}"))
+
+
+class DecoderPool(Generic[D]):
     """Up to `size` decoders, built when every built one is busy; callers wait for a free one.
 
     A LIFO queue holds idle decoders above `None` tokens (slots not built yet), so a decoder is built
     only when all others are in use. The queue is recreated if the event loop changes: the pool is
     cached per process and may outlive a loop (tests run one loop per test)."""
 
-    def __init__(self, build: Callable[[], Decoder], size: int) -> None:
+    def __init__(self, build: Callable[[], D], size: int) -> None:
         self.size = size
         self._build = build
-        self._items: asyncio.LifoQueue[Decoder | None] = asyncio.LifoQueue()
+        self._items: asyncio.LifoQueue[D | None] = asyncio.LifoQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         for _ in range(size):
             self._items.put_nowait(None)
 
-    async def acquire(self) -> Decoder:
+    async def acquire(self) -> D:
         item = await self._queue().get()
         if item is not None:
             return item
@@ -192,13 +252,13 @@ class DecoderPool:
             self._queue().put_nowait(None)  # the slot stays free for the next try
             raise
 
-    def release(self, decoder: Decoder, broken: bool = False) -> None:
+    def release(self, decoder: D, broken: bool = False) -> None:
         """Give `decoder` back; a broken one is dropped and its slot rebuilt on next need."""
         self._queue().put_nowait(None if broken else decoder)
 
     async def warm(self) -> None:
         """Build every decoder now (at start-up) rather than during the first calls."""
-        held: list[Decoder] = []
+        held: list[D] = []
         try:
             for _ in range(self.size):
                 held.append(await self.acquire())
@@ -206,7 +266,7 @@ class DecoderPool:
             for decoder in held:
                 self.release(decoder)
 
-    def _queue(self) -> asyncio.LifoQueue[Decoder | None]:
+    def _queue(self) -> asyncio.LifoQueue[D | None]:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             old, self._items, self._loop = self._items, asyncio.LifoQueue(), loop
@@ -233,7 +293,9 @@ class PocketsphinxSTT:
             raise ValueError(f"pocketsphinx mode {mode!r} needs phrases (stt.phrases or the rules' phrases)")
         self.mode: Mode = mode
         self.model = f"en-us/{mode}"
-        self.pool = DecoderPool(functools.partial(build_decoder, mode, tuple(self.phrases)), config.pool_size)
+        self.time_budget_s = config.time_budget_s
+        build = functools.partial(DecoderProcess, mode, tuple(self.phrases))
+        self.pool: DecoderPool[DecoderProcess] = DecoderPool(build, config.pool_size)
 
     async def warm(self) -> None:
         """Build the whole decoder pool now; otherwise decoders are built when first needed."""
@@ -250,13 +312,21 @@ class PocketsphinxSTT:
             decoder = await self.pool.acquire()
         except Exception as exc:
             raise ProviderError("pocketsphinx", "internal", f"building a decoder failed: {exc}") from exc
-        job = asyncio.ensure_future(asyncio.to_thread(_recognize, decoder, pcm, self.mode))
-        # The decoder goes back only when its thread is done, even if this turn is cancelled meanwhile.
-        job.add_done_callback(
-            lambda done: self.pool.release(decoder, broken=done.cancelled() or done.exception() is not None)
-        )
+        job = asyncio.ensure_future(asyncio.to_thread(decoder.recognize, pcm))
+        # The decoder goes back only when its process has answered, even if this turn is cancelled meanwhile.
+        def give_back(done: asyncio.Future[str]) -> None:
+            broken = done.cancelled() or done.exception() is not None
+            if broken:
+                decoder.kill()
+            self.pool.release(decoder, broken)
+
+        job.add_done_callback(give_back)
         try:
-            text = await asyncio.shield(job)
+            text = await asyncio.wait_for(asyncio.shield(job), self.time_budget_s)
+        except TimeoutError:
+            decoder.kill()  # its thread wakes up to an error: the pool drops it and builds another
+            raise ProviderError("pocketsphinx", "timeout", f"recognising {len(pcm) / SAMPLE_RATE:.1f} s of "
+                                f"audio took longer than {self.time_budget_s:g} s: stopped") from None
         except Exception as exc:
             raise ProviderError("pocketsphinx", "internal", f"recognition failed: {exc}") from exc
         return Transcript(text)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Integer, event, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Integer, cast, event, func, insert, literal, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.store")
 
 DEFAULT_URL = "sqlite+aiosqlite:///switchboard.db"
+# A call with nothing written for this long, on a database several processes share, was lost in a crash:
+# a live call writes a turn every few seconds to minutes (an idle caller is hung up on after 5 minutes).
+LOST_AFTER = timedelta(minutes=15)
 _PG_LOCK_ID = 0x5357_4244  # pg_advisory_xact_lock key: one server process upgrades the schema at a time
 
 
@@ -160,6 +163,45 @@ class CallStore:
                 ))
         if result.rowcount == 0:
             log.warning("call store: end of call %s not recorded: its start was never recorded", call_id)
+
+    async def close_lost_calls(self, quiet_for: timedelta | None = None) -> list[str]:
+        """Close the calls a crash left open (no `ended_at`) as `lost`, ended at their last known moment
+        (the last turn written, else the start), with what their turns tell. Returns their ids.
+
+        `quiet_for`: only calls with nothing written for that long, so that on a database several
+        server processes share, another process's live calls are left alone. None picks the rule by
+        database: SQLite has one server process, so every open call is lost; PostgreSQL waits
+        `LOST_AFTER`. A call closed here that was in fact alive is set right when it ends."""
+        if quiet_for is None:
+            quiet_for = timedelta(0) if self._engine.dialect.name == "sqlite" else LOST_AFTER
+        cutoff = datetime.now(UTC) - quiet_for
+        calls, turns = schema.calls, schema.turns
+        per_call = (select(turns.c.call_id, func.max(turns.c.created_at).label("last_turn"),
+                           func.count().label("turns"),
+                           func.sum(cast(turns.c.interrupted, Integer)).label("interrupted"),
+                           func.count(turns.c.error).label("errors"))
+                    .group_by(turns.c.call_id).subquery())
+        query = (select(calls.c.id, calls.c.started_at, per_call.c.last_turn, per_call.c.turns,
+                        per_call.c.interrupted, per_call.c.errors)
+                 .outerjoin(per_call, per_call.c.call_id == calls.c.id)
+                 .where(calls.c.ended_at.is_(None)))
+        closed = []
+        async with self._engine.begin() as connection:
+            for row in (await connection.execute(query)).mappings():
+                last = _utc(row["last_turn"]) or _utc(row["started_at"])
+                if last is None or last > cutoff:
+                    continue
+                summary = {"outcome": "lost", "turns": row["turns"] or 0,
+                           "interrupted": row["interrupted"] or 0, "errors": row["errors"] or 0,
+                           "note": "the server stopped during the call; ended at its last recorded turn"}
+                still_open = (calls.c.id == row["id"]) & calls.c.ended_at.is_(None)
+                await connection.execute(
+                    update(calls).where(still_open).values(ended_at=last, summary=summary))
+                closed.append(row["id"])
+        if closed:
+            log.warning("call store: %d call(s) left open by an earlier server stop closed as lost: %s",
+                        len(closed), ", ".join(closed[:20]) + (" ..." if len(closed) > 20 else ""))
+        return closed
 
     async def query_calls(self, since: datetime | None = None, pipeline: str | None = None,
                           variant: str | None = None) -> list[dict[str, Any]]:

@@ -100,7 +100,9 @@ turns = Table(
     Column("speculated", Integer, nullable=False, default=0),
     Column("speculation_dropped", Integer, nullable=False, default=0),
     Column("reads", String(16)),
-    Column("audio_tokens_in", Integer),  # a speech-to-speech model's audio tokens (version 3)
+    # version 3: the caller's backchannels ("yeah", "uh-huh") the bot went on through
+    Column("backchannels", Integer, nullable=False, default=0),
+    Column("audio_tokens_in", Integer),  # a speech-to-speech model's audio tokens (version 4)
     Column("audio_tokens_out", Integer),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
@@ -131,14 +133,19 @@ def _add_turn_taking_columns(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
 
 
+def _add_backchannels_column(connection: Connection) -> None:
+    """Version 3: `turns.backchannels`."""
+    connection.execute(text("ALTER TABLE turns ADD COLUMN backchannels INTEGER NOT NULL DEFAULT 0"))
+
+
 def _add_audio_token_columns(connection: Connection) -> None:
-    """Version 3: a speech-to-speech model's audio tokens on `turns`."""
+    """Version 4: a speech-to-speech model's audio tokens on `turns`."""
     for ddl in ("audio_tokens_in INTEGER", "audio_tokens_out INTEGER"):
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
 
 
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_audio_token_columns]
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns]
 
 
 class SchemaError(RuntimeError):

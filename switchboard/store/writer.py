@@ -118,6 +118,11 @@ class StoreWriter:
         self._put(lambda store: store.end_call(call_id, summary, recording=recording, ended_at=ended_at),
                   f"end of call {call_id}")
 
+    def close_lost_calls(self) -> None:
+        """Queue closing the calls an earlier crash left open (see `CallStore.close_lost_calls`); queued
+        at start-up, before any call of this process, it runs as soon as the database opens."""
+        self._put(lambda store: store.close_lost_calls(), "closing of calls left open by a crash")
+
     @property
     def pending(self) -> int:
         return self._queue.qsize()

@@ -29,6 +29,7 @@ COOKIE = "switchboard_session"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
 MAX_FAILURES = 10  # wrong tokens per address...
 FAILURE_WINDOW_S = 300.0  # ...within this long, before its logins are refused
+TRACKED_ADDRESSES = 10_000  # addresses with recent wrong tokens kept; beyond, the oldest is forgotten
 
 
 def _peer(request: Request) -> str:
@@ -89,6 +90,11 @@ class Auth:
             return 0.0
         return failures[0] + FAILURE_WINDOW_S - now if len(failures) >= MAX_FAILURES else 0.0
 
+    def _note_failure(self, address: str) -> None:
+        if address not in self._failures and len(self._failures) >= TRACKED_ADDRESSES:
+            del self._failures[next(iter(self._failures))]  # the longest-tracked: memory stays bounded
+        self._failures.setdefault(address, deque()).append(time.monotonic())
+
     def token_ok(self, given: str) -> bool:
         """Is `given` the token? Constant-time; never with no token set."""
         return (self.token is not None and bool(given.strip())
@@ -134,7 +140,7 @@ class Auth:
             return HTMLResponse(login_page(target, f"Too many wrong tokens: try again in {wait_s:.0f} s."),
                                 status_code=429, headers={"Retry-After": str(int(wait_s) + 1)})
         if not self.token_ok(given):
-            self._failures.setdefault(address, deque()).append(time.monotonic())
+            self._note_failure(address)
             log.warning("login: wrong token from %s", address)
             return HTMLResponse(login_page(target, "Wrong token."), status_code=401)
         response = RedirectResponse(target, status_code=303)

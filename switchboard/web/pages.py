@@ -119,8 +119,16 @@ def calls_rows(calls: Iterable[dict[str, Any]]) -> str:
             f'<td class="num">{esc(summary.get("turns", ""))}</td>'
             f'<td class="num">{ms(summary.get("voice_to_voice_ms_median"))}</td>'
             f'<td class="num">{esc(summary.get("errors", ""))}</td>'
-            f'<td>{"live" if call.get("live") else "recorded" if call.get("recording") else ""}</td></tr>')
+            f'<td>{call_state(call, summary)}</td></tr>')
     return "".join(rows)
+
+
+def call_state(call: dict[str, Any], summary: dict[str, Any]) -> str:
+    if call.get("live"):
+        return "live"
+    if summary.get("outcome") == "lost":
+        return "lost (server stopped)"
+    return "recorded" if call.get("recording") else ""
 
 
 CALLS_HEAD = ("<thead><tr><th>started (UTC)</th><th>call</th><th>pipeline</th><th>variant</th><th>from</th>"
@@ -165,6 +173,7 @@ def call_page(call: dict[str, Any], live: bool, has_recording: bool, logout: boo
              ("carrier", call.get("carrier")), ("from", call.get("from_number") or call.get("from")),
              ("to", call.get("to_number") or call.get("to")), ("started (UTC)", when(call.get("started_at"))),
              ("ended (UTC)", "in progress" if live else when(call.get("ended_at"))),
+             ("outcome", summary.get("outcome")), ("note", summary.get("note")),
              ("turns", summary.get("turns", len(turns))),
              ("voice-to-voice median", ms(summary.get("voice_to_voice_ms_median"))),
              ("voice-to-voice max", ms(summary.get("voice_to_voice_ms_max"))),

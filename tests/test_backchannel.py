@@ -1,0 +1,158 @@
+"""Backchannels: a caller's "yeah" over the bot pauses it and lets it go on from where the caller stopped
+hearing it (nothing skipped, no second reply); "wait, no" stops it and is answered; the player's pause
+and resume keep every frame and mark in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from switchboard.audio.wav import write_wav
+from switchboard.caller import CallerLine
+from switchboard.config import parse_config
+from switchboard.core.messages import Transcript
+from switchboard.pipeline.backchannel import is_backchannel
+from switchboard.pipeline.call import Providers
+from switchboard.pipeline.player import Player
+from tests import calls
+from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+from tests.speech import quiet, speech_like
+
+WORDS = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
+                     "tts: {provider: espeak}}}").pipeline().interruption.backchannel_words
+
+
+@pytest.mark.parametrize("said", ["yeah", "Yeah.", "Uh-huh.", "uh huh", "Mm-hmm", "mhm", "Okay.",
+                                  "OK, right.", "Yes, yes.", "Sure", "All right.", "I see.", "", "Hmm?"])
+def test_acknowledgements_are_backchannels(said):
+    assert is_backchannel(said, WORDS)
+
+
+@pytest.mark.parametrize("said", ["Wait.", "No, Tuesday.", "Stop!", "yeah but what about Friday",
+                                  "Okay, so how much is it?", "no"])
+def test_anything_else_interrupts(said):
+    assert not is_backchannel(said, WORDS)
+
+
+def test_min_words_lets_a_stray_word_pass():
+    assert is_backchannel("yeah totally", WORDS, min_words=2)
+    assert not is_backchannel("yeah totally agree", WORDS, min_words=2)
+
+
+class Link:
+    """A carrier link that records what went out."""
+
+    def __init__(self) -> None:
+        self.wire: list[object] = []  # frames (as arrays), ("mark", name), "clear"
+
+    async def send_audio(self, pcm: np.ndarray) -> None:
+        self.wire.append(pcm.copy())
+
+    async def send_mark(self, name: str) -> None:
+        self.wire.append(("mark", name))
+
+    async def send_clear(self) -> None:
+        self.wire.append("clear")
+
+    async def hang_up(self) -> None:
+        pass
+
+
+async def test_pause_then_resume_sends_every_unheard_frame_again_in_order_with_its_mark():
+    link = Link()
+    player = Player(link, lead_ms=100)
+    player.start()
+    audio = np.arange(160 * 50, dtype=np.int16)  # 1 s, each frame distinct
+    player.enqueue(audio[: 160 * 25])
+    mark = player.enqueue_mark()  # after 0.5 s: sent ~0.1 s before it plays
+    player.enqueue(audio[160 * 25:])
+    await asyncio.sleep(0.45)
+    assert [item for item in link.wire if isinstance(item, tuple)] == [("mark", mark)]  # sent, not played
+    await player.pause()
+    assert player.paused and player.audible and isinstance(link.wire[-1], str)
+    before = [item for item in link.wire if isinstance(item, np.ndarray)]
+    await asyncio.sleep(0.2)  # nothing goes out while paused
+    assert isinstance(link.wire[-1], str)
+    player.on_mark(mark)  # the carrier echoes the marks it dropped on clear: not heard
+    assert not await player.wait_mark(mark, within_s=0.05)
+    player.resume()
+    await asyncio.sleep(1.0)
+    clear_at = next(n for n, item in enumerate(link.wire) if isinstance(item, str))
+    after = link.wire[clear_at + 1:]
+    resent = [item for item in after if isinstance(item, tuple)]
+    assert len(resent) == 1 and resent[0][1] != mark  # sent again, under a new name
+    player.on_mark(resent[0][1])
+    assert await player.wait_mark(mark, within_s=0.1)  # ...and its echo counts for the original
+    frames = [int(item[0]) // 160 for item in after if isinstance(item, np.ndarray)]
+    first_resent = frames[0]
+    assert first_resent <= len(before)  # the lead sent ahead (unheard) is sent again
+    assert len(before) - first_resent <= 100 // 20 + 2  # ...and no more than that
+    assert frames == list(range(first_resent, 50))  # then every frame, in order, once
+    mark_at = next(n for n, item in enumerate(after) if isinstance(item, tuple))
+    assert mark_at == frames.index(25)  # the mark right after the audio before it
+    await player.close()
+
+
+class ByLengthSTT(InstantSTT):
+    """Hears `short` in audio shorter than 1 s (the caller's interjection), else `long` (their question)."""
+
+    def __init__(self, short: str, long: str = "what are your opening hours") -> None:
+        super().__init__(long)
+        self.short = short
+
+    async def transcribe(self, pcm: np.ndarray) -> Transcript:
+        self.heard.append(pcm)
+        return Transcript(self.short if len(pcm) < self.sample_rate else self.text)
+
+
+CONFIG = """
+pipelines:
+  default:
+    greeting: "Hi."
+    interruption: {backchannels: ON}
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+"""
+REPLY = "We are open from noon until ten at night, every day but Monday."  # 4 s at 60 ms a character
+
+
+async def talk_over_the_reply(tmp_path, short_word: str, backchannels: bool = True):
+    question, interjection = tmp_path / "question.wav", tmp_path / "yeah.wav"
+    write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
+    write_wav(interjection, np.concatenate([speech_like(0.45), quiet(0.1, seed=2)]), 8000)
+    stt, tts = ByLengthSTT(short_word), InstantTTS(ms_per_char=60)
+    providers = Providers(stt, InstantLLM(REPLY), tts)
+    config = parse_config(CONFIG.replace("ON", str(backchannels).lower()))
+    lines = [CallerLine(wav=str(question)), CallerLine(wav=str(interjection), barge_in=True)]
+    result, turns = await calls.place_call(config, lines, providers, hangup_timeout_s=2)
+    reply_s = len(tts.render(REPLY)) / tts.sample_rate
+    return result, [turn for turn in turns if turn.kind == "reply"], reply_s
+
+
+async def test_a_yeah_over_the_reply_pauses_it_and_it_goes_on_to_the_end(tmp_path):
+    result, replies, reply_s = await talk_over_the_reply(tmp_path, "Yeah.")
+    assert len(replies) == 1  # the "yeah" got no reply of its own
+    reply = replies[0]
+    assert reply.backchannels == 1 and not reply.interrupted
+    assert reply.reply_heard == reply.reply_text == REPLY  # every mark confirmed: heard to the end
+    assert result.lines[1].clear_received  # the bot stopped at once while the caller spoke...
+    greeting_s = len(InstantTTS().render("Hi.")) / 24000
+    # ...and then played all of its reply: nothing skipped (a frame or so may play twice)
+    assert reply_s + greeting_s - 0.05 <= result.bot_audio_played_s <= reply_s + greeting_s + 0.2
+
+
+async def test_wait_no_over_the_reply_stops_it_and_is_answered(tmp_path):
+    result, replies, _ = await talk_over_the_reply(tmp_path, "Wait, no.")
+    assert len(replies) == 2
+    assert replies[0].interrupted and replies[0].backchannels == 0
+    assert len(replies[0].reply_heard) < len(REPLY)
+    assert replies[1].transcript == "Wait, no." and replies[1].reply_heard == REPLY
+    assert result.lines[1].clear_received
+
+
+async def test_with_backchannels_off_a_yeah_interrupts_as_before(tmp_path):
+    _, replies, _ = await talk_over_the_reply(tmp_path, "Yeah.", backchannels=False)
+    assert len(replies) == 2 and replies[0].interrupted and replies[1].transcript == "Yeah."

@@ -1,0 +1,46 @@
+"""A caller who goes quiet is reminded, then said goodbye to; a call that reaches its time limit ends
+politely; speaking again starts the reminders over."""
+
+from __future__ import annotations
+
+from switchboard.caller import CallerLine
+from switchboard.config import parse_config
+from switchboard.pipeline.call import Providers
+from tests import calls
+from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+CONFIG = """
+pipelines:
+  default:
+    greeting: "Hi."
+    idle: {reminder_after_s: REMIND, max_reminders: 1, reminder: "Still there?", goodbye: "Bye for now."}
+    max_call_duration_s: LIMIT
+    time_limit_goodbye: "Time is up."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+"""
+
+
+def providers() -> Providers:
+    return Providers(InstantSTT("what are your opening hours"), InstantLLM("Noon to ten."),
+                     InstantTTS(ms_per_char=40))
+
+
+async def test_a_silent_caller_is_reminded_once_then_said_goodbye_to(speech_wav):
+    config = parse_config(CONFIG.replace("REMIND", "1.5").replace("LIMIT", "0"))
+    result, turns = await calls.place_call(config, [CallerLine(wav=speech_wav)], providers(),
+                                           hangup_timeout_s=8)
+    assert [(t.kind, t.reply_heard) for t in turns] == [
+        ("greeting", "Hi."), ("reply", "Noon to ten."), ("reminder", "Still there?"),
+        ("idle_goodbye", "Bye for now.")]
+    assert turns[-1].ended_call and result.hangup and not result.stop_sent
+
+
+async def test_a_call_that_reaches_its_time_limit_ends_with_a_goodbye(speech_wav):
+    config = parse_config(CONFIG.replace("REMIND", "0").replace("LIMIT", "5"))
+    result, turns = await calls.place_call(config, [CallerLine(wav=speech_wav)], providers(),
+                                           hangup_timeout_s=8)
+    assert [t.kind for t in turns] == ["greeting", "reply", "time_limit"]
+    assert turns[-1].reply_heard == "Time is up." and result.hangup
+    assert result.duration_s < 8  # it was the server that ended it
