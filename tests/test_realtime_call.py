@@ -59,8 +59,8 @@ pipelines:
 
 async def place_call(port: int, lines: list[CallerLine], **options):
     pipeline = options.pop("pipeline", {})
-    return await calls.place_call(config(port, **pipeline), lines, hangup_timeout_s=0.8,
-                                  on_event=lambda e: None, **options)
+    options.setdefault("hangup_timeout_s", 0.8)
+    return await calls.place_call(config(port, **pipeline), lines, on_event=lambda e: None, **options)
 
 
 async def test_a_call_greets_answers_and_records_both_sides(fake, speech_wav) -> None:
@@ -268,3 +268,13 @@ async def test_the_bots_echo_is_not_sent_to_the_vendor_as_the_caller(fake, speec
     assert not greeting.interrupted and greeting.reply_heard == "Hi there."
     assert script.truncations == [] and result.clears_received == 0
     assert turns[-1].transcript == "what time is it"  # the caller's own line still reached the model
+
+
+async def test_the_time_limit_says_goodbye_and_hangs_up(fake) -> None:
+    script, port = fake
+    limit = {"max_call_duration_s": "1.5", "time_limit_goodbye": '"Time is up."'}
+    result, turns = await place_call(port, [], hangup_timeout_s=5, pipeline=limit)  # the caller is silent
+    assert [(turn.kind, turn.ended_call, turn.reply_heard) for turn in turns] == [
+        ("greeting", False, "Hi there."), ("time_limit", True, "Time is up.")]
+    assert result.hangup and not result.stop_sent
+    assert script.of_type("response.create")[-1]["response"]["instructions"].endswith('"Time is up."')

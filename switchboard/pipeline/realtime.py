@@ -70,6 +70,7 @@ ECHO_WINDOW_MS = 300
 ECHO_REFERENCE_S = 1.5
 MAX_KEYPAD_ENTRY = 32
 ECHO_RECHECK_EVERY = 5  # frames of voice between echo checks while the bot talks
+TIME_LIMIT = "time_limit"  # the kind of the turn that says max_call_duration_s's goodbye
 LAST_RESORT = "last-resort"  # the item id of audio our own voice spoke (nothing to truncate)
 FAREWELL = 'Say exactly this farewell to the caller, and nothing else: "{text}"'
 GREETING = 'Greet the caller by saying exactly: "{text}"'
@@ -145,6 +146,7 @@ class RealtimeSession:
         self._runner: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
         self._turn: _Turn | None = None
+        self._playing_out: set[_Turn] = set()  # earlier turns whose audio is still being heard
         self._next_kind = "reply"
         self._next_transcript = ""  # a keypad entry's text
         self._endpoint: float | None = None  # the vendor's end of the caller's turn
@@ -185,13 +187,17 @@ class RealtimeSession:
         turn = self._turn
         if turn is not None and not turn.metrics.ended_call:
             turn.metrics.interrupted = True  # the caller hung up on it
-        running = (self._ticker, self._renewal, self._runner, turn.finishing if turn else None)
+        for earlier in self._playing_out:
+            earlier.metrics.interrupted = not earlier.metrics.ended_call
+        finishing = [each.finishing for each in (turn, *self._playing_out) if each is not None]
+        running = (self._ticker, self._renewal, self._runner, *finishing)
         tasks = [task for task in running if task is not None and task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if turn is not None and self._turn is turn:
-            self._finish(turn)
+        for each in [turn, *self._playing_out]:
+            if each is not None:
+                self._finish(each)
         if self._conn is not None:
             await self._conn.close()
         await self.player.close()
@@ -266,7 +272,10 @@ class RealtimeSession:
             await self.player.clear()
             turn.metrics.error = reason
             self._finish(turn)
-        if self._ending or self.closed.is_set():
+        if self.closed.is_set():
+            return False
+        if self._ending:  # it was saying goodbye: hang up without it
+            await self.link.hang_up()
             return False
         if self._reconnects < RECONNECTS:
             self._reconnects += 1
@@ -389,11 +398,16 @@ class RealtimeSession:
             return self._turn
         if self._turn is not None and self._turn.end_call is not None:
             return self._turn  # the farewell belongs to the turn that asked to end the call
-        if self._turn is not None:  # a reply starts while the previous one is still playing
-            self._finish_now(self._turn)
+        if self._turn is not None:  # a reply starts while the previous one is still playing out
+            previous = self._turn
+            if previous.finishing is not None and not previous.finishing.done():
+                self._playing_out.add(previous)  # recorded once heard, as it would have been
+            else:
+                self._finish_now(previous)
         kind = self._take_kind()
         turn = self._open_turn(kind)
         self._greeted = self._greeted or kind == "greeting"
+        turn.metrics.ended_call = kind == TIME_LIMIT  # heard, then we hang up
         if kind == "keypad":
             turn.metrics.transcript = self._next_transcript
         if kind == "reply":
@@ -521,8 +535,7 @@ class RealtimeSession:
             heard = await self.player.wait_mark(turn.last_mark, within_s=within)
             if ending and not heard:
                 log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
-        if self._turn is turn:
-            self._finish(turn)
+        self._finish(turn)
         if ending:
             log.info("call %s: hanging up (end_call)", self.call_id)
             await self.link.hang_up()
@@ -536,6 +549,7 @@ class RealtimeSession:
         """Record the turn once: what the caller heard of it, its speech by our VAD, the history."""
         if self._turn is turn:
             self._turn = None
+        self._playing_out.discard(turn)
         metrics = turn.metrics
         if metrics.turn_done is not None:
             return
@@ -764,6 +778,9 @@ class RealtimeSession:
                 self._expect_by = None
                 await self._silent_vendor()
             self._maybe_renew(now)
+            limit = self.config.max_call_duration_s
+            if limit and not self._ending and now - self.started_at >= limit:
+                await self._time_limit()
 
     async def _keypad(self, digits: str) -> None:
         """A keypad entry: a user message, and a reply asked for at once."""
@@ -778,6 +795,21 @@ class RealtimeSession:
             await self._ask("keypad", None, text)
         except ProviderError as exc:
             log.warning("call %s: could not send the keypad entry: %s", self.call_id, exc)
+
+    async def _time_limit(self) -> None:
+        """`max_call_duration_s` reached: the model says the pipeline's goodbye (after the reply under
+        way, if any), then we hang up once it was heard; nobody can talk us out of it."""
+        log.info("call %s: the call reached max_call_duration_s (%g s): saying goodbye", self.call_id,
+                 self.config.max_call_duration_s)
+        self._ending = True
+        if self._conn is None:
+            await self._apologise_and_hang_up("the call reached its time limit before the vendor answered")
+            return
+        try:
+            await self._ask(TIME_LIMIT, FAREWELL.format(text=self.config.time_limit_goodbye))
+        except ProviderError as exc:
+            log.warning("call %s: could not ask for the goodbye: %s", self.call_id, exc)
+            await self.link.hang_up()
 
     async def _silent_vendor(self) -> None:
         """A reply was due and nothing came: the session is treated as lost."""
