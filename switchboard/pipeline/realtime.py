@@ -371,12 +371,13 @@ class RealtimeSession:
             turn = self._open_turn(self._take_kind())
             turn.metrics.error = text
             turn.metrics.reply_text = self.config.apology
-            asyncio.create_task(self._apologise(turn), name=f"apology-{self.call_id}")  # noqa: RUF006
+            turn.finishing = asyncio.create_task(self._apologise(turn), name=f"apology-{self.call_id}")
 
     async def _apologise(self, turn: _Turn) -> None:
         await self._say(self.config.apology, turn)
         turn.done = True
         await self._finish_when_heard(turn)
+        await self._ask_deferred()  # what was asked for meanwhile (a keypad entry)
 
     def _on_transcript(self, text: str) -> None:
         target, self._transcript_for = self._transcript_for, None
