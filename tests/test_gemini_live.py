@@ -112,3 +112,26 @@ pipelines:
     assert reply.voice_to_voice_ms is not None and reply.audio_tokens_out
     played_ms = result.bot_audio_played_s * 1000
     assert played_ms == pytest.approx((len("Hi there.") + len("It is noon.")) * 60, abs=45)
+
+
+async def test_a_dropped_live_socket_is_reopened_and_the_reply_asked_again(fake, tmp_path) -> None:
+    script, base_url = fake
+    script.replies = ["A long answer that the dropped socket cuts in the middle of its audio.", "Here it is."]
+    script.drop_after_chunks = 9  # the greeting takes 6 chunks; the reply drops after 3
+    path = tmp_path / "line.wav"
+    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
+    config = parse_config(f"""
+pipelines:
+  default:
+    kind: realtime
+    greeting: "Hi there."
+    realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
+""")
+    _, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=1.0,
+                                      on_event=lambda e: None)
+    assert script.sessions == 2
+    assert turns[1].error is not None and "1011" in turns[1].error
+    assert turns[-1].reply_heard == "Here it is."
+    replayed = [part["text"] for message in script.received if "clientContent" in message
+                for turn in message["clientContent"].get("turns") or [] for part in turn["parts"]]
+    assert "what time is it" in replayed and "Hi there." in replayed
