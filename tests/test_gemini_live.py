@@ -135,3 +135,21 @@ pipelines:
     replayed = [part["text"] for message in script.received if "clientContent" in message
                 for turn in message["clientContent"].get("turns") or [] for part in turn["parts"]]
     assert "what time is it" in replayed and "Hi there." in replayed
+
+
+async def test_go_away_renews_the_session_at_the_next_pause(fake, tmp_path) -> None:
+    script, base_url = fake
+    script.go_away_after_turns = 1  # after the greeting
+    path = tmp_path / "line.wav"
+    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
+    config = parse_config(f"""
+pipelines:
+  default:
+    kind: realtime
+    greeting: "Hi there."
+    realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
+""")
+    _, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=0.8,
+                                      on_event=lambda e: None)
+    assert script.sessions == 2  # renewed, not failed
+    assert [(turn.reply_heard, turn.error) for turn in turns] == [("Hi there.", None), ("It is noon.", None)]

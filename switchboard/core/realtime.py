@@ -80,6 +80,11 @@ class ResponseDone:
 
 
 @dataclass
+class SessionExpiring:
+    """The vendor says it will end the session soon (Gemini's `goAway`): renew it at the next pause."""
+
+
+@dataclass
 class VendorError:
     """An `error` event: the session goes on (a bad request, a rate limit); the message is the vendor's."""
 
@@ -88,7 +93,7 @@ class VendorError:
 
 
 RealtimeEvent = (BotAudio | BotText | CallerSpeechStarted | CallerSpeechStopped | CallerTranscript
-                 | ToolRequest | ResponseDone | VendorError)
+                 | ToolRequest | ResponseDone | SessionExpiring | VendorError)
 
 
 class RealtimeConnection(Protocol):

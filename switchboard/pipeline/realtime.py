@@ -50,6 +50,7 @@ from switchboard.core.realtime import (
     RealtimeEvent,
     RealtimeModel,
     ResponseDone,
+    SessionExpiring,
     ToolRequest,
     VendorError,
 )
@@ -165,6 +166,7 @@ class RealtimeSession:
         self._ending = False
         self._renewing = False
         self._renewal: asyncio.Task | None = None
+        self._expiring = False  # the vendor announced the session's end (Gemini's goAway)
         self._cut = False  # a reply was cut and its response.done has not come: its late events are void
         self._deferred: tuple[str, str | None, str] | None = None  # a reply asked for meanwhile
         self._greeted = False  # the greeting's reply has begun
@@ -229,7 +231,7 @@ class RealtimeSession:
         while not self.closed.is_set():
             try:
                 await self._open()
-                self._renewing = False
+                self._renewing = self._expiring = False
                 if greet:
                     await self._ask("greeting", GREETING.format(text=self.config.greeting))
                 elif resume and self._turn is None and self._last_words_unanswered():
@@ -356,6 +358,10 @@ class RealtimeSession:
             await self._response_done(event)
         elif isinstance(event, VendorError):
             self._on_vendor_error(event)
+        elif isinstance(event, SessionExpiring):
+            log.info("call %s: the vendor will end the session soon: renewing it at the next pause",
+                     self.call_id)
+            self._expiring = True
 
     def _on_vendor_error(self, event: VendorError) -> None:
         """An `error` event: logged with the vendor's words, recorded on the turn; the call goes on."""
@@ -827,10 +833,12 @@ class RealtimeSession:
     def _maybe_renew(self, now: float) -> None:
         """Reopen the session between replies before the vendor's own time limit ends it."""
         limit = self.model.session_limit_s
-        if limit is None or self._conn is None or self._renewing or self._ending:
+        if (limit is None and not self._expiring) or self._conn is None or self._renewing or self._ending:
             return
+        limit = limit or 0.0
         idle = self._turn is None and not self._responding and not self.segmenter.in_utterance
-        if idle and now - self._session_started >= max(limit - RENEW_MARGIN_S, limit / 2):
+        due = self._expiring or now - self._session_started >= max(limit - RENEW_MARGIN_S, limit / 2)
+        if idle and due:
             log.info("call %s: renewing the realtime session before its %g s limit", self.call_id, limit)
             self._renewing = True
             self._renewal = asyncio.create_task(self._renew(), name=f"renew-{self.call_id}")

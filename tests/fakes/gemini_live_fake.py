@@ -17,7 +17,8 @@ server → `setupComplete`, `serverContent` with `inputTranscription`, `modelTur
 ({functionCalls: [{id, name, args}]}). Its activity detection: 20 ms frames louder than SPEECH_LEVEL,
 `silenceDurationMs` (default 500) of quiet ends the caller's turn, after MIN_SPEECH_MS of speech.
 A `clientContent` with turnComplete answers: a quoted line in its text is spoken as is, else the next
-of `replies`. `drop_after_chunks` closes the socket with 1011 mid-reply.
+of `replies`. `drop_after_chunks` closes the socket with 1011 mid-reply; `go_away_after_turns` sends
+`goAway` ({timeLeft}) once, after that many complete replies of a session.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class LiveScript:
     chunk_delay_s: float = 0.005
     api_key: str | None = None
     drop_after_chunks: int | None = None
+    go_away_after_turns: int | None = None  # send goAway once this many replies are complete
     # what happened
     sessions: int = 0
     paths: list[str] = field(default_factory=list)
@@ -84,6 +86,7 @@ class _Session:
         self.in_speech = False
         self.quiet_ms = 0
         self.chunks = 0
+        self.turns_done = 0
         self.ids = itertools.count(1)
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -178,6 +181,10 @@ class _Session:
                                     {"modality": "AUDIO", "tokenCount": self.audio_ms // 40}],
             "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]}})
         await self.send({"serverContent": {"turnComplete": True}})
+        self.turns_done += 1
+        if self.turns_done == self.script.go_away_after_turns:
+            self.script.go_away_after_turns = None  # once
+            await self.send({"goAway": {"timeLeft": "50s"}})
 
     async def handle(self, message: dict[str, Any]) -> None:
         if "realtimeInput" in message:

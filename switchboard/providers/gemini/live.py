@@ -33,6 +33,7 @@ from switchboard.core.realtime import (
     RealtimeEvent,
     RealtimeUsage,
     ResponseDone,
+    SessionExpiring,
     ToolRequest,
 )
 from switchboard.providers.gemini import KEY_ENV, GeminiLiveConfig
@@ -163,6 +164,8 @@ class GeminiLiveConnection:
 
     def _convert(self, message: types.LiveServerMessage) -> list[RealtimeEvent]:
         out: list[RealtimeEvent] = []
+        if message.go_away is not None:
+            out.append(SessionExpiring())
         if message.usage_metadata is not None:
             self._usage = _usage(message.usage_metadata)
         if message.tool_call is not None:
