@@ -21,7 +21,9 @@ from tests.fakes.openai_realtime_fake import RealtimeScript, make_app
 from tests.speech import quiet, speech_like
 
 KEY = "sk-test-realtime-call"
-GREETING_MS = len("Hi there.") * 60  # the fake speaks 60 ms a character, in whole frames
+MS_PER_CHAR = 20  # the fake's speech: short, so the calls are quick; whole 20 ms frames
+GREETING_MS = len("Hi there.") * MS_PER_CHAR
+ANSWER_MS = len("It is noon.") * MS_PER_CHAR
 
 
 @pytest.fixture
@@ -35,12 +37,12 @@ def speech_wav(tmp_path) -> str:
 @pytest.fixture
 async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[RealtimeScript, int]]:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    script = RealtimeScript(api_key=KEY)
+    script = RealtimeScript(api_key=KEY, ms_per_char=MS_PER_CHAR)
     async with running(make_app(script)) as port:
         yield script, port
 
 
-def config(port: int, **pipeline: str):
+def config(port: int, first_token_s: float = 2, **pipeline: str):
     extra = "".join(f"    {key}: {value}\n" for key, value in pipeline.items())
     return parse_config(f"""
 pipelines:
@@ -52,15 +54,17 @@ pipelines:
 {extra}    realtime:
       provider: openai
       base_url: http://127.0.0.1:{port}/v1
-      timeouts: {{first_token_s: 2}}
+      timeouts: {{first_token_s: {first_token_s}}}
       turn_detection: {{type: server_vad, silence_duration_ms: 250}}
 """)
 
 
 async def place_call(port: int, lines: list[CallerLine], **options):
     pipeline = options.pop("pipeline", {})
-    options.setdefault("hangup_timeout_s", 0.8)
-    return await calls.place_call(config(port, **pipeline), lines, on_event=lambda e: None, **options)
+    options.setdefault("hangup_timeout_s", 0.6)
+    first_token_s = options.pop("first_token_s", 2)
+    return await calls.place_call(config(port, first_token_s, **pipeline), lines, on_event=lambda e: None,
+                                  **options)
 
 
 async def test_a_call_greets_answers_and_records_both_sides(fake, speech_wav) -> None:
@@ -80,7 +84,7 @@ async def test_a_call_greets_answers_and_records_both_sides(fake, speech_wav) ->
     assert reply.audio_tokens_out and reply.tokens_in == 120 and reply.audio_tokens_in
     assert not reply.interrupted and reply.error is None
     # the caller heard exactly the vendor's audio: μ-law straight through, no resampling
-    assert result.bot_audio_played_s * 1000 == pytest.approx(GREETING_MS + len("It is noon.") * 60, abs=1)
+    assert result.bot_audio_played_s * 1000 == pytest.approx(GREETING_MS + ANSWER_MS, abs=1)
     assert script.spoken == ["Hi there.", "It is noon."]
     greet = script.of_type("response.create")[0]["response"]["instructions"]
     assert greet == 'Greet the caller by saying exactly: "Hi there."'
@@ -89,6 +93,7 @@ async def test_a_call_greets_answers_and_records_both_sides(fake, speech_wav) ->
 
 async def test_barge_in_truncates_the_reply_to_what_the_caller_heard(fake, speech_wav) -> None:
     script, port = fake
+    script.ms_per_char = 40  # the reply is still playing when the caller talks over it, 1 s in
     long_reply = "Our opening hours are from noon until late in the evening, every day but Monday."
     script.replies = [long_reply, "Sure."]
     script.transcripts = ["when are you open", "actually stop"]
@@ -103,8 +108,8 @@ async def test_barge_in_truncates_the_reply_to_what_the_caller_heard(fake, speec
     assert truncation["content_index"] == 0
     # the caller's playback of the cut reply: everything it played minus the greeting and the answer to
     # the barge-in line (which came after the truncation)
-    answered_ms = len("Sure.") * 60 if turns[-1].reply_heard == "Sure." else 0
-    heard_ms = result.bot_audio_played_s * 1000 - GREETING_MS - answered_ms
+    answered_ms = len("Sure.") * 40 if turns[-1].reply_heard == "Sure." else 0
+    heard_ms = result.bot_audio_played_s * 1000 - len("Hi there.") * 40 - answered_ms
     # within one 20 ms frame, plus the clear's way to the caller: here the caller, the server and the fake
     # share one event loop and a clear sent takes ~20 ms to be handled (measured), during which the caller
     # hears on; no server can see that time, so the truncation is short by it (on a real line it cancels
@@ -165,7 +170,7 @@ async def test_keypad_digits_become_a_user_message(fake) -> None:
 async def test_a_dropped_vendor_socket_is_reopened_and_the_call_goes_on(fake, speech_wav, caplog) -> None:
     script, port = fake
     script.replies = ["A long answer that the dropped socket cuts in the middle of its audio.", "Here it is."]
-    script.drop_after_deltas = 9  # the greeting takes 6 deltas; the reply drops after 3
+    script.drop_after_deltas = 5  # the greeting takes 2 deltas; the reply drops after 3
     with caplog.at_level(logging.INFO, "switchboard.realtime"):
         _, turns = await place_call(port, [CallerLine(wav=speech_wav)])
 
@@ -183,12 +188,12 @@ async def test_a_dropped_vendor_socket_is_reopened_and_the_call_goes_on(fake, sp
 async def test_a_vendor_that_fails_twice_gets_the_apology_and_a_hang_up(fake, speech_wav) -> None:
     script, port = fake
     script.silent = True  # the socket opens and nothing ever answers
-    result, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+    result, turns = await place_call(port, [CallerLine(wav=speech_wav)], first_token_s=0.5)
 
     assert script.sessions == 2  # reopened once
     apology = turns[-1]
     assert apology.kind == "apology" and apology.reply_heard == "Sorry, trouble."
-    assert "no reply within 2 s" in apology.error
+    assert "no reply within 0.5 s" in apology.error
     assert result.hangup and result.bot_audio_played_s > 0.5  # eSpeak's apology, never silence
 
 
@@ -215,13 +220,13 @@ async def test_the_call_is_recorded_in_stereo(fake, speech_wav, tmp_path) -> Non
     frames = len(audio) // 160
     loud = np.abs(audio[: frames * 160].astype(float)).reshape(frames, 160, 2).mean(axis=1) > 100
     bot_ms, caller_ms = loud[:, 1].sum() * 20, loud[:, 0].sum() * 20
-    assert bot_ms == pytest.approx(GREETING_MS + len("It is noon.") * 60, abs=40)  # right: what was played
+    assert bot_ms == pytest.approx(GREETING_MS + ANSWER_MS, abs=40)  # right: what was played
     assert caller_ms == pytest.approx(500, abs=60)  # left: the caller's 0.5 s line
 
 
 async def test_a_caller_hanging_up_mid_reply_ends_the_call_with_it_recorded(fake) -> None:
     script, port = fake
-    script.ms_per_char = 300  # a greeting of 2.7 s
+    script.ms_per_char = 200  # a greeting of 1.8 s
     turns: list = []
     app = create_app(config(port), on_turn=turns.append)
     start = {"streamSid": "MZ2", "accountSid": "AC1", "callSid": "CA2", "tracks": ["inbound"],
@@ -252,7 +257,8 @@ async def test_the_session_is_renewed_between_replies_with_the_conversation(fake
         await asyncio.wait_for(app.state.host.wait_idle(), 5)
     assert script.sessions >= 2
     assert [turn.reply_heard for turn in turns] == ["Hi there.", "It is noon."]
-    assert all(turn.error is None for turn in turns) and result.bot_audio_played_s > 1
+    assert all(turn.error is None for turn in turns)
+    assert result.bot_audio_played_s * 1000 == pytest.approx(GREETING_MS + ANSWER_MS, abs=1)
     replayed = [event["item"]["content"][0]["text"] for event in script.of_type("conversation.item.create")]
     assert "Hi there." in replayed  # the new session knows what was said
 
@@ -261,7 +267,7 @@ async def test_the_bots_echo_is_not_sent_to_the_vendor_as_the_caller(fake, speec
     from switchboard.caller import Echo
 
     script, port = fake
-    script.ms_per_char = 200  # a greeting of 1.8 s, coming back on the line 120 ms later
+    script.ms_per_char = 150  # a greeting of 1.35 s, coming back on the line 120 ms later
     result, turns = await place_call(port, [CallerLine(wav=speech_wav)], echo=Echo(delay_ms=120, gain_db=-6))
 
     greeting = turns[0]

@@ -64,6 +64,7 @@ TICK_S = 0.05
 MARK_GRACE_S = 5.0  # past its audio's end, how long we wait for a mark
 STALL_S = 0.15  # an ack this much later than its audio's pacing says the carrier stalled
 CUT_GRACE_S = 2.0  # a cut reply waits this long at most for its response.done (its usage)
+SPEECH_END_GRACE_MS = 300  # past vad.end_silence_ms, how long a finished reply waits for our endpoint
 RECONNECTS = 1  # a lost vendor session is reopened this many times per call, then the apology
 RENEW_MARGIN_S = 120.0  # reopen a session this long before the vendor's own limit ends it (when idle)
 DELAY_MARGIN_MS = 60  # the delay line holds barge_in_min_ms plus this (the VAD's run-up)
@@ -153,6 +154,7 @@ class RealtimeSession:
         self._endpoint: float | None = None  # the vendor's end of the caller's turn
         self._transcript_for: TurnMetrics | None = None  # the turn the next caller transcript belongs to
         self._heard_text = ""  # the vendor's transcript of the caller, before its reply began
+        self._utterance_ended = asyncio.Event()  # our VAD endpointed an utterance
         self._utterances: list[tuple[float, float]] = []  # (speech start, speech end) by our VAD
         self._expect_by: float | None = None  # a reply was asked for: its first sign of life is due
         self._responding = False  # the vendor is generating (between its first event and response.done)
@@ -542,10 +544,24 @@ class RealtimeSession:
             heard = await self.player.wait_mark(turn.last_mark, within_s=within)
             if ending and not heard:
                 log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
+        await self._await_speech_end(turn)
         self._finish(turn)
         if ending:
             log.info("call %s: hanging up (end_call)", self.call_id)
             await self.link.hang_up()
+
+    async def _await_speech_end(self, turn: _Turn) -> None:
+        """A short reply can be over before our VAD has endpointed the speech it answers (the vendor's
+        silence may be shorter than `vad.end_silence_ms`): wait for that, briefly, so the turn records
+        the caller's speech end by our clock."""
+        before = turn.metrics.first_audio_sent or time.monotonic()
+        placed = any(end <= before for _, end in self._utterances[-1:])
+        if turn.metrics.kind != "reply" or placed or not self.segmenter.in_utterance:
+            return
+        self._utterance_ended.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._utterance_ended.wait(),
+                                   (self.config.vad.end_silence_ms + SPEECH_END_GRACE_MS) / 1000)
 
     def _finish_now(self, turn: _Turn) -> None:
         if turn.finishing is not None and turn.finishing is not asyncio.current_task():
@@ -719,6 +735,7 @@ class RealtimeSession:
         elif isinstance(event, Utterance):
             self._echo = False
             self._utterances = [*self._utterances[-9:], (event.speech_start, event.speech_end)]
+            self._utterance_ended.set()
 
     async def _recheck_echo(self) -> None:
         """Every few frames of voice while the bot talks: the bot's echo may have run on into an utterance
