@@ -62,20 +62,21 @@ async def test_calls_are_drawn_across_kinds_and_reported_side_by_side(monkeypatc
     monkeypatch.setenv("OPENAI_API_KEY", "sk-split")
     line = tmp_path / "line.wav"
     write_wav(line, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
-    script = RealtimeScript()
+    script = RealtimeScript(ms_per_char=20)
     async with running(make_app(script)) as fake_port:
         config = parse_config(SPLIT.format(port=fake_port))
         seed = next(seed for seed in range(100)  # one call to each arm, in that order
                     if [draw_pipeline(config.pipelines["default"], rng)[0]
                         for rng in [random.Random(seed)] for _ in range(2)] == ["cascade", "realtime"])
-        cascade = Providers(InstantSTT("what time is it"), InstantLLM("It is noon."), InstantTTS())
+        cascade = Providers(InstantSTT("what time is it"), InstantLLM("It is noon."),
+                            InstantTTS(ms_per_char=20))
         providers = {"claude": cascade, "rt": build_providers(config.pipelines["rt"])}
         turns: list = []
         app = create_app(config, on_turn=turns.append, providers=providers, rng=random.Random(seed))
         async with running(app) as port:
             for _ in range(2):
                 await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=str(line))],
-                               hangup_timeout_s=1.2, on_event=lambda e: None)
+                               hangup_timeout_s=1.0, on_event=lambda e: None)
                 await asyncio.wait_for(app.state.host.wait_idle(), 5)
 
     by_variant = {turn.variant: turn for turn in turns if turn.kind == "reply"}
