@@ -287,7 +287,8 @@ def test_pricing_from_pipeline_yaml(tmp_path, capsys):
     with pytest.raises(ConfigError) as caught:
         parse_config(PIPELINE + "pricing:\n  openai/tts-1: {per_1m_char: 15, per_minute: -1}\n")
     assert caught.value.problems == [
-        "pricing['openai/tts-1'].per_1m_char: unknown key; allowed keys: input_per_1m, output_per_1m, "
+        "pricing['openai/tts-1'].per_1m_char: unknown key; allowed keys: audio_input_per_1m, "
+        "audio_output_per_1m, input_per_1m, output_per_1m, "
         "per_1m_chars, per_minute; did you mean 'per_1m_chars'?",
         "pricing['openai/tts-1'].per_minute: must be at least 0, got -1",
     ]

@@ -133,7 +133,8 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
     await store.add_turn(a_turn())
     await store.close()
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
-        for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels", "undone"):
+        for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels", "undone",
+                       "audio_tokens_in", "audio_tokens_out"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (1, '2026-11-01 00:00:00')")

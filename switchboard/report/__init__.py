@@ -25,7 +25,9 @@ Percentiles interpolate linearly between samples (numpy's default).
 Cost per call (pipeline.yaml's `pricing:`, keyed "vendor/model" or a bare model name): a live row's
 calls cost their LLM tokens at the row's LLM prices (`input_per_1m`, `output_per_1m`), plus the STT
 audio at each turn's STT vendor's `per_minute`, plus the characters spoken at each turn's TTS vendor's
-`per_1m_chars` — so the STT and TTS spend of the calls an LLM answered counts in that LLM's row, and so do
+`per_1m_chars` (a speech-to-speech model's row: its text tokens at `input_per_1m` / `output_per_1m` and
+its audio tokens at `audio_input_per_1m` / `audio_output_per_1m`) — so the STT and TTS spend of the
+calls an LLM answered counts in that LLM's row, and so do
 turns without an LLM stage (the greeting) of those calls. STT minutes are the caller's speech as the
 turn records it (`speech_ms`, first to last voiced frame): a slight underestimate, since the pre-roll and
 a short tail are sent too. Shadow rows cost their LLM tokens only (they are never transcribed or spoken).
@@ -216,6 +218,9 @@ class _Cost:
     def llm(self, vendor: str | None, turn: dict[str, Any]) -> None:
         self.add("llm", vendor, "input_per_1m", (turn.get("tokens_in") or 0) / 1e6)
         self.add("llm", vendor, "output_per_1m", (turn.get("tokens_out") or 0) / 1e6)
+        # a speech-to-speech model (kind: realtime) is the row's "LLM"; its audio tokens are priced apart
+        self.add("llm", vendor, "audio_input_per_1m", (turn.get("audio_tokens_in") or 0) / 1e6)
+        self.add("llm", vendor, "audio_output_per_1m", (turn.get("audio_tokens_out") or 0) / 1e6)
 
     def speech(self, turn: dict[str, Any]) -> None:
         self.add("stt", turn.get("stt_vendor"), "per_minute", (turn.get("speech_ms") or 0) / 60_000)

@@ -104,6 +104,8 @@ turns = Table(
     # because the caller went on as it started
     Column("backchannels", Integer, nullable=False, default=0),
     Column("undone", Boolean, nullable=False, default=False),
+    Column("audio_tokens_in", Integer),  # a speech-to-speech model's audio tokens (version 4)
+    Column("audio_tokens_out", Integer),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -139,8 +141,14 @@ def _add_backchannels_column(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE turns ADD COLUMN undone BOOLEAN NOT NULL DEFAULT FALSE"))
 
 
+def _add_audio_token_columns(connection: Connection) -> None:
+    """Version 4: a speech-to-speech model's audio tokens on `turns`."""
+    for ddl in ("audio_tokens_in INTEGER", "audio_tokens_out INTEGER"):
+        connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column]
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns]
 
 
 class SchemaError(RuntimeError):
