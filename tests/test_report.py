@@ -128,7 +128,7 @@ def test_json_fields():
         "source", "vendor", "calls", "turns", "v2v_p50_ms", "v2v_p90_ms", "v2v_p99_ms", "v2v_n",
         "ttft_p50_ms", "ttft_p90_ms", "ttft_n", "stt_p50_ms", "tts_first_byte_p50_ms", "errors_pct",
         "timeouts_pct", "interruptions_pct", "tokens_in_mean", "tokens_out_mean", "dropped_per_turn",
-        "cost_per_call",
+        "backchannels_per_turn", "undone_pct", "cost_per_call",
         "cost_llm_per_call", "cost_stt_per_call", "cost_tts_per_call", "cost_partial", "cost_unpriced",
         "ttft_p_value", "significant", "reference",
     }
@@ -370,3 +370,15 @@ def test_speculative_starts_dropped_per_turn_and_the_stt_requests_own_latency():
     assert rows["fast/model-a"].stt_p50_ms == 300.0
     assert rows["slow/model-b"].dropped_per_turn == 0.0
     assert "spec drop/turn" in format_table(build_report(turns))
+
+
+def test_backchannels_per_turn_and_undone_replies():
+    turns = rows_of(fixture_turns())
+    fast = [t for t in turns if t["llm_vendor"] == "fast/model-a"]
+    for n, turn in enumerate(fast):
+        turn["backchannels"] = 2 if n < 3 else 0  # 6 backchannels over 10 turns
+        turn["undone"] = n == 0
+    rows = {r.vendor: r for r in build_report(turns).rows}
+    assert rows["fast/model-a"].backchannels_per_turn == 0.6
+    assert rows["fast/model-a"].undone_pct == 10.0
+    assert rows["slow/model-b"].backchannels_per_turn == 0.0 and rows["slow/model-b"].undone_pct == 0.0

@@ -90,6 +90,8 @@ class Row:
     tokens_in_mean: float | None = None
     tokens_out_mean: float | None = None
     dropped_per_turn: float | None = None  # speculative starts dropped (the caller went on) per turn
+    backchannels_per_turn: float | None = None  # the caller's "yeah"s the bot went on through, per turn
+    undone_pct: float | None = None  # replies undone because the caller went on as they started
     cost_per_call: float | None = None  # USD: LLM + STT + TTS (shadows: LLM), None when nothing is priced
     cost_llm_per_call: float | None = None  # the parts of cost_per_call (None likewise)
     cost_stt_per_call: float | None = None
@@ -274,6 +276,8 @@ def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
         interruptions_pct=_pct(sum(bool(t.get("interrupted")) for t in turns), len(turns)),
         tokens_in_mean=_tokens(turns, "tokens_in"), tokens_out_mean=_tokens(turns, "tokens_out"),
         dropped_per_turn=round(sum(t.get("speculation_dropped") or 0 for t in turns) / len(turns), 2),
+        backchannels_per_turn=round(sum(t.get("backchannels") or 0 for t in turns) / len(turns), 2),
+        undone_pct=_pct(sum(bool(t.get("undone")) for t in turns), len(turns)),
         ttft_samples=ttft,
     )
     cost = _Cost(pricing)
