@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from switchboard.core.tools import END_CALL_TOOL
 from switchboard.pipeline import failover
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.player import Player
-from switchboard.pipeline.recorder import Recorder
+from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
 from switchboard.pipeline.turn_end import Finished, reads_finished
@@ -185,7 +184,7 @@ class CallSession:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.player.close()
         if self.recorder is not None:
-            await self._save_recording(self.recorder)
+            self.recording = await save_recording(self.recorder, self.call_id, self.config.recordings_dir)
         summary = self._summary()
         log.info("call %s ended after %.1f s: %s", self.call_id, time.monotonic() - self.started_at, summary)
         return summary
@@ -197,14 +196,6 @@ class CallSession:
         if self.recording is not None:
             summary["recording"] = str(self.recording)
         return summary
-
-    async def _save_recording(self, recorder: Recorder) -> None:
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.call_id).lstrip(".") or "call"
-        path = Path(self.config.recordings_dir) / f"{name}.wav"
-        try:
-            self.recording = await asyncio.to_thread(recorder.write, path, time.monotonic())
-        except OSError as exc:
-            log.error("call %s: could not write the recording %s: %s", self.call_id, path, exc)
 
     # --- what the carrier tells us ----------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,7 +55,7 @@ from switchboard.core.realtime import (
 )
 from switchboard.core.tools import END_CALL_TOOL
 from switchboard.pipeline.player import FRAME_SAMPLES, Player
-from switchboard.pipeline.recorder import Recorder
+from switchboard.pipeline.recorder import Recorder, save_recording
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -206,7 +205,7 @@ class RealtimeSession:
             await self._conn.close()
         await self.player.close()
         if self.recorder is not None:
-            await self._save_recording(self.recorder)
+            self.recording = await save_recording(self.recorder, self.call_id, self.config.recordings_dir)
         summary = self._summary()
         log.info("call %s ended after %.1f s: %s", self.call_id, time.monotonic() - self.started_at, summary)
         return summary
@@ -216,14 +215,6 @@ class RealtimeSession:
         if self.recording is not None:
             summary["recording"] = str(self.recording)
         return summary
-
-    async def _save_recording(self, recorder: Recorder) -> None:
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.call_id).lstrip(".") or "call"
-        path = Path(self.config.recordings_dir) / f"{name}.wav"
-        try:
-            self.recording = await asyncio.to_thread(recorder.write, path, time.monotonic())
-        except OSError as exc:
-            log.error("call %s: could not write the recording %s: %s", self.call_id, path, exc)
 
     # --- the vendor session -----------------------------------------------------------------------
 
