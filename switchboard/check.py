@@ -36,6 +36,10 @@ def credential_status(cfg: ProviderConfig) -> str:
 def stages(pipeline: Any) -> list[tuple[str, Any]]:
     """(label, config) for every provider a pipeline uses: primaries (every A/B variant), fallbacks,
     shadow LLMs."""
+    if pipeline.kind == "realtime":  # one speech-to-speech model, no stages
+        return [("realtime", pipeline.realtime)]
+    if pipeline.kind == "split":  # draws other pipelines, listed on their own
+        return []
     out = []
     for stage, section in (("stt", pipeline.stt), ("llm", pipeline.llm), ("tts", pipeline.tts)):
         out += [(stage if name is None else f"{stage} {name}", cfg)
@@ -84,6 +88,9 @@ async def ping(label: str, cfg: Any, phrases: list[str]) -> str:
         if label.startswith("stt"):
             stt = registry.build("stt", cfg, phrases)
             await stt.transcribe(np.zeros(stt.sample_rate // 2, dtype=np.int16))
+        elif label.startswith("realtime"):  # the time to open a session
+            connection = await registry.build("realtime", cfg).connect("", [])
+            await connection.close()
         elif label.startswith("llm"):
             stream = registry.build("llm", cfg).stream([Message("user", "Say OK.")], [])
             await anext(aiter(stream))
@@ -103,6 +110,7 @@ async def ping_all(config: Config) -> list[str]:
     lines = []
     for name, pipeline in config.pipelines.items():
         for label, cfg in stages(pipeline):
-            result = await asyncio.wait_for(ping(label, cfg, expected_phrases(pipeline)), timeout=30)
+            phrases = expected_phrases(pipeline) if pipeline.kind == "cascade" else []
+            result = await asyncio.wait_for(ping(label, cfg, phrases), timeout=30)
             lines.append(f"  {name}: {label:<16} {cfg.provider:<13} {result}")
     return lines

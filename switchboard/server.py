@@ -38,6 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from switchboard import logs
 from switchboard.config import Config, default_config_path, load_config
 from switchboard.config.tools import detection_mode
+from switchboard.config.schema import SplitPipelineConfig
 from switchboard.core.carrier import (
     NUMBER_CHARS,
     BadFrame,
@@ -56,8 +57,9 @@ from switchboard.ops import Operations, Refused
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
+from switchboard.pipeline.realtime import RealtimeProviders, RealtimeSession
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
-from switchboard.pipeline.variants import PipelineProviders
+from switchboard.pipeline.variants import PipelineProviders, draw_pipeline
 from switchboard.report import pricing_from_config
 from switchboard.store import CallStore, StoreWriter
 from switchboard.telephony.base import Carrier
@@ -233,7 +235,7 @@ class CallHost:
             log.exception("call %s: failed to handle %s", session.call_id, type(event).__name__)
         return session
 
-    async def _start_call(self, start: Start, connection: Connection) -> CallSession:
+    async def _start_call(self, start: Start, connection: Connection) -> CallSession | RealtimeSession:
         config = self.config
         # the webhook names the pipeline (Twilio); otherwise the number called routes it (Exotel)
         wanted = start.custom_parameters.get("pipeline") or config.pipeline_for_number(start.to_number)
@@ -251,17 +253,27 @@ class CallHost:
         if reused:
             log.warning("call %s: this id was used by an earlier call of this process; recorded as %s",
                         call_id.partition("#")[0], call_id)
-        variant, call_providers = self.pipelines[name].pick(self.rng)  # A/B: drawn once, kept for the call
-        shadows = self.pipelines[name].shadows
-        session = CallSession(
-            call_id=call_id,
-            config=config.pipelines[name],
-            providers=call_providers,
-            link=connection.link(start),
-            on_turn=self.on_turn,
-            shadows=CallShadows(self.shadow_runner, shadows, call_id) if shadows else None,
-            variant=variant,
-        )
+        answering, arm = name, None
+        split = config.pipelines[name]
+        if isinstance(split, SplitPipelineConfig):  # A/B across pipelines (kinds): the call is drawn to one
+            arm, answering = draw_pipeline(split, self.rng)
+        variant, call_providers = self.pipelines[answering].pick(self.rng)  # A/B: drawn once, for the call
+        variant = "+".join(each for each in (arm, variant) if each) or None
+        shadows = self.pipelines[answering].shadows
+        session: CallSession | RealtimeSession
+        if isinstance(call_providers, RealtimeProviders):  # kind: realtime (pipeline/realtime.py)
+            session = RealtimeSession(call_id, config.pipelines[answering], call_providers,
+                                      connection.link(start), on_turn=self.on_turn, variant=variant)
+        else:
+            session = CallSession(
+                call_id=call_id,
+                config=config.pipelines[answering],
+                providers=call_providers,
+                link=connection.link(start),
+                on_turn=self.on_turn,
+                shadows=CallShadows(self.shadow_runner, shadows, call_id) if shadows else None,
+                variant=variant,
+            )
         if variant is not None:
             log.info("call %s: variant %s", call_id, variant)
         self.calls[call_id] = session
@@ -273,10 +285,11 @@ class CallHost:
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
-        session.call_info.update(  # for the context webhook
-            {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": name,
-             "carrier": connection.carrier})
-        session.answered_by = start.custom_parameters.get("answered_by") or None  # machine detection
+        if isinstance(session, CallSession):  # the cascade only, so far: not pipeline/realtime.py
+            session.call_info.update(  # for the context webhook
+                {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": answering,
+                 "carrier": connection.carrier})
+            session.answered_by = start.custom_parameters.get("answered_by") or None  # machine detection
         await session.start()
         return session
 
@@ -378,8 +391,10 @@ def create_app(
     Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here.
     `store_url` records every call and turn in the call store (off the audio path); None = no store."""
     if providers is None:
-        providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()}
-    pipelines = {name: PipelineProviders.of(given) for name, given in providers.items()}
+        providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()
+                     if not isinstance(pipeline, SplitPipelineConfig)}  # a split only draws the others
+    pipelines = {name: given if isinstance(given, RealtimeProviders) else PipelineProviders.of(given)
+                 for name, given in providers.items()}
     writer = StoreWriter(CallStore(store_url)) if store_url else None
     if writer is not None:
         on_turn = _also(writer.turn, on_turn)

@@ -481,7 +481,8 @@ def schema_paths(model: type[BaseModel], prefix: str) -> list[str]:
         path = f"{prefix}{name}"
         paths.append(path)
         if name == "pipelines":
-            paths += schema_paths(get_args(info.annotation)[1], "pipelines.<name>.")
+            for kind in models_in(get_args(info.annotation)[1]):  # a cascade, or kind: realtime
+                paths += schema_paths(kind, "pipelines.<name>.")
         elif name == "rules":
             paths += schema_paths(get_args(info.annotation)[0], f"{path}[].")
         elif name == "pricing":

@@ -128,7 +128,7 @@ def test_json_fields():
         "source", "vendor", "calls", "turns", "v2v_p50_ms", "v2v_p90_ms", "v2v_p99_ms", "v2v_n",
         "ttft_p50_ms", "ttft_p90_ms", "ttft_n", "stt_p50_ms", "tts_first_byte_p50_ms", "errors_pct",
         "timeouts_pct", "interruptions_pct", "tokens_in_mean", "tokens_out_mean", "dropped_per_turn",
-        "tool_calls_per_turn", "tool_invalid_pct", "tool_error_pct",
+        "backchannels_per_turn", "undone_pct", "tool_calls_per_turn", "tool_invalid_pct", "tool_error_pct",
         "cost_per_call",
         "cost_llm_per_call", "cost_stt_per_call", "cost_tts_per_call", "cost_partial", "cost_unpriced",
         "ttft_p_value", "significant", "reference",
@@ -288,7 +288,8 @@ def test_pricing_from_pipeline_yaml(tmp_path, capsys):
     with pytest.raises(ConfigError) as caught:
         parse_config(PIPELINE + "pricing:\n  openai/tts-1: {per_1m_char: 15, per_minute: -1}\n")
     assert caught.value.problems == [
-        "pricing['openai/tts-1'].per_1m_char: unknown key; allowed keys: input_per_1m, output_per_1m, "
+        "pricing['openai/tts-1'].per_1m_char: unknown key; allowed keys: audio_input_per_1m, "
+        "audio_output_per_1m, input_per_1m, output_per_1m, "
         "per_1m_chars, per_minute; did you mean 'per_1m_chars'?",
         "pricing['openai/tts-1'].per_minute: must be at least 0, got -1",
     ]
@@ -370,6 +371,18 @@ def test_speculative_starts_dropped_per_turn_and_the_stt_requests_own_latency():
     assert rows["fast/model-a"].stt_p50_ms == 300.0
     assert rows["slow/model-b"].dropped_per_turn == 0.0
     assert "spec drop/turn" in format_table(build_report(turns))
+
+
+def test_backchannels_per_turn_and_undone_replies():
+    turns = rows_of(fixture_turns())
+    fast = [t for t in turns if t["llm_vendor"] == "fast/model-a"]
+    for n, turn in enumerate(fast):
+        turn["backchannels"] = 2 if n < 3 else 0  # 6 backchannels over 10 turns
+        turn["undone"] = n == 0
+    rows = {r.vendor: r for r in build_report(turns).rows}
+    assert rows["fast/model-a"].backchannels_per_turn == 0.6
+    assert rows["fast/model-a"].undone_pct == 10.0
+    assert rows["slow/model-b"].backchannels_per_turn == 0.0 and rows["slow/model-b"].undone_pct == 0.0
 
 
 def test_tool_columns_show_how_each_llm_uses_tools():

@@ -134,7 +134,8 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
     await store.close()
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
         for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels", "undone",
-                       "tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used"):
+                       "audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
+                       "tool_ms", "tools_used"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
@@ -152,19 +153,19 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
         (0, 0, None, 0), (2, 1, "complete", 3)]
 
 
-async def test_a_version_3_database_gets_the_tool_columns(tmp_path):
-    path = tmp_path / "v3.db"
+async def test_a_version_4_database_gets_the_tool_columns(tmp_path):
+    path = tmp_path / "v4.db"
     store = CallStore(str(path))
     await store.open()
     await store.add_turn(a_turn())
     await store.close()
-    with sqlite3.connect(path) as db:  # make it what schema version 3 wrote
+    with sqlite3.connect(path) as db:  # make it what schema version 4 wrote
         for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
-        db.execute("INSERT INTO schema_version VALUES (3, '2026-11-20 00:00:00')")
+        db.execute("INSERT INTO schema_version VALUES (4, '2026-11-20 00:00:00')")
 
     upgraded = CallStore(str(path))
     await upgraded.open()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -61,7 +61,8 @@ class TurnConfig(Strict):
     # not the caller: it does not interrupt the bot. 0 = off
     echo_similarity: float = Field(0.7, ge=0, le=1)
     # a caller who goes on this soon after the bot started answering had not finished: the bot stops after
-    # 60 ms of their speech and its reply is undone (as if never said), their words answered together; 0 = off
+    # 120 ms of their speech and its reply is undone (as if never said), their words answered together;
+    # 0 = off
     undo_reply_within_ms: int = Field(1000, ge=0, le=5000)
 
 
@@ -95,6 +96,7 @@ def _provider_union(stage: registry.Stage) -> Any:
 STTConfig = _provider_union("stt")
 LLMConfig = _provider_union("llm")
 TTSConfig = _provider_union("tts")
+RealtimeConfig = _provider_union("realtime")
 
 
 # --- A/B variants and shadow LLMs -------------------------------------------------------------------
@@ -273,6 +275,7 @@ class IdleConfig(Strict):
 class PipelineConfig(Strict):
     """Everything one call needs: what to say, how to listen, which vendor does each stage."""
 
+    kind: Literal["cascade"] = "cascade"  # STT → LLM → TTS; `realtime`: one speech-to-speech model
     greeting: str = "Hello! How can I help you?"
     system_prompt: str = "You are a helpful assistant on a phone call. Keep replies short."
     apology: str = "Sorry, I'm having trouble right now. Could you say that again?"
@@ -319,6 +322,79 @@ class PipelineConfig(Strict):
         return _unique_names(shadows)
 
 
+_CASCADE_ONLY = ("stt", "llm", "tts", "fallback", "shadow")
+
+
+class RealtimePipelineConfig(PipelineConfig):
+    """`kind: realtime`: one speech-to-speech model hears the caller and answers (`realtime:`), instead of
+    STT → LLM → TTS. The call's own settings (greeting, prompt, apology, VAD, DTMF, recording) still hold."""
+
+    kind: Literal["realtime"]  # type: ignore[assignment]
+    realtime: RealtimeConfig
+    stt: None = None  # type: ignore[assignment]
+    llm: None = None  # type: ignore[assignment]
+    tts: None = None  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_cascade_stages(cls, data: Any) -> Any:
+        given = [key for key in _CASCADE_ONLY if isinstance(data, dict) and key in data]
+        if given:
+            raise ValueError(
+                f"kind: realtime has no {', '.join(given)}: the speech-to-speech model in `realtime:` hears "
+                "and speaks itself (the apology uses the last-resort voice); remove "
+                f"{'them' if len(given) > 1 else 'it'}, or drop `kind: realtime` for a cascade")
+        if isinstance(data, dict) and "realtime" not in data:
+            raise ValueError("kind: realtime needs a `realtime:` section naming the model, e.g. "
+                             "realtime: {provider: openai, model: gpt-realtime}")
+        return data
+
+
+class SplitArm(Strict):
+    """One arm of a `kind: split` pipeline: another pipeline, drawn for a share of the calls."""
+
+    name: str  # recorded as the call's variant
+    weight: float = Field(1.0, gt=0, le=1_000_000)  # relative share of calls
+    pipeline: str  # a cascade or realtime pipeline defined in this file
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return Named._plain_name(name)
+
+
+class SplitPipelineConfig(Strict):
+    """`kind: split`: each call is answered by one of other pipelines, drawn by weight (A/B across
+    kinds: 50 % a cascade with Claude, 50 % OpenAI Realtime). The call is recorded under this pipeline's
+    name, its variant is the arm's name (with the drawn pipeline's own stage variants after a '+')."""
+
+    kind: Literal["split"]
+    variants: list[SplitArm] = Field(min_length=1)
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, variants: list[SplitArm]) -> list[SplitArm]:
+        return _unique_names(variants)
+
+
+def _pipeline_kind(data: Any) -> str:
+    if isinstance(data, dict):
+        return str(data.get("kind", "cascade"))
+    return str(getattr(data, "kind", "cascade"))
+
+
+# a pipeline is a cascade (the default) or `kind: realtime`
+AnyPipeline = Annotated[
+    Union[Annotated[PipelineConfig, Tag("cascade")],  # noqa: UP007
+          Annotated[RealtimePipelineConfig, Tag("realtime")],
+          Annotated[SplitPipelineConfig, Tag("split")]],
+    Discriminator(_pipeline_kind, custom_error_type="pipeline_kind",
+                  custom_error_message="kind must be cascade (the default: STT → LLM → TTS), realtime "
+                                       "(a speech-to-speech model in `realtime:`) or split (`variants:` "
+                                       "drawing other pipelines)"),
+]
+
+
 class PriceConfig(Strict):
     """What a vendor/model costs, in USD, for `switchboard report`'s cost estimates. Any subset."""
 
@@ -326,6 +402,8 @@ class PriceConfig(Strict):
     output_per_1m: float | None = Field(None, ge=0)  # LLM: per 1M output tokens
     per_minute: float | None = Field(None, ge=0)  # STT: per minute of audio transcribed
     per_1m_chars: float | None = Field(None, ge=0)  # TTS: per 1M characters spoken
+    audio_input_per_1m: float | None = Field(None, ge=0)  # speech-to-speech: per 1M audio input tokens
+    audio_output_per_1m: float | None = Field(None, ge=0)  # speech-to-speech: per 1M audio output tokens
 
 
 class Config(Strict):
@@ -334,7 +412,7 @@ class Config(Strict):
     default_pipeline: str = "default"
     database_url: str = "switchboard.db"  # call store of `switchboard serve`; "" = off
     numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
-    pipelines: dict[str, PipelineConfig] = Field(min_length=1)
+    pipelines: dict[str, AnyPipeline] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
     shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
@@ -352,6 +430,21 @@ class Config(Strict):
         problems = number_problems(self.numbers, list(self.pipelines), lambda n: repr(self.numbers[n]))
         if problems:
             raise PydanticCustomError(NUMBERS_ERROR, "; ".join(line for _, line in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _splits_name_pipelines(self) -> Config:
+        for name, pipeline in self.pipelines.items():
+            if not isinstance(pipeline, SplitPipelineConfig):
+                continue
+            for n, arm in enumerate(pipeline.variants):
+                target = self.pipelines.get(arm.pipeline)
+                if target is None or isinstance(target, SplitPipelineConfig):
+                    usable = [each for each, other in self.pipelines.items()
+                              if not isinstance(other, SplitPipelineConfig)]
+                    what = "is a split itself" if target is not None else "is not a pipeline"
+                    raise ValueError(f"pipelines.{name}.variants[{n}].pipeline: {arm.pipeline!r} {what}; "
+                                     f"a split draws among: {', '.join(usable)}")
         return self
 
     def pipeline_for_number(self, number: str | None) -> str | None:

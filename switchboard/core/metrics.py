@@ -78,6 +78,9 @@ class TurnMetrics:
     vendors: dict[str, str] = field(default_factory=dict)  # stage -> "vendor/model"
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # a speech-to-speech model's audio tokens (its text tokens are tokens_in / tokens_out)
+    audio_tokens_in: int | None = None
+    audio_tokens_out: int | None = None
     tts_chars: int = 0
     bot_audio_ms: int = 0
     # turn-taking: speculative turns started at pauses in this utterance, and those dropped because the

@@ -6,15 +6,20 @@ turn's). Everything is built at start-up, so a bad setting or a missing key fail
 from __future__ import annotations
 
 from switchboard.config import PipelineConfig, plain_config, stage_choices
+from switchboard.config.schema import RealtimePipelineConfig
+from switchboard.core.errors import StartupError
 from switchboard.core.protocols import TTS
 from switchboard.core.settings import Timeouts, VendorConfig
+from switchboard.pipeline.realtime import RealtimeProviders
 from switchboard.pipeline.shadow import ShadowLLM
 from switchboard.pipeline.variants import Arm, PipelineProviders
 from switchboard.providers import registry
 
 
-def build_providers(pipeline: PipelineConfig) -> PipelineProviders:
+def build_providers(pipeline: PipelineConfig) -> PipelineProviders | RealtimeProviders:
     """Every provider a pipeline names. Raises MissingCredential for a vendor whose key is not set."""
+    if isinstance(pipeline, RealtimePipelineConfig):
+        return build_realtime(pipeline)
     phrases = expected_phrases(pipeline)
     return PipelineProviders(
         stt=[Arm(name, weight, registry.build("stt", cfg, phrases))
@@ -30,6 +35,14 @@ def build_providers(pipeline: PipelineConfig) -> PipelineProviders:
                            _timeouts(plain_config(shadow)))
                  for shadow in pipeline.shadow],
     )
+
+
+def build_realtime(pipeline: RealtimePipelineConfig) -> RealtimeProviders:
+    """A `kind: realtime` pipeline's model, and the last-resort voice its apology is spoken with."""
+    last = registry.last_resort("tts")
+    if last is None:
+        raise StartupError("a realtime pipeline needs a last-resort voice (eSpeak) for its apology")
+    return RealtimeProviders(registry.build("realtime", pipeline.realtime), registry.build("tts", last))
 
 
 def _with_last_resort(pipeline: PipelineConfig) -> list[TTS]:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from switchboard.pipeline import failover
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import Player
-from switchboard.pipeline.recorder import Recorder
+from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
 from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
@@ -53,7 +52,7 @@ MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone num
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 # within turn.undo_reply_within_ms of the bot starting a reply, this much of the caller's speech (not
 # vad.barge_in_min_ms) is enough to stop it
-EARLY_BARGE_IN_MS = 60
+EARLY_BARGE_IN_MS = 120  # 60 let the bot's own echo start turns on a speakerphone (tests/test_turn_taking.py)
 TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 
 
@@ -199,7 +198,7 @@ class CallSession:
         self.context.cancel()
         await self.player.close()
         if self.recorder is not None:
-            await self._save_recording(self.recorder)
+            self.recording = await save_recording(self.recorder, self.call_id, self.config.recordings_dir)
         summary = self._summary()
         log.info("call %s ended after %.1f s: %s", self.call_id, time.monotonic() - self.started_at, summary)
         return summary
@@ -217,14 +216,6 @@ class CallSession:
         if self.voicemail is not None:
             summary["voicemail"] = self.voicemail
         return summary
-
-    async def _save_recording(self, recorder: Recorder) -> None:
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.call_id).lstrip(".") or "call"
-        path = Path(self.config.recordings_dir) / f"{name}.wav"
-        try:
-            self.recording = await asyncio.to_thread(recorder.write, path, time.monotonic())
-        except OSError as exc:
-            log.error("call %s: could not write the recording %s: %s", self.call_id, path, exc)
 
     # --- what the carrier tells us ----------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class Player:
         self._pending_marks: dict[str, asyncio.Future[bool]] = {}  # mark -> heard?, until echoed or cleared
         self._wire_names: dict[str, str] = {}  # name on the wire -> the mark's own name (after a pause)
         self._heard: set[str] = set()
+        self._mark_ends: dict[str, float] = {}  # mark -> when the audio before it should finish playing
         self._partial = np.zeros(0, dtype=np.int16)  # audio waiting to fill a whole frame
         self._first_sent: Callable[[float], None] | None = None  # for the partial's chunk
         self._generation = 0  # bumped by clear()/pause(), so a sender waiting to pace a frame re-checks
@@ -134,6 +135,11 @@ class Player:
 
     def heard(self, name: str) -> bool:
         return name in self._heard
+
+    def plays_out_at(self, name: str) -> float | None:
+        """When the audio before mark `name` should have finished playing by our pacing (monotonic; the
+        carrier's playhead is that plus its network delay), once the mark was sent."""
+        return self._mark_ends.get(name)
 
     @property
     def audible(self) -> bool:
@@ -233,6 +239,7 @@ class Player:
             if isinstance(item, _Mark):
                 self._outbox.popleft()
                 self._in_flight.append((self._play_until, item))
+                self._mark_ends[item.name] = self._play_until
                 await self.link.send_mark(item.name)
             else:
                 await self._send_paced(item)

@@ -7,7 +7,10 @@ Both tracks are growable int16 arrays (16 KB per second of call each), so a call
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +89,15 @@ class Recorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, np.stack([self.caller.render(length), self.bot.render(length)], axis=1), RATE)
         return path
+
+
+async def save_recording(recorder: Recorder, call_id: str, folder: str | Path) -> Path | None:
+    """Write a finished call's recording as `<folder>/<call id>.wav` off the event loop; None (logged) if
+    the file could not be written."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", call_id).lstrip(".") or "call"
+    path = Path(folder) / f"{name}.wav"
+    try:
+        return await asyncio.to_thread(recorder.write, path, time.monotonic())
+    except OSError as exc:
+        log.error("call %s: could not write the recording %s: %s", call_id, path, exc)
+        return None

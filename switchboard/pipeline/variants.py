@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from switchboard.config.schema import SplitPipelineConfig
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.pipeline.call import Providers
 from switchboard.pipeline.shadow import ShadowLLM
@@ -77,6 +78,13 @@ class PipelineProviders:
 
 def _varies(arms: list[Arm[T]]) -> bool:
     return len(arms) > 1 or any(arm.name is not None for arm in arms)
+
+
+def draw_pipeline(split: SplitPipelineConfig, rng: random.Random) -> tuple[str, str]:
+    """A `kind: split` pipeline's draw for one call: (the arm's name, the pipeline that answers)."""
+    arm = draw([Arm(each.name, each.weight, each.pipeline) for each in split.variants], rng)
+    assert arm.name is not None
+    return arm.name, arm.provider
 
 
 def draw(arms: list[Arm[T]], rng: random.Random) -> Arm[T]:

@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from switchboard.core.settings import ProviderConfig
 
-Stage = Literal["stt", "llm", "tts"]
-STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")
+# "realtime": a speech-to-speech model, the one provider of a `kind: realtime` pipeline (core/realtime.py)
+Stage = Literal["stt", "llm", "tts", "realtime"]
+STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")  # a cascade's
 
 # the built-in plug-ins, embedded engines first; each is a module of this package
 BUILTIN = ("moonshine", "whisper", "pocketsphinx", "scripted", "piper", "espeak",

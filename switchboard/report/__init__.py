@@ -30,7 +30,9 @@ Percentiles interpolate linearly between samples (numpy's default).
 Cost per call (pipeline.yaml's `pricing:`, keyed "vendor/model" or a bare model name): a live row's
 calls cost their LLM tokens at the row's LLM prices (`input_per_1m`, `output_per_1m`), plus the STT
 audio at each turn's STT vendor's `per_minute`, plus the characters spoken at each turn's TTS vendor's
-`per_1m_chars` — so the STT and TTS spend of the calls an LLM answered counts in that LLM's row, and so do
+`per_1m_chars` (a speech-to-speech model's row: its text tokens at `input_per_1m` / `output_per_1m` and
+its audio tokens at `audio_input_per_1m` / `audio_output_per_1m`) — so the STT and TTS spend of the
+calls an LLM answered counts in that LLM's row, and so do
 turns without an LLM stage (the greeting) of those calls. STT minutes are the caller's speech as the
 turn records it (`speech_ms`, first to last voiced frame): a slight underestimate, since the pre-roll and
 a short tail are sent too. Shadow rows cost their LLM tokens only (they are never transcribed or spoken).
@@ -93,6 +95,8 @@ class Row:
     tokens_in_mean: float | None = None
     tokens_out_mean: float | None = None
     dropped_per_turn: float | None = None  # speculative starts dropped (the caller went on) per turn
+    backchannels_per_turn: float | None = None  # the caller's "yeah"s the bot went on through, per turn
+    undone_pct: float | None = None  # replies undone because the caller went on as they started
     tool_calls_per_turn: float | None = None  # declared tools called per turn (shadows: None)
     tool_invalid_pct: float | None = None  # of the tool calls: refused (bad arguments, unknown tool)
     tool_error_pct: float | None = None  # of the tool calls: failed or timed out
@@ -224,6 +228,9 @@ class _Cost:
     def llm(self, vendor: str | None, turn: dict[str, Any]) -> None:
         self.add("llm", vendor, "input_per_1m", (turn.get("tokens_in") or 0) / 1e6)
         self.add("llm", vendor, "output_per_1m", (turn.get("tokens_out") or 0) / 1e6)
+        # a speech-to-speech model (kind: realtime) is the row's "LLM"; its audio tokens are priced apart
+        self.add("llm", vendor, "audio_input_per_1m", (turn.get("audio_tokens_in") or 0) / 1e6)
+        self.add("llm", vendor, "audio_output_per_1m", (turn.get("audio_tokens_out") or 0) / 1e6)
 
     def speech(self, turn: dict[str, Any]) -> None:
         self.add("stt", turn.get("stt_vendor"), "per_minute", (turn.get("speech_ms") or 0) / 60_000)
@@ -277,6 +284,8 @@ def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
         interruptions_pct=_pct(sum(bool(t.get("interrupted")) for t in turns), len(turns)),
         tokens_in_mean=_tokens(turns, "tokens_in"), tokens_out_mean=_tokens(turns, "tokens_out"),
         dropped_per_turn=round(sum(t.get("speculation_dropped") or 0 for t in turns) / len(turns), 2),
+        backchannels_per_turn=round(sum(t.get("backchannels") or 0 for t in turns) / len(turns), 2),
+        undone_pct=_pct(sum(bool(t.get("undone")) for t in turns), len(turns)),
         ttft_samples=ttft,
     )
     _tool_figures(row, turns)

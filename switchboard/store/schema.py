@@ -104,7 +104,9 @@ turns = Table(
     # because the caller went on as it started
     Column("backchannels", Integer, nullable=False, default=0),
     Column("undone", Boolean, nullable=False, default=False),
-    # tools (version 4): calls of declared tools, failed ones, refused ones (arguments, unknown tool),
+    Column("audio_tokens_in", Integer),  # a speech-to-speech model's audio tokens (version 4)
+    Column("audio_tokens_out", Integer),
+    # tools (version 5): calls of declared tools, failed ones, refused ones (arguments, unknown tool),
     # their summed latency, and "name:status" of each
     Column("tool_calls", Integer, nullable=False, default=0),
     Column("tool_errors", Integer, nullable=False, default=0),
@@ -130,7 +132,7 @@ shadow_results = Table(  # shadow LLM answers to live turns (filled by the shado
     Column("error", Text),
     Column("text", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("tool_calls", Integer, nullable=False, default=0),  # version 4
+    Column("tool_calls", Integer, nullable=False, default=0),  # version 5
     Column("tool_invalid", Integer, nullable=False, default=0),
     Index("ix_shadow_results_turn", "call_id", "turn_index"),
 )
@@ -148,8 +150,14 @@ def _add_backchannels_column(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE turns ADD COLUMN undone BOOLEAN NOT NULL DEFAULT FALSE"))
 
 
+def _add_audio_token_columns(connection: Connection) -> None:
+    """Version 4: a speech-to-speech model's audio tokens on `turns`."""
+    for ddl in ("audio_tokens_in INTEGER", "audio_tokens_out INTEGER"):
+        connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
+
+
 def _add_tool_columns(connection: Connection) -> None:
-    """Version 4: the tool columns of `turns` and `shadow_results`."""
+    """Version 5: the tool columns of `turns` and `shadow_results`."""
     for ddl in ("tool_calls INTEGER NOT NULL DEFAULT 0", "tool_errors INTEGER NOT NULL DEFAULT 0",
                 "tool_invalid INTEGER NOT NULL DEFAULT 0", "tool_ms FLOAT", "tools_used JSON"):
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
@@ -158,7 +166,8 @@ def _add_tool_columns(connection: Connection) -> None:
 
 
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_tool_columns]
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns,
+                               _add_tool_columns]
 
 
 class SchemaError(RuntimeError):

@@ -1,0 +1,125 @@
+"""Speech-to-speech models (`kind: realtime` pipelines): the events every vendor's session is turned into,
+and the protocol its adapter offers the call engine (pipeline/realtime.py).
+
+Audio crosses this boundary as int16 PCM at the phone line's 8 kHz in both directions: the adapter
+converts to and from its vendor's format (OpenAI: G.711 μ-law, which is lossless from the carrier's
+μ-law; Gemini: 16 kHz in, 24 kHz out, resampled), so the engine never knows a vendor's codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from switchboard.core.messages import Message, Tool
+from switchboard.core.settings import Timeouts
+
+
+@dataclass
+class RealtimeUsage:
+    """Tokens of one response, audio and text apart (they are priced apart)."""
+
+    text_in: int = 0
+    audio_in: int = 0
+    text_out: int = 0
+    audio_out: int = 0
+
+
+@dataclass
+class BotAudio:
+    """Reply audio, 8 kHz int16. `item_id` names the vendor's reply item (what a truncation points at)."""
+
+    pcm: np.ndarray
+    item_id: str
+
+
+@dataclass
+class BotText:
+    """The transcript of the reply audio, as it streams."""
+
+    text: str
+    item_id: str
+
+
+@dataclass
+class CallerSpeechStarted:
+    """The vendor's own voice activity detection heard the caller start (it stops its reply itself)."""
+
+
+@dataclass
+class CallerSpeechStopped:
+    """The vendor's voice activity detection decided the caller has finished (its endpoint)."""
+
+
+@dataclass
+class CallerTranscript:
+    """The vendor's transcription of what the caller said."""
+
+    text: str
+
+
+@dataclass
+class ToolRequest:
+    """The model calls a tool."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ResponseDone:
+    """A response ended: `status` completed, cancelled (interrupted), failed or incomplete."""
+
+    status: str
+    usage: RealtimeUsage | None = None
+    error: str | None = None  # the vendor's reason, for a failed response
+
+
+@dataclass
+class SessionExpiring:
+    """The vendor says it will end the session soon (Gemini's `goAway`): renew it at the next pause."""
+
+
+@dataclass
+class VendorError:
+    """An `error` event: the session goes on (a bad request, a rate limit); the message is the vendor's."""
+
+    message: str
+    code: str | None = None
+
+
+RealtimeEvent = (BotAudio | BotText | CallerSpeechStarted | CallerSpeechStopped | CallerTranscript
+                 | ToolRequest | ResponseDone | SessionExpiring | VendorError)
+
+
+class RealtimeConnection(Protocol):
+    """One open session with the vendor. Every method raises `ProviderError` when the socket is gone."""
+
+    async def send_audio(self, pcm: np.ndarray) -> None: ...  # caller audio, int16 8 kHz
+    async def send_text(self, text: str) -> None: ...  # a user message (keypad digits)
+    async def respond(self, instructions: str | None = None) -> None: ...  # ask for a reply now
+    async def cancel(self) -> None: ...  # stop the response being generated
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None: ...  # the caller heard only this
+    async def tool_result(self, call_id: str, output: str) -> None: ...
+    # ends when we close; raises ProviderError when the socket drops
+    def events(self) -> AsyncIterator[RealtimeEvent]: ...
+    async def close(self) -> None: ...
+
+
+class RealtimeModel(Protocol):
+    """A speech-to-speech vendor configured for one pipeline."""
+
+    vendor: str
+    model: str
+    timeouts: Timeouts
+    # a session the vendor ends by itself after this long (None: no limit); renewed before it expires
+    session_limit_s: float | None
+
+    async def connect(self, instructions: str, tools: list[Tool],
+                      history: list[Message] | None = None) -> RealtimeConnection:
+        """Open a session (with `history` replayed as text when resuming after a drop)."""
+        ...

@@ -1,0 +1,222 @@
+"""OpenAI Realtime through the official SDK's realtime client (`AsyncOpenAI.realtime.connect`).
+
+The session takes and gives G.711 μ-law (`audio/pcmu`) at 8 kHz: the carrier's own format, so the caller's
+audio goes to OpenAI and the model's comes back without resampling (the call engine speaks int16 PCM at
+8 kHz; μ-law → PCM → μ-law is bit-exact). `base_url` `http://host/v1` makes the SDK connect to
+`ws://host/v1/realtime?model=…` (the test fake). The SDK's own reconnection is off (no `on_reconnecting`):
+the call engine reconnects once itself, with the conversation replayed, and otherwise apologises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import openai
+from websockets.exceptions import ConnectionClosed
+
+from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.core.errors import ProviderError
+from switchboard.core.messages import Message, Tool
+from switchboard.core.realtime import (
+    BotAudio,
+    BotText,
+    CallerSpeechStarted,
+    CallerSpeechStopped,
+    CallerTranscript,
+    RealtimeEvent,
+    RealtimeUsage,
+    ResponseDone,
+    ToolRequest,
+    VendorError,
+)
+from switchboard.providers.openai import OpenAIRealtimeConfig
+from switchboard.providers.openai.adapter import VENDOR, _client, provider_error
+
+AUDIO_FORMAT = {"type": "audio/pcmu"}  # G.711 μ-law, 8 kHz: what Twilio sends and plays
+AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")  # GA name, then the beta's
+
+
+def session_settings(config: OpenAIRealtimeConfig, instructions: str, tools: list[Tool]) -> dict[str, Any]:
+    """The `session.update` body for a pipeline's section."""
+    detection = config.turn_detection.model_dump(exclude_none=True)
+    detection.update(create_response=True, interrupt_response=True)
+    audio_in: dict[str, Any] = {"format": AUDIO_FORMAT, "turn_detection": detection}
+    if config.transcription_model:
+        transcription = {"model": config.transcription_model}
+        if config.language:
+            transcription["language"] = config.language
+        audio_in["transcription"] = transcription
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": config.model,
+        "instructions": instructions,
+        "output_modalities": ["audio"],
+        "audio": {"input": audio_in, "output": {"format": AUDIO_FORMAT, "voice": config.voice}},
+        "tools": [{"type": "function", "name": tool.name, "description": tool.description,
+                   "parameters": tool.parameters} for tool in tools],
+        "tool_choice": "auto",
+    }
+    if config.max_output_tokens is not None:
+        session["max_output_tokens"] = config.max_output_tokens
+    return session
+
+
+def _history_item(message: Message) -> dict[str, Any]:
+    kind = "input_text" if message.role == "user" else "output_text"
+    return {"type": "message", "role": message.role, "content": [{"type": kind, "text": message.content}]}
+
+
+class OpenAIRealtime:
+    """A pipeline's OpenAI Realtime model: opens one session per call (and per reconnection)."""
+
+    vendor = VENDOR
+
+    def __init__(self, config: OpenAIRealtimeConfig) -> None:
+        self.config = config
+        self.model = config.model
+        self.timeouts = config.timeouts
+        self.session_limit_s: float | None = config.session_limit_s
+        self._client, self._key = _client(config)
+
+    async def connect(self, instructions: str, tools: list[Tool],
+                      history: list[Message] | None = None) -> OpenAIRealtimeConnection:
+        try:
+            async with asyncio.timeout(self.timeouts.connect_s):
+                connection = await self._client.realtime.connect(model=self.model).enter()
+        except TimeoutError:
+            raise ProviderError(VENDOR, "timeout", f"the Realtime socket did not open within "
+                                f"{self.timeouts.connect_s:g} s", retryable=True) from None
+        except Exception as exc:
+            raise _error(exc, self._key) from exc
+        opened = OpenAIRealtimeConnection(connection, self._key)
+        await opened.setup(session_settings(self.config, instructions, tools), history or [])
+        return opened
+
+
+class OpenAIRealtimeConnection:
+    """One Realtime session: the SDK's connection, in the events of core/realtime.py."""
+
+    def __init__(self, connection: Any, key: str) -> None:
+        self._connection = connection
+        self._key = key
+        self._closing = False
+
+    async def setup(self, session: dict[str, Any], history: list[Message]) -> None:
+        await self._send({"type": "session.update", "session": session})
+        for message in history:
+            if message.role in ("user", "assistant") and message.content:
+                await self._send({"type": "conversation.item.create", "item": _history_item(message)})
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        try:
+            await self._connection.send(event)
+        except Exception as exc:
+            raise _error(exc, self._key) from exc
+
+    async def send_audio(self, pcm: np.ndarray) -> None:
+        audio = base64.b64encode(ulaw_encode(pcm)).decode("ascii")
+        try:  # 50 a second per call: the raw JSON, without the SDK's per-event type transform
+            await self._connection.send_raw(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+        except Exception as exc:
+            raise _error(exc, self._key) from exc
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+
+    async def respond(self, instructions: str | None = None) -> None:
+        event: dict[str, Any] = {"type": "response.create"}
+        if instructions:
+            event["response"] = {"instructions": instructions}
+        await self._send(event)
+
+    async def cancel(self) -> None:
+        await self._send({"type": "response.cancel"})
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        await self._send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                          "audio_end_ms": audio_end_ms})
+
+    async def tool_result(self, call_id: str, output: str) -> None:
+        await self._send({"type": "conversation.item.create",
+                          "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+
+    async def events(self) -> AsyncIterator[RealtimeEvent]:
+        try:
+            async for event in self._connection:
+                converted = _convert(event)
+                if converted is not None:
+                    yield converted
+        except (ConnectionClosed, openai.OpenAIError, OSError) as exc:
+            if self._closing:
+                return
+            raise _error(exc, self._key) from exc
+        if not self._closing:  # a clean close we did not ask for still ends the session mid-call
+            raise ProviderError(VENDOR, "connection", "the Realtime socket was closed by the server",
+                                retryable=True)
+
+    async def close(self) -> None:
+        self._closing = True
+        try:
+            await self._connection.close()
+        except Exception:  # already gone
+            pass
+
+
+def _error(exc: BaseException, key: str) -> ProviderError:
+    if isinstance(exc, ConnectionClosed):
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        reason = exc.rcvd.reason if exc.rcvd is not None and exc.rcvd.reason else "no reason given"
+        return ProviderError(VENDOR, "connection", f"the Realtime socket closed ({code}: {reason})",
+                             retryable=True)
+    if isinstance(exc, OSError):
+        return ProviderError(VENDOR, "connection", f"{type(exc).__name__}: {exc}", retryable=True)
+    return provider_error(exc, key)
+
+
+def _usage(usage: Any) -> RealtimeUsage | None:
+    if usage is None:
+        return None
+    given_in, given_out = usage.input_token_details, usage.output_token_details
+    return RealtimeUsage(
+        text_in=(given_in.text_tokens or 0) if given_in else (usage.input_tokens or 0),
+        audio_in=(given_in.audio_tokens or 0) if given_in else 0,
+        text_out=(given_out.text_tokens or 0) if given_out else (usage.output_tokens or 0),
+        audio_out=(given_out.audio_tokens or 0) if given_out else 0,
+    )
+
+
+def _convert(event: Any) -> RealtimeEvent | None:
+    """One SDK server event as ours; None for those the call does not need."""
+    kind = event.type
+    if kind in AUDIO_DELTAS:
+        return BotAudio(ulaw_decode(base64.b64decode(event.delta)), event.item_id)
+    if kind == "response.output_audio_transcript.delta":
+        return BotText(event.delta, event.item_id)
+    if kind == "input_audio_buffer.speech_started":
+        return CallerSpeechStarted()
+    if kind == "input_audio_buffer.speech_stopped":
+        return CallerSpeechStopped()
+    if kind == "conversation.item.input_audio_transcription.completed":
+        return CallerTranscript(event.transcript)
+    if kind == "response.function_call_arguments.done":
+        try:
+            arguments = json.loads(event.arguments or "{}")
+        except ValueError:
+            arguments = {}
+        return ToolRequest(event.call_id, event.name, arguments if isinstance(arguments, dict) else {})
+    if kind == "response.done":
+        response = event.response
+        details = response.status_details
+        error = None
+        if details is not None and details.error is not None:
+            error = f"{details.error.code or details.error.type}: {details.error.message or ''}"
+        return ResponseDone(response.status or "completed", _usage(response.usage), error)
+    if kind == "error":
+        return VendorError(event.error.message, event.error.code)
+    return None
