@@ -37,8 +37,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard import logs
 from switchboard.config import Config, default_config_path, load_config
-from switchboard.config.tools import detection_mode
 from switchboard.config.schema import SplitPipelineConfig
+from switchboard.config.tools import detection_mode
 from switchboard.core.carrier import (
     NUMBER_CHARS,
     BadFrame,
