@@ -20,6 +20,8 @@ from switchboard.core.messages import Message
 from switchboard.core.settings import ProviderConfig, VendorConfig
 from switchboard.pipeline.build import expected_phrases
 from switchboard.providers import registry
+from switchboard.telephony.exotel import TRANSFER_UNSUPPORTED as EXOTEL_TRANSFER_UNSUPPORTED
+from switchboard.telephony.twilio.rest import ACCOUNT_SID_ENV, AUTH_TOKEN_ENV
 
 
 def credential_status(cfg: ProviderConfig) -> str:
@@ -60,7 +62,23 @@ def describe(config: Config) -> tuple[list[str], bool]:
             complete &= not status.startswith("MISSING")
             where = f" at {cfg.base_url}" if isinstance(cfg, VendorConfig) and cfg.base_url else ""
             lines.append(f"  {label:<16} {cfg.provider:<13} {cfg.summary():<34} {status}{where}")
+        lines += tool_lines(pipeline)
     return lines, complete
+
+
+def tool_lines(pipeline: Any) -> list[str]:
+    """The pipeline's HTTP tools (their URL templates: `${VAR}` is shown, never its value) and where
+    `transfer_call` is offered, and why not elsewhere."""
+    lines = [f"  {'tool':<16} {tool.name:<13} {tool.http.method} {tool.http.url}" for tool in pipeline.tools]
+    if pipeline.transfer is not None:
+        targets = ", ".join(pipeline.transfer.targets)
+        rest = [name for name in (ACCOUNT_SID_ENV, AUTH_TOKEN_ENV) if not os.environ.get(name)]
+        twilio = ("offered on Twilio calls" if not rest else
+                  f"NOT offered on Twilio calls: set {' and '.join(rest)} (the call is redirected through "
+                  "Twilio's REST API)")
+        lines.append(f"  {'transfer_call':<16} {targets}: {twilio}")
+        lines.append(f"  {'':<16} not offered on Exotel calls: {EXOTEL_TRANSFER_UNSUPPORTED}")
+    return lines
 
 
 async def ping(label: str, cfg: Any, phrases: list[str]) -> str:

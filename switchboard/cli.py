@@ -1,7 +1,7 @@
 """The `switchboard` command: serve, demo, call, check.
 
 switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--workers N] [--insecure-dev]
-switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--config pipeline.yaml]
+switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--amd] [--config pipeline.yaml]
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
                  [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from", dest="from_", metavar="FROM", help="caller id, E.164 (default: $TWILIO_FROM_NUMBER)"
     )
     dial.add_argument("--config", help="pipeline.yaml (default: as for serve)")
+    dial.add_argument("--amd", dest="machine_detection", action="store_true",
+                      help="answering machine detection: a machine gets the pipeline's voicemail: "
+                           "(leave a message after the beep, or hang up)")
 
     demo = commands.add_parser("demo", help="a simulated call against an in-process server, offline")
     demo.add_argument("--config", help="pipeline.yaml to demo (default: the bundled one)")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev,
                               workers=args.workers)
         if args.command == "dial":
-            return run_dial(args.config, args.to, args.pipeline, args.from_)
+            return run_dial(args.config, args.to, args.pipeline, args.from_, args.machine_detection)
         if args.command == "demo":
             return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose,
                                         store=not args.no_store))
@@ -108,12 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run_dial(config_path: str | None, to: str, pipeline: str | None, from_: str | None) -> int:
+def run_dial(config_path: str | None, to: str, pipeline: str | None, from_: str | None,
+             machine_detection: bool = False) -> int:
+    from switchboard.config.tools import detection_mode
     from switchboard.telephony.twilio.rest import DialError, dial
 
     config = load_config(config_path or default_config_path())
+    name = pipeline or config.default_pipeline
+    mode = detection_mode(config.pipelines, name, machine_detection)
     try:
-        placed = dial(to, pipeline or config.default_pipeline, list(config.pipelines), from_)
+        placed = dial(to, name, list(config.pipelines), from_, machine_detection=mode)
     except DialError as exc:
         print(f"switchboard dial: {exc}", file=sys.stderr)
         return 2

@@ -38,6 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from switchboard import logs
 from switchboard.config import Config, default_config_path, load_config
 from switchboard.config.schema import SplitPipelineConfig
+from switchboard.config.tools import detection_mode
 from switchboard.core.carrier import (
     NUMBER_CHARS,
     BadFrame,
@@ -284,6 +285,11 @@ class CallHost:
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
+        if isinstance(session, CallSession):  # the cascade only, so far: not pipeline/realtime.py
+            session.call_info.update(  # for the context webhook
+                {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": answering,
+                 "carrier": connection.carrier})
+            session.answered_by = start.custom_parameters.get("answered_by") or None  # machine detection
         await session.start()
         return session
 
@@ -338,21 +344,29 @@ def call_api(config: Config, auth: Auth) -> Route:
         except ValueError:
             body = None
         fields = ("to", "pipeline", "from")
-        if not isinstance(body, dict) or not all(isinstance(body.get(k) or "", str) for k in fields):
+        if (not isinstance(body, dict) or not all(isinstance(body.get(k) or "", str) for k in fields)
+                or not isinstance(body.get("machine_detection", False), bool)):
             return JSONResponse({"error": 'expected a JSON object {"to": "+1…", "pipeline": "name", '
-                                          '"from": "+1…"} with string values ("pipeline", "from" optional)'},
+                                          '"from": "+1…", "machine_detection": true} with string values '
+                                          '("pipeline", "from", "machine_detection" optional)'},
                                 status_code=400)
-        status, answer = await place_call(config, body.get("to", ""), body.get("pipeline"), body.get("from"))
+        status, answer = await place_call(config, body.get("to", ""), body.get("pipeline"), body.get("from"),
+                                          machine_detection=body.get("machine_detection", False))
         return JSONResponse(answer, status_code=status)
 
     return Route("/api/calls", api_calls, methods=["POST"])
 
 
-async def place_call(config: Config, to: str, pipeline: str | None, from_: str | None) -> tuple[int, dict]:
-    """An outbound call through Twilio (off the event loop): (201, the call) or (status, the error)."""
+async def place_call(config: Config, to: str, pipeline: str | None, from_: str | None,
+                     machine_detection: bool = False) -> tuple[int, dict]:
+    """An outbound call through Twilio (off the event loop): (201, the call) or (status, the error).
+    `machine_detection`: Twilio's answering machine detection, in the mode the pipeline's `voicemail:`
+    needs."""
+    name = pipeline or config.default_pipeline
+    mode = detection_mode(config.pipelines, name, machine_detection)
     try:
-        placed = await asyncio.to_thread(dial, to, pipeline or config.default_pipeline,
-                                         list(config.pipelines), from_)
+        placed = await asyncio.to_thread(dial, to, name, list(config.pipelines), from_,
+                                         machine_detection=mode)
     except DialError as exc:
         return exc.status, {"error": str(exc)}
     return 201, {"call_sid": placed.call_sid, "to": placed.to, "from": placed.from_,

@@ -319,3 +319,19 @@ def test_guesses_from_very_many_addresses_keep_the_lockout_table_bounded(monkeyp
         guard._note_failure("10.0.1.243")  # the newest keeps its count
     assert len(guard._failures) == 50 and "10.0.0.0" not in guard._failures
     assert guard._locked_out("10.0.1.243") > 0
+
+
+def test_a_calls_page_shows_its_tools_transfer_and_voicemail():
+    from switchboard.web.pages import call_page
+
+    summary = {"turns": 2, "transferred_to": "sip:desk@example.com", "answered_by": "human",
+               "context_error": "timed out after 2 s"}
+    call = {"id": "CA1", "pipeline": "default", "summary": summary,
+            "turns": [{"index": 1, "kind": "reply", "transcript": "book a table", "reply_heard": "Booked.",
+                       "tools_used": ["book_table:invalid", "book_table:ok"], "tool_ms": 212.4}]}
+    html = call_page(call, live=False, has_recording=False, logout=False)
+    assert "tools: book_table:invalid, book_table:ok (212 ms in all)" in html
+    assert "<th>transferred to</th><td>sip:desk@example.com</td>" in html
+    assert "<th>answered by</th><td>human</td>" in html
+    assert "<th>context webhook</th><td>timed out after 2 s</td>" in html
+    assert "<th>voicemail</th>" not in html  # not a voicemail: no row

@@ -58,8 +58,11 @@ async def test_a_version_3_database_gets_the_audio_token_columns(tmp_path) -> No
     await store.add_turn(cascade_turn("CA1", 1))
     await store.close()
     with sqlite3.connect(path) as db:  # what the schema before speech-to-speech wrote
-        for column in ("audio_tokens_in", "audio_tokens_out"):
+        for column in ("audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
+                       "tool_ms", "tools_used"):  # and version 5's (the tool columns)
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        for column in ("tool_calls", "tool_invalid"):
+            db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (3, '2026-11-20 00:00:00')")
     upgraded = CallStore(str(path))

@@ -128,7 +128,8 @@ def test_json_fields():
         "source", "vendor", "calls", "turns", "v2v_p50_ms", "v2v_p90_ms", "v2v_p99_ms", "v2v_n",
         "ttft_p50_ms", "ttft_p90_ms", "ttft_n", "stt_p50_ms", "tts_first_byte_p50_ms", "errors_pct",
         "timeouts_pct", "interruptions_pct", "tokens_in_mean", "tokens_out_mean", "dropped_per_turn",
-        "backchannels_per_turn", "undone_pct", "cost_per_call",
+        "backchannels_per_turn", "undone_pct", "tool_calls_per_turn", "tool_invalid_pct", "tool_error_pct",
+        "cost_per_call",
         "cost_llm_per_call", "cost_stt_per_call", "cost_tts_per_call", "cost_partial", "cost_unpriced",
         "ttft_p_value", "significant", "reference",
     }
@@ -382,3 +383,22 @@ def test_backchannels_per_turn_and_undone_replies():
     assert rows["fast/model-a"].backchannels_per_turn == 0.6
     assert rows["fast/model-a"].undone_pct == 10.0
     assert rows["slow/model-b"].backchannels_per_turn == 0.0 and rows["slow/model-b"].undone_pct == 0.0
+
+
+def test_tool_columns_show_how_each_llm_uses_tools():
+    turns = fixture_turns()
+    for metrics in turns:
+        if metrics.vendors.get("llm") == "fast/model-a" and metrics.index == 1:  # 5 of its 10 turns
+            metrics.note_tool("book_table", "ok", 120.0)
+            metrics.note_tool("book_table", "invalid", 0.5)
+        elif metrics.vendors.get("llm") == "slow/model-b" and metrics.index == 1:
+            metrics.note_tool("book_table", "timeout", 5000.0)
+    rows = {r.vendor: r for r in build_report(rows_of(turns)).rows}
+    fast, slow, same = rows["fast/model-a"], rows["slow/model-b"], rows["same/model-c"]
+    assert (fast.tool_calls_per_turn, fast.tool_invalid_pct, fast.tool_error_pct) == (1.0, 50.0, 0.0)
+    assert (slow.tool_calls_per_turn, slow.tool_invalid_pct, slow.tool_error_pct) == (0.5, 0.0, 100.0)
+    assert (same.tool_calls_per_turn, same.tool_invalid_pct, same.tool_error_pct) == (0.0, None, None)
+    table = format_table(build_report(rows_of(turns)))
+    header, fast_line = table.splitlines()[0], next(line for line in table.splitlines() if "model-a" in line)
+    assert "tools/turn  tool invalid %  tool err %" in header
+    assert "1.00            50.0         0.0" in fast_line

@@ -127,3 +127,34 @@ def test_phrases_are_every_rules_phrases_in_order() -> None:
 def test_it_says_what_it_is() -> None:
     model = llm()
     assert (model.vendor, model.model) == ("scripted", "rules")
+
+
+BOOK = Tool("book_table", "Book.", {"type": "object", "properties": {
+    "party_size": {"type": "integer"}, "time": {"type": "string"}, "vip": {"type": "boolean"}}})
+BOOKING_RULE = ScriptedRule(match=r"table for (?P<party>\d+)( at (?P<time>\d+))?", tool="book_table",
+                            arguments={"party_size": "{party}", "time": "{time}:00", "vip": False},
+                            reply="Booked {party_size} for {time}, reference {id}.", failed="No luck.")
+
+
+async def test_a_tool_rule_calls_the_tool_with_typed_arguments_from_the_groups() -> None:
+    model = llm(rules=[BOOKING_RULE])
+    stream = await events(model, "A table for 4 at 7 please", tools=[END_CALL_TOOL, BOOK])
+    (call,) = [e for e in stream if isinstance(e, ToolCall)]
+    assert call.name == "book_table" and call.arguments == {"party_size": 4, "time": "7:00", "vip": False}
+    assert text_of(stream) == ""
+    partial = [e for e in await events(model, "a table for 2", tools=[BOOK]) if isinstance(e, ToolCall)]
+    assert partial[0].arguments == {"party_size": 2, "vip": False}  # no time said: the argument is left out
+
+
+async def test_a_tool_rule_replies_with_the_result_or_says_it_failed() -> None:
+    model = llm(rules=[BOOKING_RULE])
+    said = [Message("user", "a table for 4 at 7"),
+            Message("assistant", "", tool_calls=[ToolCall("c1", "book_table", {"party_size": 4})])]
+    result = Message("tool", '{"id": "B-7", "party_size": 4, "time": "7:00"}', tool_call_id="c1")
+    ok = [e async for e in model.stream([*said, result], [BOOK])]
+    assert text_of(ok) == "Booked 4 for 7:00, reference B-7."
+    failed = [e async for e in model.stream([*said, Message("tool", "Error: timed out", tool_call_id="c1")],
+                                            [BOOK])]
+    assert text_of(failed) == "No luck."
+    unoffered = await events(model, "a table for 4 at 7", tools=[END_CALL_TOOL])
+    assert text_of(unoffered) == "No luck."  # the tool is not offered on this call

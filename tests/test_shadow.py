@@ -224,3 +224,46 @@ async def test_shadows_never_touch_the_live_turn_and_their_results_are_stored(
     assert await asyncio.to_thread(main_report, ["--db", db], None, table) == 0
     shadow_rows = [line for line in table.getvalue().splitlines() if line.startswith("shadow")]
     assert [line.split()[1] for line in shadow_rows] == ["boom/x", "hang/forever", "openai/gpt-4o-mini"]
+
+
+class ToolCaller:
+    """Asks for the given tool calls, then says a word."""
+
+    vendor, model = "tools", "caller"
+    timeouts = None
+
+    def __init__(self, *calls) -> None:
+        self.calls = calls
+
+    async def stream(self, messages: list[Message], tools: list[Tool]) -> AsyncIterator[LLMEvent]:
+        from switchboard.core.messages import ToolCall
+
+        for n, (name, arguments) in enumerate(self.calls):
+            yield ToolCall(f"c{n}", name, arguments)
+        yield TextDelta("ok")
+
+
+async def test_a_shadows_tool_calls_are_counted_and_checked_against_the_schemas():
+    book = Tool("book_table", "Book.", {"type": "object", "properties": {"party_size": {"type": "integer"}},
+                                        "required": ["party_size"]})
+    llm = ToolCaller(("book_table", {"party_size": 2}), ("book_table", {"party_size": "two"}),
+                     ("cancel", {}), ("end_call", {"farewell": "Bye."}))
+    result = await ask(shadow("tools", llm), MESSAGES, [END_CALL_TOOL, book], "CA1", 1)
+    assert (result.tool_calls, result.tool_invalid) == (3, 2)  # a bad argument, an unknown tool
+    assert result.text == "Bye.ok"
+
+
+async def test_shadow_tool_figures_are_stored_and_reported(tmp_path):
+    from switchboard.report import build_report
+
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    store = CallStore(url)
+    await store.open()
+    for n in range(4):
+        await store.add_shadow(ShadowResult("CA1", n, "gem", "gemini/flash", ttft_ms=100.0, total_ms=200.0,
+                                            tool_calls=1, tool_invalid=1 if n == 0 else 0))
+    shadows = await store.query_shadows()
+    await store.close()
+    assert [(s["tool_calls"], s["tool_invalid"]) for s in shadows] == [(1, 1), (1, 0), (1, 0), (1, 0)]
+    (row,) = build_report([], shadows).rows
+    assert (row.tool_calls_per_turn, row.tool_invalid_pct, row.tool_error_pct) == (1.0, 25.0, None)

@@ -134,8 +134,11 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
     await store.close()
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
         for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels", "undone",
-                       "audio_tokens_in", "audio_tokens_out"):
+                       "audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
+                       "tool_ms", "tools_used"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        for column in ("tool_calls", "tool_invalid"):
+            db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (1, '2026-11-01 00:00:00')")
 
@@ -148,6 +151,35 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
     await upgraded.close()
     assert [(r["speculated"], r["speculation_dropped"], r["reads"], r["backchannels"]) for r in rows] == [
         (0, 0, None, 0), (2, 1, "complete", 3)]
+
+
+async def test_a_version_4_database_gets_the_tool_columns(tmp_path):
+    path = tmp_path / "v4.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.add_turn(a_turn())
+    await store.close()
+    with sqlite3.connect(path) as db:  # make it what schema version 4 wrote
+        for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used"):
+            db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        for column in ("tool_calls", "tool_invalid"):
+            db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (4, '2026-11-20 00:00:00')")
+
+    upgraded = CallStore(str(path))
+    await upgraded.open()
+    turn = a_turn()
+    turn.note_tool("book_table", "ok", 210.0)
+    turn.note_tool("book_table", "invalid", 0.4)
+    turn.note_tool("check_order", "timeout", 5000.0)
+    await upgraded.add_turn(turn)
+    rows = await upgraded.query_turns()
+    await upgraded.close()
+    assert [(r["tool_calls"], r["tool_errors"], r["tool_invalid"], r["tool_ms"], r["tools_used"])
+            for r in rows] == [(0, 0, 0, None, None),
+                               (3, 1, 1, 5210.4, ["book_table:ok", "book_table:invalid",
+                                                  "check_order:timeout"])]
 
 
 async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):

@@ -32,6 +32,7 @@ from switchboard.config.schema import (
     default_pipeline_problem,
     number_problems,
 )
+from switchboard.config.tools import defers_env
 
 CONFIG_ENV_VAR = "SWITCHBOARD_CONFIG"
 BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / CONFIG_FILE_NAME  # package data
@@ -214,6 +215,8 @@ class _Interpolation:
             return value
 
         result = _ENV_REF.sub(substitute, text)
+        if defers_env(path):  # checked here, read at request time (config/tools.py): never held
+            return text
         if used:
             self.env_paths[path] = used
         return result

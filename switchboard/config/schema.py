@@ -17,6 +17,15 @@ from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_v
 from pydantic_core import PydanticCustomError
 
 from switchboard.config.messages import Problem, format_path
+from switchboard.config.tools import (
+    ContextWebhookConfig,
+    ToolConfig,
+    ToolUseConfig,
+    TransferConfig,
+    VoicemailConfig,
+    placeholders_without_default,
+    unique_tool_names,
+)
 from switchboard.core.carrier import E164
 from switchboard.core.settings import Strict
 from switchboard.providers import registry
@@ -288,6 +297,24 @@ class PipelineConfig(Strict):
     shadow: list[ShadowConfig] = Field(default_factory=list)  # LLMs also asked every turn, never heard
     player: PlayerConfig = Field(default_factory=PlayerConfig)
     dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
+    tools: list[ToolConfig] = Field(default_factory=list)  # HTTP tools the LLM may call (config/tools.py)
+    tool_use: ToolUseConfig = Field(default_factory=ToolUseConfig)
+    transfer: TransferConfig | None = None  # the built-in transfer_call tool, where the carrier can
+    context_webhook: ContextWebhookConfig | None = None  # per-call {placeholders} for greeting and prompt
+    voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)  # outbound calls a machine answers
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
+        return unique_tool_names(tools)
+
+    @model_validator(mode="after")
+    def _placeholders_have_defaults(self) -> PipelineConfig:
+        texts = {"greeting": self.greeting, "system_prompt": self.system_prompt}
+        problem = placeholders_without_default(self.context_webhook, texts)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("shadow")
     @classmethod

@@ -141,11 +141,15 @@ class CarrierLink(Protocol):
     # audio the link holds back before sending (to fill its carrier's chunks); the player runs that
     # much further ahead to make up for it
     holds_ms: int
+    # can it hand the live call to another number or SIP URI (`transfer`)? The `transfer_call` tool is
+    # offered only then; a link that can't says why (`switchboard check` shows it)
+    transfers: bool
 
     async def send_audio(self, pcm: np.ndarray) -> None: ...  # int16, 8 kHz, a whole number of frames
     async def send_mark(self, name: str) -> None: ...
     async def send_clear(self) -> None: ...
     async def hang_up(self) -> None: ...
+    async def transfer(self, target: str) -> bool: ...  # True: the call went on to `target`, we are out
 
 
 @dataclass

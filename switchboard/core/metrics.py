@@ -93,6 +93,23 @@ class TurnMetrics:
     # the caller went on just as the bot started this reply: stopped at once, undone, their words joined
     # to what they said next (one turn answers both)
     undone: bool = False
+    # tools (pipeline/tools.py): calls of declared tools the LLM made, those that failed (HTTP error,
+    # bad answer, timeout), those refused (unknown tool, arguments against the schema), their latencies
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_invalid: int = 0
+    tool_ms: float = 0.0  # summed over the turn's tool calls
+    tool_fillers: int = 0  # fillers said while a tool ran
+    tools_used: list[str] = field(default_factory=list)  # "name:status", in order
+    transferred_to: str | None = None  # the number or SIP URI the call was handed to (transfer_call)
+
+    def note_tool(self, name: str, status: str, ms: float) -> None:
+        """One tool call: status ok, error, timeout, invalid (arguments) or unknown (no such tool)."""
+        self.tool_calls += 1
+        self.tool_errors += status in ("error", "timeout")
+        self.tool_invalid += status in ("invalid", "unknown")
+        self.tool_ms = round(self.tool_ms + ms, 1)
+        self.tools_used.append(f"{name}:{status}")
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:
@@ -136,6 +153,8 @@ class ShadowResult:
     tokens_out: int | None = None
     error: str | None = None  # "vendor: kind: message", e.g. "openai: timeout: no first token within 5 s"
     text: str = ""  # what it would have said (so far, when it failed)
+    tool_calls: int = 0  # calls of the pipeline's tools it asked for (never run: it gets no result)
+    tool_invalid: int = 0  # of those, the ones naming no offered tool or with arguments against the schema
 
 
 
@@ -151,4 +170,5 @@ def call_summary(turns: list[TurnMetrics]) -> dict:
         "voice_to_voice_ms_max": max(v2v) if v2v else None,
         "speculated": sum(t.speculated for t in turns),  # speculative starts, and those the caller
         "speculation_dropped": sum(t.speculation_dropped for t in turns),  # talked on through
+        "transferred_to": next((t.transferred_to for t in turns if t.transferred_to), None),
     }

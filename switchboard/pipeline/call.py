@@ -25,17 +25,20 @@ from switchboard.audio.noise import is_noise
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
+from switchboard.config.tools import is_machine
 from switchboard.core.carrier import CarrierLink
 from switchboard.core.messages import Message, TextDelta, ToolCall, Usage
 from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import LLM, STT, TTS
-from switchboard.core.tools import END_CALL_TOOL
+from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL, transfer_call_tool
 from switchboard.pipeline import failover
 from switchboard.pipeline.backchannel import is_backchannel
+from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
+from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
 from switchboard.pipeline.turn_end import Finished, reads_finished
 
 log = logging.getLogger("switchboard.call")
@@ -105,6 +108,7 @@ class _Turn:
     playing: bool = False  # its first audio has been queued for the caller
     undone: bool = False  # the caller went on right after it started: as if it had never been said
     task: asyncio.Task | None = None
+    exchanges: list[Message] = field(default_factory=list)  # its tool calls and their results
 
 
 class CallSession:
@@ -143,6 +147,13 @@ class CallSession:
         self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
+        self.tools = ToolBox(config.tools, config.tool_use)  # pipeline/tools.py (none: unknown ones refused)
+        transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
+        self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
+        self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told
+        self.context = CallContext(config)  # the greeting and system prompt (pipeline/context.py)
+        self.answered_by: str | None = None  # outbound with machine detection: Twilio's AnsweredBy
+        self.voicemail: str | None = None  # a machine answered: "left_message" or "hung_up"
         self.turns: list[TurnMetrics] = []
         self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
@@ -166,11 +177,13 @@ class CallSession:
     async def start(self) -> None:
         self.player.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
-        if self.config.greeting:
+        self.context.start(self.call_info)
+        if is_machine(self.answered_by):
+            await self._leave_voicemail()
+        elif self.config.greeting:
             greeting = self._new_turn("greeting")
             self._commit(greeting)
-            greeting.task = asyncio.create_task(self._say(greeting, self.config.greeting, hang_up=False),
-                                                name=f"greeting-{self.call_id}")
+            greeting.task = asyncio.create_task(self._greet(greeting), name=f"greeting-{self.call_id}")
 
     async def close(self) -> dict:
         """The caller hung up or we did: stop everything and return the call's summary."""
@@ -182,6 +195,7 @@ class CallSession:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.context.cancel()
         await self.player.close()
         if self.recorder is not None:
             self.recording = await save_recording(self.recorder, self.call_id, self.config.recordings_dir)
@@ -195,6 +209,12 @@ class CallSession:
             summary["shadows"] = self.shadows.summary()
         if self.recording is not None:
             summary["recording"] = str(self.recording)
+        if self.context.error is not None:
+            summary["context_error"] = self.context.error
+        if self.answered_by:
+            summary["answered_by"] = self.answered_by
+        if self.voicemail is not None:
+            summary["voicemail"] = self.voicemail
         return summary
 
     # --- what the carrier tells us ----------------------------------------------------------------
@@ -572,6 +592,26 @@ class CallSession:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False
 
+    async def _greet(self, turn: _Turn) -> None:
+        """The greeting, once the context webhook (if any) has filled it in (pipeline/context.py)."""
+        try:
+            await self.context.ready()
+        except asyncio.CancelledError:
+            self._finish(turn)
+            raise
+        if self.context.error is not None:
+            turn.metrics.failures.append(f"context_webhook: {self.context.error}")
+        await self._say(turn, self.context.greeting, hang_up=False)
+
+    async def _leave_voicemail(self) -> None:
+        """A machine answered our outbound call: say `voicemail.message` (detection waited for the beep)
+        and hang up, or hang up at once. Nothing on the line interrupts it."""
+        voicemail = self.config.voicemail
+        leave = voicemail.action == "leave_message"
+        self.voicemail = "left_message" if leave else "hung_up"
+        log.info("call %s: answered by %s: %s", self.call_id, self.answered_by, self.voicemail)
+        await self._say_line("voicemail", voicemail.message if leave else "", hang_up=True)
+
     async def _run_turn(self, turn: _Turn) -> None:
         """Answer what the caller said (an utterance, transcribed here) or keyed in (digits).
 
@@ -602,7 +642,10 @@ class CallSession:
                 await self._wait_heard(turn.spoken)
             else:
                 await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
-                await self._hang_up(turn.spoken)
+                if end_call.name == TRANSFER_CALL:
+                    await self._hand_over(turn, end_call)
+                else:
+                    await self._hang_up(turn.spoken)
         except asyncio.CancelledError:
             if turn.committed.is_set():
                 metrics.interrupted = not metrics.ended_call  # hanging up closes the call, cancelling us
@@ -633,8 +676,8 @@ class CallSession:
     def _start_shadows(self, metrics: TurnMetrics) -> None:
         """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""
         if self.shadows is not None:
-            messages = [Message("system", self.config.system_prompt), *self.history]
-            self.shadows.start(metrics.index, messages, [END_CALL_TOOL])
+            messages = [Message("system", self.context.system_prompt), *self.history]
+            self.shadows.start(metrics.index, messages, [*self.builtin_tools, *self.tools.offered])
 
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
         metrics.stt_start = time.monotonic()
@@ -651,18 +694,26 @@ class CallSession:
         assert turn.user is not None
         metrics = turn.metrics
         history = self.history if turn.in_history else [*self.history, turn.user]
-        messages = [Message("system", self.config.system_prompt), *history]
+        await self.context.ready()
+        messages = [Message("system", self.context.system_prompt), *history]
         chunker = SentenceChunker()
         end_call: ToolCall | None = None
-        events = failover.stream_reply(self.llm_chain, messages, [END_CALL_TOOL], metrics)
+        events = rounds(self.llm_chain, messages, self.builtin_tools, self.tools, metrics, turn.exchanges,
+                        turn.committed.wait)
         async with contextlib.aclosing(events):  # a failing TTS mid-reply must close the LLM stream
             async for _, event in events:
-                if isinstance(event, TextDelta):
+                if isinstance(event, Pending):  # tools are about to run: say what the LLM said so far
+                    if rest := chunker.flush():
+                        await self._speak(rest, turn)
+                elif isinstance(event, Filler):  # a tool is slow: never dead air
+                    metrics.reply_text += (" " if metrics.reply_text else "") + event.text
+                    await self._speak(event.text, turn)
+                elif isinstance(event, TextDelta):
                     metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
                     metrics.reply_text += event.text
                     for chunk in chunker.push(event.text):
                         await self._speak(chunk, turn)
-                elif isinstance(event, ToolCall) and event.name == END_CALL_TOOL.name:
+                elif isinstance(event, ToolCall) and event.name in (END_CALL_TOOL.name, TRANSFER_CALL):
                     metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
                     end_call = event
                 elif isinstance(event, Usage):
@@ -675,6 +726,8 @@ class CallSession:
             self._ending = True  # from here on the caller can't talk us out of hanging up
             metrics.ended_call = True
             farewell = str(end_call.arguments.get("farewell") or "").strip()
+            if end_call.name == TRANSFER_CALL and self.config.transfer is not None:
+                farewell = self.config.transfer.say
             if farewell:
                 metrics.reply_text += (" " if metrics.reply_text else "") + farewell
                 await self._speak(farewell, turn)
@@ -752,6 +805,25 @@ class CallSession:
         log.info("call %s: hanging up (end_call)", self.call_id)
         await self.link.hang_up()
 
+    async def _hand_over(self, turn: _Turn, call: ToolCall) -> None:
+        """transfer_call, its line said: the carrier hands the call over, or the caller hears it failed."""
+        assert self.config.transfer is not None
+        transfer, metrics = self.config.transfer, turn.metrics
+        target = str(call.arguments.get("target") or "")
+        if target not in transfer.targets:
+            log.warning("call %s: transfer_call asked for %r, not a target; using %s", self.call_id, target,
+                        transfer.targets[0])
+            target = transfer.targets[0]
+        log.info("call %s: transferring to %s", self.call_id, target)
+        if await self.link.transfer(target):
+            metrics.transferred_to = target
+            return
+        metrics.failures.append(f"transfer to {target} failed")
+        metrics.ended_call, self._ending = False, False  # the caller is still with us
+        metrics.reply_text += " " + transfer.failed
+        await self._speak(transfer.failed, turn)
+        await self._wait_heard(turn.spoken)
+
     async def say_goodbye(self, text: str) -> None:
         """End the call from our side (the server is draining): stop the turn in flight, say `text` (a turn
         of kind "goodbye"), wait for its mark (`end_call_watchdog_s` at most) and hang up."""
@@ -784,6 +856,7 @@ class CallSession:
         metrics, spoken = turn.metrics, turn.spoken
         metrics.turn_done = time.monotonic()
         metrics.reply_heard = " ".join(s.text for s in spoken if self.player.heard(s.mark))
+        self.history.extend(turn.exchanges)  # tools that ran stay known, heard or not
         if metrics.reply_heard and not turn.undone:
             self.history.append(Message("assistant", metrics.reply_heard))
         metrics.log()

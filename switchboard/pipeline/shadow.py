@@ -4,7 +4,10 @@ When a live turn commits the caller's words to the history, `CallShadows.start` 
 (system prompt, history, the new user message) and tools to each of the pipeline's `shadow:` LLMs, one
 asyncio task each. Each task measures, from the moment it sends its request: the time to the first token
 (`ttft_ms`), to the end of the stream (`total_ms`, only when it finished), the tokens (its Usage event),
-the error, and the text (with an `end_call` farewell appended, as a live reply records it). The result
+the error, and the text (with an `end_call` farewell appended, as a live reply records it), and the
+calls of the pipeline's tools it asks for, checked against their schemas as a live call's would be
+(`tool_calls`, `tool_invalid`: how well it uses tools; they are never run, so a shadow's turn is its
+first request only). The result
 goes to a callback (the server's: the call store's `shadow_results`, with the call id and turn index)
 and to the `switchboard.shadow` log as one JSON line.
 
@@ -29,14 +32,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import jsonschema
+
 from switchboard.core.errors import ProviderError
 from switchboard.core.messages import Message, TextDelta, Tool, ToolCall, Usage
 from switchboard.core.metrics import ShadowResult
 from switchboard.core.protocols import LLM
 from switchboard.core.settings import Timeouts
+from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL
 
 log = logging.getLogger("switchboard.shadow")
 
+_BUILTIN = (END_CALL_TOOL.name, TRANSFER_CALL)  # not the pipeline's tools: not counted as tool calls
 COMPLAIN_EVERY_S = 10.0  # at most one warning about dropped shadow requests this often
 
 
@@ -69,6 +76,9 @@ async def ask(shadow: ShadowLLM, messages: list[Message], tools: list[Tool], cal
                         deadline.reschedule(started + total_s)
                     if isinstance(event, TextDelta):
                         result.text += event.text
+                    elif isinstance(event, ToolCall) and event.name not in _BUILTIN:
+                        result.tool_calls += 1
+                        result.tool_invalid += not _valid(event, tools)
                     elif isinstance(event, ToolCall):
                         farewell = str(event.arguments.get("farewell") or "").strip()
                         result.text += (" " if result.text and farewell else "") + farewell
@@ -84,6 +94,12 @@ async def ask(shadow: ShadowLLM, messages: list[Message], tools: list[Tool], cal
     except Exception as exc:  # a bug in an adapter must not escape into the event loop
         result.error = str(ProviderError(shadow.llm.vendor, "internal", f"{type(exc).__name__}: {exc}"))
     return result
+
+
+def _valid(call: ToolCall, tools: list[Tool]) -> bool:
+    """Does the call name an offered tool, with arguments its schema accepts?"""
+    tool = next((t for t in tools if t.name == call.name), None)
+    return tool is not None and jsonschema.Draft202012Validator(tool.parameters).is_valid(call.arguments)
 
 
 def _ms(seconds: float) -> float:

@@ -17,6 +17,11 @@ Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative
   tokens           mean input / output tokens per turn
   spec drop/turn   speculative starts (STT/LLM/TTS begun at a pause) dropped because the caller went
                    on, per turn: the vendor cost of speculation
+  tools/turn       calls of the pipeline's HTTP tools per turn (pipeline/tools.py)
+  tool invalid %   of those calls, the ones refused: arguments against the tool's schema, or a tool
+                   that does not exist (how well the LLM uses tools)
+  tool err %       of those calls, the ones whose request failed or timed out (how well the tools work)
+                   Shadow rows: the tool calls of their one request per turn, never run (no tool err %)
   $/call           estimated USD per call from `pricing:` (see below)
 Significance: each row's TTFT against the fastest row's (lowest TTFT p50) with a two-sided
 Mann-Whitney U test; p < `alpha` (0.05) is marked `*`. Rows with fewer than 2 samples are not tested.
@@ -92,6 +97,9 @@ class Row:
     dropped_per_turn: float | None = None  # speculative starts dropped (the caller went on) per turn
     backchannels_per_turn: float | None = None  # the caller's "yeah"s the bot went on through, per turn
     undone_pct: float | None = None  # replies undone because the caller went on as they started
+    tool_calls_per_turn: float | None = None  # declared tools called per turn (shadows: None)
+    tool_invalid_pct: float | None = None  # of the tool calls: refused (bad arguments, unknown tool)
+    tool_error_pct: float | None = None  # of the tool calls: failed or timed out
     cost_per_call: float | None = None  # USD: LLM + STT + TTS (shadows: LLM), None when nothing is priced
     cost_llm_per_call: float | None = None  # the parts of cost_per_call (None likewise)
     cost_stt_per_call: float | None = None
@@ -280,6 +288,7 @@ def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
         undone_pct=_pct(sum(bool(t.get("undone")) for t in turns), len(turns)),
         ttft_samples=ttft,
     )
+    _tool_figures(row, turns)
     cost = _Cost(pricing)
     for turn in turns:
         cost.llm(vendor, turn)
@@ -288,6 +297,15 @@ def _live_row(vendor: str, turns: list[dict[str, Any]], pricing: Pricing | None,
         cost.speech(turn)
     cost.fill(row)
     return row
+
+
+def _tool_figures(row: Row, turns: list[dict[str, Any]]) -> None:
+    """Tool calls per turn, and of those the refused and the failed (rates None without a call)."""
+    tool_calls = sum(t.get("tool_calls") or 0 for t in turns)
+    row.tool_calls_per_turn = round(tool_calls / len(turns), 2)
+    if tool_calls:
+        row.tool_invalid_pct = _pct(sum(t.get("tool_invalid") or 0 for t in turns), tool_calls)
+        row.tool_error_pct = _pct(sum(t.get("tool_errors") or 0 for t in turns), tool_calls)
 
 
 def _shadow_row(vendor: str, results: list[dict[str, Any]], pricing: Pricing | None) -> Row:
@@ -301,6 +319,8 @@ def _shadow_row(vendor: str, results: list[dict[str, Any]], pricing: Pricing | N
         tokens_in_mean=_tokens(results, "tokens_in"), tokens_out_mean=_tokens(results, "tokens_out"),
         ttft_samples=ttft,
     )
+    _tool_figures(row, results)
+    row.tool_error_pct = None  # a shadow's tool calls are never run
     cost = _Cost(pricing)
     for result in results:
         cost.llm(vendor, result)
@@ -380,7 +400,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 TABLE_HEADER = ("source", "LLM vendor/model", "calls", "turns", "v2v p50/p90/p99", "TTFT p50/p90",
                 "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out",
-                "spec drop/turn", "$/call")
+                "spec drop/turn", "tools/turn", "tool invalid %", "tool err %", "$/call")
 
 
 def significance_mark(row: Row) -> str:
@@ -408,6 +428,7 @@ def table_cells(report: Report) -> list[list[str]]:
             _num(row.errors_pct), _num(row.timeouts_pct), _num(row.interruptions_pct),
             f"{_num(row.tokens_in_mean)}/{_num(row.tokens_out_mean)}",
             _num(row.dropped_per_turn, 2),
+            _num(row.tool_calls_per_turn, 2), _num(row.tool_invalid_pct), _num(row.tool_error_pct),
             format_cost(row),
         ])
     return cells

@@ -106,6 +106,13 @@ turns = Table(
     Column("undone", Boolean, nullable=False, default=False),
     Column("audio_tokens_in", Integer),  # a speech-to-speech model's audio tokens (version 4)
     Column("audio_tokens_out", Integer),
+    # tools (version 5): calls of declared tools, failed ones, refused ones (arguments, unknown tool),
+    # their summed latency, and "name:status" of each
+    Column("tool_calls", Integer, nullable=False, default=0),
+    Column("tool_errors", Integer, nullable=False, default=0),
+    Column("tool_invalid", Integer, nullable=False, default=0),
+    Column("tool_ms", Float),
+    Column("tools_used", JSON),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -125,6 +132,8 @@ shadow_results = Table(  # shadow LLM answers to live turns (filled by the shado
     Column("error", Text),
     Column("text", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("tool_calls", Integer, nullable=False, default=0),  # version 5
+    Column("tool_invalid", Integer, nullable=False, default=0),
     Index("ix_shadow_results_turn", "call_id", "turn_index"),
 )
 
@@ -147,8 +156,18 @@ def _add_audio_token_columns(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
 
 
+def _add_tool_columns(connection: Connection) -> None:
+    """Version 5: the tool columns of `turns` and `shadow_results`."""
+    for ddl in ("tool_calls INTEGER NOT NULL DEFAULT 0", "tool_errors INTEGER NOT NULL DEFAULT 0",
+                "tool_invalid INTEGER NOT NULL DEFAULT 0", "tool_ms FLOAT", "tools_used JSON"):
+        connection.execute(text(f"ALTER TABLE turns ADD COLUMN {ddl}"))
+    for ddl in ("tool_calls INTEGER NOT NULL DEFAULT 0", "tool_invalid INTEGER NOT NULL DEFAULT 0"):
+        connection.execute(text(f"ALTER TABLE shadow_results ADD COLUMN {ddl}"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
-MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns]
+MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns,
+                               _add_tool_columns]
 
 
 class SchemaError(RuntimeError):

@@ -90,6 +90,9 @@ def turn_item(turn: dict[str, Any], shadows: Sequence[dict[str, Any]] = ()) -> s
                if turn.get(f"{stage}_vendor")]
     if vendors:
         parts.append(f'<p class="vendors">{esc(" · ".join(vendors))}</p>')
+    if turn.get("tools_used"):
+        parts.append(f'<p class="tools">tools: {esc(", ".join(turn["tools_used"]))} '
+                     f'({ms(turn.get("tool_ms"))} in all)</p>')
     if turn.get("error"):
         parts.append(f'<p class="error">error: {esc(turn["error"])}</p>')
     for failure in turn.get("failures") or []:
@@ -177,7 +180,9 @@ def call_page(call: dict[str, Any], live: bool, has_recording: bool, logout: boo
              ("turns", summary.get("turns", len(turns))),
              ("voice-to-voice median", ms(summary.get("voice_to_voice_ms_median"))),
              ("voice-to-voice max", ms(summary.get("voice_to_voice_ms_max"))),
-             ("interruptions", summary.get("interrupted")), ("errors", summary.get("errors"))]
+             ("interruptions", summary.get("interrupted")), ("errors", summary.get("errors")),
+             ("transferred to", summary.get("transferred_to")), ("answered by", summary.get("answered_by")),
+             ("voicemail", summary.get("voicemail")), ("context webhook", summary.get("context_error"))]
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts
                          if v not in (None, ""))
     vendors = []

@@ -175,8 +175,10 @@ def anthropic_app(
     reply: str = "Hello from Claude. How can I help?",
     tool_call: dict[str, Any] | None = None,
     stream_error: str | None = None,
+    after_tool_result: str | None = None,
 ) -> Starlette:
     """`tool_call`: {"name": ..., "input": {...}} streamed after the reply text (if any).
+    `after_tool_result`: when set, the reply (and no tool call) to a request ending in a tool result.
     `stream_error`: an error type (e.g. "overloaded_error") sent as `event: error` after the first word."""
 
     async def messages(request: Request) -> Response:
@@ -196,6 +198,10 @@ def anthropic_app(
         problem = _problem(body)
         if problem:
             return error_response(400, error_body("invalid_request_error", problem))
+        last = body["messages"][-1]["content"] if body.get("messages") else ""
+        if after_tool_result is not None and isinstance(last, list) and any(
+                block.get("type") == "tool_result" for block in last):
+            return stream(faults, _events(after_tool_result, None, body["model"], stream_error))
         return stream(faults, _events(reply, tool_call, body["model"], stream_error))
 
     return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])

@@ -155,9 +155,11 @@ def cohere_app(
     faults: Faults,
     reply: str = "Hello from Command. How can I help?",
     tool_call: dict[str, Any] | None = None,
+    after_tool_result: str | None = None,
 ) -> Starlette:
     """`tool_call`: {"name": ..., "arguments": {...}}; with one the model answers with the call alone,
-    as Command models do (a tool plan, then the call)."""
+    as Command models do (a tool plan, then the call). `after_tool_result`: when set, the reply (and no
+    tool call) to a request ending in a tool message."""
 
     async def chat(request: Request) -> Response:
         body = await request.json()
@@ -174,6 +176,8 @@ def cohere_app(
         problem = _problem(body)
         if problem:
             return error_response(400, error_body(problem))
+        if after_tool_result is not None and (body.get("messages") or [{}])[-1].get("role") == "tool":
+            return stream(faults, _events(after_tool_result, None))
         return stream(faults, _events(reply, tool_call))
 
     return Starlette(routes=[Route("/v2/chat", chat, methods=["POST"])])

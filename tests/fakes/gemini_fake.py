@@ -85,9 +85,11 @@ def create_app(
     usage: tuple[int, int] = (21, 9),
     finish: bool = True,
     error_details: list[dict[str, Any]] | None = None,
+    after_tool_result: str | None = None,
 ) -> Starlette:
     """The fake. `function_call` ({"name", "args"}) is sent after the reply's text, as Gemini does;
-    `finish=False` ends the stream cleanly but without a finishReason; `error_details` go in error bodies."""
+    `finish=False` ends the stream cleanly but without a finishReason; `error_details` go in error bodies;
+    `after_tool_result`: when set, the reply (and no call) to contents ending in a functionResponse."""
 
     async def stream_generate(request: Request) -> Response:
         body = await request.json()
@@ -101,7 +103,10 @@ def create_app(
         if request.query_params.get("alt") != "sse":
             return google_error(400, "this fake only streams with alt=sse")
         model = request.path_params["model"]
-        events = [sse(chunk) for chunk in chunks(reply, function_call, usage, model, finish)]
+        last = (body.get("contents") or [{}])[-1].get("parts") or []
+        answered = after_tool_result is not None and any("functionResponse" in part for part in last)
+        events = [sse(chunk) for chunk in chunks(after_tool_result if answered else reply,
+                                                 None if answered else function_call, usage, model, finish)]
         return stream(faults, events)
 
     return Starlette(routes=[

@@ -81,8 +81,10 @@ def create_app(
     tool_style: str = "openai",
     usage: tuple[int, int] = (17, 9),
     error_event: dict[str, Any] | None = None,
+    after_tool_result: str | None = None,
 ) -> Starlette:
-    """The fake. `error_event` ({"error", "error_type"}) comes mid-stream instead of the finish (TGI)."""
+    """The fake. `error_event` ({"error", "error_type"}) comes mid-stream instead of the finish (TGI).
+    `after_tool_result`: when set, the reply (and no tool call) to a request ending in a tool message."""
 
     async def completions(request: Request) -> Response:
         body = await request.json()
@@ -97,7 +99,9 @@ def create_app(
             return hf_error(400)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         model = body.get("model") or "tgi"
-        data = chunks(model, reply, tool_call, tool_style, usage if wants_usage else None)
+        answered = after_tool_result is not None and (body.get("messages") or [{}])[-1].get("role") == "tool"
+        data = chunks(model, after_tool_result if answered else reply, None if answered else tool_call,
+                      tool_style, usage if wants_usage else None)
         if error_event is not None:
             data = [*data[:2], error_event]
         return stream(faults, [*(sse(item) for item in data), sse("[DONE]")])

@@ -76,6 +76,7 @@ class OpenAIScript:
     ms_per_char: float = 50.0  # speech length per input character
     speech_chunk_bytes: int = 4801
     api_key: str | None = None  # when set, any other bearer token gets a 401
+    after_tool_result: str | None = None  # when set: the reply, without tool calls, to a tool result
     # what happened
     chunks_sent: list[list[dict[str, Any]]] = field(default_factory=list)  # per chat stream, parsed chunks
     uploads: list[dict[str, Any]] = field(default_factory=list)  # per transcription: the WAV's format
@@ -116,10 +117,13 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             return {**base, "choices": [choice], **({"usage": None} if usage_wanted else {})}
 
+        reply, tool_calls = script.reply, script.tool_calls
+        if script.after_tool_result is not None and (body.get("messages") or [{}])[-1].get("role") == "tool":
+            reply, tool_calls = script.after_tool_result, []  # a model that has its result answers
         chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        words = script.reply.split(" ") if script.reply else []
+        words = reply.split(" ") if reply else []
         chunks += [chunk({"content": word if n == 0 else " " + word}) for n, word in enumerate(words)]
-        for index, (name, arguments) in enumerate(script.tool_calls):
+        for index, (name, arguments) in enumerate(tool_calls):
             text = arguments if isinstance(arguments, str) else json.dumps(arguments)
             first = {"index": index, "id": f"call_fake{index}", "type": "function",
                      "function": {"name": name, "arguments": ""}}
@@ -128,10 +132,10 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
             for start in range(0, len(text), step):
                 fragment = {"index": index, "function": {"arguments": text[start : start + step]}}
                 chunks.append(chunk({"tool_calls": [fragment]}))
-        chunks.append(chunk({}, "tool_calls" if script.tool_calls else "stop"))
+        chunks.append(chunk({}, "tool_calls" if tool_calls else "stop"))
         if usage_wanted:
             prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
-            completion_tokens = len(words) + sum(len(str(a)) // 4 for _, a in script.tool_calls)
+            completion_tokens = len(words) + sum(len(str(a)) // 4 for _, a in tool_calls)
             chunks.append({**base, "choices": [], "usage": {
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,

@@ -28,6 +28,9 @@ log = logging.getLogger("switchboard.server")
 AUTH_ENV = "EXOTEL_BASIC_AUTH"  # "key:token": /exotel then requires that HTTP Basic auth
 
 
+TRANSFER_UNSUPPORTED = "Exotel's Voicebot stream has no way to hand a live call to another number"
+
+
 class ExotelLink:
     """The call's way back to Exotel: PCM16 at the call's rate in chunks Exotel accepts, marks, clear.
 
@@ -36,6 +39,7 @@ class ExotelLink:
     held, padded with silence to a valid chunk. Hang-up closes the socket."""
 
     holds_ms = wire.Chunker.HOLD_MS
+    transfers = False  # TRANSFER_UNSUPPORTED
 
     def __init__(self, websocket: WebSocket, stream_sid: str, sample_rate: int) -> None:
         self.sender = WebSocketSender(websocket)
@@ -57,6 +61,9 @@ class ExotelLink:
 
     async def hang_up(self) -> None:
         await self.sender.close()
+
+    async def transfer(self, target: str) -> bool:
+        return False
 
 
 def auth_ok(authorization: str | None, expected: str) -> bool:

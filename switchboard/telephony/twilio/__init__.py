@@ -61,6 +61,21 @@ class TwilioLink:
     async def send_clear(self) -> None:
         await self.sender.send(wire.clear_message(self.stream_sid))
 
+    @property
+    def transfers(self) -> bool:
+        """A live call is redirected through the REST API: it needs the credentials."""
+        return self.rest is not None and bool(self.call_sid)
+
+    async def transfer(self, target: str) -> bool:
+        """Redirect the call to `<Dial>` `target` (the media stream ends), then close the stream. False
+        (stream left open) if Twilio did not take it."""
+        if self.rest is None or not self.call_sid:
+            return False
+        if not await self.rest.redirect(self.call_sid, wire.dial_twiml(target)):
+            return False
+        await self.sender.close()
+        return True
+
     async def hang_up(self) -> None:
         """End the call through the REST API when we can, then close the stream either way.
 
@@ -140,7 +155,8 @@ class TwilioCarrier:
         proto = request.headers.get("x-forwarded-proto") or request.url.scheme
         url = wire.stream_url(os.environ.get(PUBLIC_URL_ENV), host, proto)
         called = str(form.get("To") or "")
-        pipeline = self.numbers.get(called)
+        # an outbound call we placed names its pipeline in the URL (rest.dial with machine detection)
+        pipeline = request.query_params.get("pipeline") or self.numbers.get(called)
         if pipeline is None:
             log.log(logging.WARNING if self.numbers else logging.INFO,
                     "incoming call %s: no route for the called number %r in numbers:, using pipeline %r",
@@ -149,6 +165,9 @@ class TwilioCarrier:
             "pipeline": pipeline or self.default_pipeline,
             "from": str(form.get("From") or ""),
             "to": str(form.get("To") or ""),
+            "answered_by": str(form.get("AnsweredBy") or "")[:32],  # answering machine detection's verdict
         }
-        log.info("incoming call %s from %s to %s", form.get("CallSid"), parameters["from"], parameters["to"])
+        answered = f" answered by {parameters['answered_by']}" if parameters["answered_by"] else ""
+        log.info("incoming call %s from %s to %s%s", form.get("CallSid"), parameters["from"],
+                 parameters["to"], answered)
         return Response(wire.connect_twiml(url, parameters), media_type="application/xml")

@@ -71,9 +71,28 @@ class TwilioRest:
         log.info("call %s: ended through Twilio's REST API", call_sid)
         return True
 
-    def create_call(self, to: str, from_: str, twiml: str) -> str:
-        """Place a call running `twiml`; returns its call sid. Raises TwilioException / RequestException."""
-        return str(self._client.calls.create(to=to, from_=from_, twiml=twiml).sid)
+    async def redirect(self, call_sid: str, twiml: str) -> bool:
+        """Give the live call new TwiML (a transfer's `<Dial>`): its media stream ends. True if Twilio
+        took it; False if the request failed (logged)."""
+        try:
+            await asyncio.to_thread(self._client.calls(call_sid).update, twiml=twiml)
+        except TwilioException as exc:
+            log.warning("call %s: REST redirect failed: %s", call_sid, _describe(exc))
+            return False
+        except requests.RequestException as exc:
+            log.warning("call %s: REST redirect failed: cannot reach Twilio: %s", call_sid, exc)
+            return False
+        return True
+
+    def create_call(self, to: str, from_: str, twiml: str | None = None, url: str | None = None,
+                    machine_detection: str | None = None) -> str:
+        """Place a call running `twiml` (or the TwiML `url` answers); returns its call sid. With
+        `machine_detection` Twilio tells `url` who answered (`AnsweredBy`). Raises TwilioException /
+        RequestException."""
+        options = {"twiml": twiml} if url is None else {"url": url, "method": "POST"}
+        if machine_detection:
+            options["machine_detection"] = machine_detection
+        return str(self._client.calls.create(to=to, from_=from_, **options).sid)
 
 
 def _describe(exc: TwilioException) -> str:
@@ -117,9 +136,14 @@ def dial(
     pipelines: Collection[str],
     from_: str | None = None,
     environ: Mapping[str, str] | None = None,
+    machine_detection: str | None = None,
 ) -> PlacedCall:
     """Place an outbound call whose TwiML connects it to our /media-stream on `pipeline`, one of
-    `pipelines` (those defined). Blocking; raises DialError with a message naming what is wrong."""
+    `pipelines` (those defined). Blocking; raises DialError with a message naming what is wrong.
+
+    With `machine_detection` ("Enable", "DetectMessageEnd") Twilio detects an answering machine first
+    and then asks our /incoming-call for the TwiML, with `AnsweredBy`: it goes on to the stream as the
+    `answered_by` parameter, and the pipeline's `voicemail:` says what the call does."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
     problems = []
@@ -149,10 +173,15 @@ def dial(
     url = wire.stream_url(public_url, "", None)
     twiml = wire.connect_twiml(url, {"pipeline": pipeline, "from": from_, "to": to})
     try:
-        call_sid = rest.create_call(to, from_, twiml)
+        if machine_detection:
+            call_sid = rest.create_call(to, from_, url=wire.webhook_url(public_url, pipeline),
+                                        machine_detection=machine_detection)
+        else:
+            call_sid = rest.create_call(to, from_, twiml)
     except TwilioException as exc:
         raise DialRefused(f"Twilio refused the call: {_describe(exc)}") from None
     except requests.RequestException as exc:
         raise DialRefused(f"cannot reach Twilio: {exc}") from None
-    log.info("placed call %s to %s from %s on pipeline %r", call_sid, to, from_, pipeline)
+    log.info("placed call %s to %s from %s on pipeline %r%s", call_sid, to, from_, pipeline,
+             f" (machine detection: {machine_detection})" if machine_detection else "")
     return PlacedCall(call_sid, to, from_, pipeline)

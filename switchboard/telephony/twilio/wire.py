@@ -9,10 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.core.carrier import (
@@ -118,6 +118,24 @@ def stream_url(public_url: str | None, request_host: str, forwarded_proto: str |
         host = request_host
         secure = (forwarded_proto or "https") != "http"
     return f"{'wss' if secure else 'ws'}://{host}/media-stream"
+
+
+def webhook_url(public_url: str, pipeline: str) -> str:
+    """Our /incoming-call at PUBLIC_URL, for an outbound call's TwiML, naming the pipeline that answers."""
+    base = public_url if "://" in public_url else f"https://{public_url}"
+    return f"{base.rstrip('/')}/incoming-call?{urlencode({'pipeline': pipeline})}"
+
+
+def dial_twiml(target: str) -> str:
+    """`<Dial>` the number (E.164) or SIP URI the call is transferred to."""
+    response = VoiceResponse()
+    dial = Dial()
+    if target.lower().startswith("sip:"):
+        dial.sip(target)
+    else:
+        dial.number(target)
+    response.append(dial)
+    return str(response)
 
 
 def connect_twiml(url: str, parameters: dict[str, str]) -> str:
