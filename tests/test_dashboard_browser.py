@@ -130,9 +130,11 @@ pipelines:
             table = page.locator("table.report")
             await table.wait_for()
             # the whole table is visible, cost columns included: no horizontal scrolling inside its box
-            assert await page.evaluate(
+            widths = await page.evaluate(
                 "() => { const t = document.querySelector('table.report');"
-                " return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
+                " return [t.scrollWidth, t.parentElement.clientWidth,"
+                " [...t.querySelectorAll('tr:first-child th')].map(th => th.offsetWidth)]; }")
+            assert widths[0] <= widths[1] + 1, widths
             assert "instant/echo" in await table.inner_text()
             for chart in ("latency-distribution", "waterfall"):
                 await page.locator(f'figure[data-chart="{chart}"] img.chart').first.wait_for()

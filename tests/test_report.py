@@ -400,5 +400,5 @@ def test_tool_columns_show_how_each_llm_uses_tools():
     assert (same.tool_calls_per_turn, same.tool_invalid_pct, same.tool_error_pct) == (0.0, None, None)
     table = format_table(build_report(rows_of(turns)))
     header, fast_line = table.splitlines()[0], next(line for line in table.splitlines() if "model-a" in line)
-    assert "tools/turn  tool invalid %  tool err %" in header
-    assert "1.00            50.0         0.0" in fast_line
+    assert "tools/turn (invalid/err %)" in header
+    assert "1.00 (50.0/0.0)" in fast_line

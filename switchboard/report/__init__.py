@@ -17,11 +17,12 @@ Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative
   tokens           mean input / output tokens per turn
   spec drop/turn   speculative starts (STT/LLM/TTS begun at a pause) dropped because the caller went
                    on, per turn: the vendor cost of speculation
-  tools/turn       calls of the pipeline's HTTP tools per turn (pipeline/tools.py)
-  tool invalid %   of those calls, the ones refused: arguments against the tool's schema, or a tool
-                   that does not exist (how well the LLM uses tools)
-  tool err %       of those calls, the ones whose request failed or timed out (how well the tools work)
-                   Shadow rows: the tool calls of their one request per turn, never run (no tool err %)
+  tools/turn (invalid/err %)
+                   calls of the pipeline's HTTP tools per turn (pipeline/tools.py); in brackets, of
+                   those calls the % refused (arguments against the tool's schema, or a tool that does
+                   not exist: how well the LLM uses tools) and the % whose request failed or timed out
+                   (how well the tools work). Shadow rows: the tool calls of their one request per turn,
+                   never run (no err %)
   $/call           estimated USD per call from `pricing:` (see below)
 Significance: each row's TTFT against the fastest row's (lowest TTFT p50) with a two-sided
 Mann-Whitney U test; p < `alpha` (0.05) is marked `*`. Rows with fewer than 2 samples are not tested.
@@ -400,7 +401,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 TABLE_HEADER = ("source", "LLM vendor/model", "calls", "turns", "v2v p50/p90/p99", "TTFT p50/p90",
                 "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out",
-                "spec drop/turn", "tools/turn", "tool invalid %", "tool err %", "$/call")
+                "spec drop/turn", "tools/turn (invalid/err %)", "$/call")
 
 
 def significance_mark(row: Row) -> str:
@@ -428,7 +429,7 @@ def table_cells(report: Report) -> list[list[str]]:
             _num(row.errors_pct), _num(row.timeouts_pct), _num(row.interruptions_pct),
             f"{_num(row.tokens_in_mean)}/{_num(row.tokens_out_mean)}",
             _num(row.dropped_per_turn, 2),
-            _num(row.tool_calls_per_turn, 2), _num(row.tool_invalid_pct), _num(row.tool_error_pct),
+            f"{_num(row.tool_calls_per_turn, 2)} ({_num(row.tool_invalid_pct)}/{_num(row.tool_error_pct)})",
             format_cost(row),
         ])
     return cells
