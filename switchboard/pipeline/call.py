@@ -54,6 +54,7 @@ ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 # vad.barge_in_min_ms) is enough to stop it
 EARLY_BARGE_IN_MS = 120  # 60 let the bot's own echo start turns on a speakerphone (tests/test_turn_taking.py)
 TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
+NOISE_CHECK_ON_LOOP_SAMPLES = 8000 * 3  # longer utterances are checked for noise in a worker thread
 
 
 @dataclass
@@ -346,7 +347,7 @@ class CallSession:
                     self._echo = False
                     log.info("call %s: dropped %d ms of echo", self.call_id, event.voiced_ms)
                     continue
-                if self._is_noise(event.pcm):
+                if await self._is_noise(event.pcm):
                     log.info("call %s: dropped %d ms of noise (no voicing in it)", self.call_id,
                              event.voiced_ms)
                     await self._drop_speculation()
@@ -358,8 +359,12 @@ class CallSession:
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
 
-    def _is_noise(self, pcm: np.ndarray) -> bool:
-        return self.config.vad.noise_gate and is_noise(pcm)
+    async def _is_noise(self, pcm: np.ndarray) -> bool:
+        if not self.config.vad.noise_gate:
+            return False
+        if len(pcm) <= NOISE_CHECK_ON_LOOP_SAMPLES:  # speech is told at its first voiced block: < 1 ms
+            return is_noise(pcm)
+        return await asyncio.to_thread(is_noise, pcm)  # a long stretch may be noise, read to its end
 
     # --- backchannels: "yeah" while the bot talks ------------------------------------------------
 
@@ -503,7 +508,7 @@ class CallSession:
         """The caller paused: start on what they said so far, heard by nobody until they stay silent."""
         if self._ending or self.busy or self._speculation is not None or self._echo:
             return
-        if self._is_noise(pause.pcm):
+        if await self._is_noise(pause.pcm):
             return
         heard = Utterance(self._with_carried(pause.pcm), pause.speech_start, pause.speech_end,
                           pause.voiced_ms, forced=False)
