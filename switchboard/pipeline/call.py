@@ -296,26 +296,32 @@ class CallSession:
                      self._reminders)
             await self._say_line("idle_goodbye", idle.goodbye, hang_up=True)
 
-    async def _say_line(self, kind: str, text: str, hang_up: bool = False) -> None:
+    async def _say_line(self, kind: str, text: str, hang_up: bool = False) -> _Turn:
         """The bot says a line of its own (not an answer) as a turn of kind `kind`, then maybe hangs up."""
         if self.busy:
-            await self._barge_in()  # only past the time limit's grace: cut off to say goodbye
+            await self._barge_in()  # only when ending the call: cut off to say goodbye
         if hang_up:
             self._ending = True
         turn = self._new_turn(kind)
         self._commit(turn)
         turn.task = asyncio.create_task(self._say(turn, text, hang_up), name=f"{kind}-{self.call_id}")
+        return turn
 
     async def _say(self, turn: _Turn, text: str, hang_up: bool) -> None:
         turn.metrics.reply_text = text
         try:
-            await self._speak(text, turn)
-            if hang_up:
-                turn.metrics.ended_call = True
-                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
-                await self._hang_up(turn.spoken)
-            else:
+            if not hang_up:
+                await self._speak(text, turn)
                 await self._wait_heard(turn.spoken)
+                return
+            turn.metrics.ended_call = True
+            try:
+                await self._speak(text, turn)
+                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
+            except Exception as exc:  # no voice left: hang up all the same
+                log.warning("call %s: could not say %r: %s", self.call_id, text, exc)
+                turn.metrics.error = f"{type(exc).__name__}: {exc}"
+            await self._hang_up(turn.spoken)
         finally:
             self._finish(turn)
 
@@ -835,26 +841,9 @@ class CallSession:
         if self._ending or self.closed.is_set():
             return  # already hanging up (end_call) or gone
         await self._drop_speculation()
-        await self._barge_in()
-        self._ending = True
-        turn = self._new_turn("goodbye")
-        self._commit(turn)
-        turn.metrics.reply_text, turn.metrics.ended_call = text, True
+        turn = await self._say_line("goodbye", text, hang_up=True)
         turn.playing = True  # heard even if the caller is mid-sentence: the line is about to close
-        turn.task = asyncio.create_task(self._goodbye(turn, text), name=f"goodbye-{self.call_id}")
         await asyncio.gather(turn.task, return_exceptions=True)
-
-    async def _goodbye(self, turn: _Turn, text: str) -> None:
-        try:
-            try:
-                await self._speak(text, turn)
-                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
-            except Exception as exc:  # no voice left: hang up all the same
-                log.warning("call %s: could not say goodbye: %s", self.call_id, exc)
-                turn.metrics.error = f"{type(exc).__name__}: {exc}"
-            await self._hang_up(turn.spoken)
-        finally:
-            self._finish(turn)
 
     def _finish(self, turn: _Turn) -> None:
         """Record the turn; history keeps only what the caller actually heard."""
