@@ -44,3 +44,25 @@ async def test_a_call_that_reaches_its_time_limit_ends_with_a_goodbye(speech_wav
     assert [t.kind for t in turns] == ["greeting", "reply", "time_limit"]
     assert turns[-1].reply_heard == "Time is up." and result.hangup
     assert result.duration_s < 8  # it was the server that ended it
+
+
+class MuteOnGoodbye(InstantTTS):
+    """A voice that fails on the goodbye line (and there is no other)."""
+
+    async def stream(self, text: str):
+        if text == "Bye for now.":
+            from switchboard.core.errors import ProviderError
+
+            raise ProviderError("instant", "server", "injected TTS failure")
+        async for pcm in super().stream(text):
+            yield pcm
+
+
+async def test_a_goodbye_no_voice_can_say_still_hangs_up(speech_wav):
+    config = parse_config(CONFIG.replace("REMIND", "1.5").replace("LIMIT", "0"))
+    providers = Providers(InstantSTT("what are your opening hours"), InstantLLM("Noon to ten."),
+                          MuteOnGoodbye(ms_per_char=40))
+    result, turns = await calls.place_call(config, [CallerLine(wav=speech_wav)], providers,
+                                           hangup_timeout_s=8)
+    assert turns[-1].kind == "idle_goodbye" and turns[-1].error and "injected TTS failure" in turns[-1].error
+    assert result.hangup and not result.stop_sent
