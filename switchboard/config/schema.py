@@ -24,10 +24,9 @@ from switchboard.config.tools import (
     TransferConfig,
     VoicemailConfig,
     placeholders_without_default,
-    unique_tool_names,
 )
 from switchboard.core.carrier import E164
-from switchboard.core.settings import Strict
+from switchboard.core.settings import Strict, unique_names
 from switchboard.providers import registry
 from switchboard.telephony.twilio import TwilioConfig
 
@@ -146,15 +145,6 @@ def plain_config(section: Any) -> Any:
     return plain.model_validate(section.model_dump(exclude={"name", "weight"}))
 
 
-def _unique_names(sections: list[Any]) -> list[Any]:
-    names = [section.name for section in sections]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ValueError(f"names must be unique; {', '.join(repr(name) for name in twice)} "
-                         "is used more than once")
-    return sections
-
-
 class _Variants(Strict):
     """A stage that differs per call: `variants:` and nothing else."""
 
@@ -170,7 +160,7 @@ class _Variants(Strict):
     @field_validator("variants", check_fields=False)
     @classmethod
     def _unique(cls, variants: list[Any]) -> list[Any]:
-        return _unique_names(variants)
+        return unique_names(variants)
 
 
 STTVariantConfig = _with_keys(Weighted, "stt")
@@ -306,7 +296,7 @@ class PipelineConfig(Strict):
     @field_validator("tools")
     @classmethod
     def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
-        return unique_tool_names(tools)
+        return unique_names(tools, "tool names")
 
     @model_validator(mode="after")
     def _placeholders_have_defaults(self) -> PipelineConfig:
@@ -319,7 +309,7 @@ class PipelineConfig(Strict):
     @field_validator("shadow")
     @classmethod
     def _unique_shadow_names(cls, shadows: list[Any]) -> list[Any]:
-        return _unique_names(shadows)
+        return unique_names(shadows)
 
 
 _CASCADE_ONLY = ("stt", "llm", "tts", "fallback", "shadow")
@@ -374,7 +364,7 @@ class SplitPipelineConfig(Strict):
     @field_validator("variants")
     @classmethod
     def _unique(cls, variants: list[SplitArm]) -> list[SplitArm]:
-        return _unique_names(variants)
+        return unique_names(variants)
 
 
 def _pipeline_kind(data: Any) -> str:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import re
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import jsonschema
 from pydantic import Field, field_validator, model_validator
 
 from switchboard.core.carrier import E164
-from switchboard.core.settings import Strict
+from switchboard.core.settings import Strict, check_http_url
 
 BUILTIN_TOOLS = ("end_call", "transfer_call")
 
@@ -74,14 +73,7 @@ def _check_url(url: str) -> None:
         shown = url  # reported by the loader, which checks every ${NAME}
     if ENV_REF.match(url) and shown == url:
         return
-    try:
-        parts = urlsplit(shown)
-        parts.port  # noqa: B018 (raises on a bad port)
-    except ValueError as exc:
-        raise ValueError(f"not a URL ({exc}); write it like https://api.example.com/bookings") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must start with http:// or https:// and name a host, "
-                         "e.g. https://api.example.com/bookings")
+    check_http_url(shown, "https://api.example.com/bookings")
 
 
 def _check_headers(headers: dict[str, str]) -> None:
@@ -96,17 +88,11 @@ def _check_headers(headers: dict[str, str]) -> None:
                 f"variable and write {name}: \"{example}\" (read when the request is made, never logged)")
 
 
-class HttpAction(Strict):
-    """What calling the tool does: one HTTP request; its JSON answer (or `result_field` of it) goes back
-    to the LLM."""
+class _Endpoint(Strict):
+    """An HTTP endpoint we call: a URL with a scheme and headers with no secret written in clear."""
 
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     url: str
-    query: dict[str, str] = Field(default_factory=dict)  # added to the URL, values URL-encoded
     headers: dict[str, str] = Field(default_factory=dict)
-    body: dict[str, Any] | list[Any] | str | None = None  # JSON; a string "{name}" alone keeps its type
-    timeout_s: float = Field(5.0, gt=0, le=60)
-    result_field: str | None = None  # a dotted path into the JSON answer, e.g. booking.id; None: all of it
 
     @field_validator("url")
     @classmethod
@@ -119,6 +105,17 @@ class HttpAction(Strict):
     def _no_secret_in_clear(cls, headers: dict[str, str]) -> dict[str, str]:
         _check_headers(headers)
         return headers
+
+
+class HttpAction(_Endpoint):
+    """What calling the tool does: one HTTP request; its JSON answer (or `result_field` of it) goes back
+    to the LLM."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    query: dict[str, str] = Field(default_factory=dict)  # added to the URL, values URL-encoded
+    body: dict[str, Any] | list[Any] | str | None = None  # JSON; a string "{name}" alone keeps its type
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    result_field: str | None = None  # a dotted path into the JSON answer, e.g. booking.id; None: all of it
 
 
 class ToolConfig(Strict):
@@ -175,25 +172,11 @@ class ToolUseConfig(Strict):
     max_result_chars: int = Field(4000, ge=100, le=100_000)  # a longer answer is cut before the LLM sees it
 
 
-class ContextWebhookConfig(Strict):
+class ContextWebhookConfig(_Endpoint):
     """Asked when a call starts; its JSON object fills `{placeholders}` in the greeting and system prompt."""
 
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(2.0, gt=0, le=10)
     defaults: dict[str, str] = Field(default_factory=dict)  # every placeholder's value when not answered
-
-    @field_validator("url")
-    @classmethod
-    def _url_has_scheme(cls, url: str) -> str:
-        _check_url(url)
-        return url
-
-    @field_validator("headers")
-    @classmethod
-    def _no_secret_in_clear(cls, headers: dict[str, str]) -> dict[str, str]:
-        _check_headers(headers)
-        return headers
 
 
 _SIP_URI = re.compile(r"sips?:[^@\s<>]+@[A-Za-z0-9.-]+(:\d+)?(;[^\s<>]*)?", re.IGNORECASE)
@@ -260,15 +243,6 @@ def detection_mode(pipelines: dict[str, Any], name: str, wanted: bool) -> str | 
 def is_machine(answered_by: str | None) -> bool:
     """Twilio's `AnsweredBy`: machine_start, machine_end_beep / _silence / _other, fax; human, unknown."""
     return bool(answered_by) and (answered_by.startswith("machine") or answered_by == "fax")
-
-
-def unique_tool_names(tools: list[ToolConfig]) -> list[ToolConfig]:
-    names = [tool.name for tool in tools]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ValueError(f"tool names must be unique; {', '.join(repr(n) for n in twice)} is used more "
-                         "than once")
-    return tools
 
 
 def defers_env(path: tuple[str | int, ...]) -> bool:

@@ -7,6 +7,7 @@ on it) and says in `summary()` what the `switchboard check` table shows for it.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,17 +50,31 @@ class VendorConfig(ProviderConfig):
     @field_validator("base_url")
     @classmethod
     def _base_url_is_a_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return url
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError as exc:
-            raise ValueError(f"not a URL ({exc}); write it like http://localhost:11434/v1") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must start with http:// or https:// and name a host, "
-                             "e.g. http://localhost:11434/v1")
+        if url is not None:
+            check_http_url(url, "http://localhost:11434/v1")
         return url
+
+
+def check_http_url(url: str, example: str) -> None:
+    """Raise ValueError (a config error's sentence, with `example`) unless `url` is an http(s) URL with a
+    host and a valid port."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc}); write it like {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must start with http:// or https:// and name a host, e.g. {example}")
+
+
+def unique_names(items: list[Any], what: str = "names") -> list[Any]:
+    """`items` (each with a `name`) as they are, or a ValueError naming the names used twice."""
+    names = [item.name for item in items]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{what} must be unique; {', '.join(repr(name) for name in twice)} "
+                         "is used more than once")
+    return items
 
 
 class ChatVendorConfig(VendorConfig):
