@@ -239,7 +239,7 @@ class Player:
             if isinstance(item, _Mark):
                 self._outbox.popleft()
                 self._in_flight.append((self._play_until, item))
-                self._mark_ends[item.name] = self._play_until
+                self._mark_ends[self._wire_names.get(item.name, item.name)] = self._play_until
                 await self.link.send_mark(item.name)
             else:
                 await self._send_paced(item)
