@@ -24,8 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 from pathlib import Path
 
+import numpy as np
+
+from switchboard.audio.wav import read_wav, write_wav
 from switchboard.caller import (
     BotAudioStarted,
     CallerEvent,
@@ -40,22 +44,41 @@ from switchboard.core.metrics import TurnMetrics
 from switchboard.server import create_app, running
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
-CLIPS = ["ljspeech_LJ050-0131_two_phrases.wav", "librivox_austen_0870_long_sentence.wav",
-         "arctic_aew_a0002_us_male_commas.wav", "librispeech_251_i_tell_you_she_cried.wav",
-         "digits_vosk_three_groups.wav", "librispeech_251_testing_routine_question.wav",
-         "arctic_axb_a0004_indian_female_commas.wav"]
-MODES = ["default", "no-undo", "plain"]
+# every recording: read sentences with pauses and commas, digits in groups, questions, accents, noise,
+# one-word answers
+CLIPS = sorted(p.name for p in SPEECH.glob("*.wav")) if SPEECH.is_dir() else []
+# each mode: config edits on the bundled pipeline.yaml (text replaced once)
+MODES: dict[str, list[tuple[str, str]]] = {
+    "default": [],
+    "words-only": [("audio_model: smart-turn-v3", "audio_model: none")],
+    "smart-turn": [("audio_model: none", "audio_model: smart-turn-v3")],
+    "no-undo": [("undo_reply_within_ms: 1000", "undo_reply_within_ms: 0")],
+    "plain": [("undo_reply_within_ms: 1000", "undo_reply_within_ms: 0"),
+              ("speculate_after_ms: 120", "speculate_after_ms: 0"),
+              ("audio_model: smart-turn-v3", "audio_model: none")],
+}
 
 
-def config_text(mode: str) -> str:
+def config_text(mode: str, edits: list[tuple[str, str]]) -> str:
     text = default_config_path().read_text()
-    if mode in ("no-undo", "plain"):
-        text = text.replace("undo_reply_within_ms: 1000", "undo_reply_within_ms: 0", 1)
-    if mode == "plain":
-        text = text.replace("speculate_after_ms: 120", "speculate_after_ms: 0", 1)
+    for old, new in [*MODES[mode], *edits]:
+        text = text.replace(old, new, 1)
     # a short answer to anything, so that the lines follow each other quickly
     start = text.index("      fallback: ")
     return text[:start] + '      fallback: "Okay."' + text[text.index("\n", start):]
+
+
+def trimmed(clip: str, folder: Path) -> str:
+    """The recording without the silence after its last word (kept: 50 ms), so that a line "ends" when
+    the speaker does: the bot's reply to a line must not count as talking over its trailing silence."""
+    pcm, rate = read_wav(str(SPEECH / clip))
+    frame = rate // 100
+    frames = pcm[: len(pcm) // frame * frame].astype(np.float64).reshape(-1, frame)
+    levels = np.sqrt(np.mean(frames**2, axis=1))
+    last = int(np.nonzero(levels >= levels.max() * 0.05)[0][-1])  # within 26 dB of the loudest 10 ms
+    path = folder / clip
+    write_wav(str(path), pcm[: (last + 6) * frame], rate)
+    return str(path)
 
 
 def talk_over(events: list[CallerEvent]) -> list[float]:
@@ -78,42 +101,66 @@ def talk_over(events: list[CallerEvent]) -> list[float]:
     return out
 
 
-async def run_mode(mode: str) -> dict[str, object]:
+async def run_mode(mode: str, edits: list[tuple[str, str]]) -> dict[str, object]:
     turns: list[TurnMetrics] = []
     events: list[CallerEvent] = []
-    app = create_app(parse_config(config_text(mode)), on_turn=turns.append)
-    async with running(app) as port:
-        result = await run_call(f"ws://127.0.0.1:{port}/media-stream",
-                                [CallerLine(wav=str(SPEECH / clip)) for clip in CLIPS],
-                                on_event=events.append, hangup_timeout_s=2, reply_timeout_s=20)
-        await app.state.host.wait_idle()
+    app = create_app(parse_config(config_text(mode, edits)), on_turn=turns.append)
+    with tempfile.TemporaryDirectory() as folder:
+        lines = [CallerLine(wav=trimmed(clip, Path(folder))) for clip in CLIPS]
+        async with running(app) as port:
+            result = await run_call(f"ws://127.0.0.1:{port}/media-stream", lines,
+                                    on_event=events.append, hangup_timeout_s=2, reply_timeout_s=20)
+            await app.state.host.wait_idle()
     replies = [t for t in turns if t.kind == "reply"]
-    delays = [line.response_delay_ms for line in result.lines if line.response_delay_ms is not None]
-    over = talk_over(events)
-    return {"over": over, "undone": sum(t.undone for t in replies), "turns": len(replies),
-            "answered": sum(bool(t.reply_heard) and not t.undone for t in replies),
-            "delay": statistics.median(delays) if delays else None,
-            "transcripts": [t.transcript for t in replies]}
+    delays = [line.response_delay_ms for line in result.lines]
+    known = [d for d in delays if d is not None]
+    return {"over": talk_over(events), "delays": delays, "undone": sum(t.undone for t in replies),
+            "turns": len(replies), "answered": sum(bool(t.reply_heard) and not t.undone for t in replies),
+            "delay": statistics.median(known) if known else None,
+            "heard": [(t.transcript, t.reads, t.sounds_finished) for t in replies]}
 
 
-async def main(modes: list[str]) -> None:
+def _ms(value: float | None) -> str:
+    return "    -" if value is None else f"{value / 1000:5.2f}"
+
+
+async def main(modes: list[str], edits: list[tuple[str, str]], verbose: bool) -> None:
     if not SPEECH.is_dir():
         raise SystemExit(f"the real recordings are not at {SPEECH}")
-    print(f"{len(CLIPS)} real recordings as caller lines, embedded pipeline (Moonshine)\n")
-    print("mode      talk-over total  worst line  lines talked over  undone  turns  answered  delay median")
+    print(f"{len(CLIPS)} real recordings as caller lines, embedded pipeline (Moonshine)"
+          + (f"; edits {edits}" if edits else "") + "\n")
+    results = {}
     for mode in modes:
-        r = await run_mode(mode)
+        results[mode] = r = await run_mode(mode, edits)
+        if verbose:
+            for transcript, reads, sounds in r["heard"]:
+                print(f"  {mode}: heard {transcript!r} reads {reads} sounds finished {sounds}")
+    print("per line: bot audio while the caller was mid-line (s) / first bot audio after the line (s)")
+    print(f"{'line':42s}" + "".join(f"{mode:>16s}" for mode in modes))
+    for i, clip in enumerate(CLIPS):
+        cells = "".join(f"{r['over'][i]:7.2f} / {_ms(r['delays'][i])}" if i < len(r["over"])
+                        else f"{'-':>16s}" for r in results.values())
+        print(f"{clip[:42]:42s}{cells}")
+    print("\nmode         talk-over total  worst line  lines talked over  undone  turns  answered"
+          "  delay median")
+    for mode, r in results.items():
         over = r["over"]
         delay = f"{r['delay'] / 1000:.2f} s" if r["delay"] is not None else "-"
         talked_over = sum(o > 0 for o in over)
-        print(f"{mode:9s} {sum(over):10.2f} s {max(over, default=0):9.2f} s {talked_over:10d} of "
+        print(f"{mode:12s} {sum(over):10.2f} s {max(over, default=0):9.2f} s {talked_over:10d} of "
               f"{len(over)} {r['undone']:8d} {r['turns']:6d} {r['answered']:9d}     {delay}", flush=True)
-        for transcript in r["transcripts"]:
-            print(f"            heard: {transcript!r}")
+
+
+def _edit(text: str) -> tuple[str, str]:
+    old, _, new = text.partition("=>")
+    return old, new
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default="default,words-only,no-undo,plain")
+    parser.add_argument("--edit", action="append", default=[], type=_edit,
+                        help="'OLD=>NEW': one more edit of the pipeline.yaml text, in every mode")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each turn's transcript")
     args = parser.parse_args()
-    asyncio.run(main(args.modes.split(",")))
+    asyncio.run(main(args.modes.split(","), args.edit, args.verbose))

@@ -31,4 +31,7 @@ run() {
 [ -x "$venv/bin/python" ] || run python3 -m venv "$venv"
 run "$venv/bin/pip" install --quiet --upgrade pip
 run "$venv/bin/pip" install --quiet $editable "$source_dir$extras"
+# the Smart Turn v3 end-of-turn model (turn.audio_model) ships in this wheel; only its ONNX file is used,
+# so none of its dependencies (numba, pinned audio libraries...) are installed; pinned like the other models
+run "$venv/bin/pip" install --quiet --no-deps pipecat-ai==1.14.0
 run "$venv/bin/switchboard" check "$source_dir/switchboard/pipeline.yaml"

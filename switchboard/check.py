@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from switchboard.audio import smart_turn
 from switchboard.config import Config, plain_config, stage_choices
 from switchboard.core.errors import MissingCredential
 from switchboard.core.messages import Message
@@ -63,6 +64,12 @@ def describe(config: Config) -> tuple[list[str], bool]:
             where = f" at {cfg.base_url}" if isinstance(cfg, VendorConfig) and cfg.base_url else ""
             lines.append(f"  {label:<16} {cfg.provider:<13} {cfg.summary():<34} {status}{where}")
         lines += tool_lines(pipeline)
+        if pipeline.kind == "cascade" and pipeline.turn.audio_model == "smart-turn-v3":
+            try:
+                lines.append(f"  {'end of turn':<16} smart-turn-v3 {smart_turn.model_path()}")
+            except smart_turn.SmartTurnUnavailable as exc:
+                complete = False
+                lines.append(f"  {'end of turn':<16} smart-turn-v3 MISSING: {exc}")
     return lines, complete
 
 

@@ -36,7 +36,8 @@ from starlette.routing import Route
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard import logs
-from switchboard.config import Config, default_config_path, load_config
+from switchboard.audio import smart_turn
+from switchboard.config import Config, PipelineConfig, default_config_path, load_config
 from switchboard.config.schema import SplitPipelineConfig
 from switchboard.config.tools import detection_mode
 from switchboard.core.carrier import (
@@ -325,6 +326,9 @@ class CallHost:
         """Build heavy provider state (recogniser decoders) now, not on the first caller's first word."""
         for stt in dict.fromkeys(stt for each in self.pipelines.values() for stt in each.all_stt()):
             await stt.warm()
+        if any(isinstance(p, PipelineConfig) and p.turn.audio_model == "smart-turn-v3"
+               for p in self.config.pipelines.values()):
+            await asyncio.to_thread(smart_turn.warm)  # a missing model fails here, at start-up
 
 
 def call_api(config: Config, auth: Auth) -> Route:

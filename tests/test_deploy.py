@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from switchboard.audio import smart_turn
 from switchboard.config import load_config, parse_config
 from switchboard.ops.drain import GOODBYE_SETTLE_S
 from switchboard.pipeline.call import Providers
@@ -132,5 +133,7 @@ def test_the_image_installs_through_the_script_ci_runs() -> None:
     dry = subprocess.run(["sh", str(DEPLOY / "install.sh"), "/opt/switchboard"], capture_output=True,
                          text=True, env=dry_run, check=True, timeout=30)
     assert f"/opt/switchboard/bin/pip install --quiet {REPO}\n" in dry.stdout
+    # the end-of-turn model's wheel, the version the code checks the file of
+    assert f"/opt/switchboard/bin/pip install --quiet --no-deps {smart_turn.WHEEL}\n" in dry.stdout
     refused = subprocess.run(["sh", str(DEPLOY / "install.sh")], capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2 and "usage: deploy/install.sh VENV" in refused.stderr

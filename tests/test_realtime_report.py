@@ -59,7 +59,7 @@ async def test_a_version_3_database_gets_the_audio_token_columns(tmp_path) -> No
     await store.close()
     with sqlite3.connect(path) as db:  # what the schema before speech-to-speech wrote
         for column in ("audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
-                       "tool_ms", "tools_used"):  # and version 5's (the tool columns)
+                       "tool_ms", "tools_used", "sounds_finished"):  # and versions 5-6
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")

@@ -135,7 +135,7 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
         for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels", "undone",
                        "audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
-                       "tool_ms", "tools_used"):
+                       "tool_ms", "tools_used", "sounds_finished"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
@@ -160,7 +160,8 @@ async def test_a_version_4_database_gets_the_tool_columns(tmp_path):
     await store.add_turn(a_turn())
     await store.close()
     with sqlite3.connect(path) as db:  # make it what schema version 4 wrote
-        for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used"):
+        for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used",
+                       "sounds_finished"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
@@ -180,6 +181,27 @@ async def test_a_version_4_database_gets_the_tool_columns(tmp_path):
             for r in rows] == [(0, 0, 0, None, None),
                                (3, 1, 1, 5210.4, ["book_table:ok", "book_table:invalid",
                                                   "check_order:timeout"])]
+
+
+async def test_a_version_5_database_gets_the_audio_end_of_turn_column(tmp_path):
+    path = tmp_path / "v5.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.add_turn(a_turn())
+    await store.close()
+    with sqlite3.connect(path) as db:  # make it what schema version 5 wrote
+        db.execute("ALTER TABLE turns DROP COLUMN sounds_finished")
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (5, '2026-11-28 00:00:00')")
+
+    upgraded = CallStore(str(path))
+    await upgraded.open()
+    turn = a_turn()
+    turn.reads, turn.sounds_finished = "complete", 0.061
+    await upgraded.add_turn(turn)
+    rows = await upgraded.query_turns()
+    await upgraded.close()
+    assert [(r["reads"], r["sounds_finished"]) for r in rows] == [(None, None), ("complete", 0.061)]
 
 
 async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):

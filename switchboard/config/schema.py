@@ -63,6 +63,11 @@ class TurnConfig(Strict):
     # 120 ms of their speech and its reply is undone (as if never said), their words answered together;
     # 0 = off
     undo_reply_within_ms: int = Field(1000, ge=0, le=5000)
+    # an audio end-of-turn model (audio/smart_turn.py) hears at each pause whether the caller *sounds*
+    # finished; its verdict is combined with how the words read (pipeline/turn_end.py). "none": words only
+    audio_model: Literal["smart-turn-v3", "none"] = "none"
+    # the model's probability of "finished" at or above which the caller sounds finished
+    audio_finished_threshold: float = Field(0.5, gt=0, lt=1)
 
 
 

@@ -88,6 +88,7 @@ class TurnMetrics:
     speculated: int = 0
     speculation_dropped: int = 0
     reads: str | None = None  # "complete", "incomplete" or "unknown" (pipeline/turn_end.py)
+    sounds_finished: float | None = None  # the audio end-of-turn model's probability at that pause
     # the caller's "yeah", "uh-huh" while the bot spoke: it paused, then went on (no clear, no new turn)
     backchannels: int = 0
     # the caller went on just as the bot started this reply: stopped at once, undone, their words joined

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from switchboard.audio import smart_turn
 from switchboard.audio.echo import similarity
 from switchboard.audio.noise import is_noise
 from switchboard.audio.resample import StreamResampler, resample
@@ -39,7 +40,7 @@ from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
 from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
-from switchboard.pipeline.turn_end import Finished, reads_finished
+from switchboard.pipeline.turn_end import commit_silence_ms, reads_finished
 
 log = logging.getLogger("switchboard.call")
 
@@ -110,6 +111,7 @@ class _Turn:
     undone: bool = False  # the caller went on right after it started: as if it had never been said
     task: asyncio.Task | None = None
     exchanges: list[Message] = field(default_factory=list)  # its tool calls and their results
+    sounds: asyncio.Task[float | None] | None = None  # at a pause: the audio model's "finished" probability
 
 
 class CallSession:
@@ -148,6 +150,8 @@ class CallSession:
         self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
+        # the audio end-of-turn model, one per process (loaded at start-up by the server's warm-up)
+        self.turn_model = smart_turn.shared() if config.turn.audio_model == "smart-turn-v3" else None
         self.tools = ToolBox(config.tools, config.tool_use)  # pipeline/tools.py (none: unknown ones refused)
         transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
         self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
@@ -524,11 +528,16 @@ class CallSession:
         # commit no sooner than the transcript can say whether they sounded finished
         self.segmenter.set_end_silence(self.config.turn.incomplete_end_silence_ms)
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"speculation-{self.call_id}")
+        if self.turn_model is not None:  # how it sounds, heard beside the recogniser (≈ 0.1 s of a core)
+            turn.sounds = asyncio.create_task(asyncio.to_thread(self._sounds_finished, heard.pcm))
+            turn.sounds.add_done_callback(lambda _: self._judge_pause(turn))
 
     async def _drop_speculation(self) -> None:
         """The caller went on after a pause: what was prepared is void; the utterance continues."""
         turn, self._speculation = self._speculation, None
         self.segmenter.set_end_silence(None)
+        if turn is not None and turn.sounds is not None:
+            turn.sounds.cancel()  # not yet started in its thread: never run
         if turn is None or turn.task is None:
             return
         self._dropped += 1
@@ -674,15 +683,31 @@ class CallSession:
                 self._finish(turn)
 
     def _judge_pause(self, turn: _Turn) -> None:
-        """The transcript of a pause is in: does it read finished? That sets how long the pause must last."""
-        if self._speculation is not turn:
+        """The pause's transcript (and, with an audio model, how it sounds) is in: does the caller sound
+        finished? That sets how long the pause must last. Called by whichever of the two comes last."""
+        if self._speculation is not turn or turn.user is None:
             return
+        sounds_finished = None
+        if turn.sounds is not None:
+            if not turn.sounds.done():
+                return
+            probability = None if turn.sounds.cancelled() else turn.sounds.result()
+            if probability is not None:
+                turn.metrics.sounds_finished = round(probability, 3)
+                sounds_finished = probability >= self.config.turn.audio_finished_threshold
         finished = reads_finished(turn.metrics.transcript)
         turn.metrics.reads = finished.value
-        cfg = self.config.turn
-        silence = {Finished.COMPLETE: cfg.complete_end_silence_ms,
-                   Finished.INCOMPLETE: cfg.incomplete_end_silence_ms}.get(finished)
-        self.segmenter.set_end_silence(silence)
+        self.segmenter.set_end_silence(commit_silence_ms(finished, sounds_finished, self.config.turn))
+
+    def _sounds_finished(self, pcm: np.ndarray) -> float | None:
+        """(In a worker thread.) The audio model's probability that the caller has finished; None if it
+        failed, and then the words alone decide."""
+        assert self.turn_model is not None
+        try:
+            return self.turn_model.probability(pcm, 8000)
+        except Exception:
+            log.exception("call %s: the audio end-of-turn model failed", self.call_id)
+            return None
 
     def _start_shadows(self, metrics: TurnMetrics) -> None:
         """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""

@@ -14,14 +14,19 @@ transcript into one of three:
   UNKNOWN     anything else: no sentence end and no telling last word (a recognizer that never
               punctuates, such as PocketSphinx, mostly gives these)
 
-The call commits a turn after `turn.complete_end_silence_ms`, `turn.incomplete_end_silence_ms` or
-`vad.end_silence_ms` of silence respectively.
+With an audio end-of-turn model (`turn.audio_model`, audio/smart_turn.py) the pause is also *heard*:
+does the caller sound finished (intonation, a trailing-off voice) or mid-thought? `commit_silence_ms`
+combines the two: the words reading unfinished, or the voice sounding unfinished, each make the call wait
+`turn.incomplete_end_silence_ms`; otherwise either reading finished commits after
+`turn.complete_end_silence_ms`; with neither telling, `vad.end_silence_ms` applies.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+
+from switchboard.config import TurnConfig
 
 
 class Finished(enum.Enum):
@@ -86,3 +91,15 @@ def _dictating(words: list[str]) -> bool:
             break
         trailing += len(word) if word.isdigit() else 1  # "555" is three digits read out
     return trailing >= DICTATION_NUMBERS
+
+
+def commit_silence_ms(reads: Finished, sounds_finished: bool | None, turn: TurnConfig) -> int | None:
+    """The silence that ends the turn, from how its words read and (None: not heard) how it sounds.
+    None: the pipeline's `vad.end_silence_ms`."""
+    if reads is Finished.INCOMPLETE or (sounds_finished is False and reads is Finished.UNKNOWN):
+        return turn.incomplete_end_silence_ms
+    if reads is Finished.COMPLETE and sounds_finished is False:
+        return None  # they disagree: a fragment the recogniser closed with a full stop, or a flat ending
+    if reads is Finished.COMPLETE or sounds_finished:
+        return turn.complete_end_silence_ms
+    return None

@@ -113,6 +113,8 @@ turns = Table(
     Column("tool_invalid", Integer, nullable=False, default=0),
     Column("tool_ms", Float),
     Column("tools_used", JSON),
+    # version 6: the audio end-of-turn model's probability that the caller had finished, at the last pause
+    Column("sounds_finished", Float),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -165,9 +167,14 @@ def _add_tool_columns(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE shadow_results ADD COLUMN {ddl}"))
 
 
+def _add_sounds_finished_column(connection: Connection) -> None:
+    """Version 6: `turns.sounds_finished`."""
+    connection.execute(text("ALTER TABLE turns ADD COLUMN sounds_finished FLOAT"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
 MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns,
-                               _add_tool_columns]
+                               _add_tool_columns, _add_sounds_finished_column]
 
 
 class SchemaError(RuntimeError):
