@@ -55,7 +55,7 @@ class TurnConfig(Strict):
     complete_end_silence_ms: int = Field(300, ge=100, le=5000)
     # the commit silence when it reads unfinished ("…a table for", "and", "um", digits read out);
     # vad.end_silence_ms applies when it can't tell (no punctuation, no telling last word)
-    incomplete_end_silence_ms: int = Field(1200, ge=100, le=5000)
+    incomplete_end_silence_ms: int = Field(1600, ge=100, le=5000)
     # caller audio this similar to what the bot just played (normalised cross-correlation) is its echo,
     # not the caller: it does not interrupt the bot. 0 = off
     echo_similarity: float = Field(0.7, ge=0, le=1)
