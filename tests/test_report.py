@@ -370,7 +370,7 @@ def test_speculative_starts_dropped_per_turn_and_the_stt_requests_own_latency():
     assert rows["fast/model-a"].dropped_per_turn == 0.3
     assert rows["fast/model-a"].stt_p50_ms == 300.0
     assert rows["slow/model-b"].dropped_per_turn == 0.0
-    assert "spec drop/turn" in format_table(build_report(turns))
+    assert "spec drop, bc/turn" in format_table(build_report(turns))
 
 
 def test_backchannels_per_turn_and_undone_replies():
@@ -383,6 +383,9 @@ def test_backchannels_per_turn_and_undone_replies():
     assert rows["fast/model-a"].backchannels_per_turn == 0.6
     assert rows["fast/model-a"].undone_pct == 10.0
     assert rows["slow/model-b"].backchannels_per_turn == 0.0 and rows["slow/model-b"].undone_pct == 0.0
+    table = format_table(build_report(turns))  # shown beside the speculation drops and interruptions
+    fast_line = next(line for line in table.splitlines() if "fast/model-a" in line)
+    assert "interrupt/undone %" in table and "/10.0" in fast_line and ", 0.60" in fast_line
 
 
 def test_tool_columns_show_how_each_llm_uses_tools():

@@ -13,10 +13,14 @@ Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative
   TTS first byte   TTS first byte − first speakable chunk (p50)
   errors %         turns that failed (the caller heard the apology)
   timeouts %       turns with a provider timeout in any stage (recovered or not)
-  interruptions %  turns the caller barged into
+  interrupt/undone %
+                   turns the caller barged into / replies undone because the caller went on just as
+                   the bot started (a cut-in, answered together with the rest of their sentence)
   tokens           mean input / output tokens per turn
-  spec drop/turn   speculative starts (STT/LLM/TTS begun at a pause) dropped because the caller went
-                   on, per turn: the vendor cost of speculation
+  spec drop, bc/turn
+                   speculative starts (STT/LLM/TTS begun at a pause) dropped because the caller went
+                   on, per turn: the vendor cost of speculation; then the caller's backchannels ("yeah",
+                   "uh-huh") the bot went on through, per turn
   tools/turn (invalid/err %)
                    calls of the pipeline's HTTP tools per turn (pipeline/tools.py); in brackets, of
                    those calls the % refused (arguments against the tool's schema, or a tool that does
@@ -400,8 +404,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 TABLE_HEADER = ("source", "LLM vendor/model", "calls", "turns", "v2v p50/p90/p99", "TTFT p50/p90",
-                "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt %", "tokens in/out",
-                "spec drop/turn", "tools/turn (invalid/err %)", "$/call")
+                "STT p50", "TTS 1st byte p50", "err %", "timeout %", "interrupt/undone %", "tokens in/out",
+                "spec drop, bc/turn", "tools/turn (invalid/err %)", "$/call")
 
 
 def significance_mark(row: Row) -> str:
@@ -426,9 +430,10 @@ def table_cells(report: Report) -> list[list[str]]:
             f"{_ms(row.v2v_p50_ms)}/{_ms(row.v2v_p90_ms)}/{_ms(row.v2v_p99_ms)}",
             f"{_ms(row.ttft_p50_ms)}/{_ms(row.ttft_p90_ms)}" + (f" {mark}" if mark else ""),
             _ms(row.stt_p50_ms), _ms(row.tts_first_byte_p50_ms),
-            _num(row.errors_pct), _num(row.timeouts_pct), _num(row.interruptions_pct),
+            _num(row.errors_pct), _num(row.timeouts_pct),
+            f"{_num(row.interruptions_pct)}/{_num(row.undone_pct)}",
             f"{_num(row.tokens_in_mean)}/{_num(row.tokens_out_mean)}",
-            _num(row.dropped_per_turn, 2),
+            f"{_num(row.dropped_per_turn, 2)}, {_num(row.backchannels_per_turn, 2)}",
             f"{_num(row.tool_calls_per_turn, 2)} ({_num(row.tool_invalid_pct)}/{_num(row.tool_error_pct)})",
             format_cost(row),
         ])
