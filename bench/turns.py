@@ -21,8 +21,9 @@ punctuated like Whisper's. The caller (telephony/caller.py, real time, eSpeak NG
              the clear's delay after the caller's onset
   no-frames  the questions again, on a stream that sends nothing while the caller is silent
 
-per mode: ``speculative`` (the pipeline defaults) and ``plain`` (``turn.speculate_after_ms: 0``: a
-fixed ``vad.end_silence_ms`` of 600 ms, then STT → LLM → TTS). Speculative starts dropped per committed
+per mode: ``speculative`` (the pipeline defaults), ``smart-turn`` (the same with ``turn.audio_model:
+smart-turn-v3``) and ``plain`` (``turn.speculate_after_ms: 0``: a fixed ``vad.end_silence_ms`` of
+600 ms, then STT → LLM → TTS). Speculative starts dropped per committed
 turn come from the server's TurnMetrics. Pipecat 1.14's figures on the same fakes are quoted beside
 ours from issue 12 (another session measured them; this run does not), labelled as quoted. A turn with
 no reply audio is reported as missing, never counted as 0 ms.
@@ -110,7 +111,8 @@ pipelines:
     tts: {{provider: openai, model: tts-1, voice: alloy, base_url: "{tts}"}}
     turn: {turn}
 """
-MODES = {"speculative": "{}", "plain": "{speculate_after_ms: 0}"}
+MODES = {"speculative": "{}", "smart-turn": "{audio_model: smart-turn-v3}",
+         "plain": "{speculate_after_ms: 0}"}
 
 
 @dataclass
