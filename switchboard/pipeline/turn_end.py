@@ -16,9 +16,16 @@ transcript into one of three:
 
 With an audio end-of-turn model (`turn.audio_model`, audio/smart_turn.py) the pause is also *heard*:
 does the caller sound finished (intonation, a trailing-off voice) or mid-thought? `commit_silence_ms`
-combines the two: the words reading unfinished, or the voice sounding unfinished, each make the call wait
-`turn.incomplete_end_silence_ms`; otherwise either reading finished commits after
-`turn.complete_end_silence_ms`; with neither telling, `vad.end_silence_ms` applies.
+combines the two:
+
+  words \ voice   finished       trailing off     (not heard)
+  COMPLETE         complete       vad.end_silence  complete
+  INCOMPLETE       incomplete     incomplete       incomplete
+  UNKNOWN          complete       incomplete       vad.end_silence
+
+(complete / incomplete: `turn.complete_end_silence_ms` / `turn.incomplete_end_silence_ms`). The words
+win when they read unfinished: at a digit group's end the voice sounds finished. A full stop after a
+voice that trails off is the recogniser's, so it waits the middle silence, not the short one.
 """
 
 from __future__ import annotations
