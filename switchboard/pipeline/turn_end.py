@@ -1,4 +1,4 @@
-"""Does what the caller said so far read as a finished turn? It decides how long a pause must last.
+r"""Does what the caller said so far read as a finished turn? It decides how long a pause must last.
 
 A pause after "what time do you close?" is the end of a turn; the same pause after "my number is five
 five five" or "I'd like to book a table for, um" is the caller thinking. `reads_finished` sorts a
