@@ -38,6 +38,7 @@ from switchboard.providers.openai import OpenAIRealtimeConfig
 from switchboard.providers.openai.adapter import VENDOR, _client, provider_error
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}  # G.711 μ-law, 8 kHz: what Twilio sends and plays
+CANCELLED = "Cancelled: the caller spoke before the result came; nothing is known about the outcome."
 AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")  # GA name, then the beta's
 
 
@@ -145,6 +146,19 @@ class OpenAIRealtimeConnection:
     async def tool_result(self, call_id: str, output: str) -> None:
         await self._send({"type": "conversation.item.create",
                           "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+
+    async def tool_results(self, results: list[tuple[str, str]]) -> None:
+        """Each output as a `function_call_output` item, then `response.create`: the model does not answer
+        a function call's output by itself."""
+        for call_id, output in results:
+            await self.tool_result(call_id, output)
+        await self.respond()
+
+    async def tools_cancelled(self, call_ids: list[str]) -> None:
+        """An output for each (no reply asked): a function call left without one confuses the model's next
+        turn, and the caller's words that cut the round are answered by its turn detection."""
+        for call_id in call_ids:
+            await self.tool_result(call_id, CANCELLED)
 
     async def events(self) -> AsyncIterator[RealtimeEvent]:
         try:
