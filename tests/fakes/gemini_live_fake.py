@@ -17,7 +17,12 @@ server → `setupComplete`, `serverContent` with `inputTranscription`, `modelTur
 ({functionCalls: [{id, name, args}]}). Its activity detection: 20 ms frames louder than SPEECH_LEVEL,
 `silenceDurationMs` (default 500) of quiet ends the caller's turn, after MIN_SPEECH_MS of speech.
 A `clientContent` with turnComplete answers: a quoted line in its text is spoken as is, else the next
-of `replies`. `drop_after_chunks` closes the socket with 1011 mid-reply; `go_away_after_turns` sends
+of `replies` (a string, or (tool name, args) for a `toolCall`). A `toolResponse` is recorded in
+`tool_responses` and answered (the real model goes on by itself) by the next of `replies`, whose
+`{output}` is the first function response's `response.output`; unless a `clientContent` with
+turnComplete follows within `AFTER_TOOL_S` (end_call's farewell prompt), which is answered instead. The
+caller talking while a tool call has no response yet gets `toolCallCancellation` ({ids}).
+`drop_after_chunks` closes the socket with 1011 mid-reply; `go_away_after_turns` sends
 `goAway` ({timeLeft}) once, after that many complete replies of a session.
 """
 
@@ -49,6 +54,8 @@ IN_RATE, OUT_RATE = 16000, 24000
 FRAME_MS = 20
 SPEECH_LEVEL = 400.0
 MIN_SPEECH_MS = 200
+AFTER_TOOL_S = 0.05
+STRUCTS = {"parametersJsonSchema", "parameters", "args", "response"}
 QUOTED = re.compile(r'"([^"]+)"')
 
 Reply = str | tuple[str, dict[str, Any]]
@@ -74,6 +81,8 @@ class LiveScript:
     audio_rates: set[str] = field(default_factory=set)
     spoken: list[str] = field(default_factory=list)
     interruptions: int = 0
+    tool_responses: list[dict[str, Any]] = field(default_factory=list)  # each toolResponse received
+    cancellations: list[list[str]] = field(default_factory=list)  # the ids of each toolCallCancellation
 
 
 class _Session:
@@ -88,6 +97,8 @@ class _Session:
         self.chunks = 0
         self.turns_done = 0
         self.ids = itertools.count(1)
+        self.open_calls: list[str] = []  # tool call ids with no response yet
+        self.after_tool: asyncio.Task | None = None  # the answer to a toolResponse, about to start
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message))
@@ -116,6 +127,10 @@ class _Session:
                 self.speaking_since = self.audio_ms - FRAME_MS
             if not self.in_speech and self.audio_ms - self.speaking_since >= MIN_SPEECH_MS:
                 self.in_speech = True
+                if self.open_calls:
+                    ids, self.open_calls = self.open_calls, []
+                    self.script.cancellations.append(ids)
+                    await self.send({"toolCallCancellation": {"ids": ids}})
                 if self.reply is not None and not self.reply.done():
                     self.reply.cancel()
                     await asyncio.gather(self.reply, return_exceptions=True)
@@ -133,7 +148,7 @@ class _Session:
                 await self.send({"serverContent": {"inputTranscription": {"text": word + " "}}})
             self.answer(None)
 
-    def answer(self, prompt: str | None) -> None:
+    def answer(self, prompt: str | None, output: str | None = None) -> None:
         if self.reply is not None and not self.reply.done():
             return
         quoted = QUOTED.search(prompt or "")
@@ -142,14 +157,17 @@ class _Session:
         else:
             replies = self.script.replies
             reply = replies.pop(0) if len(replies) > 1 else (replies[0] if replies else "")
+            if isinstance(reply, str) and output is not None:
+                reply = reply.replace("{output}", output)
         self.reply = asyncio.create_task(self.speak(reply))
 
     async def speak(self, reply: Reply) -> None:
         await asyncio.sleep(self.script.reply_delay_s)
         if isinstance(reply, tuple):
             name, args = reply
-            await self.send({"toolCall": {"functionCalls": [{"id": f"fc_{next(self.ids)}", "name": name,
-                                                             "args": args}]}})
+            call_id = f"fc_{next(self.ids)}"
+            self.open_calls.append(call_id)
+            await self.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})
             return
         self.script.spoken.append(reply)
         frames = max(1, round(len(reply) * self.script.ms_per_char / FRAME_MS))
@@ -186,6 +204,10 @@ class _Session:
             self.script.go_away_after_turns = None  # once
             await self.send({"goAway": {"timeLeft": "50s"}})
 
+    async def answer_tool(self, output: str | None) -> None:
+        await asyncio.sleep(AFTER_TOOL_S)
+        self.answer(None, output)
+
     async def handle(self, message: dict[str, Any]) -> None:
         if "realtimeInput" in message:
             audio = message["realtimeInput"].get("audio")
@@ -193,9 +215,19 @@ class _Session:
                 await self.on_audio(audio)
             return
         self.script.received.append(message)
+        if "toolResponse" in message:
+            responses = message["toolResponse"].get("functionResponses") or []
+            self.script.tool_responses.append(message["toolResponse"])
+            answered = {response.get("id") for response in responses}
+            self.open_calls = [call for call in self.open_calls if call not in answered]
+            output = str((responses[0].get("response") or {}).get("output")) if responses else None
+            if not self.open_calls:
+                self.after_tool = asyncio.create_task(self.answer_tool(output))
         if "clientContent" in message:
             content = message["clientContent"]
             if content.get("turnComplete"):
+                if self.after_tool is not None:
+                    self.after_tool.cancel()
                 texts = [part.get("text", "") for turn in content.get("turns") or []
                          for part in turn.get("parts") or []]
                 self.answer(" ".join(texts) if texts else None)
@@ -205,8 +237,9 @@ def camel(value: Any) -> Any:
     """Protobuf JSON accepts field names in lowerCamelCase or as written in the .proto (snake_case), and
     the SDK sends both (`client_content`, `turnComplete`): read them as one."""
     if isinstance(value, dict):
-        return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): camel(item)
-                for key, item in value.items()}
+        named = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): item for key, item in value.items()}
+        # a Struct's keys are data (a JSON Schema's property names, a function response), not field names
+        return {key: item if key in STRUCTS else camel(item) for key, item in named.items()}
     if isinstance(value, list):
         return [camel(item) for item in value]
     return value
