@@ -27,7 +27,7 @@ MAY_IMPORT = {
     "web": {"web", "core", "report", "store"},
     "ops": {"ops", "core", "audio", "config", "pipeline", "store", "web"},
 }
-ENTRY_POINTS = {"server", "cli", "caller", "check", "logs", "__main__", "__init__"}
+ENTRY_POINTS = {"server", "cli", "caller", "check", "demo", "logs", "__main__", "__init__"}
 
 
 def imports_of(path: Path) -> set[str]:
