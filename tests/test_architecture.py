@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "switchboard"
 
 # each room of the package -> the rooms it may import (itself included); the entry points at the top
-# (server, cli, caller, check) may import anything
+# (server, cli, caller, check, demo) may import anything
 MAY_IMPORT = {
     "core": {"core"},
     "audio": {"audio", "core"},
