@@ -217,3 +217,87 @@ async def test_the_context_webhook_fills_the_realtime_instructions_and_greeting(
     assert turns[0].reply_heard == "Hi Ada."
     (request,) = tool_server.requests
     assert request["path"] == "/context" and request["body"]["pipeline"] == "default"
+
+
+async def test_gemini_barge_in_during_a_slow_tool_closes_it_and_the_model_withdraws_the_call(
+        gemini, tool_server, speech_wav) -> None:
+    script, base_url = gemini
+    tool_server.delay_s = 8
+    preface = "One moment please, let me check the booking system for you right now, thank you."
+    script.replies = [(*BOOK, preface), "Sure, go ahead."]
+    script.transcripts = ["a table for four at seven", "actually wait"]
+    lines = [CallerLine(wav=speech_wav), CallerLine(wav=speech_wav, barge_in=True)]
+    result, turns = await call(gemini_pipeline(base_url, tool_server.url, timeout_s=10), lines)
+
+    for _ in range(100):
+        if tool_server.disconnected:
+            break
+        await asyncio.sleep(0.02)
+    assert tool_server.disconnected == 1 and tool_server.answered == 0
+    assert script.cancellations == [["fc_1"]]  # Gemini heard the caller too: toolCallCancellation
+    assert script.tool_responses == []  # no result was sent for the withdrawn call
+    cut = turns[1]
+    assert cut.interrupted and cut.tool_calls == 0 and result.lines[1].clear_received
+    assert turns[-1].reply_heard == "Sure, go ahead."
+
+
+async def test_past_max_rounds_the_call_is_refused_in_words(openai, tool_server, speech_wav) -> None:
+    script, port = openai
+    script.replies = [BOOK, BOOK, "Done."]
+    extra = "    tool_use: {max_rounds: 1}\n"
+    _, turns = await call(openai_pipeline(port, tool_server.url, extra=extra), [CallerLine(wav=speech_wav)])
+    assert len(tool_server.requests) == 1  # the second call was not run
+    first, second = script.tool_outputs
+    assert json.loads(first["output"])["id"] == "B-1"
+    assert second["output"].startswith("Error: no more tool calls this turn (tool_use.max_rounds is 1)")
+    assert turns[-1].reply_heard == "Done." and turns[-1].tools_used == ["book_table:ok"]
+
+
+async def test_a_machine_gets_the_voicemail_message_through_the_model(openai, tool_server,
+                                                                      speech_wav) -> None:
+    script, port = openai
+    extra = "    voicemail: {action: leave_message, message: \"Please call Luigi's back.\"}\n"
+    params = {"answered_by": "machine_end_beep"}
+    result, turns = await call(openai_pipeline(port, tool_server.url, extra=extra), [],
+                               custom_parameters=params, hangup_timeout_s=3)
+    assert [(turn.kind, turn.reply_heard, turn.ended_call) for turn in turns] == [
+        ("voicemail", "Please call Luigi's back.", True)]  # no greeting
+    asked = script.of_type("response.create")[0]["response"]["instructions"]
+    assert asked.endswith("\"Please call Luigi's back.\"")
+    assert result.hangup and not result.stop_sent
+
+
+async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, tool_server, speech_wav,
+                                                                      monkeypatch) -> None:
+    import xml.etree.ElementTree as ET
+
+    from switchboard.caller import run_call
+    from switchboard.server import create_app
+    from tests.fakes.twilio_rest_fake import FakeTwilio
+
+    script, port = openai
+    script.replies = [("transfer_call", {"target": "+15551234567"})]
+    twilio = FakeTwilio()
+    extra = ("    transfer: {targets: [\"+15551234567\"], say: \"Putting you through.\", "
+             "failed: \"Nobody is answering.\"}\n")
+    async with running(twilio.app()) as twilio_port:
+        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rest-auth-token-realtime")
+        monkeypatch.setenv("TWILIO_API_BASE", f"http://127.0.0.1:{twilio_port}")
+        turns: list = []
+        app = create_app(parse_config(openai_pipeline(port, tool_server.url, extra=extra)),
+                         on_turn=turns.append, insecure_dev=True)
+        async with running(app) as server:
+            result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
+                                    hangup_timeout_s=3, on_event=lambda e: None)
+            await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    offered = {tool["name"] for tool in script.of_type("session.update")[0]["session"]["tools"]}
+    assert offered == {"end_call", "transfer_call", "book_table"}
+    asked = script.of_type("response.create")[-1]["response"]["instructions"]
+    assert asked.endswith('"Putting you through."')
+    (request,) = twilio.requests
+    twiml = ET.fromstring(request.form["Twiml"])
+    assert twiml.find("Dial/Number").text == "+15551234567"
+    last = turns[-1]
+    assert last.transferred_to == "+15551234567" and last.reply_heard == "Putting you through."
+    assert result.hangup

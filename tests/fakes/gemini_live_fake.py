@@ -17,7 +17,8 @@ server → `setupComplete`, `serverContent` with `inputTranscription`, `modelTur
 ({functionCalls: [{id, name, args}]}). Its activity detection: 20 ms frames louder than SPEECH_LEVEL,
 `silenceDurationMs` (default 500) of quiet ends the caller's turn, after MIN_SPEECH_MS of speech.
 A `clientContent` with turnComplete answers: a quoted line in its text is spoken as is, else the next
-of `replies` (a string, or (tool name, args) for a `toolCall`). A `toolResponse` is recorded in
+of `replies` (a string, or (tool name, args) for a `toolCall`, or (tool name, args, preface) to say
+the preface first). A `toolResponse` is recorded in
 `tool_responses` and answered (the real model goes on by itself) by the next of `replies`, whose
 `{output}` is the first function response's `response.output`; unless a `clientContent` with
 turnComplete follows within `AFTER_TOOL_S` (end_call's farewell prompt), which is answered instead. The
@@ -164,11 +165,32 @@ class _Session:
     async def speak(self, reply: Reply) -> None:
         await asyncio.sleep(self.script.reply_delay_s)
         if isinstance(reply, tuple):
-            name, args = reply
+            name, args, *preface = reply
+            if preface and await self.audio(str(preface[0])) is None:
+                return  # the socket was dropped
             call_id = f"fc_{next(self.ids)}"
             self.open_calls.append(call_id)
             await self.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})
             return
+        pcm = await self.audio(reply)
+        if pcm is None:
+            return
+        audio_tokens = len(pcm) * 25 // OUT_RATE  # ~25 tokens a second
+        await self.send({"serverContent": {"generationComplete": True}})
+        await self.send({"usageMetadata": {
+            "promptTokenCount": 100 + self.audio_ms // 40, "responseTokenCount": audio_tokens,
+            "totalTokenCount": 100 + self.audio_ms // 40 + audio_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 100},
+                                    {"modality": "AUDIO", "tokenCount": self.audio_ms // 40}],
+            "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]}})
+        await self.send({"serverContent": {"turnComplete": True}})
+        self.turns_done += 1
+        if self.turns_done == self.script.go_away_after_turns:
+            self.script.go_away_after_turns = None  # once
+            await self.send({"goAway": {"timeLeft": "50s"}})
+
+    async def audio(self, reply: str) -> np.ndarray | None:
+        """The reply's audio and transcript pieces; None if the socket was dropped (`drop_after_chunks`)."""
         self.script.spoken.append(reply)
         frames = max(1, round(len(reply) * self.script.ms_per_char / FRAME_MS))
         pcm = speech_like(frames * FRAME_MS / 1000, OUT_RATE, f0=220.0, amplitude=7000.0)
@@ -185,24 +207,12 @@ class _Session:
             if self.script.drop_after_chunks is not None and self.chunks >= self.script.drop_after_chunks:
                 self.script.drop_after_chunks = None
                 await self.ws.close(code=1011)
-                return
+                return None
             await asyncio.sleep(self.script.chunk_delay_s)
         rest = words[len(range(0, len(pcm), step)):]
         if rest:
             await self.send({"serverContent": {"outputTranscription": {"text": " " + " ".join(rest)}}})
-        audio_tokens = len(pcm) * 25 // OUT_RATE  # ~25 tokens a second
-        await self.send({"serverContent": {"generationComplete": True}})
-        await self.send({"usageMetadata": {
-            "promptTokenCount": 100 + self.audio_ms // 40, "responseTokenCount": audio_tokens,
-            "totalTokenCount": 100 + self.audio_ms // 40 + audio_tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 100},
-                                    {"modality": "AUDIO", "tokenCount": self.audio_ms // 40}],
-            "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]}})
-        await self.send({"serverContent": {"turnComplete": True}})
-        self.turns_done += 1
-        if self.turns_done == self.script.go_away_after_turns:
-            self.script.go_away_after_turns = None  # once
-            await self.send({"goAway": {"timeLeft": "50s"}})
+        return pcm
 
     async def answer_tool(self, output: str | None) -> None:
         await asyncio.sleep(AFTER_TOOL_S)

@@ -184,6 +184,9 @@ class GeminiLiveConnection:
         if message.tool_call_cancellation is not None:
             out.append(ToolsCancelled(list(message.tool_call_cancellation.ids or [])))
         if message.tool_call is not None:
+            tail = self._down.flush()  # what it held of audio said before the call: heard before the wait
+            if len(tail):
+                out.append(BotAudio(tail, f"turn{self._turns}"))
             for call in message.tool_call.function_calls or []:
                 call_id = call.id or f"call{len(self._tool_names) + 1}"
                 self._tool_names[call_id] = call.name or ""
