@@ -15,7 +15,9 @@ import pytest
 from switchboard.audio.wav import write_wav
 from switchboard.caller import CallerLine
 from switchboard.config import parse_config
+from switchboard.report import build_report
 from switchboard.server import running
+from switchboard.store.calls import turn_row
 from tests import calls
 from tests.fakes import gemini_live_fake, openai_realtime_fake
 from tests.fakes.tool_server import ToolServer
@@ -125,6 +127,9 @@ async def test_openai_realtime_books_through_the_http_tool(openai, tool_server, 
     assert reply.reply_heard == f"Booked: {output['output']}"
     assert reply.tool_calls == 1 and reply.tools_used == ["book_table:ok"] and reply.tool_errors == 0
     assert reply.tool_ms > 0 and reply.error is None
+    # stored and reported as a cascade's: switchboard report's tool column for the realtime model
+    (row,) = build_report([turn_row(turn) for turn in turns]).rows
+    assert row.vendor == "openai/gpt-realtime" and row.tool_calls_per_turn and row.tool_error_pct == 0
 
 
 async def test_gemini_live_books_through_the_http_tool(gemini, tool_server, speech_wav) -> None:
