@@ -272,8 +272,9 @@ async def test_a_machine_gets_the_voicemail_message_through_the_model(openai, to
     assert result.hangup and not result.stop_sent
 
 
+@pytest.mark.parametrize("refused", [False, True])
 async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, tool_server, speech_wav,
-                                                                      monkeypatch) -> None:
+                                                                      monkeypatch, refused) -> None:
     import xml.etree.ElementTree as ET
 
     from switchboard.caller import run_call
@@ -283,6 +284,8 @@ async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, to
     script, port = openai
     script.replies = [("transfer_call", {"target": "+15551234567"})]
     twilio = FakeTwilio()
+    if refused:
+        twilio.status, twilio.error_code = 400, 21220
     extra = ("    transfer: {targets: [\"+15551234567\"], say: \"Putting you through.\", "
              "failed: \"Nobody is answering.\"}\n")
     async with running(twilio.app()) as twilio_port:
@@ -294,15 +297,23 @@ async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, to
                          on_turn=turns.append, insecure_dev=True)
         async with running(app) as server:
             result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
-                                    hangup_timeout_s=3, on_event=lambda e: None)
+                                    hangup_timeout_s=1.2, on_event=lambda e: None)
             await asyncio.wait_for(app.state.host.wait_idle(), 5)
     offered = {tool["name"] for tool in script.of_type("session.update")[0]["session"]["tools"]}
     assert offered == {"end_call", "transfer_call", "book_table"}
-    asked = script.of_type("response.create")[-1]["response"]["instructions"]
-    assert asked.endswith('"Putting you through."')
+    asked = [event["response"]["instructions"] for event in script.of_type("response.create")
+             if "response" in event]
+    assert asked[-2 if refused else -1].endswith('"Putting you through."')
     (request,) = twilio.requests
     twiml = ET.fromstring(request.form["Twiml"])
     assert twiml.find("Dial/Number").text == "+15551234567"
+    if refused:  # the model says so and the call goes on: the caller hangs up, not us
+        said = [(turn.kind, turn.reply_heard, turn.transferred_to) for turn in turns[1:]]
+        assert said == [("reply", "Putting you through.", None),
+                        ("transfer_failed", "Nobody is answering.", None)]
+        assert turns[1].failures == ["transfer to +15551234567 failed"] and not turns[1].ended_call
+        assert result.stop_sent and not result.hangup
+        return
     last = turns[-1]
     assert last.transferred_to == "+15551234567" and last.reply_heard == "Putting you through."
     assert result.hangup
