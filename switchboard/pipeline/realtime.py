@@ -587,6 +587,9 @@ class RealtimeSession:
         if conn is None or self._turn is not turn or self.closed.is_set():
             return  # the session was lost meanwhile: the new one never saw these calls
         self._expect_by = time.monotonic() + self.model.timeouts.first_token_s
+        # the continuation is under way from here: a barge-in before its first event cancels it too, and
+        # nothing else is asked for meanwhile (set first: its events may all arrive during the send)
+        self._responding = True
         try:
             await conn.tool_results(results)
         except ProviderError as exc:  # the reader sees the drop and handles it
