@@ -122,6 +122,7 @@ class _Turn:
     rounds: int = 0  # tool rounds run (or refused) in this turn
     tool_round: asyncio.Task | None = None  # the round under way: its requests in flight
     tool_ids: list[str] = field(default_factory=list)  # its call ids
+    results_back: bool = False  # the round's tools are done (their results being sent, or refused)
     done: bool = False  # the vendor finished the response (or responses)
     finishing: asyncio.Task | None = None
 
@@ -555,7 +556,7 @@ class RealtimeSession:
             metrics.interrupted = True
         requests, turn.requests = turn.requests, []
         if requests and turn.end_call is None and done.status == "completed":
-            turn.tool_ids = [request.call_id for request in requests]
+            turn.tool_ids, turn.results_back = [request.call_id for request in requests], False
             turn.tool_round = asyncio.create_task(self._tool_round(turn, requests),
                                                   name=f"tools-{self.call_id}")
             return  # the model goes on in this turn once it has the results
@@ -573,6 +574,7 @@ class RealtimeSession:
         try:
             results = await self.tools.run_round(requests, turn.metrics, turn.rounds)
         except TooManyRounds as exc:
+            turn.results_back = True
             reason = f"{self.model.vendor}: {exc}"
             log.warning("call %s: %s", self.call_id, reason)
             turn.metrics.error = reason
@@ -582,7 +584,7 @@ class RealtimeSession:
             turn.done = True
             await self._finish_when_heard(turn)
             return
-        turn.rounds += 1
+        turn.rounds, turn.results_back = turn.rounds + 1, True
         conn = self._conn
         if conn is None or self._turn is not turn or self.closed.is_set():
             return  # the session was lost meanwhile: the new one never saw these calls
@@ -748,7 +750,7 @@ class RealtimeSession:
         turn = self._turn
         if self._ending or turn is None or turn.metrics.interrupted or turn.metrics.turn_done is not None:
             return
-        tools_running = turn.tool_round is not None and not turn.tool_round.done()
+        tools_running = turn.tool_round is not None and not turn.tool_round.done() and not turn.results_back
         if not (self.player.audible or self._responding or tools_running):
             return
         now = time.monotonic()
