@@ -317,3 +317,19 @@ async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, to
     last = turns[-1]
     assert last.transferred_to == "+15551234567" and last.reply_heard == "Putting you through."
     assert result.hangup
+
+
+async def test_a_reopened_session_is_told_what_the_tools_did(openai, tool_server, speech_wav) -> None:
+    """The socket drops while the model speaks a tool's result: the new session gets the call and its
+    result replayed as function_call / function_call_output items, and the reply is asked for again."""
+    script, port = openai
+    script.replies = [BOOK, "Booked: {output}, and that is all there is to say about it.", "Again: {output}"]
+    script.drop_after_deltas = 5  # the greeting takes 2 deltas; the tool's answer drops after 3
+    _, turns = await call(openai_pipeline(port, tool_server.url), [CallerLine(wav=speech_wav)])
+
+    assert script.sessions == 2 and len(tool_server.requests) == 1  # the booking was not made twice
+    created = [event["item"] for event in script.of_type("conversation.item.create")]
+    (call_id,) = {item["call_id"] for item in created if item["type"] == "function_call"}
+    first, replayed = script.tool_outputs
+    assert replayed["call_id"] == first["call_id"] == call_id and replayed["output"] == first["output"]
+    assert turns[-1].reply_heard == f"Again: {first['output']}"

@@ -37,7 +37,7 @@ from switchboard.config import PipelineConfig
 from switchboard.config.tools import is_machine
 from switchboard.core.carrier import CarrierLink
 from switchboard.core.errors import ProviderError
-from switchboard.core.messages import Message
+from switchboard.core.messages import Message, ToolCall
 from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import TTS
 from switchboard.core.realtime import (
@@ -301,7 +301,8 @@ class RealtimeSession:
             await self._ask("greeting", GREETING.format(text=self.context.greeting))
 
     def _last_words_unanswered(self) -> bool:
-        return bool(self.history) and self.history[-1].role == "user"
+        """The caller's words, or a tool round's results, are the last thing in the conversation."""
+        return bool(self.history) and self.history[-1].role in ("user", "tool")
 
     async def _lost(self, reason: str) -> bool:
         """The session failed or dropped. True: it was reopened (go on); False: the call is over."""
@@ -585,6 +586,10 @@ class RealtimeSession:
             await self._finish_when_heard(turn)
             return
         turn.rounds, turn.results_back = turn.rounds + 1, True
+        # kept for a reopened session: the model must know what it booked (the adapter replays it)
+        calls = [ToolCall(request.call_id, request.name, request.arguments) for request in requests]
+        self.history.append(Message("assistant", "", tool_calls=calls))
+        self.history += [Message("tool", output, tool_call_id=call_id) for call_id, output in results]
         conn = self._conn
         if conn is None or self._turn is not turn or self.closed.is_set():
             return  # the session was lost meanwhile: the new one never saw these calls

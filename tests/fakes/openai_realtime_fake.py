@@ -314,6 +314,8 @@ class _Session:
                 self.response.cancel()
         elif kind == "conversation.item.create":
             item = {"id": f"item_{next(self.ids)}", **(event.get("item") or {})}
+            if item.get("type") == "function_call":  # replayed history: its output may follow
+                self.calls.add(str(item.get("call_id")))
             if item.get("type") == "function_call_output":
                 if item.get("call_id") not in self.calls:
                     await self.error("invalid_value", f"No function call with id {item.get('call_id')!r}.",

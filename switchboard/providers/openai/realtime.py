@@ -67,9 +67,18 @@ def session_settings(config: OpenAIRealtimeConfig, instructions: str, tools: lis
     return session
 
 
-def _history_item(message: Message) -> dict[str, Any]:
-    kind = "input_text" if message.role == "user" else "output_text"
-    return {"type": "message", "role": message.role, "content": [{"type": kind, "text": message.content}]}
+def _history_items(message: Message) -> list[dict[str, Any]]:
+    """A message of the call's history as conversation items: words, a tool call, a tool's result."""
+    if message.role == "tool":
+        return [{"type": "function_call_output", "call_id": message.tool_call_id, "output": message.content}]
+    items: list[dict[str, Any]] = []
+    if message.role in ("user", "assistant") and message.content:
+        kind = "input_text" if message.role == "user" else "output_text"
+        items.append({"type": "message", "role": message.role,
+                      "content": [{"type": kind, "text": message.content}]})
+    items += [{"type": "function_call", "call_id": call.id, "name": call.name,
+               "arguments": json.dumps(call.arguments)} for call in message.tool_calls]
+    return items
 
 
 class OpenAIRealtime:
@@ -110,8 +119,8 @@ class OpenAIRealtimeConnection:
     async def setup(self, session: dict[str, Any], history: list[Message]) -> None:
         await self._send({"type": "session.update", "session": session})
         for message in history:
-            if message.role in ("user", "assistant") and message.content:
-                await self._send({"type": "conversation.item.create", "item": _history_item(message)})
+            for item in _history_items(message):
+                await self._send({"type": "conversation.item.create", "item": item})
 
     async def _send(self, event: dict[str, Any]) -> None:
         try:
