@@ -333,3 +333,33 @@ async def test_a_reopened_session_is_told_what_the_tools_did(openai, tool_server
     first, replayed = script.tool_outputs
     assert replayed["call_id"] == first["call_id"] == call_id and replayed["output"] == first["output"]
     assert turns[-1].reply_heard == f"Again: {first['output']}"
+
+
+async def test_a_slow_tool_gets_the_filler_said_outside_the_conversation(openai, tool_server,
+                                                                         speech_wav) -> None:
+    script, port = openai
+    tool_server.delay_s = 0.8
+    script.replies = [BOOK, "Booked: {output}"]
+    extra = "    tool_use: {filler: \"One moment, let me check.\", filler_after_s: 0.1}\n"
+    _, turns = await call(openai_pipeline(port, tool_server.url, extra=extra), [CallerLine(wav=speech_wav)])
+
+    creates = [event.get("response") or {} for event in script.of_type("response.create")]
+    aside = [response for response in creates if response.get("conversation") == "none"]
+    assert len(aside) == 1 and aside[0]["instructions"].endswith('"One moment, let me check."')
+    assert script.errors_sent == []  # the results' response.create waited for the filler's to be done
+    (output,) = script.tool_outputs
+    reply = turns[-1]
+    assert reply.reply_heard == f"One moment, let me check. Booked: {output['output']}"
+    assert reply.tool_fillers == 1 and reply.tools_used == ["book_table:ok"]
+
+
+async def test_gemini_has_no_filler_and_the_tool_still_answers(gemini, tool_server, speech_wav) -> None:
+    script, base_url = gemini
+    tool_server.delay_s = 0.5
+    script.replies = [BOOK, "Booked: {output}"]
+    extra = "    tool_use: {filler_after_s: 0.1}\n"
+    yaml = gemini_pipeline(base_url, tool_server.url, extra=extra)
+    _, turns = await call(yaml, [CallerLine(wav=speech_wav)], hangup_timeout_s=2)  # silence meanwhile
+    (response,) = script.tool_responses
+    assert turns[-1].reply_heard == f"Booked: {response['functionResponses'][0]['response']['output']}"
+    assert turns[-1].tool_fillers == 0

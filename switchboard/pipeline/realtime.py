@@ -123,6 +123,7 @@ class _Turn:
     tool_round: asyncio.Task | None = None  # the round under way: its requests in flight
     tool_ids: list[str] = field(default_factory=list)  # its call ids
     results_back: bool = False  # the round's tools are done (their results being sent, or refused)
+    aside: asyncio.Event | None = None  # a filler response is under way; set at its response.done
     done: bool = False  # the vendor finished the response (or responses)
     finishing: asyncio.Task | None = None
 
@@ -555,6 +556,9 @@ class RealtimeSession:
                 await self._say(self.config.apology, turn)
         if done.status == "cancelled" and not metrics.interrupted and metrics.error is None:
             metrics.interrupted = True
+        if turn.aside is not None and not turn.aside.is_set():  # the filler said while a tool runs
+            turn.aside.set()
+            return
         requests, turn.requests = turn.requests, []
         if requests and turn.end_call is None and done.status == "completed":
             turn.tool_ids, turn.results_back = [request.call_id for request in requests], False
@@ -573,7 +577,7 @@ class RealtimeSession:
         """Run a response's tool calls (pipeline/realtime_tools.py), then hand the results back: the
         model goes on in the same turn. A barge-in cancels this task (and the requests in flight)."""
         try:
-            results = await self.tools.run_round(requests, turn.metrics, turn.rounds)
+            results = await self._run_round_with_filler(turn, requests)
         except TooManyRounds as exc:
             turn.results_back = True
             reason = f"{self.model.vendor}: {exc}"
@@ -594,6 +598,8 @@ class RealtimeSession:
         if conn is None or self._turn is not turn or self.closed.is_set():
             return  # the session was lost meanwhile: the new one never saw these calls
         self._expect_by = time.monotonic() + self.model.timeouts.first_token_s
+        if turn.metrics.reply_text and not turn.metrics.reply_text.endswith(" "):
+            turn.metrics.reply_text += " "  # what was said before (a filler): its words come next
         # the continuation is under way from here: a barge-in before its first event cancels it too, and
         # nothing else is asked for meanwhile (set first: its events may all arrive during the send)
         self._responding = True
@@ -601,6 +607,37 @@ class RealtimeSession:
             await conn.tool_results(results)
         except ProviderError as exc:  # the reader sees the drop and handles it
             log.warning("call %s: could not send the tool results: %s", self.call_id, exc)
+
+    async def _run_round_with_filler(self, turn: _Turn, requests: list[ToolRequest]) -> list[tuple[str, str]]:
+        """The round's results; if the tools take `filler_after_s` and nothing was said this turn, the
+        model says `tool_use.filler` meanwhile, outside the conversation (where its vendor can), and the
+        results wait for that to be done (one response at a time)."""
+        running = asyncio.create_task(self.tools.run_round(requests, turn.metrics, turn.rounds),
+                                      name=f"tool-calls-{self.call_id}")
+        try:
+            use = self.tools.box.use
+            done, _ = await asyncio.wait({running}, timeout=use.filler_after_s)
+            conn = self._conn
+            if not done and turn.last_mark is None and use.filler.strip() and conn is not None:
+                turn.aside, self._responding = asyncio.Event(), True
+                try:
+                    said = await conn.say_aside(SAY.format(text=use.filler.strip()))
+                except ProviderError as exc:  # the reader sees a drop and handles it
+                    log.warning("call %s: could not ask for the filler: %s", self.call_id, exc)
+                    said = False
+                if said:
+                    turn.metrics.tool_fillers += 1
+                else:
+                    turn.aside.set()
+                    self._responding = False
+            results = await running
+            if turn.aside is not None:
+                await turn.aside.wait()
+                turn.aside = None
+            return results
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
 
     async def _drop_tool_round(self, turn: _Turn) -> None:
         """A barge-in: the round's requests are cancelled (their connections closed), the model told."""

@@ -160,6 +160,11 @@ class GeminiLiveConnection:
                                             response={"output": output}) for call_id, output in results]
         await self.call(self._session.send_tool_response(function_responses=responses))
 
+    async def say_aside(self, instructions: str) -> bool:
+        """Gemini Live has no response outside the conversation (and a turn sent while its tool call
+        waits would be answered instead of the call)."""
+        return False
+
     async def tools_cancelled(self, call_ids: list[str]) -> None:
         """Nothing to send: Gemini cancels a call itself when it hears the caller (`toolCallCancellation`),
         and the caller's next turn supersedes a round it did not hear cut."""

@@ -163,6 +163,12 @@ class OpenAIRealtimeConnection:
             await self.tool_result(call_id, output)
         await self.respond()
 
+    async def say_aside(self, instructions: str) -> bool:
+        """An out-of-band response (`conversation: "none"`): spoken, never added to the conversation."""
+        await self._send({"type": "response.create", "response": {
+            "conversation": "none", "instructions": instructions, "output_modalities": ["audio"]}})
+        return True
+
     async def tools_cancelled(self, call_ids: list[str]) -> None:
         """An output for each (no reply asked): a function call left without one confuses the model's next
         turn, and the caller's words that cut the round are answered by its turn detection."""
