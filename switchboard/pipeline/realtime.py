@@ -4,11 +4,15 @@
 `on_dtmf`, `close`, `closed`, `call_id`), so `CallHost` runs either. What it shares with the cascade:
 the `Player` (paced 20 ms frames, marks, clear), the `Recorder`, our own VAD (`Segmenter`: the caller's
 speech end is measured by the same clock as a cascade's, and it catches barge-in), the echo check, the
-`end_call` tool, keypad entries and `TurnMetrics`. What the vendor does instead: endpointing (its own
-turn detection answers), recognition, the reply and its voice.
+tools (`end_call`, `transfer_call`, the pipeline's HTTP tools run through the cascade's `ToolBox`:
+pipeline/realtime_tools.py), the context webhook, voicemail, keypad entries and `TurnMetrics`. What
+the vendor does instead: endpointing (its own turn detection answers), recognition, the reply and its
+voice.
 
-A turn is one vendor response (two when `end_call` asks for a farewell): opened by its first event,
-closed once its audio has been heard (its last mark), cut (barge-in) or failed. Barge-in: `clear` at the
+A turn is one vendor response (two when `end_call` asks for a farewell; one more per tool round, whose
+results the model answers in the same turn): opened by its first event, closed once its audio has been
+heard (its last mark), cut (barge-in: a tool round in flight is cancelled, its requests closed) or
+failed. Barge-in: `clear` at the
 carrier, `response.cancel` if the vendor is still generating, and `conversation.item.truncate` at what
 the caller actually heard of the reply item: the item's audio up to the last acknowledged mark, plus
 the time since that acknowledgement (the carrier keeps playing what was sent after it), bounded by
