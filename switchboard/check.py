@@ -16,6 +16,7 @@ import numpy as np
 
 from switchboard.audio import smart_turn
 from switchboard.config import Config, plain_config, stage_choices
+from switchboard.config.tools import ENV_REF
 from switchboard.core.errors import MissingCredential
 from switchboard.core.messages import Message
 from switchboard.core.settings import ProviderConfig, VendorConfig
@@ -76,7 +77,8 @@ def describe(config: Config) -> tuple[list[str], bool]:
 def tool_lines(pipeline: Any) -> list[str]:
     """The pipeline's HTTP tools (their URL templates: `${VAR}` is shown, never its value) and where
     `transfer_call` is offered, and why not elsewhere."""
-    lines = [f"  {'tool':<16} {tool.name:<13} {tool.http.method} {tool.http.url}" for tool in pipeline.tools]
+    lines = [f"  {'tool':<16} {tool.name:<13} {tool.http.method} {tool.http.url}{_unset(tool.http.url)}"
+             for tool in pipeline.tools]
     if pipeline.transfer is not None:
         targets = ", ".join(pipeline.transfer.targets)
         rest = [name for name in (ACCOUNT_SID_ENV, AUTH_TOKEN_ENV) if not os.environ.get(name)]
@@ -86,6 +88,13 @@ def tool_lines(pipeline: Any) -> list[str]:
         lines.append(f"  {'transfer_call':<16} {targets}: {twilio}")
         lines.append(f"  {'':<16} not offered on Exotel calls: {EXOTEL_TRANSFER_UNSUPPORTED}")
     return lines
+
+
+def _unset(template: str) -> str:
+    """What a URL template's unset `${VAR:-default}`s mean (an unset one without a default fails at load)."""
+    unset = [name for _, name, default in ENV_REF.findall(template)
+             if name and default and not os.environ.get(name)]
+    return f" ({', '.join(unset)} not set: the default is used)" if unset else ""
 
 
 async def ping(label: str, cfg: Any, phrases: list[str]) -> str:

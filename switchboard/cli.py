@@ -153,6 +153,8 @@ def _print_turn(metrics: TurnMetrics) -> None:
         print(f"  bot said    : {heard!r} … interrupted (of {metrics.reply_text!r})", flush=True)
     else:
         print(f"  bot said    : {heard or metrics.reply_text!r}", flush=True)
+    if metrics.tools_used:  # the tool calls behind this reply (name:status), and how long they took
+        print(f"  tool calls  : {', '.join(metrics.tools_used)} ({metrics.tool_ms:.0f} ms)", flush=True)
     if v2v is not None:
         print(f"  voice-to-voice: {v2v:.0f} ms", flush=True)
     if metrics.error:
@@ -180,6 +182,7 @@ def latency_table(turns: list[TurnMetrics]) -> str:
 async def run_demo(config_path: str | None, record: str, speed: float, verbose: bool = False,
                    store: bool = True) -> int:
     from switchboard import logs
+    from switchboard.demo import booking_service
     from switchboard.server import create_app, running
 
     logs.configure(logging.INFO if verbose else logging.WARNING)
@@ -187,8 +190,9 @@ async def run_demo(config_path: str | None, record: str, speed: float, verbose: 
     turns: list[TurnMetrics] = []
     store_url = (config.database_url or None) if store else None  # recorded as `serve` records calls
     app = create_app(config, on_turn=_collect(turns, _print_turn), store_url=store_url)
-    async with running(app) as port:
+    async with running(app) as port, booking_service(_print_booking) as bookings:  # demo.py
         print(f"Switchboard demo: server on 127.0.0.1:{port}, pipeline {config.default_pipeline!r}, offline.")
+        print(f"Its booking service (for the book_table tool): {bookings.url}")
         url = f"ws://127.0.0.1:{port}/media-stream"
         result = await caller.run_call(
             url, DEMO_LINES, speed=speed, record_path=record, on_event=caller.print_event
@@ -201,16 +205,24 @@ async def run_demo(config_path: str | None, record: str, speed: float, verbose: 
     if store_url:
         print(f"Recorded in the call store ({store_url}): compare vendors with `switchboard report`, or run "
               "`switchboard serve` and open http://127.0.0.1:5050/dashboard")
-    ok = demo_went_as_scripted(result, turns)
+    ok = demo_went_as_scripted(result, turns, bookings.made)
     if not ok:
         print("demo: the call did not go as scripted (see above)", file=sys.stderr)
     return 0 if ok else 1
 
 
-def demo_went_as_scripted(result: caller.CallResult, turns: list[TurnMetrics]) -> bool:
-    """The demo's verdict: every line was heard and answered, the barge-in cut the bot, the bot hung up."""
+def demo_went_as_scripted(result: caller.CallResult, turns: list[TurnMetrics],
+                          bookings: list[dict]) -> bool:
+    """The demo's verdict: every line was heard and answered, the barge-in cut the bot, the booking was
+    made through the book_table tool and its reference spoken, the bot hung up."""
     replies = [t for t in turns if t.kind == "reply" and t.transcript]
-    return result.hangup and len(replies) >= len(DEMO_LINES) and any(t.interrupted for t in turns)
+    booked = bool(bookings) and any(
+        "book_table:ok" in t.tools_used and bookings[-1]["reference"] in t.reply_heard for t in replies)
+    return result.hangup and len(replies) >= len(DEMO_LINES) and any(t.interrupted for t in turns) and booked
+
+
+def _print_booking(booking: dict) -> None:
+    print(f"  booking svc : booked {booking['summary']}, reference {booking['reference']}", flush=True)
 
 
 def _collect(turns: list[TurnMetrics], then: Callable[[TurnMetrics], None]) -> Callable[[TurnMetrics], None]:

@@ -286,11 +286,10 @@ class CallHost:
         if self.writer is not None:
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
-        if isinstance(session, CallSession):  # the cascade only, so far: not pipeline/realtime.py
-            session.call_info.update(  # for the context webhook
-                {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": answering,
-                 "carrier": connection.carrier})
-            session.answered_by = start.custom_parameters.get("answered_by") or None  # machine detection
+        session.call_info.update(  # for the context webhook (both engines)
+            {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": answering,
+             "carrier": connection.carrier})
+        session.answered_by = start.custom_parameters.get("answered_by") or None  # machine detection
         await session.start()
         return session
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "switchboard"
 
 # each room of the package -> the rooms it may import (itself included); the entry points at the top
-# (server, cli, caller, check) may import anything
+# (server, cli, caller, check, demo) may import anything
 MAY_IMPORT = {
     "core": {"core"},
     "audio": {"audio", "core"},
@@ -27,7 +27,7 @@ MAY_IMPORT = {
     "web": {"web", "core", "report", "store"},
     "ops": {"ops", "core", "audio", "config", "pipeline", "store", "web"},
 }
-ENTRY_POINTS = {"server", "cli", "caller", "check", "logs", "__main__", "__init__"}
+ENTRY_POINTS = {"server", "cli", "caller", "check", "demo", "logs", "__main__", "__init__"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -14,6 +14,7 @@ import pytest
 from switchboard.caller import CallerLine
 from switchboard.cli import DEMO_LINES, demo_went_as_scripted, latency_table
 from switchboard.config import default_config_path, load_config
+from switchboard.demo import booking_service
 from switchboard.providers.piper import voice
 from tests import calls
 
@@ -39,7 +40,8 @@ def rule_reply(config, text: str) -> str:
 
 async def test_demo_call_recognises_each_line_answers_barges_in_and_hangs_up(config, tmp_path):
     record = tmp_path / "call.wav"
-    result, turns = await place_call(config, DEMO_LINES, record_path=str(record))
+    async with booking_service() as bookings:  # what `switchboard demo` serves for its book_table tool
+        result, turns = await place_call(config, DEMO_LINES, record_path=str(record))
     print(latency_table(turns))
     replies = [t for t in turns if t.kind == "reply"]
 
@@ -63,10 +65,16 @@ async def test_demo_call_recognises_each_line_answers_barges_in_and_hangs_up(con
     assert result.hangup and not result.stop_sent
     assert result.malformed_count == 0
     assert record.exists()
-    assert demo_went_as_scripted(result, turns)  # what `switchboard demo` exits 0 on
+    # The booking line went through the book_table tool to the demo's booking service, and the bot said
+    # the reference it answered.
+    (booking,) = bookings.made
+    booked = replies[2]
+    assert booked.tools_used == ["book_table:ok"] and booking["reference"] in booked.reply_heard
+    assert demo_went_as_scripted(result, turns, bookings.made)  # what `switchboard demo` exits 0 on
     # ...and the verdict notices a call that did not go as scripted
-    assert not demo_went_as_scripted(result, [t for t in turns if not t.interrupted])
-    assert not demo_went_as_scripted(dataclasses.replace(result, hangup=False), turns)
+    assert not demo_went_as_scripted(result, [t for t in turns if not t.interrupted], bookings.made)
+    assert not demo_went_as_scripted(dataclasses.replace(result, hangup=False), turns, bookings.made)
+    assert not demo_went_as_scripted(result, turns, [])
 
 
 async def test_bot_audio_lasts_as_long_as_the_synthesised_reply(config):

@@ -40,9 +40,14 @@ def test_check_of_a_broken_file_names_the_key(tmp_path, capsys):
     assert f"pipelines.default.stt.model: must be one of {allowed}, got 'whisper-2'" in err
 
 
-def test_check_of_the_bundled_pipeline_passes(capsys):
+def test_check_of_the_bundled_pipeline_passes(capsys, monkeypatch):
+    monkeypatch.delenv("SWITCHBOARD_BOOKINGS_URL", raising=False)
     assert main(["check"]) == 0
-    assert "no key needed (embedded)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no key needed (embedded)" in out
+    # the demo's booking tool says what it needs (switchboard demo sets it; serve needs it set)
+    assert "book_table    POST ${SWITCHBOARD_BOOKINGS_URL:-" in out
+    assert "(SWITCHBOARD_BOOKINGS_URL not set: the default is used)" in out
 
 
 def test_check_lists_every_variant_and_shadow(tmp_path, monkeypatch, capsys):

@@ -82,7 +82,8 @@ def test_bundled_opening_hours_reply_takes_over_six_seconds_to_say(bundled: Conf
     [
         ("i would like to book a table", "Of course. For how many people"),
         ("can i make a reservation", "Of course. For how many people"),
-        ("for four people at seven", "Lovely, I have noted that down"),
+        ("for four people at seven", "Booked: {summary}"),  # through the book_table tool
+        ("a table for two at eight", "Lovely, I have noted that down"),
         ("are you open at seven", "We are open"),
         ("where are you located", "We are at twelve Market Street"),
         ("do you have vegetarian options", "We serve fresh pasta"),

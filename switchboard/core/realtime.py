@@ -71,6 +71,14 @@ class ToolRequest:
 
 
 @dataclass
+class ToolsCancelled:
+    """The vendor withdrew tool calls it made (Gemini's `toolCallCancellation`: the caller talked over the
+    model): their results are no longer wanted."""
+
+    call_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ResponseDone:
     """A response ended: `status` completed, cancelled (interrupted), failed or incomplete."""
 
@@ -93,7 +101,7 @@ class VendorError:
 
 
 RealtimeEvent = (BotAudio | BotText | CallerSpeechStarted | CallerSpeechStopped | CallerTranscript
-                 | ToolRequest | ResponseDone | SessionExpiring | VendorError)
+                 | ToolRequest | ToolsCancelled | ResponseDone | SessionExpiring | VendorError)
 
 
 class RealtimeConnection(Protocol):
@@ -104,7 +112,13 @@ class RealtimeConnection(Protocol):
     async def respond(self, instructions: str | None = None) -> None: ...  # ask for a reply now
     async def cancel(self) -> None: ...  # stop the response being generated
     async def truncate(self, item_id: str, audio_end_ms: int) -> None: ...  # the caller heard only this
-    async def tool_result(self, call_id: str, output: str) -> None: ...
+    async def tool_result(self, call_id: str, output: str) -> None: ...  # acknowledge one call, no reply
+    # a round of tool calls answered (call id, output): the model goes on with them (a reply follows)
+    async def tool_results(self, results: list[tuple[str, str]]) -> None: ...
+    # a barge-in dropped these calls' round: tell the model, where its protocol needs it (no reply)
+    async def tools_cancelled(self, call_ids: list[str]) -> None: ...
+    # a response outside the conversation (a filler while a tool runs); False: the vendor has none
+    async def say_aside(self, instructions: str) -> bool: ...
     # ends when we close; raises ProviderError when the socket drops
     def events(self) -> AsyncIterator[RealtimeEvent]: ...
     async def close(self) -> None: ...

@@ -4,11 +4,15 @@
 `on_dtmf`, `close`, `closed`, `call_id`), so `CallHost` runs either. What it shares with the cascade:
 the `Player` (paced 20 ms frames, marks, clear), the `Recorder`, our own VAD (`Segmenter`: the caller's
 speech end is measured by the same clock as a cascade's, and it catches barge-in), the echo check, the
-`end_call` tool, keypad entries and `TurnMetrics`. What the vendor does instead: endpointing (its own
-turn detection answers), recognition, the reply and its voice.
+tools (`end_call`, `transfer_call`, the pipeline's HTTP tools run through the cascade's `ToolBox`:
+pipeline/realtime_tools.py), the context webhook, voicemail, keypad entries and `TurnMetrics`. What
+the vendor does instead: endpointing (its own turn detection answers), recognition, the reply and its
+voice.
 
-A turn is one vendor response (two when `end_call` asks for a farewell): opened by its first event,
-closed once its audio has been heard (its last mark), cut (barge-in) or failed. Barge-in: `clear` at the
+A turn is one vendor response (two when `end_call` asks for a farewell; one more per tool round, whose
+results the model answers in the same turn): opened by its first event, closed once its audio has been
+heard (its last mark), cut (barge-in: a tool round in flight is cancelled, its requests closed) or
+failed. Barge-in: `clear` at the
 carrier, `response.cancel` if the vendor is still generating, and `conversation.item.truncate` at what
 the caller actually heard of the reply item: the item's audio up to the last acknowledged mark, plus
 the time since that acknowledgement (the carrier keeps playing what was sent after it), bounded by
@@ -34,9 +38,10 @@ from switchboard.audio.echo import similarity
 from switchboard.audio.resample import resample
 from switchboard.audio.segmenter import Segmenter, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
+from switchboard.config.tools import is_machine
 from switchboard.core.carrier import CarrierLink
 from switchboard.core.errors import ProviderError
-from switchboard.core.messages import Message
+from switchboard.core.messages import Message, ToolCall
 from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import TTS
 from switchboard.core.realtime import (
@@ -51,10 +56,13 @@ from switchboard.core.realtime import (
     ResponseDone,
     SessionExpiring,
     ToolRequest,
+    ToolsCancelled,
     VendorError,
 )
-from switchboard.core.tools import END_CALL_TOOL
+from switchboard.core.tools import TRANSFER_CALL
+from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import FRAME_SAMPLES, Player
+from switchboard.pipeline.realtime_tools import RealtimeTools, TooManyRounds
 from switchboard.pipeline.recorder import Recorder, save_recording
 
 log = logging.getLogger("switchboard.realtime")
@@ -72,9 +80,12 @@ ECHO_REFERENCE_S = 1.5
 MAX_KEYPAD_ENTRY = 32
 ECHO_RECHECK_EVERY = 5  # frames of voice between echo checks while the bot talks
 TIME_LIMIT = "time_limit"  # the kind of the turn that says max_call_duration_s's goodbye
+VOICEMAIL = "voicemail"  # the kind of the turn that leaves voicemail.message on a machine
+TRANSFER_FAILED = "transfer_failed"  # the kind of the turn that says transfer.failed
 LAST_RESORT = "last-resort"  # the item id of audio our own voice spoke (nothing to truncate)
 FAREWELL = 'Say exactly this farewell to the caller, and nothing else: "{text}"'
 GREETING = 'Greet the caller by saying exactly: "{text}"'
+SAY = 'Say exactly this to the caller, and nothing else: "{text}"'
 
 
 @dataclass
@@ -109,8 +120,14 @@ class _Turn:
     metrics: TurnMetrics
     items: list[_Item] = field(default_factory=list)
     last_mark: str | None = None
-    end_call: ToolRequest | None = None
+    end_call: ToolRequest | None = None  # end_call or transfer_call
     farewell_asked: bool = False
+    requests: list[ToolRequest] = field(default_factory=list)  # declared tools called in this response
+    rounds: int = 0  # tool rounds run (or refused) in this turn
+    tool_round: asyncio.Task | None = None  # the round under way: its requests in flight
+    tool_ids: list[str] = field(default_factory=list)  # its call ids
+    results_back: bool = False  # the round's tools are done (their results being sent, or refused)
+    aside: asyncio.Event | None = None  # a filler response is under way; set at its response.done
     done: bool = False  # the vendor finished the response (or responses)
     finishing: asyncio.Task | None = None
 
@@ -174,25 +191,33 @@ class RealtimeSession:
         self._asked = False  # we asked for a reply and nothing of it has come yet
         self._digits = ""
         self._digits_due: float | None = None
+        self.tools = RealtimeTools.of(config, link)  # pipeline/realtime_tools.py
+        self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told
+        self.context = CallContext(config)  # the greeting and instructions (pipeline/context.py)
+        self.answered_by: str | None = None  # outbound with machine detection: Twilio's AnsweredBy
+        self.voicemail: str | None = None  # a machine answered: "left_message" or "hung_up"
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.player.start()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
-        self._runner = asyncio.create_task(self._run(greet=bool(self.config.greeting)),
-                                           name=f"realtime-{self.call_id}")
+        self.context.start(self.call_info)
+        greet = bool(self.config.greeting) or is_machine(self.answered_by)
+        self._runner = asyncio.create_task(self._run(greet=greet), name=f"realtime-{self.call_id}")
 
     async def close(self) -> dict:
         if self.closed.is_set():
             return self._summary()
         self.closed.set()
+        self.context.cancel()
         turn = self._turn
         if turn is not None and not turn.metrics.ended_call:
             turn.metrics.interrupted = True  # the caller hung up on it
         for earlier in self._playing_out:
             earlier.metrics.interrupted = not earlier.metrics.ended_call
-        finishing = [each.finishing for each in (turn, *self._playing_out) if each is not None]
+        finishing = [task for each in (turn, *self._playing_out) if each is not None
+                     for task in (each.finishing, each.tool_round)]
         running = (self._ticker, self._renewal, self._runner, *finishing)
         tasks = [task for task in running if task is not None and task is not asyncio.current_task()]
         for task in tasks:
@@ -214,6 +239,12 @@ class RealtimeSession:
         summary = call_summary(self.turns)
         if self.recording is not None:
             summary["recording"] = str(self.recording)
+        if self.context.error is not None:
+            summary["context_error"] = self.context.error
+        if self.answered_by:
+            summary["answered_by"] = self.answered_by
+        if self.voicemail is not None:
+            summary["voicemail"] = self.voicemail
         return summary
 
     # --- the vendor session -----------------------------------------------------------------------
@@ -226,7 +257,7 @@ class RealtimeSession:
                 await self._open()
                 self._renewing = self._expiring = False
                 if greet:
-                    await self._ask("greeting", GREETING.format(text=self.config.greeting))
+                    await self._open_the_call()
                 elif resume and self._turn is None and self._last_words_unanswered():
                     await self._ask("reply", None)
                 assert self._conn is not None
@@ -250,11 +281,33 @@ class RealtimeSession:
         # a new session has no response under way: what the old one was doing is void
         self._responding = self._asked = self._cut = False
         self._expect_by, self._deferred = None, None
-        self._conn = await self.model.connect(self.config.system_prompt, [END_CALL_TOOL], list(self.history))
+        await self.context.ready()  # the instructions with the webhook's values (timeout_s at most)
+        instructions, tools = self.context.system_prompt, self.tools.offered
+        self._conn = await self.model.connect(instructions, tools, list(self.history))
         self._session_started = time.monotonic()
 
+    async def _open_the_call(self) -> None:
+        """The call's first words: the greeting (with the context webhook's values), or on a machine the
+        voicemail line (then hang up) or an immediate hang-up."""
+        if is_machine(self.answered_by):
+            voicemail = self.config.voicemail
+            leave = voicemail.action == "leave_message" and bool(voicemail.message.strip())
+            self.voicemail = "left_message" if leave else "hung_up"
+            log.info("call %s: answered by %s: %s", self.call_id, self.answered_by, self.voicemail)
+            self._ending = True
+            if leave:
+                await self._ask(VOICEMAIL, SAY.format(text=voicemail.message))
+            else:
+                await self.link.hang_up()
+            return
+        if self.context.error is not None and not self._greeted:
+            self._failures.append(f"context_webhook: {self.context.error}")  # recorded on the greeting
+        if self.context.greeting:
+            await self._ask("greeting", GREETING.format(text=self.context.greeting))
+
     def _last_words_unanswered(self) -> bool:
-        return bool(self.history) and self.history[-1].role == "user"
+        """The caller's words, or a tool round's results, are the last thing in the conversation."""
+        return bool(self.history) and self.history[-1].role in ("user", "tool")
 
     async def _lost(self, reason: str) -> bool:
         """The session failed or dropped. True: it was reopened (go on); False: the call is over."""
@@ -341,12 +394,16 @@ class RealtimeSession:
         elif isinstance(event, ToolRequest):
             turn = self._current_turn(now)
             self._responding, self._expect_by = True, None
-            if event.name == END_CALL_TOOL.name:
+            if self.tools.ends_call(event.name):
                 turn.end_call = event
                 self._ending = True
                 turn.metrics.ended_call = True
-            else:
-                log.warning("call %s: the model called an unknown tool %r", self.call_id, event.name)
+            else:  # run once the response is done (an unknown tool gets its error back)
+                turn.requests.append(event)
+        elif isinstance(event, ToolsCancelled):
+            turn = self._turn
+            if turn is not None and set(turn.tool_ids) & set(event.call_ids):
+                await self._barge_in("the vendor withdrew its tool calls", vendor_heard=True)
         elif isinstance(event, ResponseDone):
             await self._response_done(event)
         elif isinstance(event, VendorError):
@@ -406,8 +463,8 @@ class RealtimeSession:
                 self._finish_now(previous)
         kind = self._take_kind()
         turn = self._open_turn(kind)
-        self._greeted = self._greeted or kind == "greeting"
-        turn.metrics.ended_call = kind == TIME_LIMIT  # heard, then we hang up
+        self._greeted = self._greeted or kind in ("greeting", VOICEMAIL)
+        turn.metrics.ended_call = kind in (TIME_LIMIT, VOICEMAIL)  # heard, then we hang up
         if kind == "keypad":
             turn.metrics.transcript = self._next_transcript
         if kind == "reply":
@@ -503,6 +560,15 @@ class RealtimeSession:
                 await self._say(self.config.apology, turn)
         if done.status == "cancelled" and not metrics.interrupted and metrics.error is None:
             metrics.interrupted = True
+        if turn.aside is not None and not turn.aside.is_set():  # the filler said while a tool runs
+            turn.aside.set()
+            return
+        requests, turn.requests = turn.requests, []
+        if requests and turn.end_call is None and done.status == "completed":
+            turn.tool_ids, turn.results_back = [request.call_id for request in requests], False
+            turn.tool_round = asyncio.create_task(self._tool_round(turn, requests),
+                                                  name=f"tools-{self.call_id}")
+            return  # the model goes on in this turn once it has the results
         if turn.end_call is not None and not turn.farewell_asked:
             turn.farewell_asked = True
             await self._farewell(turn)
@@ -511,11 +577,95 @@ class RealtimeSession:
         if turn.finishing is None and self._turn is turn:
             turn.finishing = asyncio.create_task(self._finish_when_heard(turn), name=f"heard-{self.call_id}")
 
+    async def _tool_round(self, turn: _Turn, requests: list[ToolRequest]) -> None:
+        """Run a response's tool calls (pipeline/realtime_tools.py), then hand the results back: the
+        model goes on in the same turn. A barge-in cancels this task (and the requests in flight)."""
+        try:
+            results = await self._run_round_with_filler(turn, requests)
+        except TooManyRounds as exc:
+            turn.results_back = True
+            reason = f"{self.model.vendor}: {exc}"
+            log.warning("call %s: %s", self.call_id, reason)
+            turn.metrics.error = reason
+            turn.metrics.failures.append(reason)
+            turn.metrics.reply_text += (" " if turn.metrics.reply_text else "") + self.config.apology
+            await self._say(self.config.apology, turn)
+            turn.done = True
+            await self._finish_when_heard(turn)
+            return
+        turn.rounds, turn.results_back = turn.rounds + 1, True
+        # kept for a reopened session: the model must know what it booked (the adapter replays it)
+        calls = [ToolCall(request.call_id, request.name, request.arguments) for request in requests]
+        self.history.append(Message("assistant", "", tool_calls=calls))
+        self.history += [Message("tool", output, tool_call_id=call_id) for call_id, output in results]
+        conn = self._conn
+        if conn is None or self._turn is not turn or self.closed.is_set():
+            return  # the session was lost meanwhile: the new one never saw these calls
+        self._expect_by = time.monotonic() + self.model.timeouts.first_token_s
+        if turn.metrics.reply_text and not turn.metrics.reply_text.endswith(" "):
+            turn.metrics.reply_text += " "  # what was said before (a filler): its words come next
+        # the continuation is under way from here: a barge-in before its first event cancels it too, and
+        # nothing else is asked for meanwhile (set first: its events may all arrive during the send)
+        self._responding = True
+        try:
+            await conn.tool_results(results)
+        except ProviderError as exc:  # the reader sees the drop and handles it
+            log.warning("call %s: could not send the tool results: %s", self.call_id, exc)
+
+    async def _run_round_with_filler(self, turn: _Turn, requests: list[ToolRequest]) -> list[tuple[str, str]]:
+        """The round's results; if the tools take `filler_after_s` and nothing was said this turn, the
+        model says `tool_use.filler` meanwhile, outside the conversation (where its vendor can), and the
+        results wait for that to be done (one response at a time)."""
+        running = asyncio.create_task(self.tools.run_round(requests, turn.metrics, turn.rounds),
+                                      name=f"tool-calls-{self.call_id}")
+        try:
+            use = self.tools.box.use
+            done, _ = await asyncio.wait({running}, timeout=use.filler_after_s)
+            conn = self._conn
+            if not done and turn.last_mark is None and use.filler.strip() and conn is not None:
+                turn.aside, self._responding = asyncio.Event(), True
+                try:
+                    said = await conn.say_aside(SAY.format(text=use.filler.strip()))
+                except ProviderError as exc:  # the reader sees a drop and handles it
+                    log.warning("call %s: could not ask for the filler: %s", self.call_id, exc)
+                    said = False
+                if said:
+                    turn.metrics.tool_fillers += 1
+                else:
+                    turn.aside.set()
+                    self._responding = False
+            results = await running
+            if turn.aside is not None:
+                await turn.aside.wait()
+                turn.aside = None
+            return results
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    async def _drop_tool_round(self, turn: _Turn) -> None:
+        """A barge-in: the round's requests are cancelled (their connections closed), the model told."""
+        task = turn.tool_round
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        log.info("call %s: barge-in cancelled the tool round (%s)", self.call_id, ", ".join(turn.tool_ids))
+        if self._conn is not None:
+            try:
+                await self._conn.tools_cancelled(turn.tool_ids)
+            except ProviderError as exc:
+                log.warning("call %s: could not tell the vendor the tools were cancelled: %s", self.call_id,
+                            exc)
+
     async def _farewell(self, turn: _Turn) -> None:
-        """end_call: acknowledge the tool, have the farewell spoken (then hang up once it is heard)."""
+        """end_call / transfer_call: acknowledge the tool, have the farewell (or the transfer's line)
+        spoken; then hang up (or hand the call over) once it is heard."""
         assert turn.end_call is not None and self._conn is not None
         await self._conn.tool_result(turn.end_call.call_id, '{"ok": true}')
         farewell = str(turn.end_call.arguments.get("farewell") or "").strip()
+        if turn.end_call.name == TRANSFER_CALL and self.config.transfer is not None:
+            farewell = self.config.transfer.say.strip()
         if farewell:  # its words come back as the farewell response's transcript
             if turn.metrics.reply_text:
                 turn.metrics.reply_text += " "
@@ -536,10 +686,35 @@ class RealtimeSession:
             if ending and not heard:
                 log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
         await self._await_speech_end(turn)
+        if ending and turn.end_call is not None and turn.end_call.name == TRANSFER_CALL:
+            await self._hand_over(turn)
+            return
         self._finish(turn)
         if ending:
             log.info("call %s: hanging up (end_call)", self.call_id)
             await self.link.hang_up()
+
+    async def _hand_over(self, turn: _Turn) -> None:
+        """transfer_call, its line heard: the carrier hands the call over (our stream ends), or the model
+        says `transfer.failed` and the call goes on."""
+        assert turn.end_call is not None and self.config.transfer is not None
+        transfer, metrics = self.config.transfer, turn.metrics
+        target = str(turn.end_call.arguments.get("target") or "")
+        if target not in transfer.targets:
+            log.warning("call %s: transfer_call asked for %r, not a target; using %s", self.call_id, target,
+                        transfer.targets[0])
+            target = transfer.targets[0]
+        log.info("call %s: transferring to %s", self.call_id, target)
+        if await self.link.transfer(target):
+            metrics.transferred_to = target
+            self._finish(turn)
+            return
+        metrics.failures.append(f"transfer to {target} failed")
+        metrics.ended_call, self._ending = False, False  # the caller is still with us
+        self._finish(turn)
+        if self._conn is not None:
+            with contextlib.suppress(ProviderError):
+                await self._ask(TRANSFER_FAILED, SAY.format(text=transfer.failed))
 
     async def _await_speech_end(self, turn: _Turn) -> None:
         """A short reply can be over before our VAD has endpointed the speech it answers (the vendor's
@@ -564,6 +739,8 @@ class RealtimeSession:
         if self._turn is turn:
             self._turn = None
         self._playing_out.discard(turn)
+        if turn.tool_round is not None and turn.tool_round is not asyncio.current_task():
+            turn.tool_round.cancel()  # the turn is over (the session was lost, the call ended)
         metrics = turn.metrics
         if metrics.turn_done is not None:
             return
@@ -619,7 +796,8 @@ class RealtimeSession:
         turn = self._turn
         if self._ending or turn is None or turn.metrics.interrupted or turn.metrics.turn_done is not None:
             return
-        if not (self.player.audible or self._responding):
+        tools_running = turn.tool_round is not None and not turn.tool_round.done() and not turn.results_back
+        if not (self.player.audible or self._responding or tools_running):
             return
         now = time.monotonic()
         item = turn.items[-1] if turn.items else None
@@ -628,6 +806,8 @@ class RealtimeSession:
         self._stop_playing_turn(turn)
         await self.player.clear()
         turn.metrics.interrupted = True
+        if tools_running:
+            await self._drop_tool_round(turn)
         conn = self._conn
         try:
             if conn is not None and self._responding and not vendor_heard:

@@ -17,7 +17,13 @@ server → `setupComplete`, `serverContent` with `inputTranscription`, `modelTur
 ({functionCalls: [{id, name, args}]}). Its activity detection: 20 ms frames louder than SPEECH_LEVEL,
 `silenceDurationMs` (default 500) of quiet ends the caller's turn, after MIN_SPEECH_MS of speech.
 A `clientContent` with turnComplete answers: a quoted line in its text is spoken as is, else the next
-of `replies`. `drop_after_chunks` closes the socket with 1011 mid-reply; `go_away_after_turns` sends
+of `replies` (a string, or (tool name, args) for a `toolCall`, or (tool name, args, preface) to say
+the preface first). A `toolResponse` is recorded in
+`tool_responses` and answered (the real model goes on by itself) by the next of `replies`, whose
+`{output}` is the first function response's `response.output`; unless a `clientContent` with
+turnComplete follows within `AFTER_TOOL_S` (end_call's farewell prompt), which is answered instead. The
+caller talking while a tool call has no response yet gets `toolCallCancellation` ({ids}).
+`drop_after_chunks` closes the socket with 1011 mid-reply; `go_away_after_turns` sends
 `goAway` ({timeLeft}) once, after that many complete replies of a session.
 """
 
@@ -49,6 +55,8 @@ IN_RATE, OUT_RATE = 16000, 24000
 FRAME_MS = 20
 SPEECH_LEVEL = 400.0
 MIN_SPEECH_MS = 200
+AFTER_TOOL_S = 0.05
+STRUCTS = {"parametersJsonSchema", "parameters", "args", "response"}
 QUOTED = re.compile(r'"([^"]+)"')
 
 Reply = str | tuple[str, dict[str, Any]]
@@ -74,6 +82,8 @@ class LiveScript:
     audio_rates: set[str] = field(default_factory=set)
     spoken: list[str] = field(default_factory=list)
     interruptions: int = 0
+    tool_responses: list[dict[str, Any]] = field(default_factory=list)  # each toolResponse received
+    cancellations: list[list[str]] = field(default_factory=list)  # the ids of each toolCallCancellation
 
 
 class _Session:
@@ -88,6 +98,8 @@ class _Session:
         self.chunks = 0
         self.turns_done = 0
         self.ids = itertools.count(1)
+        self.open_calls: list[str] = []  # tool call ids with no response yet
+        self.after_tool: asyncio.Task | None = None  # the answer to a toolResponse, about to start
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_text(json.dumps(message))
@@ -116,6 +128,10 @@ class _Session:
                 self.speaking_since = self.audio_ms - FRAME_MS
             if not self.in_speech and self.audio_ms - self.speaking_since >= MIN_SPEECH_MS:
                 self.in_speech = True
+                if self.open_calls:
+                    ids, self.open_calls = self.open_calls, []
+                    self.script.cancellations.append(ids)
+                    await self.send({"toolCallCancellation": {"ids": ids}})
                 if self.reply is not None and not self.reply.done():
                     self.reply.cancel()
                     await asyncio.gather(self.reply, return_exceptions=True)
@@ -133,7 +149,7 @@ class _Session:
                 await self.send({"serverContent": {"inputTranscription": {"text": word + " "}}})
             self.answer(None)
 
-    def answer(self, prompt: str | None) -> None:
+    def answer(self, prompt: str | None, output: str | None = None) -> None:
         if self.reply is not None and not self.reply.done():
             return
         quoted = QUOTED.search(prompt or "")
@@ -142,15 +158,39 @@ class _Session:
         else:
             replies = self.script.replies
             reply = replies.pop(0) if len(replies) > 1 else (replies[0] if replies else "")
+            if isinstance(reply, str) and output is not None:
+                reply = reply.replace("{output}", output)
         self.reply = asyncio.create_task(self.speak(reply))
 
     async def speak(self, reply: Reply) -> None:
         await asyncio.sleep(self.script.reply_delay_s)
         if isinstance(reply, tuple):
-            name, args = reply
-            await self.send({"toolCall": {"functionCalls": [{"id": f"fc_{next(self.ids)}", "name": name,
-                                                             "args": args}]}})
+            name, args, *preface = reply
+            if preface and await self.audio(str(preface[0])) is None:
+                return  # the socket was dropped
+            call_id = f"fc_{next(self.ids)}"
+            self.open_calls.append(call_id)
+            await self.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})
             return
+        pcm = await self.audio(reply)
+        if pcm is None:
+            return
+        audio_tokens = len(pcm) * 25 // OUT_RATE  # ~25 tokens a second
+        await self.send({"serverContent": {"generationComplete": True}})
+        await self.send({"usageMetadata": {
+            "promptTokenCount": 100 + self.audio_ms // 40, "responseTokenCount": audio_tokens,
+            "totalTokenCount": 100 + self.audio_ms // 40 + audio_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 100},
+                                    {"modality": "AUDIO", "tokenCount": self.audio_ms // 40}],
+            "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]}})
+        await self.send({"serverContent": {"turnComplete": True}})
+        self.turns_done += 1
+        if self.turns_done == self.script.go_away_after_turns:
+            self.script.go_away_after_turns = None  # once
+            await self.send({"goAway": {"timeLeft": "50s"}})
+
+    async def audio(self, reply: str) -> np.ndarray | None:
+        """The reply's audio and transcript pieces; None if the socket was dropped (`drop_after_chunks`)."""
         self.script.spoken.append(reply)
         frames = max(1, round(len(reply) * self.script.ms_per_char / FRAME_MS))
         pcm = speech_like(frames * FRAME_MS / 1000, OUT_RATE, f0=220.0, amplitude=7000.0)
@@ -167,24 +207,16 @@ class _Session:
             if self.script.drop_after_chunks is not None and self.chunks >= self.script.drop_after_chunks:
                 self.script.drop_after_chunks = None
                 await self.ws.close(code=1011)
-                return
+                return None
             await asyncio.sleep(self.script.chunk_delay_s)
         rest = words[len(range(0, len(pcm), step)):]
         if rest:
             await self.send({"serverContent": {"outputTranscription": {"text": " " + " ".join(rest)}}})
-        audio_tokens = len(pcm) * 25 // OUT_RATE  # ~25 tokens a second
-        await self.send({"serverContent": {"generationComplete": True}})
-        await self.send({"usageMetadata": {
-            "promptTokenCount": 100 + self.audio_ms // 40, "responseTokenCount": audio_tokens,
-            "totalTokenCount": 100 + self.audio_ms // 40 + audio_tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 100},
-                                    {"modality": "AUDIO", "tokenCount": self.audio_ms // 40}],
-            "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]}})
-        await self.send({"serverContent": {"turnComplete": True}})
-        self.turns_done += 1
-        if self.turns_done == self.script.go_away_after_turns:
-            self.script.go_away_after_turns = None  # once
-            await self.send({"goAway": {"timeLeft": "50s"}})
+        return pcm
+
+    async def answer_tool(self, output: str | None) -> None:
+        await asyncio.sleep(AFTER_TOOL_S)
+        self.answer(None, output)
 
     async def handle(self, message: dict[str, Any]) -> None:
         if "realtimeInput" in message:
@@ -193,9 +225,19 @@ class _Session:
                 await self.on_audio(audio)
             return
         self.script.received.append(message)
+        if "toolResponse" in message:
+            responses = message["toolResponse"].get("functionResponses") or []
+            self.script.tool_responses.append(message["toolResponse"])
+            answered = {response.get("id") for response in responses}
+            self.open_calls = [call for call in self.open_calls if call not in answered]
+            output = str((responses[0].get("response") or {}).get("output")) if responses else None
+            if not self.open_calls:
+                self.after_tool = asyncio.create_task(self.answer_tool(output))
         if "clientContent" in message:
             content = message["clientContent"]
             if content.get("turnComplete"):
+                if self.after_tool is not None:
+                    self.after_tool.cancel()
                 texts = [part.get("text", "") for turn in content.get("turns") or []
                          for part in turn.get("parts") or []]
                 self.answer(" ".join(texts) if texts else None)
@@ -205,8 +247,9 @@ def camel(value: Any) -> Any:
     """Protobuf JSON accepts field names in lowerCamelCase or as written in the .proto (snake_case), and
     the SDK sends both (`client_content`, `turnComplete`): read them as one."""
     if isinstance(value, dict):
-        return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): camel(item)
-                for key, item in value.items()}
+        named = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): item for key, item in value.items()}
+        # a Struct's keys are data (a JSON Schema's property names, a function response), not field names
+        return {key: item if key in STRUCTS else camel(item) for key, item in named.items()}
     if isinstance(value, list):
         return [camel(item) for item in value]
     return value

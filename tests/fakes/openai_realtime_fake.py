@@ -21,7 +21,10 @@ speech-like sound, `ms_per_char` per character, in `delta_ms` pieces),
 ({type, code, message, param, event_id}).
 
 A reply to `response.create` with instructions quoting a line ("Say exactly: \"…\"") speaks that line;
-otherwise the next of `script.replies` (a string, or ("end_call", {"farewell": …}) for a tool call).
+otherwise the next of `script.replies`: a string, or (tool name, arguments) for a function call (any
+tool), or (tool name, arguments, preface) to say the preface first in the same response. A reply
+string's `{output}` is the output of the last `function_call_output` item it was sent (recorded in
+`tool_outputs`): the model speaking its tool's result.
 Faults: `reply_delay_s` (the model's fixed latency to its first audio), `error_on_response` (answer the
 Nth response.create with an error event: a rate limit), `drop_after_deltas` (close the socket with 1011
 after that many audio deltas of the session), `silent` (accept the socket, never say anything),
@@ -54,7 +57,7 @@ SPEECH_LEVEL = 400.0  # mean |sample| of a frame that counts as speech
 MIN_SPEECH_MS = 200  # shorter bursts are not speech (a click)
 QUOTED = re.compile(r'"([^"]+)"')
 
-Reply = str | tuple[str, dict[str, Any]]
+Reply = str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]
 
 
 @dataclass
@@ -83,6 +86,7 @@ class RealtimeScript:
     items_audio_ms: dict[str, int] = field(default_factory=dict)  # reply item id -> audio ms sent
     spoken: list[str] = field(default_factory=list)  # the text of each reply's audio, in order
     errors_sent: list[dict[str, Any]] = field(default_factory=list)
+    tool_outputs: list[dict[str, Any]] = field(default_factory=list)  # function_call_output items received
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [event for event in self.received if event.get("type") == kind]
@@ -107,6 +111,8 @@ class _Session:
         self.in_speech = False
         self.quiet_ms = 0
         self.pending = b""
+        self.calls: set[str] = set()  # the call ids of this session's function calls
+        self.response_audio_ms = 0  # audio of the response under way
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", f"event_{next(self.ids)}")
@@ -184,69 +190,83 @@ class _Session:
         else:
             replies = self.script.replies
             reply = replies.pop(0) if len(replies) > 1 else (replies[0] if replies else "")
+            if isinstance(reply, str) and "{output}" in reply and self.script.tool_outputs:
+                reply = reply.replace("{output}", str(self.script.tool_outputs[-1].get("output")))
         self.response = asyncio.create_task(self.respond(reply))
 
     async def respond(self, reply: Reply) -> None:
         response_id = f"resp_{next(self.ids)}"
-        status, output, item_id = "completed", [], f"item_{next(self.ids)}"
-        audio_ms = 0
+        status, output = "completed", []
+        self.response_audio_ms = 0
         await self.send({"type": "response.created", "response": {"id": response_id, "object":
                          "realtime.response", "status": "in_progress", "output": []}})
         try:
             await asyncio.sleep(self.script.reply_delay_s)
             if isinstance(reply, tuple):
-                name, arguments = reply
-                call_id = f"call_{next(self.ids)}"
+                name, arguments, *preface = reply
+                if preface and not await self.speak(response_id, str(preface[0]), output):
+                    return  # the socket was dropped
+                item_id, call_id = f"item_{next(self.ids)}", f"call_{next(self.ids)}"
+                self.calls.add(call_id)
                 item = {"id": item_id, "type": "function_call", "name": name, "call_id": call_id,
                         "arguments": json.dumps(arguments), "status": "completed"}
                 await self.send({"type": "response.output_item.added", "response_id": response_id,
-                                 "output_index": 0, "item": {**item, "arguments": ""}})
+                                 "output_index": len(output), "item": {**item, "arguments": ""}})
                 await self.send({"type": "response.function_call_arguments.done", "response_id": response_id,
-                                 "item_id": item_id, "output_index": 0, "call_id": call_id, "name": name,
-                                 "arguments": item["arguments"]})
+                                 "item_id": item_id, "output_index": len(output), "call_id": call_id,
+                                 "name": name, "arguments": item["arguments"]})
                 output.append(item)
                 return
-            message = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress",
-                       "content": []}
-            await self.send({"type": "response.output_item.added", "response_id": response_id,
-                             "output_index": 0, "item": message})
-            pcm = tone(reply, self.script.ms_per_char)
-            self.script.spoken.append(reply)
-            step = RATE * self.script.delta_ms // 1000
-            words = reply.split(" ")
-            for n, start in enumerate(range(0, len(pcm), step)):
-                piece = pcm[start : start + step]
-                await self.send({"type": "response.output_audio.delta", "response_id": response_id,
-                                 "item_id": item_id, "output_index": 0, "content_index": 0,
-                                 "delta": base64.b64encode(ulaw_encode(piece)).decode()})
-                audio_ms += len(piece) * 1000 // RATE
-                self.script.items_audio_ms[item_id] = audio_ms
-                if n < len(words):
-                    await self.send({"type": "response.output_audio_transcript.delta", "response_id":
-                                     response_id, "item_id": item_id, "output_index": 0, "content_index": 0,
-                                     "delta": (" " if n else "") + words[n]})
-                self.deltas += 1
-                drop_at = self.script.drop_after_deltas
-                if drop_at is not None and self.deltas >= drop_at and self.script.drop_times > 0:
-                    self.script.drop_times -= 1
-                    await self.ws.close(code=1011, reason="internal error")
-                    return
-                await asyncio.sleep(self.script.delta_delay_s)
-            rest = " ".join(words[len(range(0, len(pcm), step)):])
-            if rest:
-                await self.send({"type": "response.output_audio_transcript.delta", "response_id":
-                                 response_id, "item_id": item_id, "output_index": 0, "content_index": 0,
-                                 "delta": " " + rest})
-            await self.send({"type": "response.output_audio.done", "response_id": response_id,
-                             "item_id": item_id, "output_index": 0, "content_index": 0})
-            output.append({"id": item_id, "type": "message", "role": "assistant", "status": "completed",
-                           "content": [{"type": "output_audio", "transcript": reply}]})
+            await self.speak(response_id, reply, output)
         except asyncio.CancelledError:
             status = "cancelled"
         finally:
             if self.ws.client_state.name == "CONNECTED":
                 with contextlib.suppress(Exception):
-                    await self.done(response_id, status, output, reply, audio_ms)
+                    await self.done(response_id, status, output, reply, self.response_audio_ms)
+
+    async def speak(self, response_id: str, reply: str, output: list[Any]) -> bool:
+        """One assistant message item of the response, audio and transcript; False if the socket was
+        dropped meanwhile (`drop_after_deltas`)."""
+        item_id = f"item_{next(self.ids)}"
+        message = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress",
+                   "content": []}
+        await self.send({"type": "response.output_item.added", "response_id": response_id,
+                         "output_index": len(output), "item": message})
+        pcm = tone(reply, self.script.ms_per_char)
+        self.script.spoken.append(reply)
+        step = RATE * self.script.delta_ms // 1000
+        words = reply.split(" ")
+        audio_ms = 0
+        for n, start in enumerate(range(0, len(pcm), step)):
+            piece = pcm[start : start + step]
+            await self.send({"type": "response.output_audio.delta", "response_id": response_id,
+                             "item_id": item_id, "output_index": len(output), "content_index": 0,
+                             "delta": base64.b64encode(ulaw_encode(piece)).decode()})
+            audio_ms += len(piece) * 1000 // RATE
+            self.response_audio_ms += len(piece) * 1000 // RATE
+            self.script.items_audio_ms[item_id] = audio_ms
+            if n < len(words):
+                await self.send({"type": "response.output_audio_transcript.delta", "response_id":
+                                 response_id, "item_id": item_id, "output_index": len(output),
+                                 "content_index": 0, "delta": (" " if n else "") + words[n]})
+            self.deltas += 1
+            drop_at = self.script.drop_after_deltas
+            if drop_at is not None and self.deltas >= drop_at and self.script.drop_times > 0:
+                self.script.drop_times -= 1
+                await self.ws.close(code=1011, reason="internal error")
+                return False
+            await asyncio.sleep(self.script.delta_delay_s)
+        rest = " ".join(words[len(range(0, len(pcm), step)):])
+        if rest:
+            await self.send({"type": "response.output_audio_transcript.delta", "response_id":
+                             response_id, "item_id": item_id, "output_index": len(output), "content_index": 0,
+                             "delta": " " + rest})
+        await self.send({"type": "response.output_audio.done", "response_id": response_id,
+                         "item_id": item_id, "output_index": len(output), "content_index": 0})
+        output.append({"id": item_id, "type": "message", "role": "assistant", "status": "completed",
+                       "content": [{"type": "output_audio", "transcript": reply}]})
+        return True
 
     async def done(self, response_id: str, status: str, output: list[Any], reply: Reply,
                    audio_ms: int) -> None:
@@ -294,6 +314,14 @@ class _Session:
                 self.response.cancel()
         elif kind == "conversation.item.create":
             item = {"id": f"item_{next(self.ids)}", **(event.get("item") or {})}
+            if item.get("type") == "function_call":  # replayed history: its output may follow
+                self.calls.add(str(item.get("call_id")))
+            if item.get("type") == "function_call_output":
+                if item.get("call_id") not in self.calls:
+                    await self.error("invalid_value", f"No function call with id {item.get('call_id')!r}.",
+                                     "item.call_id", event.get("event_id"))
+                    return
+                self.script.tool_outputs.append(item)
             await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
         elif kind == "conversation.item.truncate":
             self.script.truncations.append(event)

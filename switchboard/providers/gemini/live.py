@@ -6,8 +6,11 @@ automatic activity detection ends the caller's turn and interrupts the model whe
 (`serverContent.interrupted`). What Gemini does not offer: cancelling a reply (`cancel` is a no-op: its
 own VAD stops the reply when the caller speaks) and truncating the reply to what the caller heard
 (`truncate` is a no-op: the server keeps what it generated). `respond` is a user turn with
-`turnComplete` (there is no response.create). The SDK connects to `wss://<base_url host>/ws/...`
-whatever the scheme, so a fake must speak TLS (the tests trust its certificate via SSL_CERT_FILE).
+`turnComplete` (there is no response.create). Tools: `setup.tools[].functionDeclarations`; the server's
+`toolCall` is answered by one `toolResponse` (the model then goes on by itself), and a
+`toolCallCancellation` withdraws calls the caller talked over. The SDK connects to
+`wss://<base_url host>/ws/...` whatever the scheme, so a fake must speak TLS (the tests trust its
+certificate via SSL_CERT_FILE).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from switchboard.core.realtime import (
     ResponseDone,
     SessionExpiring,
     ToolRequest,
+    ToolsCancelled,
 )
 from switchboard.providers.gemini import KEY_ENV, GeminiLiveConfig
 
@@ -147,9 +151,23 @@ class GeminiLiveConnection:
         """Gemini has no truncation: the server keeps the whole reply in its context."""
 
     async def tool_result(self, call_id: str, output: str) -> None:
-        response = types.FunctionResponse(id=call_id, name=self._tool_names.get(call_id, ""),
-                                          response={"output": output})
-        await self.call(self._session.send_tool_response(function_responses=[response]))
+        await self.tool_results([(call_id, output)])
+
+    async def tool_results(self, results: list[tuple[str, str]]) -> None:
+        """One `toolResponse` with every call's `functionResponses` (id, name, {output}): the model goes on
+        by itself once it has them (there is no response.create)."""
+        responses = [types.FunctionResponse(id=call_id, name=self._tool_names.get(call_id, ""),
+                                            response={"output": output}) for call_id, output in results]
+        await self.call(self._session.send_tool_response(function_responses=responses))
+
+    async def say_aside(self, instructions: str) -> bool:
+        """Gemini Live has no response outside the conversation (and a turn sent while its tool call
+        waits would be answered instead of the call)."""
+        return False
+
+    async def tools_cancelled(self, call_ids: list[str]) -> None:
+        """Nothing to send: Gemini cancels a call itself when it hears the caller (`toolCallCancellation`),
+        and the caller's next turn supersedes a round it did not hear cut."""
 
     async def events(self) -> AsyncIterator[RealtimeEvent]:
         try:
@@ -168,7 +186,12 @@ class GeminiLiveConnection:
             out.append(SessionExpiring())
         if message.usage_metadata is not None:
             self._usage = _usage(message.usage_metadata)
+        if message.tool_call_cancellation is not None:
+            out.append(ToolsCancelled(list(message.tool_call_cancellation.ids or [])))
         if message.tool_call is not None:
+            tail = self._down.flush()  # what it held of audio said before the call: heard before the wait
+            if len(tail):
+                out.append(BotAudio(tail, f"turn{self._turns}"))
             for call in message.tool_call.function_calls or []:
                 call_id = call.id or f"call{len(self._tool_names) + 1}"
                 self._tool_names[call_id] = call.name or ""

@@ -38,6 +38,7 @@ from switchboard.providers.openai import OpenAIRealtimeConfig
 from switchboard.providers.openai.adapter import VENDOR, _client, provider_error
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}  # G.711 μ-law, 8 kHz: what Twilio sends and plays
+CANCELLED = "Cancelled: the caller spoke before the result came; nothing is known about the outcome."
 AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")  # GA name, then the beta's
 
 
@@ -66,9 +67,18 @@ def session_settings(config: OpenAIRealtimeConfig, instructions: str, tools: lis
     return session
 
 
-def _history_item(message: Message) -> dict[str, Any]:
-    kind = "input_text" if message.role == "user" else "output_text"
-    return {"type": "message", "role": message.role, "content": [{"type": kind, "text": message.content}]}
+def _history_items(message: Message) -> list[dict[str, Any]]:
+    """A message of the call's history as conversation items: words, a tool call, a tool's result."""
+    if message.role == "tool":
+        return [{"type": "function_call_output", "call_id": message.tool_call_id, "output": message.content}]
+    items: list[dict[str, Any]] = []
+    if message.role in ("user", "assistant") and message.content:
+        kind = "input_text" if message.role == "user" else "output_text"
+        items.append({"type": "message", "role": message.role,
+                      "content": [{"type": kind, "text": message.content}]})
+    items += [{"type": "function_call", "call_id": call.id, "name": call.name,
+               "arguments": json.dumps(call.arguments)} for call in message.tool_calls]
+    return items
 
 
 class OpenAIRealtime:
@@ -109,8 +119,8 @@ class OpenAIRealtimeConnection:
     async def setup(self, session: dict[str, Any], history: list[Message]) -> None:
         await self._send({"type": "session.update", "session": session})
         for message in history:
-            if message.role in ("user", "assistant") and message.content:
-                await self._send({"type": "conversation.item.create", "item": _history_item(message)})
+            for item in _history_items(message):
+                await self._send({"type": "conversation.item.create", "item": item})
 
     async def _send(self, event: dict[str, Any]) -> None:
         try:
@@ -145,6 +155,25 @@ class OpenAIRealtimeConnection:
     async def tool_result(self, call_id: str, output: str) -> None:
         await self._send({"type": "conversation.item.create",
                           "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+
+    async def tool_results(self, results: list[tuple[str, str]]) -> None:
+        """Each output as a `function_call_output` item, then `response.create`: the model does not answer
+        a function call's output by itself."""
+        for call_id, output in results:
+            await self.tool_result(call_id, output)
+        await self.respond()
+
+    async def say_aside(self, instructions: str) -> bool:
+        """An out-of-band response (`conversation: "none"`): spoken, never added to the conversation."""
+        await self._send({"type": "response.create", "response": {
+            "conversation": "none", "instructions": instructions, "output_modalities": ["audio"]}})
+        return True
+
+    async def tools_cancelled(self, call_ids: list[str]) -> None:
+        """An output for each (no reply asked): a function call left without one confuses the model's next
+        turn, and the caller's words that cut the round are answered by its turn detection."""
+        for call_id in call_ids:
+            await self.tool_result(call_id, CANCELLED)
 
     async def events(self) -> AsyncIterator[RealtimeEvent]:
         try:
