@@ -47,7 +47,9 @@ async def test_bot_audio_is_paced_within_the_players_lead(speech_wav):
     providers = Providers(InstantSTT("hello"), InstantLLM("Here is a reply that lasts four seconds."), tts)
     result, _ = await calls.place_call(config(), [CallerLine(wav=speech_wav)], providers, hangup_timeout_s=2)
     assert result.bot_audio_received_s > 4
-    assert result.max_bot_lead_s <= 0.160 + FRAME_S
+    # a frame of slack, and one more for the simulated caller reading late on a loaded machine (CI saw
+    # 0.1805 s once); unpaced, the whole 4 s would be queued
+    assert result.max_bot_lead_s <= 0.160 + 2 * FRAME_S
 
 
 class HeldLLM:
