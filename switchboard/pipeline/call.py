@@ -39,7 +39,7 @@ from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
-from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
+from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds, transfer_target
 from switchboard.pipeline.turn_end import commit_silence_ms, reads_finished
 
 log = logging.getLogger("switchboard.call")
@@ -845,12 +845,7 @@ class CallSession:
         """transfer_call, its line said: the carrier hands the call over, or the caller hears it failed."""
         assert self.config.transfer is not None
         transfer, metrics = self.config.transfer, turn.metrics
-        target = str(call.arguments.get("target") or "")
-        if target not in transfer.targets:
-            log.warning("call %s: transfer_call asked for %r, not a target; using %s", self.call_id, target,
-                        transfer.targets[0])
-            target = transfer.targets[0]
-        log.info("call %s: transferring to %s", self.call_id, target)
+        target = transfer_target(call, transfer.targets, self.call_id)
         if await self.link.transfer(target):
             metrics.transferred_to = target
             return

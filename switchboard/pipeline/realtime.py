@@ -64,6 +64,7 @@ from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import FRAME_SAMPLES, Player
 from switchboard.pipeline.realtime_tools import RealtimeTools, TooManyRounds
 from switchboard.pipeline.recorder import Recorder, save_recording
+from switchboard.pipeline.tools import transfer_target
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -699,12 +700,7 @@ class RealtimeSession:
         says `transfer.failed` and the call goes on."""
         assert turn.end_call is not None and self.config.transfer is not None
         transfer, metrics = self.config.transfer, turn.metrics
-        target = str(turn.end_call.arguments.get("target") or "")
-        if target not in transfer.targets:
-            log.warning("call %s: transfer_call asked for %r, not a target; using %s", self.call_id, target,
-                        transfer.targets[0])
-            target = transfer.targets[0]
-        log.info("call %s: transferring to %s", self.call_id, target)
+        target = transfer_target(turn.end_call, transfer.targets, self.call_id)
         if await self.link.transfer(target):
             metrics.transferred_to = target
             self._finish(turn)

@@ -329,3 +329,15 @@ class _Results:
         for call, outcome in zip(self.calls, self.outcomes, strict=True):
             self.metrics.note_tool(call.name, outcome.status, outcome.ms)
 
+
+
+def transfer_target(call: ToolCall, targets: list[str], call_id: str) -> str:
+    """The number or SIP URI a `transfer_call` asked for, if it is one of `transfer.targets`; else the
+    first (a model may invent one: it is never dialled)."""
+    target = str(call.arguments.get("target") or "")
+    if target not in targets:
+        log.warning("call %s: transfer_call asked for %r, not a target; using %s", call_id, target,
+                    targets[0])
+        target = targets[0]
+    log.info("call %s: transferring to %s", call_id, target)
+    return target
