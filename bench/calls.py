@@ -513,9 +513,8 @@ class SimCaller:
         self.seq += 1
         return self.seq
 
-    async def _handshake(self) -> None:
-        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self.ws.send(json.dumps({
+    def _handshake_messages(self) -> list[str]:
+        return [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}), json.dumps({
             "event": "start",
             "sequenceNumber": str(self._seq()),
             "streamSid": self.stream_sid,
@@ -527,7 +526,11 @@ class SimCaller:
                 "customParameters": {"from": "+15550001111", "to": "+15550002222"},
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             },
-        }))
+        })]
+
+    async def _handshake(self) -> None:
+        for message in self._handshake_messages():
+            await self.ws.send(message)
 
     def _media(self, payload: str) -> str:
         k = self.frame
@@ -536,10 +539,17 @@ class SimCaller:
             f'"media":{{"track":"inbound","chunk":"{k + 1}","timestamp":"{k * 20}","payload":"{payload}"}}}}'
         )
 
-    async def _echo_mark(self, name: str) -> None:
+    def _mark_message(self, name: str) -> str:
         self.marks_echoed += 1
-        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": str(self._seq()),
-                                       "streamSid": self.stream_sid, "mark": {"name": name}}))
+        return json.dumps({"event": "mark", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
+                           "mark": {"name": name}})
+
+    def _stop_message(self) -> str:
+        return json.dumps({"event": "stop", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
+                           "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    async def _echo_mark(self, name: str) -> None:
+        await self.ws.send(self._mark_message(name))
 
     # --- the call ---------------------------------------------------------------------------------
 
@@ -558,10 +568,7 @@ class SimCaller:
                 receiver = asyncio.create_task(self._receive(), name=f"recv-{self.index}")
                 await self._send_loop(receiver)
                 if not self.hung_up:
-                    await ws.send(json.dumps({
-                        "event": "stop", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
-                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    }))
+                    await ws.send(self._stop_message())
         except Exception as exc:  # a failed call is reported, it doesn't stop the others
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -679,17 +686,124 @@ class SimCaller:
         }
 
 
+MEDIA_PREFIX = b'{"event": "media"'  # how the server's Twilio wire (json.dumps) begins a media message
+
+
+class LeanCaller(SimCaller):
+    """The same call and script on bench/wsclient.py (``--caller-client lean``, the default).
+
+    What changes is only the caller's own cost: a timer callback per call per 20 ms instead of a task
+    sleeping, each frame written to the socket as one masked WebSocket frame without a library in between,
+    and a bot message that begins like a media message is counted as one without decoding its JSON (neither
+    client reads the bot's audio payload); anything else (marks, clears) is parsed as JSON. Bot frames are
+    timed when their bytes are read, in the same callback that reads them."""
+
+    async def run(self, start_at: float) -> None:
+        from bench.wsclient import connect
+
+        loop = self._loop = asyncio.get_running_loop()
+        self._finished: asyncio.Future[None] = loop.create_future()
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        try:
+            self.ws = await connect(self.opts["url"], self._on_message)
+            self.connected_at = time.monotonic()
+            for message in self._handshake_messages():
+                self.ws.send_text(message.encode())
+            self.t0 = self.phase_since = time.monotonic()
+            self._tick()
+            await self._finished
+            if self.error is None and not self.hung_up:
+                self.ws.send_text(self._stop_message().encode())
+            await self.ws.close()
+        except Exception as exc:  # a failed call is reported, it doesn't stop the others
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.closed_at = time.monotonic()
+            if self.ws is not None:
+                self.ws.abort()
+            self.stats.calls.append(self.summary())
+
+    def _finish(self) -> None:
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _tick(self) -> None:
+        """Frame k goes out at t0 + k·20 ms (all overdue frames at once when this runs late)."""
+        ws = self.ws
+        if ws.close_received or ws.closed.done():  # the server hung up
+            self.hung_up = True
+            self._finish()
+            return
+        try:
+            now = time.monotonic()
+            self.stats.send_late.add((now - (self.t0 + self.frame * FRAME_S)) * 1000)
+            while self.t0 + self.frame * FRAME_S <= now and self.phase != self.DONE:
+                ws.send_text(self._media(self._next_payload()).encode())
+                self.frame += 1
+            while self.marks and self.marks[0][0] <= now:
+                ws.send_text(self._mark_message(self.marks.popleft()[1]).encode())
+            self._script(now)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.phase = self.DONE
+        if self.phase == self.DONE:
+            self._finish()
+            return
+        self._loop.call_later(max(0.0, self.t0 + self.frame * FRAME_S - time.monotonic()), self._tick)
+
+    def _on_message(self, payload: bytes, now: float) -> None:
+        if payload.startswith(MEDIA_PREFIX):
+            self._on_bot_frame(now)
+            return
+        msg = json.loads(payload)
+        event = msg.get("event")
+        if event == "media":
+            self._on_bot_frame(now)
+        elif event == "mark":
+            name = msg["mark"]["name"]
+            if self.play_end <= now:
+                self.ws.send_text(self._mark_message(name).encode())
+            else:
+                self.marks.append((self.play_end, name))
+        elif event == "clear":
+            self.clears += 1
+            self.play_end = now
+            while self.marks:
+                self.ws.send_text(self._mark_message(self.marks.popleft()[1]).encode())
+
+
 async def _callers_main(opts: dict[str, Any], audio: CallerAudio, go_at: float) -> dict[str, Any]:
     stats = CallerStats()
     probe = LagProbe()
     probe_task = asyncio.create_task(probe.run(), name="lag-probe")
-    cpu0 = _cpu_s()
-    callers = [SimCaller(index, opts, audio, stats) for index, _ in opts["calls"]]
+    cpu0, times0 = _cpu_s(), os.times()
+    kind = LeanCaller if opts.get("client", "lean") == "lean" else SimCaller
+    poll_s = opts.get("poll_ms", 0) / 1000
+    if poll_s:
+        loop = asyncio.get_running_loop()
+
+        next_at = [time.monotonic()]
+
+        def pace() -> None:
+            """Sleep to the next poll point, then let the loop run what came due and read what arrived
+            (its I/O poll returns at once, since this is queued again): one wake-up per poll period."""
+            next_at[0] += poll_s
+            now = time.monotonic()
+            if next_at[0] > now:
+                time.sleep(next_at[0] - now)
+            else:
+                next_at[0] = now
+            loop.call_soon(pace)
+
+        loop.call_soon(pace)
+    callers = [kind(index, opts, audio, stats) for index, _ in opts["calls"]]
     starts = [go_at + offset for _, offset in opts["calls"]]
     await asyncio.gather(*(c.run(start) for c, start in zip(callers, starts, strict=True)))
     probe_task.cancel()
+    times1 = os.times()
     return {
         "cpu_s": _cpu_s() - cpu0,
+        "system_s": times1.system - times0.system,
         "lag": probe.hist.to_json(),
         "lag_spikes": probe.spikes,
         "send_late": stats.send_late.to_json(),
@@ -858,7 +972,8 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
                 "calls": [(i, offsets[i]) for i in range(p, n_calls, procs)],
                 "duration_s": args.duration, "turns": args.turns, "line_s": args.line_s,
                 "pause_s": args.pause, "lead_ms": args.lead_ms, "reply_timeout_s": 10.0,
-                "greeting": bool(args.greeting), "loop": args.caller_loop,
+                "greeting": bool(args.greeting), "loop": args.caller_loop, "client": args.caller_client,
+                "poll_ms": args.caller_poll_ms if args.caller_client == "lean" else 0,
                 "caller_text": args.caller_text if args.embedded else None,
             }
             callers.append(Child(f"callers{p}", _self_argv("--callers", json.dumps(caller_opts))))
@@ -930,6 +1045,16 @@ def _ms(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.1f}"
 
 
+def _pct2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _ratio(fig: dict[str, Any]) -> str:
+    """Caller CPU per call as a fraction of the server's: what the load generator takes from the cores."""
+    server, caller = fig["server_cpu_pct_per_call"], fig["caller_cpu_pct_per_call"]
+    return f"{caller / server:.2f}" if server and caller is not None else "n/a"
+
+
 def _verdict(value: float | None, limit: float) -> str:
     if value is None:
         return "n/a"
@@ -954,7 +1079,7 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
     caller_lag, send_late, bot_late = Histogram(), Histogram(), Histogram()
     calls: list[dict[str, Any]] = []
     response: list[float] = []
-    caller_cpu = 0.0
+    caller_cpu = caller_system = 0.0
     caller_spikes: list[tuple[float, float]] = []
     for result in callers:
         caller_spikes += result["lag_spikes"]
@@ -964,6 +1089,7 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         calls += result["calls"]
         response += result["response_ms"]
         caller_cpu += result["cpu_s"]
+        caller_system += result.get("system_s", 0.0)
     replies = [t for t in server["turns"]
                if t["kind"] == "reply" and t["first_audio_sent"] and t["speech_end"]]
     overhead = [(t["first_audio_sent"] - t["speech_end"]) * 1000 - end_silence_ms for t in replies]
@@ -1020,6 +1146,8 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         "caller_lag_p99_ms": caller_lag.percentile(99), "caller_lag_max_ms": caller_lag.max_ms,
         "caller_send_late_p99_ms": send_late.percentile(99), "caller_send_late_max_ms": send_late.max_ms,
         "caller_cpu_pct": 100 * caller_cpu / server["wall_s"],
+        "caller_cpu_pct_per_call": 100 * caller_cpu / call_seconds if call_seconds else None,
+        "caller_system_share_pct": 100 * caller_system / max(1e-9, caller_cpu),
         "cpus": machine["cpus"],
         "other_load_pct": 100 * other if other is not None else None,
         "steal_pct": 100 * steal if steal is not None else None,
@@ -1079,7 +1207,9 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
         f"  p95 {_ms(fig['caller_response_p95_ms'])} ms",
         f"callers: loop lag p99 {_ms(fig['caller_lag_p99_ms'])} max {_ms(fig['caller_lag_max_ms'])} ms; "
         f"frame send lateness p99 {_ms(fig['caller_send_late_p99_ms'])} max "
-        f"{_ms(fig['caller_send_late_max_ms'])} ms; CPU {fig['caller_cpu_pct']:.0f} % of one core -> "
+        f"{_ms(fig['caller_send_late_max_ms'])} ms; CPU {fig['caller_cpu_pct']:.0f} % of one core "
+        f"({_pct2(fig['caller_cpu_pct_per_call'])} % per call, {fig['caller_system_share_pct']:.0f} % of it "
+        f"in the kernel; {_ratio(fig)} of the server's per call) -> "
         + ("kept pace" if callers_ok else "THE CALLERS ARE A BOTTLENECK: caller-side figures are inflated")
         + (f" (but they stalled for up to {fig['caller_stall_max_ms']:.0f} ms at least once: the caller-side"
            " lateness max includes that)" if fig["caller_stall_max_ms"] > TARGET_FRAME_LATE_MAX_MS else ""),
@@ -1154,6 +1284,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="server processes, calls dealt to them in turn (as --workers N; default 1)")
     parser.add_argument("--server-loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--caller-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--caller-poll-ms", type=float, default=2.0, metavar="MS",
+                        help="lean callers wake every MS ms to send what is due and read what arrived, "
+                             "instead of on every timer and packet (0 = event-driven; default 2)")
+    parser.add_argument("--caller-client", choices=("lean", "websockets"), default="lean",
+                        help="the callers' WebSocket client: lean (bench/wsclient.py, default) or the "
+                             "websockets library (the same calls at several times the caller CPU)")
     parser.add_argument("--line-s", type=float, default=1.2, help="length of the caller's spoken line")
     parser.add_argument("--pause", type=float, default=0.3, help="caller's pause after the bot finished")
     parser.add_argument("--greeting", default=DEFAULT_GREETING)
