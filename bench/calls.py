@@ -947,7 +947,7 @@ def wait_for_quiet(max_busy_cores: float, timeout_s: float) -> float | None:
             next_note = time.monotonic() + 30
 
 
-def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_once(n_calls: int, n_servers: int, args: argparse.Namespace) -> dict[str, Any]:
     """One benchmark run: a fresh server, `n_calls` calls, the raw results from every process."""
     server_opts = {
         "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
@@ -957,7 +957,7 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         "speculate_after_ms": args.speculate_after_ms,
     }
     servers = [Child(f"server{k}", _self_argv("--serve", json.dumps(server_opts)))
-               for k in range(args.servers)]
+               for k in range(n_servers)]
     callers: list[Child] = []
     spy: PySpy | None = None
     try:
@@ -965,7 +965,7 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         hello = hellos[0]
         rng = random.Random(args.seed)
         offsets = sorted(rng.uniform(0, args.stagger) for _ in range(n_calls))
-        procs = max(1, min(max(args.caller_procs, args.servers), n_calls))
+        procs = max(1, min(max(args.caller_procs, n_servers), n_calls))
         for p in range(procs):
             caller_opts = {
                 "url": f"ws://127.0.0.1:{hellos[p % len(hellos)]['port']}/media-stream",
@@ -1247,8 +1247,9 @@ def _machine_line(fig: dict[str, Any]) -> str:
 def summary_table(figures: list[dict[str, Any]]) -> str:
     head = (f"{'srv':>3} {'calls':>5}"
             f"  {'lag p50':>7} {'lag p99':>7} {'lag max':>7}  {'late p99':>8} {'late max':>8}"
-            f"  {'gaps':>4}  {'CPU/call':>8} {'CPU all':>7}  {'ovh p50':>7} {'ovh p95':>7} {'proc p95':>8}"
-            f"  {'callers':>7}"
+            f"  {'gaps':>4}  {'CPU/call':>8} {'CPU all':>7}  {'calls/core':>9}"
+            f"  {'ovh p50':>7} {'ovh p95':>7} {'proc p95':>8}"
+            f"  {'callers':>7} {'CPU/call':>7}"
             f"  {'others+steal':>12}")
     rows = [head, "-" * len(head)]
     for f in figures:
@@ -1259,14 +1260,51 @@ def summary_table(figures: list[dict[str, Any]]) -> str:
             f"  {_ms(f['lag_p50_ms']):>7} {_ms(f['lag_p99_ms']):>7} {_ms(f['lag_max_ms']):>7}"
             f"  {_ms(f['frame_late_p99_ms']):>8} {_ms(f['frame_late_max_ms']):>8}  {f['audible_gaps']:>4}"
             f"  {f['server_cpu_pct_per_call']:>7.2f}% {f['server_cpu_pct_total']:>6.0f}%"
+            f"  {_calls_per_core(f):>9}"
             f"  {_ms(f['overhead_p50_ms']):>7} {_ms(f['overhead_p95_ms']):>7}"
             f" {_ms(f['processing_p95_ms']):>8}"
-            f"  {callers:>7}  {other:>12}"
+            f"  {callers:>7} {_pct2(f.get('caller_cpu_pct_per_call')):>6}%"
+            f"  {other:>12}"
         )
     rows.append(f"targets: lag p99 <= {TARGET_LAG_P99_MS:.0f} ms at 100 calls, no outbound frame later than "
                 f"{TARGET_FRAME_LATE_MAX_MS:.0f} ms, overhead p95 <= {TARGET_OVERHEAD_P95_MS:.0f} ms "
                 "(all times ms; ovh = v2v - end_silence_ms, proc = endpoint -> first frame sent)")
+    rows.append("calls/core = 100 % / the servers' CPU per call-second; the callers' CPU/call is the load "
+                "generator's, on the same cores")
+    rows += _capacity_lines(figures)
     return "\n".join(rows)
+
+
+def _calls_per_core(fig: dict[str, Any]) -> str:
+    per_call = fig["server_cpu_pct_per_call"]
+    return f"{100 / per_call:.0f}" if per_call else "n/a"
+
+
+def _held(fig: dict[str, Any]) -> bool:
+    """Did this run hold its calls: lag p99 and the latest outbound frame within the targets, every call
+    answered, no call errors?"""
+    lag, late = fig["lag_p99_ms"], fig["frame_late_max_ms"]
+    return (lag is not None and lag <= TARGET_LAG_P99_MS and late is not None
+            and late <= TARGET_FRAME_LATE_MAX_MS and not fig["call_errors"] and not fig["unanswered"])
+
+
+def _capacity_lines(figures: list[dict[str, Any]]) -> list[str]:
+    """Per process count: the most calls a run held (of the sizes tried), and 2+ processes vs one."""
+    held: dict[int, int] = {}
+    for fig in figures:
+        servers = fig.get("servers", 1)
+        if _held(fig):
+            held[servers] = max(held.get(servers, 0), fig["calls"])
+    if not held:
+        return ["held (lag p99 <= 20 ms and late max <= 40 ms, every line answered): no run"]
+    line = ("held (lag p99 <= 20 ms and late max <= 40 ms, every line answered), most calls tried: "
+            + ", ".join(f"{n} server(s) {calls}" for n, calls in sorted(held.items())))
+    if 1 in held:
+        line += "".join(f"; {n} vs 1: {calls / held[1]:.2f}x" for n, calls in sorted(held.items()) if n > 1)
+    noisy = sum(not _quiet(fig) for fig in figures)
+    if noisy:
+        line += f" ({noisy} of {len(figures)} runs on a machine other processes disturbed)"
+    return [line]
 
 
 # ============================================================================================ CLI
@@ -1280,8 +1318,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=None, help="a fixed script: this many lines per call")
     parser.add_argument("--stagger", type=float, default=1.5, help="call starts spread over this many s")
     parser.add_argument("--caller-procs", type=int, default=1, help="caller processes (default 1)")
-    parser.add_argument("--servers", type=int, default=1,
-                        help="server processes, calls dealt to them in turn (as --workers N; default 1)")
+    parser.add_argument("--servers", default="1",
+                        help="server processes, calls dealt to them in turn (as --workers N; default 1); a "
+                             "comma list (1,2) runs each size with each count, back to back")
+    parser.add_argument("--per-server", action="store_true",
+                        help="--calls counts calls per server process (--servers 1,2 --calls 90: 90 and 180)")
     parser.add_argument("--server-loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--caller-loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--caller-poll-ms", type=float, default=2.0, metavar="MS",
@@ -1346,12 +1387,18 @@ def main(argv: list[str] | None = None) -> None:
                f"{args.caller_text!r}" if args.embedded else "instant providers (no recognition/synthesis)")
     print(f"providers: {engines}; speculative turns "
           f"{f'after {args.speculate_after_ms} ms' if args.speculate_after_ms else 'off'}", flush=True)
+    polling = args.caller_client == "lean" and args.caller_poll_ms
+    print(f"callers: {args.caller_client} client"
+          + (f", polling every {args.caller_poll_ms:g} ms" if polling else ", event-driven")
+          + f"; {args.caller_procs} caller process(es) at least (one per server)", flush=True)
+    server_counts = [int(n) for n in args.servers.split(",") if n.strip()]
     figures = []
-    for n_calls in sizes:
+    for size, n_servers in itertools.product(sizes, server_counts):
+        n_calls = size * n_servers if args.per_server else size
         for attempt in range(1 + args.retry_noisy):
             if args.wait_quiet:
                 wait_for_quiet(QUIET_CORES, args.wait_quiet)
-            fig = analyse(run_once(n_calls, args), args.end_silence_ms)
+            fig = analyse(run_once(n_calls, n_servers, args), args.end_silence_ms)
             if _quiet(fig) or attempt == args.retry_noisy:
                 break
             print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % of "
