@@ -9,8 +9,8 @@ Three kinds of process, so that what is measured is Switchboard's own cost:
   keep nothing per turn). It measures, between the orchestrator's ``begin`` and ``end``: its event-loop
   lag (a task sleeping 10 ms records its overshoot), its CPU time (user + system), every TurnMetrics (via
   ``on_turn``) and each call's ``Player.max_lateness_s`` / ``frames_sent`` (read when the player closes).
-* one or more **caller** processes (``--callers``; ``--caller-procs``): lightweight Twilio simulators,
-  one asyncio task pair per call. Each call connects, sends ``connected`` and ``start``, then 20 ms μ-law
+* one or more **caller** processes (``--callers``; ``--caller-procs``): lightweight Twilio simulators.
+  Each call connects, sends ``connected`` and ``start``, then 20 ms μ-law
   ``media`` frames on its own real-time grid (the call's start is random within ``--stagger`` seconds,
   so the calls' 20 ms phases are spread out as with real calls). It waits for the greeting, then per
   turn speaks a line (``tests.speech.speech_like``, which webrtcvad flags as speech) followed by line
@@ -21,7 +21,22 @@ Three kinds of process, so that what is measured is Switchboard's own cost:
   tick at or after that moment (so up to 20 ms after it), or at once if it has already played.
   A ``clear`` drops the playback and echoes pending marks (the script never barges in, so there
   should be none). Each caller process measures its own loop lag and how late its frames go out,
-  to show whether the callers kept pace.
+  to show whether the callers kept pace, and its CPU time (per call-second, the kernel's share, and as a
+  fraction of the server's per call), because it runs on the same cores as the server.
+
+  The callers are cheap on purpose (``--caller-client lean``, the default): on a 2-core machine every
+  CPU-second a caller spends is one the second server process can't have, so with the ``websockets``
+  client (``--caller-client websockets``, kept for cross-checks; it costs ~0.5-0.7 of the server's CPU per
+  call) a second server looked like it added far less than it does. The lean client (bench/wsclient.py)
+  sends the same messages as real masked WebSocket frames, one per message, written straight to the
+  socket from one timer callback per call; a received message that begins like the server's media
+  message is counted as a bot frame without decoding its JSON (no caller reads the bot's audio), marks
+  and clears are parsed. Each lean caller process also polls: it sleeps to the next ``--caller-poll-ms``
+  (2 ms) point, then sends every frame that came due and reads every message that arrived, instead of
+  waking for each timer and each packet (wake-ups, not Python, were most of its cost). So a caller frame
+  leaves up to 2 ms after its 20 ms slot (the real carrier's network jitters more), and a bot frame is
+  timed up to 2 ms after it arrived: the lateness figure errs high by up to 2 ms, never low.
+  ``--caller-poll-ms 0`` is event-driven.
 * the **orchestrator** (the command you run): starts the others, tells the server when the measured
   window begins and ends, collects the JSON each prints and prints the figures against the targets.
 
@@ -59,11 +74,17 @@ Run from the repository root::
 
     python -m bench.calls --calls 100,200 --servers 2   # two server processes (as --workers 2), calls
                                                         # split between them; figures over both
+    python -m bench.calls --servers 1,2 --per-server --calls 60,75,90 --caller-procs 2 --duration 20 \
+        --wait-quiet 150 --retry-noisy 2   # 1 vs 2 processes at 60/120, 75/150, 90/180 calls, back to back
 
 Figures from a profiled run are not comparable with an unprofiled one. With ``--servers N`` the calls
 are dealt to N server processes in turn (each caller process talks to one of them, so there are at least
 N caller processes), as ``switchboard serve --workers N`` spreads connections over its workers; lag and
-lateness percentiles are over all of them, CPU is their sum.
+lateness percentiles are over all of them, CPU is their sum. With several sizes the summary table gives
+calls per core (100 % / the servers' CPU per call-second), the callers' CPU per call, and, per process
+count, the most calls a run held (server lag p99 <= 20 ms, no outbound frame later than 40 ms, every
+line answered) with the ratio of 2 processes to 1. On a 2-core machine that ratio is bounded by what the
+callers and other processes take from the second core: read it beside the callers' and others' CPU.
 """
 
 from __future__ import annotations
@@ -779,9 +800,9 @@ async def _callers_main(opts: dict[str, Any], audio: CallerAudio, go_at: float) 
     cpu0, times0 = _cpu_s(), os.times()
     kind = LeanCaller if opts.get("client", "lean") == "lean" else SimCaller
     poll_s = opts.get("poll_ms", 0) / 1000
+    pacing = [bool(poll_s)]
     if poll_s:
         loop = asyncio.get_running_loop()
-
         next_at = [time.monotonic()]
 
         def pace() -> None:
@@ -793,12 +814,14 @@ async def _callers_main(opts: dict[str, Any], audio: CallerAudio, go_at: float) 
                 time.sleep(next_at[0] - now)
             else:
                 next_at[0] = now
-            loop.call_soon(pace)
+            if pacing[0]:
+                loop.call_soon(pace)
 
         loop.call_soon(pace)
     callers = [kind(index, opts, audio, stats) for index, _ in opts["calls"]]
     starts = [go_at + offset for _, offset in opts["calls"]]
     await asyncio.gather(*(c.run(start) for c, start in zip(callers, starts, strict=True)))
+    pacing[0] = False
     probe_task.cancel()
     times1 = os.times()
     return {
