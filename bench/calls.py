@@ -841,10 +841,47 @@ def _run_callers(opts: dict[str, Any]) -> None:
     import websockets  # noqa: F401  (import cost before `ready`)
 
     audio = CallerAudio.build(opts["line_s"], opts.get("caller_text"))
+    binary = _build_c_callers() if opts.get("client") == "c" else None
     _emit({"ready": True})
     go_at = float(sys.stdin.readline())
+    if binary is not None:
+        _emit(_run_c_callers(binary, opts, audio, go_at))
+        return
     with asyncio.Runner(loop_factory=_new_loop_factory(opts["loop"])) as runner:
         _emit(runner.run(_callers_main(opts, audio, go_at)))
+
+
+C_CALLERS = Path(__file__).resolve().parent / "callers.c"
+
+
+def _build_c_callers() -> Path:
+    """Compile bench/callers.c (--caller-client c) into a temporary directory."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("--caller-client c needs a C compiler (cc or gcc); or use --caller-client lean")
+    binary = Path(tempfile.mkdtemp(prefix="bench-callers-")) / "callers"
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(C_CALLERS), "-lm"], check=True)
+    return binary
+
+
+def _run_c_callers(binary: Path, opts: dict[str, Any], audio: CallerAudio, go_at: float) -> dict[str, Any]:
+    """Run this process's calls in the C caller; its result has the shape of _callers_main's."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(opts["url"])
+    if url.path != "/media-stream" or url.hostname != "127.0.0.1":
+        raise SystemExit(f"--caller-client c calls ws://127.0.0.1:PORT/media-stream only, not {opts['url']}")
+    turns = -1 if opts["turns"] is None else opts["turns"]
+    lines = [f"{url.port} {opts.get('poll_ms') or 2.0} {go_at!r} {opts['duration_s']} {turns} "
+             f"{opts['pause_s']} {opts['lead_ms']} {opts['reply_timeout_s']} {int(opts['greeting'])}",
+             f"{len(audio.line)} {len(audio.silence)}", *audio.line, *audio.silence,
+             str(len(opts["calls"])), *(f"{index} {offset!r}" for index, offset in opts["calls"])]
+    spec = binary.parent / "input.txt"
+    spec.write_text("\n".join(lines) + "\n")
+    done = subprocess.run([str(binary), str(spec)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"C callers failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
 
 
 # ============================================================================================ orchestrator
@@ -996,7 +1033,7 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace) -> dict[str
                 "duration_s": args.duration, "turns": args.turns, "line_s": args.line_s,
                 "pause_s": args.pause, "lead_ms": args.lead_ms, "reply_timeout_s": 10.0,
                 "greeting": bool(args.greeting), "loop": args.caller_loop, "client": args.caller_client,
-                "poll_ms": args.caller_poll_ms if args.caller_client == "lean" else 0,
+                "poll_ms": args.caller_poll_ms if args.caller_client != "websockets" else 0,
                 "caller_text": args.caller_text if args.embedded else None,
             }
             callers.append(Child(f"callers{p}", _self_argv("--callers", json.dumps(caller_opts))))
@@ -1351,9 +1388,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--caller-poll-ms", type=float, default=2.0, metavar="MS",
                         help="lean callers wake every MS ms to send what is due and read what arrived, "
                              "instead of on every timer and packet (0 = event-driven; default 2)")
-    parser.add_argument("--caller-client", choices=("lean", "websockets"), default="lean",
-                        help="the callers' WebSocket client: lean (bench/wsclient.py, default) or the "
-                             "websockets library (the same calls at several times the caller CPU)")
+    parser.add_argument("--caller-client", choices=("lean", "c", "websockets"), default="lean",
+                        help="the callers: lean (Python, bench/wsclient.py; default), c (bench/callers.c, "
+                             "compiled with cc at start) or websockets (the library; several times the CPU)")
     parser.add_argument("--line-s", type=float, default=1.2, help="length of the caller's spoken line")
     parser.add_argument("--pause", type=float, default=0.3, help="caller's pause after the bot finished")
     parser.add_argument("--greeting", default=DEFAULT_GREETING)
@@ -1410,7 +1447,7 @@ def main(argv: list[str] | None = None) -> None:
                f"{args.caller_text!r}" if args.embedded else "instant providers (no recognition/synthesis)")
     print(f"providers: {engines}; speculative turns "
           f"{f'after {args.speculate_after_ms} ms' if args.speculate_after_ms else 'off'}", flush=True)
-    polling = args.caller_client == "lean" and args.caller_poll_ms
+    polling = args.caller_client != "websockets" and args.caller_poll_ms
     print(f"callers: {args.caller_client} client"
           + (f", polling every {args.caller_poll_ms:g} ms" if polling else ", event-driven")
           + f"; {args.caller_procs} caller process(es) at least (one per server)", flush=True)
