@@ -1378,7 +1378,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=None, help="a fixed script: this many lines per call")
     parser.add_argument("--stagger", type=float, default=1.5, help="call starts spread over this many s")
     parser.add_argument("--caller-procs", type=int, default=1, help="caller processes (default 1)")
-    parser.add_argument("--servers", default="1",
+    parser.add_argument("--servers", "--workers", default="1",
                         help="server processes, calls dealt to them in turn (as --workers N; default 1); a "
                              "comma list (1,2) runs each size with each count, back to back")
     parser.add_argument("--per-server", action="store_true",
