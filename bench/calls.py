@@ -36,7 +36,10 @@ Three kinds of process, so that what is measured is Switchboard's own cost:
   waking for each timer and each packet (wake-ups, not Python, were most of its cost). So a caller frame
   leaves up to 2 ms after its 20 ms slot (the real carrier's network jitters more), and a bot frame is
   timed up to 2 ms after it arrived: the lateness figure errs high by up to 2 ms, never low.
-  ``--caller-poll-ms 0`` is event-driven.
+  ``--caller-poll-ms 0`` is event-driven. ``--caller-client c`` runs the same script, messages and
+  measurements in C (bench/callers.c, compiled with ``cc`` when the caller process starts; it always
+  polls): ~0.08 of the server's CPU per call, most of it the kernel's loopback sends. Use it to compare
+  1 and 2 server processes on a 2-core machine.
 * the **orchestrator** (the command you run): starts the others, tells the server when the measured
   window begins and ends, collects the JSON each prints and prints the figures against the targets.
 
