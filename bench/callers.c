@@ -153,6 +153,10 @@ static void send_raw(Call *c, const void *data, size_t n) {
 
 static void send_frame(Call *c, int opcode, const char *payload, size_t n) {
     if (c->state == CLOSED || c->close_sent) return;
+    if (n > 65535) { /* the call's own messages are < 1 KB; a huge pong payload is not worth 64-bit lengths */
+        fail(c, "ValueError: a message over 64 KiB to send");
+        return;
+    }
     unsigned char buf[16 + 4096];
     unsigned char *out = n + 16 <= sizeof buf ? buf : malloc(n + 16);
     size_t h = 0;
