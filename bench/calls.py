@@ -9,8 +9,8 @@ Three kinds of process, so that what is measured is Switchboard's own cost:
   keep nothing per turn). It measures, between the orchestrator's ``begin`` and ``end``: its event-loop
   lag (a task sleeping 10 ms records its overshoot), its CPU time (user + system), every TurnMetrics (via
   ``on_turn``) and each call's ``Player.max_lateness_s`` / ``frames_sent`` (read when the player closes).
-* one or more **caller** processes (``--callers``; ``--caller-procs``): lightweight Twilio simulators,
-  one asyncio task pair per call. Each call connects, sends ``connected`` and ``start``, then 20 ms μ-law
+* one or more **caller** processes (``--callers``; ``--caller-procs``): lightweight Twilio simulators.
+  Each call connects, sends ``connected`` and ``start``, then 20 ms μ-law
   ``media`` frames on its own real-time grid (the call's start is random within ``--stagger`` seconds,
   so the calls' 20 ms phases are spread out as with real calls). It waits for the greeting, then per
   turn speaks a line (``tests.speech.speech_like``, which webrtcvad flags as speech) followed by line
@@ -21,7 +21,25 @@ Three kinds of process, so that what is measured is Switchboard's own cost:
   tick at or after that moment (so up to 20 ms after it), or at once if it has already played.
   A ``clear`` drops the playback and echoes pending marks (the script never barges in, so there
   should be none). Each caller process measures its own loop lag and how late its frames go out,
-  to show whether the callers kept pace.
+  to show whether the callers kept pace, and its CPU time (per call-second, the kernel's share, and as a
+  fraction of the server's per call), because it runs on the same cores as the server.
+
+  The callers are cheap on purpose (``--caller-client lean``, the default): on a 2-core machine every
+  CPU-second a caller spends is one the second server process can't have, so with the ``websockets``
+  client (``--caller-client websockets``, kept for cross-checks; it costs ~0.5-0.7 of the server's CPU per
+  call) a second server looked like it added far less than it does. The lean client (bench/wsclient.py)
+  sends the same messages as real masked WebSocket frames, one per message, written straight to the
+  socket from one timer callback per call; a received message that begins like the server's media
+  message is counted as a bot frame without decoding its JSON (no caller reads the bot's audio), marks
+  and clears are parsed. Each lean caller process also polls: it sleeps to the next ``--caller-poll-ms``
+  (2 ms) point, then sends every frame that came due and reads every message that arrived, instead of
+  waking for each timer and each packet (wake-ups, not Python, were most of its cost). So a caller frame
+  leaves up to 2 ms after its 20 ms slot (the real carrier's network jitters more), and a bot frame is
+  timed up to 2 ms after it arrived: the lateness figure errs high by up to 2 ms, never low.
+  ``--caller-poll-ms 0`` is event-driven. ``--caller-client c`` runs the same script, messages and
+  measurements in C (bench/callers.c, compiled with ``cc`` when the caller process starts; it always
+  polls): ~0.08 of the server's CPU per call, most of it the kernel's loopback sends. Use it to compare
+  1 and 2 server processes on a 2-core machine.
 * the **orchestrator** (the command you run): starts the others, tells the server when the measured
   window begins and ends, collects the JSON each prints and prints the figures against the targets.
 
@@ -59,11 +77,17 @@ Run from the repository root::
 
     python -m bench.calls --calls 100,200 --servers 2   # two server processes (as --workers 2), calls
                                                         # split between them; figures over both
+    python -m bench.calls --servers 1,2 --per-server --calls 60,75,90 --caller-procs 2 --duration 20 \
+        --wait-quiet 150 --retry-noisy 2   # 1 vs 2 processes at 60/120, 75/150, 90/180 calls, back to back
 
 Figures from a profiled run are not comparable with an unprofiled one. With ``--servers N`` the calls
 are dealt to N server processes in turn (each caller process talks to one of them, so there are at least
 N caller processes), as ``switchboard serve --workers N`` spreads connections over its workers; lag and
-lateness percentiles are over all of them, CPU is their sum.
+lateness percentiles are over all of them, CPU is their sum. With several sizes the summary table gives
+calls per core (100 % / the servers' CPU per call-second), the callers' CPU per call, and, per process
+count, the most calls a run held (server lag p99 <= 20 ms, no outbound frame later than 40 ms, every
+line answered) with the ratio of 2 processes to 1. On a 2-core machine that ratio is bounded by what the
+callers and other processes take from the second core: read it beside the callers' and others' CPU.
 """
 
 from __future__ import annotations
@@ -108,6 +132,7 @@ TARGET_OVERHEAD_P95_MS = 15.0
 CALLER_LAG_OK_P99_MS = 10.0  # above this the caller process itself distorts caller-side figures
 QUIET_CORES = 0.15  # --wait-quiet: other processes' load under which a run may start
 NOISY_PCT = 20.0  # others' load + steal (% of a core) during a run above which it is flagged as noisy
+NOISY_PEAK_PCT = 60.0  # ... or other processes' CPU in any one second of it (% of a core)
 
 DEFAULT_GREETING = "Hi there."
 DEFAULT_REPLY = "Sure, I can help with that. Anything else?"
@@ -226,6 +251,49 @@ def _machine_jiffies() -> tuple[int, int, int]:
     steal = fields[7] if len(fields) > 7 else 0
     total = sum(fields[:8])  # guest time is already inside user
     return total - idle - steal, steal, total
+
+
+class OthersSampler(threading.Thread):
+    """CPU used by processes outside this benchmark's session (the orchestrator's children and theirs are
+    inside it), per second, from /proc/*/stat: a short burst of someone else's work hides in a run's average
+    but can stall a server for seconds when no core is spare."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.session = os.getsid(0)
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.pcts: list[float] = []
+        self._done = threading.Event()
+
+    def _sample(self) -> dict[int, int]:
+        seen: dict[int, int] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                    data = stat.read()
+            except OSError:
+                continue
+            fields = data[data.rindex(b")") + 2 :].split()
+            if int(fields[3]) != self.session:  # utime + stime (not cutime: a reaped child counted twice)
+                seen[int(entry.name)] = int(fields[11]) + int(fields[12])
+        return seen
+
+    def run(self) -> None:
+        if not os.path.exists("/proc/self/stat"):
+            return
+        before, t0 = self._sample(), time.monotonic()
+        while not self._done.wait(1.0):
+            now, t1 = self._sample(), time.monotonic()
+            used = sum(ticks - before.get(pid, 0) for pid, ticks in now.items())
+            self.pcts.append(100 * used / self.ticks / (t1 - t0))
+            before, t0 = now, t1
+
+    def stop(self) -> float | None:
+        self._done.set()
+        self.join(5)
+        return max(self.pcts) if self.pcts else None
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -513,9 +581,8 @@ class SimCaller:
         self.seq += 1
         return self.seq
 
-    async def _handshake(self) -> None:
-        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self.ws.send(json.dumps({
+    def _handshake_messages(self) -> list[str]:
+        return [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}), json.dumps({
             "event": "start",
             "sequenceNumber": str(self._seq()),
             "streamSid": self.stream_sid,
@@ -527,7 +594,11 @@ class SimCaller:
                 "customParameters": {"from": "+15550001111", "to": "+15550002222"},
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             },
-        }))
+        })]
+
+    async def _handshake(self) -> None:
+        for message in self._handshake_messages():
+            await self.ws.send(message)
 
     def _media(self, payload: str) -> str:
         k = self.frame
@@ -536,10 +607,17 @@ class SimCaller:
             f'"media":{{"track":"inbound","chunk":"{k + 1}","timestamp":"{k * 20}","payload":"{payload}"}}}}'
         )
 
-    async def _echo_mark(self, name: str) -> None:
+    def _mark_message(self, name: str) -> str:
         self.marks_echoed += 1
-        await self.ws.send(json.dumps({"event": "mark", "sequenceNumber": str(self._seq()),
-                                       "streamSid": self.stream_sid, "mark": {"name": name}}))
+        return json.dumps({"event": "mark", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
+                           "mark": {"name": name}})
+
+    def _stop_message(self) -> str:
+        return json.dumps({"event": "stop", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
+                           "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    async def _echo_mark(self, name: str) -> None:
+        await self.ws.send(self._mark_message(name))
 
     # --- the call ---------------------------------------------------------------------------------
 
@@ -558,10 +636,7 @@ class SimCaller:
                 receiver = asyncio.create_task(self._receive(), name=f"recv-{self.index}")
                 await self._send_loop(receiver)
                 if not self.hung_up:
-                    await ws.send(json.dumps({
-                        "event": "stop", "sequenceNumber": str(self._seq()), "streamSid": self.stream_sid,
-                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    }))
+                    await ws.send(self._stop_message())
         except Exception as exc:  # a failed call is reported, it doesn't stop the others
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -679,17 +754,126 @@ class SimCaller:
         }
 
 
+MEDIA_PREFIX = b'{"event": "media"'  # how the server's Twilio wire (json.dumps) begins a media message
+
+
+class LeanCaller(SimCaller):
+    """The same call and script on bench/wsclient.py (``--caller-client lean``, the default).
+
+    What changes is only the caller's own cost: a timer callback per call per 20 ms instead of a task
+    sleeping, each frame written to the socket as one masked WebSocket frame without a library in between,
+    and a bot message that begins like a media message is counted as one without decoding its JSON (neither
+    client reads the bot's audio payload); anything else (marks, clears) is parsed as JSON. Bot frames are
+    timed when their bytes are read, in the same callback that reads them."""
+
+    async def run(self, start_at: float) -> None:
+        from bench.wsclient import connect
+
+        loop = self._loop = asyncio.get_running_loop()
+        self._finished: asyncio.Future[None] = loop.create_future()
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        try:
+            self.ws = await connect(self.opts["url"], self._on_message)
+            self.connected_at = time.monotonic()
+            for message in self._handshake_messages():
+                self.ws.send_text(message.encode())
+            self.t0 = self.phase_since = time.monotonic()
+            self._tick()
+            await self._finished
+            if self.error is None and not self.hung_up:
+                self.ws.send_text(self._stop_message().encode())
+            await self.ws.close()
+        except Exception as exc:  # a failed call is reported, it doesn't stop the others
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.closed_at = time.monotonic()
+            if self.ws is not None:
+                self.ws.abort()
+            self.stats.calls.append(self.summary())
+
+    def _finish(self) -> None:
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _tick(self) -> None:
+        """Frame k goes out at t0 + k·20 ms (all overdue frames at once when this runs late)."""
+        ws = self.ws
+        if ws.close_received or ws.closed.done():  # the server hung up
+            self.hung_up = True
+            self._finish()
+            return
+        try:
+            now = time.monotonic()
+            self.stats.send_late.add((now - (self.t0 + self.frame * FRAME_S)) * 1000)
+            while self.t0 + self.frame * FRAME_S <= now and self.phase != self.DONE:
+                ws.send_text(self._media(self._next_payload()).encode())
+                self.frame += 1
+            while self.marks and self.marks[0][0] <= now:
+                ws.send_text(self._mark_message(self.marks.popleft()[1]).encode())
+            self._script(now)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.phase = self.DONE
+        if self.phase == self.DONE:
+            self._finish()
+            return
+        self._loop.call_later(max(0.0, self.t0 + self.frame * FRAME_S - time.monotonic()), self._tick)
+
+    def _on_message(self, payload: bytes, now: float) -> None:
+        if payload.startswith(MEDIA_PREFIX):
+            self._on_bot_frame(now)
+            return
+        msg = json.loads(payload)
+        event = msg.get("event")
+        if event == "media":
+            self._on_bot_frame(now)
+        elif event == "mark":
+            name = msg["mark"]["name"]
+            if self.play_end <= now:
+                self.ws.send_text(self._mark_message(name).encode())
+            else:
+                self.marks.append((self.play_end, name))
+        elif event == "clear":
+            self.clears += 1
+            self.play_end = now
+            while self.marks:
+                self.ws.send_text(self._mark_message(self.marks.popleft()[1]).encode())
+
+
 async def _callers_main(opts: dict[str, Any], audio: CallerAudio, go_at: float) -> dict[str, Any]:
     stats = CallerStats()
     probe = LagProbe()
     probe_task = asyncio.create_task(probe.run(), name="lag-probe")
-    cpu0 = _cpu_s()
-    callers = [SimCaller(index, opts, audio, stats) for index, _ in opts["calls"]]
+    cpu0, times0 = _cpu_s(), os.times()
+    kind = LeanCaller if opts.get("client", "lean") == "lean" else SimCaller
+    poll_s = opts.get("poll_ms", 0) / 1000
+    pacing = [bool(poll_s)]
+    if poll_s:
+        loop = asyncio.get_running_loop()
+        next_at = [time.monotonic()]
+
+        def pace() -> None:
+            """Sleep to the next poll point, then let the loop run what came due and read what arrived
+            (its I/O poll returns at once, since this is queued again): one wake-up per poll period."""
+            next_at[0] += poll_s
+            now = time.monotonic()
+            if next_at[0] > now:
+                time.sleep(next_at[0] - now)
+            else:
+                next_at[0] = now
+            if pacing[0]:
+                loop.call_soon(pace)
+
+        loop.call_soon(pace)
+    callers = [kind(index, opts, audio, stats) for index, _ in opts["calls"]]
     starts = [go_at + offset for _, offset in opts["calls"]]
     await asyncio.gather(*(c.run(start) for c, start in zip(callers, starts, strict=True)))
+    pacing[0] = False
     probe_task.cancel()
+    times1 = os.times()
     return {
         "cpu_s": _cpu_s() - cpu0,
+        "system_s": times1.system - times0.system,
         "lag": probe.hist.to_json(),
         "lag_spikes": probe.spikes,
         "send_late": stats.send_late.to_json(),
@@ -704,10 +888,47 @@ def _run_callers(opts: dict[str, Any]) -> None:
     import websockets  # noqa: F401  (import cost before `ready`)
 
     audio = CallerAudio.build(opts["line_s"], opts.get("caller_text"))
+    binary = _build_c_callers() if opts.get("client") == "c" else None
     _emit({"ready": True})
     go_at = float(sys.stdin.readline())
+    if binary is not None:
+        _emit(_run_c_callers(binary, opts, audio, go_at))
+        return
     with asyncio.Runner(loop_factory=_new_loop_factory(opts["loop"])) as runner:
         _emit(runner.run(_callers_main(opts, audio, go_at)))
+
+
+C_CALLERS = Path(__file__).resolve().parent / "callers.c"
+
+
+def _build_c_callers() -> Path:
+    """Compile bench/callers.c (--caller-client c) into a temporary directory."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("--caller-client c needs a C compiler (cc or gcc); or use --caller-client lean")
+    binary = Path(tempfile.mkdtemp(prefix="bench-callers-")) / "callers"
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(C_CALLERS), "-lm"], check=True)
+    return binary
+
+
+def _run_c_callers(binary: Path, opts: dict[str, Any], audio: CallerAudio, go_at: float) -> dict[str, Any]:
+    """Run this process's calls in the C caller; its result has the shape of _callers_main's."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(opts["url"])
+    if url.path != "/media-stream" or url.hostname != "127.0.0.1":
+        raise SystemExit(f"--caller-client c calls ws://127.0.0.1:PORT/media-stream only, not {opts['url']}")
+    turns = -1 if opts["turns"] is None else opts["turns"]
+    lines = [f"{url.port} {opts.get('poll_ms') or 2.0} {go_at!r} {opts['duration_s']} {turns} "
+             f"{opts['pause_s']} {opts['lead_ms']} {opts['reply_timeout_s']} {int(opts['greeting'])}",
+             f"{len(audio.line)} {len(audio.silence)}", *audio.line, *audio.silence,
+             str(len(opts["calls"])), *(f"{index} {offset!r}" for index, offset in opts["calls"])]
+    spec = binary.parent / "input.txt"
+    spec.write_text("\n".join(lines) + "\n")
+    done = subprocess.run([str(binary), str(spec)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"C callers failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
 
 
 # ============================================================================================ orchestrator
@@ -833,7 +1054,7 @@ def wait_for_quiet(max_busy_cores: float, timeout_s: float) -> float | None:
             next_note = time.monotonic() + 30
 
 
-def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_once(n_calls: int, n_servers: int, args: argparse.Namespace) -> dict[str, Any]:
     """One benchmark run: a fresh server, `n_calls` calls, the raw results from every process."""
     server_opts = {
         "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
@@ -843,7 +1064,7 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         "speculate_after_ms": args.speculate_after_ms,
     }
     servers = [Child(f"server{k}", _self_argv("--serve", json.dumps(server_opts)))
-               for k in range(args.servers)]
+               for k in range(n_servers)]
     callers: list[Child] = []
     spy: PySpy | None = None
     try:
@@ -851,14 +1072,15 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
         hello = hellos[0]
         rng = random.Random(args.seed)
         offsets = sorted(rng.uniform(0, args.stagger) for _ in range(n_calls))
-        procs = max(1, min(max(args.caller_procs, args.servers), n_calls))
+        procs = max(1, min(max(args.caller_procs, n_servers), n_calls))
         for p in range(procs):
             caller_opts = {
                 "url": f"ws://127.0.0.1:{hellos[p % len(hellos)]['port']}/media-stream",
                 "calls": [(i, offsets[i]) for i in range(p, n_calls, procs)],
                 "duration_s": args.duration, "turns": args.turns, "line_s": args.line_s,
                 "pause_s": args.pause, "lead_ms": args.lead_ms, "reply_timeout_s": 10.0,
-                "greeting": bool(args.greeting), "loop": args.caller_loop,
+                "greeting": bool(args.greeting), "loop": args.caller_loop, "client": args.caller_client,
+                "poll_ms": args.caller_poll_ms if args.caller_client != "websockets" else 0,
                 "caller_text": args.caller_text if args.embedded else None,
             }
             callers.append(Child(f"callers{p}", _self_argv("--callers", json.dumps(caller_opts))))
@@ -872,10 +1094,13 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
             spy = PySpy(hello["pid"], Path(tempfile.mkdtemp()) / "server.collapsed")
         go_at = time.monotonic() + 0.3  # CLOCK_MONOTONIC is shared by all processes on the machine
         jiffies0, machine_t0 = _machine_jiffies(), time.monotonic()
+        sampler = OthersSampler()
+        sampler.start()
         for caller in callers:
             caller.send(repr(go_at))
         caller_results = [caller.read() for caller in callers]
         jiffies1, machine_wall = _machine_jiffies(), time.monotonic() - machine_t0
+        others_peak = sampler.stop()
         profile_top = spy.stop() if spy is not None else None
         for server in servers:
             server.send("end")
@@ -889,7 +1114,8 @@ def run_once(n_calls: int, args: argparse.Namespace) -> dict[str, Any]:
     cpus = os.cpu_count() or 1
     machine = {"cpus": cpus, "wall_s": machine_wall,  # CPU-seconds used on the whole machine
                "busy_s": cpus * machine_wall * busy / total if total else None,
-               "steal_s": cpus * machine_wall * steal / total if total else None}
+               "steal_s": cpus * machine_wall * steal / total if total else None,
+               "others_peak_pct": others_peak}
     return {"calls": n_calls, "caller_procs": len(callers), "servers": len(servers), "server": server_result,
             "callers": caller_results, "machine": machine}
 
@@ -930,6 +1156,16 @@ def _ms(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.1f}"
 
 
+def _pct2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _ratio(fig: dict[str, Any]) -> str:
+    """Caller CPU per call as a fraction of the server's: what the load generator takes from the cores."""
+    server, caller = fig["server_cpu_pct_per_call"], fig["caller_cpu_pct_per_call"]
+    return f"{caller / server:.2f}" if server and caller is not None else "n/a"
+
+
 def _verdict(value: float | None, limit: float) -> str:
     if value is None:
         return "n/a"
@@ -954,7 +1190,7 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
     caller_lag, send_late, bot_late = Histogram(), Histogram(), Histogram()
     calls: list[dict[str, Any]] = []
     response: list[float] = []
-    caller_cpu = 0.0
+    caller_cpu = caller_system = 0.0
     caller_spikes: list[tuple[float, float]] = []
     for result in callers:
         caller_spikes += result["lag_spikes"]
@@ -964,6 +1200,7 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         calls += result["calls"]
         response += result["response_ms"]
         caller_cpu += result["cpu_s"]
+        caller_system += result.get("system_s", 0.0)
     replies = [t for t in server["turns"]
                if t["kind"] == "reply" and t["first_audio_sent"] and t["speech_end"]]
     overhead = [(t["first_audio_sent"] - t["speech_end"]) * 1000 - end_silence_ms for t in replies]
@@ -1020,9 +1257,12 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         "caller_lag_p99_ms": caller_lag.percentile(99), "caller_lag_max_ms": caller_lag.max_ms,
         "caller_send_late_p99_ms": send_late.percentile(99), "caller_send_late_max_ms": send_late.max_ms,
         "caller_cpu_pct": 100 * caller_cpu / server["wall_s"],
+        "caller_cpu_pct_per_call": 100 * caller_cpu / call_seconds if call_seconds else None,
+        "caller_system_share_pct": 100 * caller_system / max(1e-9, caller_cpu),
         "cpus": machine["cpus"],
         "other_load_pct": 100 * other if other is not None else None,
         "steal_pct": 100 * steal if steal is not None else None,
+        "others_peak_pct": machine.get("others_peak_pct"),
         "lines": sum(c["lines"] for c in calls), "answered": sum(c["answered"] for c in calls),
         "unanswered": sum(c["unanswered"] for c in calls),
         "bot_frames_received": sum(c["bot_frames"] for c in calls),
@@ -1079,7 +1319,9 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
         f"  p95 {_ms(fig['caller_response_p95_ms'])} ms",
         f"callers: loop lag p99 {_ms(fig['caller_lag_p99_ms'])} max {_ms(fig['caller_lag_max_ms'])} ms; "
         f"frame send lateness p99 {_ms(fig['caller_send_late_p99_ms'])} max "
-        f"{_ms(fig['caller_send_late_max_ms'])} ms; CPU {fig['caller_cpu_pct']:.0f} % of one core -> "
+        f"{_ms(fig['caller_send_late_max_ms'])} ms; CPU {fig['caller_cpu_pct']:.0f} % of one core "
+        f"({_pct2(fig['caller_cpu_pct_per_call'])} % per call, {fig['caller_system_share_pct']:.0f} % of it "
+        f"in the kernel; {_ratio(fig)} of the server's per call) -> "
         + ("kept pace" if callers_ok else "THE CALLERS ARE A BOTTLENECK: caller-side figures are inflated")
         + (f" (but they stalled for up to {fig['caller_stall_max_ms']:.0f} ms at least once: the caller-side"
            " lateness max includes that)" if fig["caller_stall_max_ms"] > TARGET_FRAME_LATE_MAX_MS else ""),
@@ -1100,14 +1342,18 @@ def _quiet(fig: dict[str, Any]) -> bool:
     """Did other processes and the hypervisor (steal) leave this run alone?"""
     if fig["other_load_pct"] is None:
         return True
-    return fig["other_load_pct"] + (fig["steal_pct"] or 0) <= NOISY_PCT
+    peak = fig.get("others_peak_pct")
+    return fig["other_load_pct"] + (fig["steal_pct"] or 0) <= NOISY_PCT and (peak is None
+                                                                              or peak <= NOISY_PEAK_PCT)
 
 
 def _machine_line(fig: dict[str, Any]) -> str:
     if fig["other_load_pct"] is None:
         return f"machine: {fig['cpus']} CPUs (no /proc/stat: other load unknown)"
+    peak = fig.get("others_peak_pct")
     line = (f"machine: {fig['cpus']} CPUs; other processes used {fig['other_load_pct']:.0f} % of a core, "
-            f"steal {fig['steal_pct']:.0f} %")
+            f"steal {fig['steal_pct']:.0f} %"
+            + (f"; other processes' busiest second: {peak:.0f} % of a core" if peak is not None else ""))
     if not _quiet(fig):
         line += (" -> NOT A QUIET MACHINE: other processes or the hypervisor (steal) took CPU from the server"
                  " and callers; rerun when it is idle")
@@ -1117,26 +1363,66 @@ def _machine_line(fig: dict[str, Any]) -> str:
 def summary_table(figures: list[dict[str, Any]]) -> str:
     head = (f"{'srv':>3} {'calls':>5}"
             f"  {'lag p50':>7} {'lag p99':>7} {'lag max':>7}  {'late p99':>8} {'late max':>8}"
-            f"  {'gaps':>4}  {'CPU/call':>8} {'CPU all':>7}  {'ovh p50':>7} {'ovh p95':>7} {'proc p95':>8}"
-            f"  {'callers':>7}"
-            f"  {'others+steal':>12}")
+            f"  {'gaps':>4}  {'CPU/call':>8} {'CPU all':>7}  {'calls/core':>9}"
+            f"  {'ovh p50':>7} {'ovh p95':>7} {'proc p95':>8}"
+            f"  {'callers':>7} {'CPU/call':>7}"
+            f"  {'others+steal /peak':>18}")
     rows = [head, "-" * len(head)]
     for f in figures:
         callers = "ok" if (f["caller_lag_p99_ms"] or 0) <= CALLER_LAG_OK_P99_MS else "SLOW"
         other = "?" if f["other_load_pct"] is None else f"{f['other_load_pct'] + (f['steal_pct'] or 0):.0f}%"
+        if f.get("others_peak_pct") is not None:
+            other += f" /{f['others_peak_pct']:3.0f}%"
         rows.append(
             f"{f.get('servers', 1):>3} {f['calls']:>5}"
             f"  {_ms(f['lag_p50_ms']):>7} {_ms(f['lag_p99_ms']):>7} {_ms(f['lag_max_ms']):>7}"
             f"  {_ms(f['frame_late_p99_ms']):>8} {_ms(f['frame_late_max_ms']):>8}  {f['audible_gaps']:>4}"
             f"  {f['server_cpu_pct_per_call']:>7.2f}% {f['server_cpu_pct_total']:>6.0f}%"
+            f"  {_calls_per_core(f):>9}"
             f"  {_ms(f['overhead_p50_ms']):>7} {_ms(f['overhead_p95_ms']):>7}"
             f" {_ms(f['processing_p95_ms']):>8}"
-            f"  {callers:>7}  {other:>12}"
+            f"  {callers:>7} {_pct2(f.get('caller_cpu_pct_per_call')):>6}%"
+            f"  {other:>18}"
         )
     rows.append(f"targets: lag p99 <= {TARGET_LAG_P99_MS:.0f} ms at 100 calls, no outbound frame later than "
                 f"{TARGET_FRAME_LATE_MAX_MS:.0f} ms, overhead p95 <= {TARGET_OVERHEAD_P95_MS:.0f} ms "
                 "(all times ms; ovh = v2v - end_silence_ms, proc = endpoint -> first frame sent)")
+    rows.append("calls/core = 100 % / the servers' CPU per call-second; the callers' CPU/call is the load "
+                "generator's, on the same cores; peak = other processes' busiest second")
+    rows += _capacity_lines(figures)
     return "\n".join(rows)
+
+
+def _calls_per_core(fig: dict[str, Any]) -> str:
+    per_call = fig["server_cpu_pct_per_call"]
+    return f"{100 / per_call:.0f}" if per_call else "n/a"
+
+
+def _held(fig: dict[str, Any]) -> bool:
+    """Did this run hold its calls: lag p99 and the latest outbound frame within the targets, every call
+    answered, no call errors?"""
+    lag, late = fig["lag_p99_ms"], fig["frame_late_max_ms"]
+    return (lag is not None and lag <= TARGET_LAG_P99_MS and late is not None
+            and late <= TARGET_FRAME_LATE_MAX_MS and not fig["call_errors"] and not fig["unanswered"])
+
+
+def _capacity_lines(figures: list[dict[str, Any]]) -> list[str]:
+    """Per process count: the most calls a run held (of the sizes tried), and 2+ processes vs one."""
+    held: dict[int, int] = {}
+    for fig in figures:
+        servers = fig.get("servers", 1)
+        if _held(fig):
+            held[servers] = max(held.get(servers, 0), fig["calls"])
+    if not held:
+        return ["held (lag p99 <= 20 ms and late max <= 40 ms, every line answered): no run"]
+    line = ("held (lag p99 <= 20 ms and late max <= 40 ms, every line answered), most calls tried: "
+            + ", ".join(f"{n} server(s) {calls}" for n, calls in sorted(held.items())))
+    if 1 in held:
+        line += "".join(f"; {n} vs 1: {calls / held[1]:.2f}x" for n, calls in sorted(held.items()) if n > 1)
+    noisy = sum(not _quiet(fig) for fig in figures)
+    if noisy:
+        line += f" ({noisy} of {len(figures)} runs on a machine other processes disturbed)"
+    return [line]
 
 
 # ============================================================================================ CLI
@@ -1150,10 +1436,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=None, help="a fixed script: this many lines per call")
     parser.add_argument("--stagger", type=float, default=1.5, help="call starts spread over this many s")
     parser.add_argument("--caller-procs", type=int, default=1, help="caller processes (default 1)")
-    parser.add_argument("--servers", type=int, default=1,
-                        help="server processes, calls dealt to them in turn (as --workers N; default 1)")
+    parser.add_argument("--servers", "--workers", default="1",
+                        help="server processes, calls dealt to them in turn (as --workers N; default 1); a "
+                             "comma list (1,2) runs each size with each count, back to back")
+    parser.add_argument("--per-server", action="store_true",
+                        help="--calls counts calls per server process (--servers 1,2 --calls 90: 90 and 180)")
     parser.add_argument("--server-loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--caller-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--caller-poll-ms", type=float, default=2.0, metavar="MS",
+                        help="lean callers wake every MS ms to send what is due and read what arrived, "
+                             "instead of on every timer and packet (0 = event-driven; default 2)")
+    parser.add_argument("--caller-client", choices=("lean", "c", "websockets"), default="lean",
+                        help="the callers: lean (Python, bench/wsclient.py; default), c (bench/callers.c, "
+                             "compiled with cc at start) or websockets (the library; several times the CPU)")
     parser.add_argument("--line-s", type=float, default=1.2, help="length of the caller's spoken line")
     parser.add_argument("--pause", type=float, default=0.3, help="caller's pause after the bot finished")
     parser.add_argument("--greeting", default=DEFAULT_GREETING)
@@ -1210,16 +1505,23 @@ def main(argv: list[str] | None = None) -> None:
                f"{args.caller_text!r}" if args.embedded else "instant providers (no recognition/synthesis)")
     print(f"providers: {engines}; speculative turns "
           f"{f'after {args.speculate_after_ms} ms' if args.speculate_after_ms else 'off'}", flush=True)
+    polling = args.caller_client != "websockets" and args.caller_poll_ms
+    print(f"callers: {args.caller_client} client"
+          + (f", polling every {args.caller_poll_ms:g} ms" if polling else ", event-driven")
+          + f"; {args.caller_procs} caller process(es) at least (one per server)", flush=True)
+    server_counts = [int(n) for n in args.servers.split(",") if n.strip()]
     figures = []
-    for n_calls in sizes:
+    for size, n_servers in itertools.product(sizes, server_counts):
+        n_calls = size * n_servers if args.per_server else size
         for attempt in range(1 + args.retry_noisy):
             if args.wait_quiet:
                 wait_for_quiet(QUIET_CORES, args.wait_quiet)
-            fig = analyse(run_once(n_calls, args), args.end_silence_ms)
+            fig = analyse(run_once(n_calls, n_servers, args), args.end_silence_ms)
             if _quiet(fig) or attempt == args.retry_noisy:
                 break
             print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % of "
-                  f"a core during it, steal {fig['steal_pct']:.0f} %; running it again)",
+                  f"a core during it (busiest second {fig.get('others_peak_pct') or 0:.0f} %), steal "
+                  f"{fig['steal_pct']:.0f} %; running it again)",
                   file=sys.stderr, flush=True)
         figures.append(fig)
         print(report(fig, args), flush=True)
