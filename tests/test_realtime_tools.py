@@ -151,6 +151,22 @@ async def test_gemini_live_books_through_the_http_tool(gemini, tool_server, spee
     assert reply.tools_used == ["book_table:ok"] and reply.error is None
 
 
+async def test_a_gemini_turn_complete_right_after_the_tool_call_does_not_end_the_reply(gemini, tool_server,
+                                                                                      speech_wav) -> None:
+    # some Live models end the calling turn at once; the round must go on and the result be spoken
+    script, base_url = gemini
+    script.turn_complete_after_tool_call = True
+    tool_server.delay_s = 0.3
+    script.replies = [BOOK, "Booked: {output}"]
+    _, turns = await call(gemini_pipeline(base_url, tool_server.url), [CallerLine(wav=speech_wav)])
+
+    assert tool_server.answered == 1 and tool_server.disconnected == 0
+    (response,) = script.tool_responses
+    reply = turns[-1]
+    assert reply.reply_heard == f"Booked: {response['functionResponses'][0]['response']['output']}"
+    assert reply.tools_used == ["book_table:ok"]
+
+
 async def test_invalid_arguments_get_the_error_back_and_no_request_is_made(openai, tool_server,
                                                                            speech_wav) -> None:
     script, port = openai

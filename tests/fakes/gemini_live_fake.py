@@ -73,6 +73,7 @@ class LiveScript:
     api_key: str | None = None
     drop_after_chunks: int | None = None
     go_away_after_turns: int | None = None  # send goAway once this many replies are complete
+    turn_complete_after_tool_call: bool = False  # as some Live models do: the calling turn ends at once
     # what happened
     sessions: int = 0
     paths: list[str] = field(default_factory=list)
@@ -171,6 +172,8 @@ class _Session:
             call_id = f"fc_{next(self.ids)}"
             self.open_calls.append(call_id)
             await self.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})
+            if self.script.turn_complete_after_tool_call:
+                await self.send({"serverContent": {"turnComplete": True}})
             return
         pcm = await self.audio(reply)
         if pcm is None:

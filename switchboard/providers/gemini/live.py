@@ -119,6 +119,8 @@ class GeminiLiveConnection:
         self._up = StreamResampler(LINE_RATE, IN_RATE)
         self._down = StreamResampler(OUT_RATE, LINE_RATE)
         self._tool_names: dict[str, str] = {}
+        # calls the model waits on: a turnComplete meanwhile ends the calling turn, not the reply
+        self._awaiting: set[str] = set()
         self._turns = 0
         self._heard = ""  # the caller's words so far this turn (input transcription comes in pieces)
         self._usage: RealtimeUsage | None = None
@@ -158,6 +160,7 @@ class GeminiLiveConnection:
         by itself once it has them (there is no response.create)."""
         responses = [types.FunctionResponse(id=call_id, name=self._tool_names.get(call_id, ""),
                                             response={"output": output}) for call_id, output in results]
+        self._awaiting.difference_update(call_id for call_id, _ in results)
         await self.call(self._session.send_tool_response(function_responses=responses))
 
     async def say_aside(self, instructions: str) -> bool:
@@ -168,6 +171,7 @@ class GeminiLiveConnection:
     async def tools_cancelled(self, call_ids: list[str]) -> None:
         """Nothing to send: Gemini cancels a call itself when it hears the caller (`toolCallCancellation`),
         and the caller's next turn supersedes a round it did not hear cut."""
+        self._awaiting.difference_update(call_ids)
 
     async def events(self) -> AsyncIterator[RealtimeEvent]:
         try:
@@ -187,7 +191,9 @@ class GeminiLiveConnection:
         if message.usage_metadata is not None:
             self._usage = _usage(message.usage_metadata)
         if message.tool_call_cancellation is not None:
-            out.append(ToolsCancelled(list(message.tool_call_cancellation.ids or [])))
+            cancelled = list(message.tool_call_cancellation.ids or [])
+            self._awaiting.difference_update(cancelled)
+            out.append(ToolsCancelled(cancelled))
         if message.tool_call is not None:
             tail = self._down.flush()  # what it held of audio said before the call: heard before the wait
             if len(tail):
@@ -195,6 +201,7 @@ class GeminiLiveConnection:
             for call in message.tool_call.function_calls or []:
                 call_id = call.id or f"call{len(self._tool_names) + 1}"
                 self._tool_names[call_id] = call.name or ""
+                self._awaiting.add(call_id)
                 out.append(ToolRequest(call_id, call.name or "", dict(call.args or {})))
             out.append(ResponseDone("completed", self._take_usage()))  # the model waits for the result
         content = message.server_content
@@ -222,7 +229,8 @@ class GeminiLiveConnection:
             if len(tail):
                 out.append(BotAudio(tail, item))
             self._turns += 1
-            out.append(ResponseDone("completed", self._take_usage()))
+            if not self._awaiting:  # else it ends the turn that called the tools (some models send it):
+                out.append(ResponseDone("completed", self._take_usage()))  # the reply goes on after them
         return out
 
     def _take_usage(self) -> RealtimeUsage | None:
