@@ -379,3 +379,20 @@ async def test_gemini_has_no_filler_and_the_tool_still_answers(gemini, tool_serv
     (response,) = script.tool_responses
     assert turns[-1].reply_heard == f"Booked: {response['functionResponses'][0]['response']['output']}"
     assert turns[-1].tool_fillers == 0
+
+
+async def test_the_time_limit_reached_during_a_tool_round_waits_for_the_result_then_says_goodbye(
+        openai, tool_server, speech_wav) -> None:
+    script, port = openai
+    tool_server.delay_s = 2.5  # the limit comes while the booking is being made
+    script.replies = [BOOK, "Booked: {output}"]
+    extra = "    max_call_duration_s: 3.2\n    tool_use: {filler: ''}\n"
+    result, turns = await call(openai_pipeline(port, tool_server.url, timeout_s=5, extra=extra),
+                               [CallerLine(wav=speech_wav)], hangup_timeout_s=8)
+
+    assert tool_server.answered == 1 and len(script.tool_outputs) == 1  # the result reached the model
+    reply = next(t for t in turns if t.kind == "reply")
+    assert reply.reply_heard.startswith("Booked:") and reply.tools_used == ["book_table:ok"]
+    goodbye = turns[-1]
+    assert goodbye.kind == "time_limit" and goodbye.ended_call
+    assert result.hangup

@@ -364,7 +364,9 @@ class RealtimeSession:
         """Ask the model to speak now (the greeting, a keypad entry's answer, a farewell); after a cut
         reply's response.done, if one is still winding down (the vendor allows one response at a time)."""
         assert self._conn is not None
-        if self._cut or self._asked or self._responding:
+        turn = self._turn
+        tools_running = turn is not None and turn.tool_round is not None and not turn.tool_round.done()
+        if self._cut or self._asked or self._responding or tools_running:  # the model goes on after them
             self._deferred = (kind, instructions, text)
             return
         self._next_kind, self._next_transcript = kind, text
@@ -593,6 +595,7 @@ class RealtimeSession:
             await self._say(self.config.apology, turn)
             turn.done = True
             await self._finish_when_heard(turn)
+            await self._ask_deferred()
             return
         turn.rounds, turn.results_back = turn.rounds + 1, True
         # kept for a reopened session: the model must know what it booked (the adapter replays it)
@@ -815,6 +818,8 @@ class RealtimeSession:
         turn.done = True
         if not self._responding:
             self._finish_now(turn)
+            if tools_running:
+                await self._ask_deferred()  # asked while the tools ran (the time limit's goodbye)
             return
         # still generating: recorded at its response.done (with its usage), or soon in any case
         self._cut = True
