@@ -396,3 +396,18 @@ async def test_the_time_limit_reached_during_a_tool_round_waits_for_the_result_t
     goodbye = turns[-1]
     assert goodbye.kind == "time_limit" and goodbye.ended_call
     assert result.hangup
+
+
+async def test_a_refused_filler_does_not_hold_the_tool_result_back(openai, tool_server, speech_wav) -> None:
+    script, port = openai
+    tool_server.delay_s = 0.8
+    script.replies = [BOOK, "Booked: {output}"]
+    script.error_on_response = {3}  # responses: the greeting, the one calling the tool, the filler
+    extra = "    tool_use: {filler: \"One moment, let me check.\", filler_after_s: 0.1}\n"
+    _, turns = await call(openai_pipeline(port, tool_server.url, extra=extra), [CallerLine(wav=speech_wav)],
+                          hangup_timeout_s=3)  # silence meanwhile
+
+    (output,) = script.tool_outputs
+    reply = turns[-1]
+    assert reply.reply_heard == f"Booked: {output['output']}" and reply.tools_used == ["book_table:ok"]
+    assert any("rate_limit_exceeded" in failure for failure in reply.failures)  # the refusal is recorded

@@ -80,6 +80,7 @@ ECHO_WINDOW_MS = 300
 ECHO_REFERENCE_S = 1.5
 MAX_KEYPAD_ENTRY = 32
 ECHO_RECHECK_EVERY = 5  # frames of voice between echo checks while the bot talks
+FILLER_S = 5.0  # the most a filler's own response may take to end, beyond the vendor's first-token deadline
 TIME_LIMIT = "time_limit"  # the kind of the turn that says max_call_duration_s's goodbye
 VOICEMAIL = "voicemail"  # the kind of the turn that leaves voicemail.message on a machine
 TRANSFER_FAILED = "transfer_failed"  # the kind of the turn that says transfer.failed
@@ -424,6 +425,11 @@ class RealtimeSession:
             self._turn.metrics.failures.append(text)
         else:
             self._failures.append(text)
+        aside = self._turn.aside if self._turn is not None else None
+        if aside is not None and not aside.is_set():  # the filler was refused: the results go on without it
+            aside.set()
+            self._responding = False
+            return
         if self._asked and not self._responding:
             # the reply we asked for was refused (a rate limit): say sorry instead of leaving silence
             self._expect_by, self._asked = None, False
@@ -640,7 +646,11 @@ class RealtimeSession:
                     self._responding = False
             results = await running
             if turn.aside is not None:
-                await turn.aside.wait()
+                try:  # bounded: a filler that never ends (no response.done) must not hold the results
+                    await asyncio.wait_for(turn.aside.wait(), self.model.timeouts.first_token_s + FILLER_S)
+                except TimeoutError:
+                    log.warning("call %s: the filler did not end; sending the tool results", self.call_id)
+                    self._responding = False
                 turn.aside = None
             return results
         finally:
