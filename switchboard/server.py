@@ -325,8 +325,8 @@ class CallHost:
         """Build heavy provider state (recogniser decoders) now, not on the first caller's first word."""
         for stt in dict.fromkeys(stt for each in self.pipelines.values() for stt in each.all_stt()):
             await stt.warm()
-        if any(isinstance(p, PipelineConfig) and p.turn.audio_model == "smart-turn-v3"
-               for p in self.config.pipelines.values()):
+        if any(isinstance(p, PipelineConfig) and p.kind == "cascade" and p.turn.audio_model == "smart-turn-v3"
+               for p in self.config.pipelines.values()):  # a realtime model does its own turn-taking
             await asyncio.to_thread(smart_turn.warm)  # a missing model fails here, at start-up
 
 

@@ -362,6 +362,7 @@ async def test_a_slow_tool_gets_the_filler_said_outside_the_conversation(openai,
     creates = [event.get("response") or {} for event in script.of_type("response.create")]
     aside = [response for response in creates if response.get("conversation") == "none"]
     assert len(aside) == 1 and aside[0]["instructions"].endswith('"One moment, let me check."')
+    assert aside[0]["tool_choice"] == "none"  # a filler must never call a tool itself
     assert script.errors_sent == []  # the results' response.create waited for the filler's to be done
     (output,) = script.tool_outputs
     reply = turns[-1]

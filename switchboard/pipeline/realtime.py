@@ -592,16 +592,11 @@ class RealtimeSession:
         try:
             results = await self._run_round_with_filler(turn, requests)
         except TooManyRounds as exc:
-            turn.results_back = True
-            reason = f"{self.model.vendor}: {exc}"
-            log.warning("call %s: %s", self.call_id, reason)
-            turn.metrics.error = reason
-            turn.metrics.failures.append(reason)
-            turn.metrics.reply_text += (" " if turn.metrics.reply_text else "") + self.config.apology
-            await self._say(self.config.apology, turn)
-            turn.done = True
-            await self._finish_when_heard(turn)
-            await self._ask_deferred()
+            await self._fail_round(turn, f"{self.model.vendor}: {exc}")
+            return
+        except Exception as exc:  # a bug must not leave the caller in silence
+            log.exception("call %s: the tool round failed", self.call_id)
+            await self._fail_round(turn, f"tool round: {type(exc).__name__}: {exc}")
             return
         turn.rounds, turn.results_back = turn.rounds + 1, True
         # kept for a reopened session: the model must know what it booked (the adapter replays it)
@@ -621,6 +616,18 @@ class RealtimeSession:
             await conn.tool_results(results)
         except ProviderError as exc:  # the reader sees the drop and handles it
             log.warning("call %s: could not send the tool results: %s", self.call_id, exc)
+
+    async def _fail_round(self, turn: _Turn, reason: str) -> None:
+        """The round can't go on: the caller hears the apology, the turn ends, what was asked is asked."""
+        turn.results_back = True
+        log.warning("call %s: %s", self.call_id, reason)
+        turn.metrics.error = reason
+        turn.metrics.failures.append(reason)
+        turn.metrics.reply_text += (" " if turn.metrics.reply_text else "") + self.config.apology
+        await self._say(self.config.apology, turn)
+        turn.done = True
+        await self._finish_when_heard(turn)
+        await self._ask_deferred()
 
     async def _run_round_with_filler(self, turn: _Turn, requests: list[ToolRequest]) -> list[tuple[str, str]]:
         """The round's results; if the tools take `filler_after_s` and nothing was said this turn, the
@@ -660,8 +667,8 @@ class RealtimeSession:
     async def _drop_tool_round(self, turn: _Turn) -> None:
         """A barge-in: the round's requests are cancelled (their connections closed), the model told."""
         task = turn.tool_round
-        if task is None or task.done() or task is asyncio.current_task():
-            return
+        if task is None or task.done() or task is asyncio.current_task() or turn.results_back:
+            return  # (results being sent: it is the continuation that is cut, not the round)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         log.info("call %s: barge-in cancelled the tool round (%s)", self.call_id, ", ".join(turn.tool_ids))

@@ -165,8 +165,9 @@ class OpenAIRealtimeConnection:
 
     async def say_aside(self, instructions: str) -> bool:
         """An out-of-band response (`conversation: "none"`): spoken, never added to the conversation."""
-        await self._send({"type": "response.create", "response": {
-            "conversation": "none", "instructions": instructions, "output_modalities": ["audio"]}})
+        await self._send({"type": "response.create", "response": {  # words only: it must not call a tool
+            "conversation": "none", "instructions": instructions, "output_modalities": ["audio"],
+            "tool_choice": "none"}})
         return True
 
     async def tools_cancelled(self, call_ids: list[str]) -> None:
