@@ -412,3 +412,21 @@ async def test_a_refused_filler_does_not_hold_the_tool_result_back(openai, tool_
     reply = turns[-1]
     assert reply.reply_heard == f"Booked: {output['output']}" and reply.tools_used == ["book_table:ok"]
     assert any("rate_limit_exceeded" in failure for failure in reply.failures)  # the refusal is recorded
+
+
+async def test_a_reopened_gemini_session_is_told_what_the_tools_did(gemini, tool_server, speech_wav) -> None:
+    """Gemini Live takes no function parts in a replay: the round comes back as a note of what the call
+    returned, so the model does not book again."""
+    script, base_url = gemini
+    script.replies = [BOOK, "Booked: {output}, and that is all there is to say about it.", "Again."]
+    script.drop_after_chunks = 5  # the greeting takes 2 chunks; the tool's answer drops after 3
+    await call(gemini_pipeline(base_url, tool_server.url), [CallerLine(wav=speech_wav)], hangup_timeout_s=3)
+
+    assert script.sessions == 2 and len(tool_server.requests) == 1
+    (response,) = script.tool_responses
+    replayed = [part["text"] for message in script.received if "clientContent" in message
+                for turn in message["clientContent"].get("turns") or [] for part in turn.get("parts") or []
+                if "text" in part]
+    output = response["functionResponses"][0]["response"]["output"]
+    assert any(text.startswith("(Already done") and "book_table" in text and output in text
+               for text in replayed)

@@ -103,12 +103,27 @@ class GeminiLive:
         except Exception as exc:
             raise _error(exc, self._key) from exc
         connection = GeminiLiveConnection(manager, session, self._key)
-        turns = [types.Content(role="user" if m.role == "user" else "model",
-                               parts=[types.Part(text=m.content)])
-                 for m in history or [] if m.role in ("user", "assistant") and m.content]
+        turns = _replayed(history or [])
         if turns:
             await connection.call(session.send_client_content(turns=turns, turn_complete=False))
         return connection
+
+
+def _replayed(history: list[Message]) -> list[types.Content]:
+    """The conversation so far, for a reopened session, as text turns. A tool round is replayed as a
+    note of what each call returned (Live takes no function parts here), so the model does not call
+    again what it already did (book a second table)."""
+    names = {call.id: call.name for m in history for call in m.tool_calls}
+    turns = []
+    for m in history:
+        if m.role in ("user", "assistant") and m.content:
+            turns.append(types.Content(role="user" if m.role == "user" else "model",
+                                       parts=[types.Part(text=m.content)]))
+        elif m.role == "tool":
+            name = names.get(m.tool_call_id or "", "a tool")
+            turns.append(types.Content(role="user", parts=[types.Part(
+                text=f"(Already done, do not repeat it: your {name} call returned {m.content})")]))
+    return turns
 
 
 class GeminiLiveConnection:
