@@ -91,3 +91,4 @@ def test_the_demo_verdict_needs_the_tool_call_and_its_result_spoken() -> None:
     assert not demo_went_as_scripted(result, turns, [booking])  # the tool call failed
     turns[2].tools_used, turns[2].reply_heard = ["book_table:ok"], "Booked."
     assert not demo_went_as_scripted(result, turns, [booking])  # its result was not spoken
+    assert demo_went_as_scripted(result, turns, None)  # a --config without book_table is not asked to book
