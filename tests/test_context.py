@@ -118,3 +118,17 @@ async def test_without_a_webhook_braces_are_left_alone(speech_wav) -> None:
     tts = InstantTTS(ms_per_char=10)
     await calls.place_call(config, [], Providers(InstantSTT(""), InstantLLM(), tts), hangup_timeout_s=0.5)
     assert tts.spoken[0] == "Hello {caller_name}, welcome back to Luigi's."
+
+
+async def test_an_unexpected_failure_of_the_webhook_leaves_the_defaults(monkeypatch) -> None:
+    from switchboard.pipeline import context as context_module
+
+    async def broken(webhook, info):  # not an HTTP error: e.g. httpx.InvalidURL, a bug in a transport
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(context_module, "_ask", broken)
+    context = context_module.CallContext(parse_config(CONFIG.format(url="http://127.0.0.1:9")).pipelines["default"])
+    context.start({"call_id": "CA1"})
+    await context.ready()  # does not raise: the call goes on
+    assert context.greeting == "Hello there, welcome back to Luigi's."
+    assert context.error == "RuntimeError: something nobody expected"

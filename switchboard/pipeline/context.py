@@ -76,6 +76,8 @@ class CallContext:
             self.error = f"unreachable ({type(exc).__name__})"
         except ValueError as exc:
             self.error = str(exc)
+        except Exception as exc:  # e.g. httpx.InvalidURL (not an HTTPError): never worth the call
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
         else:
             self.values = {**self.values, **answer}
             self.greeting, self.system_prompt = self._filled()
