@@ -813,7 +813,9 @@ class RealtimeSession:
         if self._ending or turn is None or turn.metrics.interrupted or turn.metrics.turn_done is not None:
             return
         tools_running = turn.tool_round is not None and not turn.tool_round.done() and not turn.results_back
-        if not (self.player.audible or self._responding or tools_running):
+        # while only the tools run (nothing to stop playing), the vendor's own VAD decides: a cough our VAD
+        # took for speech must not cancel a booking the vendor would then never be asked to answer
+        if not (self.player.audible or self._responding or (tools_running and vendor_heard)):
             return
         now = time.monotonic()
         item = turn.items[-1] if turn.items else None
