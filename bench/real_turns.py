@@ -1,22 +1,30 @@
 """Benchmark: turn-taking with real people's recordings on the embedded pipeline (Moonshine hears them for
 real, with its own punctuation), each mode on the same lines.
 
-The callers are the recordings in ../shared/speech with pauses inside (read sentences with 0.3-0.6 s
-pauses, commas, digits dictated in groups with 1.3 s gaps) and short questions; each is one line of a
-call, played once the bot has finished its previous answer (a short one: "Okay."). Printed per mode:
+The callers are all the recordings in ../shared/speech (read sentences with 0.3-1.0 s pauses, commas,
+digits dictated in groups 1.3 s apart, questions, accents, noise, one-word answers), each trimmed of the
+silence after its last word (so a line ends when the speaker does); each is one line of a call, played
+once the bot has finished its previous answer (a short one: "Okay."). Printed per line and mode:
 
   talk-over   the bot's audio that played while the caller was still in the middle of their line (from
-              its first frame to the clear that stopped it, or the line's end), per line and in all
-  undone      replies stopped because the caller went on right after they started
-  turns       turns answered for the lines (more than one per line = the bot answered half a sentence)
-  delay       first bot audio after the line's last word, median
+              its first frame to the clear that stopped it, or the line's end)
+  delay       first bot audio after the line's end
 
-Modes: ``default`` (the pipeline's defaults), ``no-undo`` (``turn.undo_reply_within_ms: 0``: the bot is
-stopped by ordinary barge-in, after ``vad.barge_in_min_ms``), ``plain`` (no speculation, a fixed
-600 ms endpoint, no undo: the rule before issue 6).
+and per mode: talk-over in all and the worst line, undone replies (stopped because the caller went on
+right after they started), turns answered for the lines (more than one per line = the bot answered half
+a sentence), the median delay. ``-v`` prints each turn's transcript, how its words read and the audio
+model's probability.
+
+Modes: ``default`` (the pipeline's defaults), ``words-only`` (``turn.audio_model: none``), ``smart-turn``
+(``turn.audio_model: smart-turn-v3``: the words and how the pause sounds), ``no-undo``
+(``turn.undo_reply_within_ms: 0``: the bot is stopped by ordinary barge-in, after
+``vad.barge_in_min_ms``), ``plain`` (no speculation, a fixed 600 ms endpoint, no undo: the rule before
+issue 6). ``--edit 'OLD=>NEW'`` changes the pipeline.yaml text in every mode.
 
     python -m bench.real_turns
-    python -m bench.real_turns --modes default,no-undo
+    python -m bench.real_turns --modes words-only,smart-turn -v
+    python -m bench.real_turns --modes words-only \
+        --edit "incomplete_end_silence_ms: 1600=>incomplete_end_silence_ms: 1200"
 """
 
 from __future__ import annotations
