@@ -1,4 +1,4 @@
-"""Benchmark: turn-taking with real people's recordings on the embedded pipeline (Moonshine hears them for
+r"""Benchmark: turn-taking with real people's recordings on the embedded pipeline (Moonshine hears them for
 real, with its own punctuation), each mode on the same lines.
 
 The callers are all the recordings in ../shared/speech (read sentences with 0.3-1.0 s pauses, commas,
