@@ -683,14 +683,14 @@ class CallSession:
                 self._finish(turn)
 
     def _judge_pause(self, turn: _Turn) -> None:
-        """The pause's transcript (and, with an audio model, how it sounds) is in: does the caller sound
-        finished? That sets how long the pause must last. Called by whichever of the two comes last."""
+        """The pause's transcript is in (and, with an audio model, maybe how it sounds): does the caller
+        sound finished? That sets how long the pause must last. Called when the transcript comes, and
+        again when the model's verdict does if the turn is not committed by then: a slow model never
+        delays an answer; in time, it changes how long the pause must last."""
         if self._speculation is not turn or turn.user is None:
             return
         sounds_finished = None
-        if turn.sounds is not None:
-            if not turn.sounds.done():
-                return
+        if turn.sounds is not None and turn.sounds.done():
             probability = None if turn.sounds.cancelled() else turn.sounds.result()
             if probability is not None:
                 turn.metrics.sounds_finished = round(probability, 3)
