@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,13 @@ class SmartTurn:
             audio = np.concatenate([np.zeros(MODEL_RATE * WINDOW_S - len(audio), np.float32), audio])
         (out,) = self._session.run(None, {"input_features": log_mel(audio)[None]})
         return float(np.asarray(out).reshape(-1)[0])
+
+
+@functools.cache
+def executor() -> ThreadPoolExecutor:
+    """The threads the model runs on, apart from asyncio's default pool (noise checks, REST calls): at most
+    half the cores, so pauses in many calls at once queue here instead of starving everything else."""
+    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2), thread_name_prefix="smart-turn")
 
 
 @functools.cache

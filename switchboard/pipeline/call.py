@@ -111,7 +111,7 @@ class _Turn:
     undone: bool = False  # the caller went on right after it started: as if it had never been said
     task: asyncio.Task | None = None
     exchanges: list[Message] = field(default_factory=list)  # its tool calls and their results
-    sounds: asyncio.Task[float | None] | None = None  # at a pause: the audio model's "finished" probability
+    sounds: asyncio.Future[float | None] | None = None  # at a pause: the audio model's "finished" probability
 
 
 class CallSession:
@@ -529,7 +529,8 @@ class CallSession:
         self.segmenter.set_end_silence(self.config.turn.incomplete_end_silence_ms)
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"speculation-{self.call_id}")
         if self.turn_model is not None:  # how it sounds, heard beside the recogniser (≈ 0.1 s of a core)
-            turn.sounds = asyncio.create_task(asyncio.to_thread(self._sounds_finished, heard.pcm))
+            turn.sounds = asyncio.get_running_loop().run_in_executor(smart_turn.executor(),
+                                                                     self._sounds_finished, heard.pcm)
             turn.sounds.add_done_callback(lambda _: self._judge_pause(turn))
 
     async def _drop_speculation(self) -> None:
