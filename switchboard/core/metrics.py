@@ -159,10 +159,11 @@ class ShadowResult:
 
 
 
-def call_summary(turns: list[TurnMetrics]) -> dict:
-    """Medians over a call's answered turns, for the line logged at call end."""
+def call_summary(turns: list[TurnMetrics], **facts: object) -> dict:
+    """Medians over a call's answered turns, for the line logged at call end; then the call's `facts`
+    (recording, context_error, answered_by, ...) that are not None."""
     v2v = [t.voice_to_voice_ms for t in turns if t.voice_to_voice_ms is not None]
-    return {
+    summary = {
         "turns": len(turns),
         "answered": len(v2v),
         "interrupted": sum(t.interrupted for t in turns),
@@ -173,3 +174,4 @@ def call_summary(turns: list[TurnMetrics]) -> dict:
         "speculation_dropped": sum(t.speculation_dropped for t in turns),  # talked on through
         "transferred_to": next((t.transferred_to for t in turns if t.transferred_to), None),
     }
+    return summary | {name: value for name, value in facts.items() if value is not None}

@@ -238,16 +238,9 @@ class RealtimeSession:
         return summary
 
     def _summary(self) -> dict:
-        summary = call_summary(self.turns)
-        if self.recording is not None:
-            summary["recording"] = str(self.recording)
-        if self.context.error is not None:
-            summary["context_error"] = self.context.error
-        if self.answered_by:
-            summary["answered_by"] = self.answered_by
-        if self.voicemail is not None:
-            summary["voicemail"] = self.voicemail
-        return summary
+        return call_summary(self.turns, recording=str(self.recording) if self.recording is not None else None,
+                            context_error=self.context.error, answered_by=self.answered_by or None,
+                            voicemail=self.voicemail)
 
     # --- the vendor session -----------------------------------------------------------------------
 
