@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
+
+QUOTED = re.compile(r'"([^"]+)"')
+# a realtime fake's script: words to say, or a tool call (name, arguments[, words said before it])
+Reply = str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]
+
+
+def next_reply(instructions: str | None, replies: list[Reply], output: str | None = None) -> Reply:
+    """What a realtime fake says next: a line quoted in the instructions, as is; else the script's next
+    reply (the last one repeats), its `{output}` the latest tool output."""
+    quoted = QUOTED.search(instructions or "")
+    if quoted:
+        return quoted.group(1)
+    reply = replies.pop(0) if len(replies) > 1 else (replies[0] if replies else "")
+    if isinstance(reply, str) and output is not None:
+        reply = reply.replace("{output}", output)
+    return reply
 
 
 @dataclass

@@ -49,6 +49,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tests.fakes.common import Reply, next_reply
 from tests.speech import speech_like
 
 IN_RATE, OUT_RATE = 16000, 24000
@@ -57,9 +58,6 @@ SPEECH_LEVEL = 400.0
 MIN_SPEECH_MS = 200
 AFTER_TOOL_S = 0.05
 STRUCTS = {"parametersJsonSchema", "parameters", "args", "response"}
-QUOTED = re.compile(r'"([^"]+)"')
-
-Reply = str | tuple[str, dict[str, Any]]
 
 
 @dataclass
@@ -153,15 +151,7 @@ class _Session:
     def answer(self, prompt: str | None, output: str | None = None) -> None:
         if self.reply is not None and not self.reply.done():
             return
-        quoted = QUOTED.search(prompt or "")
-        if quoted:
-            reply: Reply = quoted.group(1)
-        else:
-            replies = self.script.replies
-            reply = replies.pop(0) if len(replies) > 1 else (replies[0] if replies else "")
-            if isinstance(reply, str) and output is not None:
-                reply = reply.replace("{output}", output)
-        self.reply = asyncio.create_task(self.speak(reply))
+        self.reply = asyncio.create_task(self.speak(next_reply(prompt, self.script.replies, output)))
 
     async def speak(self, reply: Reply) -> None:
         await asyncio.sleep(self.script.reply_delay_s)

@@ -38,7 +38,6 @@ import base64
 import contextlib
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,15 +48,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from tests.fakes.common import Reply, next_reply
 from tests.speech import speech_like
 
 RATE = 8000
 FRAME_MS = 20
 SPEECH_LEVEL = 400.0  # mean |sample| of a frame that counts as speech
 MIN_SPEECH_MS = 200  # shorter bursts are not speech (a click)
-QUOTED = re.compile(r'"([^"]+)"')
-
-Reply = str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]
 
 
 @dataclass
@@ -184,14 +181,9 @@ class _Session:
             await self.error("rate_limit_exceeded", "Rate limit reached for gpt-realtime in organization "
                              "org-fake on tokens per min (TPM): Limit 40000, Used 40000, Requested 900.")
             return
-        quoted = QUOTED.search(instructions or "")
-        if quoted:
-            reply: Reply = quoted.group(1)
-        else:
-            replies = self.script.replies
-            reply = replies.pop(0) if len(replies) > 1 else (replies[0] if replies else "")
-            if isinstance(reply, str) and "{output}" in reply and self.script.tool_outputs:
-                reply = reply.replace("{output}", str(self.script.tool_outputs[-1].get("output")))
+        outputs = self.script.tool_outputs
+        output = str(outputs[-1].get("output")) if outputs else None
+        reply = next_reply(instructions, self.script.replies, output)
         self.response = asyncio.create_task(self.respond(reply))
 
     async def respond(self, reply: Reply) -> None:
