@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from switchboard.audio import smart_turn
-from switchboard.audio.echo import similarity
 from switchboard.audio.noise import is_noise
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
@@ -48,7 +47,6 @@ TICK_S = 0.05  # how often the wall-clock endpointer runs
 MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before giving up on it
 FLOOR_POLL_S = 0.02  # how often a ready reply checks whether the caller has stopped talking
 ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
-ECHO_REFERENCE_S = 1.5  # the bot's audio it is compared with: echo delays up to ~1.2 s
 MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
 ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 # within turn.undo_reply_within_ms of the bot starting a reply, this much of the caller's speech (not
@@ -466,14 +464,8 @@ class CallSession:
 
     def _sounds_like_echo(self) -> bool:
         """Is the caller's latest audio the bot's own recent audio coming back?"""
-        threshold = self.config.turn.echo_similarity
-        if threshold <= 0:
-            return False
-        now = time.monotonic()
-        played = self.player.played_audio(now - ECHO_REFERENCE_S, now)
-        if not played.any():
-            return False
-        return similarity(self.segmenter.recent_audio(ECHO_WINDOW_MS), played) >= threshold
+        caller_audio = self.segmenter.recent_audio(ECHO_WINDOW_MS)
+        return self.player.echoes(caller_audio, self.config.turn.echo_similarity)
 
     async def _recheck_echo(self) -> None:
         """An utterance taken for echo may turn into the caller talking over it: check it again."""

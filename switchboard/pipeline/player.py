@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from switchboard.audio.echo import similarity
 from switchboard.pipeline.recorder import Recorder
 
 log = logging.getLogger("switchboard.player")
@@ -28,6 +29,7 @@ log = logging.getLogger("switchboard.player")
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 FRAME_S = 0.020
 PLAYED_KEEP_S = 3.0  # how much of what was played is kept for echo checks
+ECHO_REFERENCE_S = 1.5  # the bot's audio the caller's is compared with: echo delays up to ~1.2 s
 
 
 class CarrierLink(Protocol):
@@ -165,6 +167,14 @@ class Player:
             piece = frame[max(0, -start) : len(out) - start]
             out[max(0, start) : max(0, start) + len(piece)] = piece
         return out
+
+    def echoes(self, caller_audio: np.ndarray, threshold: float) -> bool:
+        """Is `caller_audio` (the caller's latest) the bot's own recent audio coming back? At least
+        `threshold` similar to it (audio/echo.py); 0 = never."""
+        if threshold <= 0:
+            return False
+        played = self.played_audio(time.monotonic() - ECHO_REFERENCE_S)
+        return bool(played.any()) and similarity(caller_audio, played) >= threshold
 
     async def clear(self) -> None:
         """Barge-in: drop everything queued here and at the carrier; pending marks are not heard."""

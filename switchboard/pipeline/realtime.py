@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from switchboard.audio.echo import similarity
 from switchboard.audio.resample import resample
 from switchboard.audio.segmenter import Segmenter, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
@@ -77,7 +76,6 @@ RECONNECTS = 1  # a lost vendor session is reopened this many times per call, th
 RENEW_MARGIN_S = 120.0  # reopen a session this long before the vendor's own limit ends it (when idle)
 DELAY_MARGIN_MS = 60  # the delay line holds barge_in_min_ms plus this (the VAD's run-up)
 ECHO_WINDOW_MS = 300
-ECHO_REFERENCE_S = 1.5
 MAX_KEYPAD_ENTRY = 32
 ECHO_RECHECK_EVERY = 5  # frames of voice between echo checks while the bot talks
 FILLER_S = 5.0  # the most a filler's own response may take to end, beyond the vendor's first-token deadline
@@ -945,14 +943,8 @@ class RealtimeSession:
             self._delay_line[n] = np.zeros_like(held)
 
     def _sounds_like_echo(self) -> bool:
-        threshold = self.config.turn.echo_similarity
-        if threshold <= 0:
-            return False
-        now = time.monotonic()
-        played = self.player.played_audio(now - ECHO_REFERENCE_S, now)
-        if not played.any():
-            return False
-        return similarity(self.segmenter.recent_audio(ECHO_WINDOW_MS), played) >= threshold
+        caller_audio = self.segmenter.recent_audio(ECHO_WINDOW_MS)
+        return self.player.echoes(caller_audio, self.config.turn.echo_similarity)
 
     def on_mark(self, name: str) -> None:
         self._acked[name] = time.monotonic()
