@@ -11,7 +11,7 @@ import pytest
 
 from switchboard.audio.wav import write_wav
 from switchboard.caller import CallerLine
-from switchboard.config import parse_config
+from switchboard.config import ConfigError, parse_config
 from switchboard.core.messages import Transcript
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.call import Providers
@@ -20,8 +20,9 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
-WORDS = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
-                     "tts: {provider: espeak}}}").pipeline().interruption.backchannel_words
+DEFAULTS = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
+                        "tts: {provider: espeak}}}").pipeline().interruption
+WORDS, STOP_WORDS = DEFAULTS.backchannel_words, DEFAULTS.interrupt_words
 
 
 @pytest.mark.parametrize("said", ["yeah", "Yeah.", "Uh-huh.", "uh huh", "Mm-hmm", "mhm", "Okay.",
@@ -37,8 +38,28 @@ def test_anything_else_interrupts(said):
 
 
 def test_min_words_lets_a_stray_word_pass():
-    assert is_backchannel("yeah totally", WORDS, min_words=2)
-    assert not is_backchannel("yeah totally agree", WORDS, min_words=2)
+    assert is_backchannel("yeah totally", WORDS, min_words=2, interrupt_words=STOP_WORDS)
+    assert not is_backchannel("yeah totally agree", WORDS, min_words=2, interrupt_words=STOP_WORDS)
+
+
+@pytest.mark.parametrize("said", ["No.", "Wait!", "Stop", "Hold on.", "yeah, but", "Sorry?", "Never mind.",
+                                  "Don't."])
+def test_an_interrupt_word_interrupts_however_high_min_words_is(said):
+    assert is_backchannel(said, WORDS, min_words=3)  # what raising min_words alone would do
+    assert not is_backchannel(said, WORDS, min_words=3, interrupt_words=STOP_WORDS)
+
+
+def test_interrupt_words_match_whole_words_only():
+    assert is_backchannel("Nothing.", WORDS, min_words=2, interrupt_words=STOP_WORDS)  # not "no"
+    assert is_backchannel("Holding.", WORDS, min_words=2, interrupt_words=STOP_WORDS)  # not "hold on"
+
+
+def test_a_word_in_both_lists_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError) as error:
+        parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
+                     "tts: {provider: espeak}, interruption: {interrupt_words: [wait, Okay]}}}")
+    assert "'okay' is in both backchannel_words and interrupt_words" in str(error.value)
+    assert "interruption" in str(error.value)
 
 
 class Link:
@@ -119,13 +140,13 @@ pipelines:
 REPLY = "We are open from noon until ten at night, every day but Monday."  # 4 s at 60 ms a character
 
 
-async def talk_over_the_reply(tmp_path, short_word: str, backchannels: bool = True):
+async def talk_over_the_reply(tmp_path, short_word: str, backchannels: bool = True, min_words: int = 1):
     question, interjection = tmp_path / "question.wav", tmp_path / "yeah.wav"
     write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
     write_wav(interjection, np.concatenate([speech_like(0.45), quiet(0.1, seed=2)]), 8000)
     stt, tts = ByLengthSTT(short_word), InstantTTS(ms_per_char=60)
     providers = Providers(stt, InstantLLM(REPLY), tts)
-    config = parse_config(CONFIG.replace("ON", str(backchannels).lower()))
+    config = parse_config(CONFIG.replace("ON", f"{str(backchannels).lower()}, min_words: {min_words}"))
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(interjection), barge_in=True)]
     result, turns = await calls.place_call(config, lines, providers, hangup_timeout_s=2)
     reply_s = len(tts.render(REPLY)) / tts.sample_rate
@@ -156,3 +177,11 @@ async def test_wait_no_over_the_reply_stops_it_and_is_answered(tmp_path):
 async def test_with_backchannels_off_a_yeah_interrupts_as_before(tmp_path):
     _, replies, _ = await talk_over_the_reply(tmp_path, "Yeah.", backchannels=False)
     assert len(replies) == 2 and replies[0].interrupted and replies[1].transcript == "Yeah."
+
+
+async def test_with_min_words_2_a_stray_word_lets_the_bot_go_on_but_no_still_stops_it(tmp_path):
+    result, replies, _ = await talk_over_the_reply(tmp_path, "Amen.", min_words=2)  # a misheard "mm-hmm"
+    assert len(replies) == 1 and replies[0].backchannels == 1 and replies[0].reply_heard == REPLY
+    result, replies, _ = await talk_over_the_reply(tmp_path, "No.", min_words=2)
+    assert len(replies) == 2 and replies[0].interrupted and replies[1].transcript == "No."
+    assert result.lines[1].clear_received

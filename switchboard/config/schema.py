@@ -76,6 +76,10 @@ BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", 
                      "okay", "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool",
                      "great", "oh", "ah", "aha", "uh", "um"]
 
+# words that ask the bot to stop or say it has something wrong: any of them interrupts, whatever min_words
+INTERRUPT_WORDS = ["stop", "wait", "no", "nope", "nah", "not", "don't", "hold on", "hang on", "pause",
+                   "enough", "sorry", "excuse me", "pardon", "actually", "but", "cancel", "never mind"]
+
 
 class InterruptionConfig(Strict):
     """What the caller says while the bot talks: a backchannel ("yeah", "uh-huh") lets it go on, anything
@@ -87,8 +91,18 @@ class InterruptionConfig(Strict):
     backchannel_words: list[str] = Field(default_factory=lambda: list(BACKCHANNEL_WORDS))
     # an utterance needs at least this many other words to interrupt (1: any other word does)
     min_words: int = Field(1, ge=1, le=10)
+    # any of these in an utterance interrupts, however few its words ("no", "wait" with min_words 2)
+    interrupt_words: list[str] = Field(default_factory=lambda: list(INTERRUPT_WORDS))
     # speech going on longer than this while the bot is paused interrupts, whatever its words, in ms
     max_backchannel_ms: int = Field(1000, ge=200, le=5000)
+
+    @model_validator(mode="after")
+    def _no_word_in_both_lists(self) -> InterruptionConfig:
+        both = sorted(set(map(str.lower, self.backchannel_words)) & set(map(str.lower, self.interrupt_words)))
+        if both:
+            raise ValueError(f"{', '.join(repr(w) for w in both)} is in both backchannel_words and "
+                             f"interrupt_words: keep each word in one list")
+        return self
 
 
 def _provider_union(stage: registry.Stage) -> Any:

@@ -3,7 +3,9 @@
 Recognisers write the same sound many ways ("Uh-huh.", "uh huh", "Mm-hmm", "mhm", "Okay."), so both the
 transcript and the configured words are reduced to lowercase words without punctuation or hyphens, and
 the transcript is taken apart greedily into configured words (longest first). Whatever is left over are
-the other words: fewer than `min_words` of them is still a backchannel.
+the other words: fewer than `min_words` of them is still a backchannel, unless one of them is an
+interrupt word ("no", "wait", "hold on"): those interrupt however few the words (as Vapi's
+`interruptionPhrases` beside its `numWords`), so raising `min_words` never makes "stop" pass.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ def other_words(transcript: str, backchannel_words: Sequence[str]) -> list[str]:
     return rest
 
 
-def is_backchannel(transcript: str, backchannel_words: Sequence[str], min_words: int = 1) -> bool:
+def _says_any(words: list[str], phrases: Sequence[str]) -> bool:
+    wanted = {tuple(_words(phrase)) for phrase in phrases if _words(phrase)}
+    return any(tuple(words[at:at + len(phrase)]) == phrase for phrase in wanted for at in range(len(words)))
+
+
+def is_backchannel(transcript: str, backchannel_words: Sequence[str], min_words: int = 1,
+                   interrupt_words: Sequence[str] = ()) -> bool:
     """True when `transcript` (what the caller said over the bot) should not stop it. No words at all (a
     breath, a cough) is a backchannel too."""
-    return len(other_words(transcript, backchannel_words)) < min_words
+    rest = other_words(transcript, backchannel_words)
+    return len(rest) < min_words and not _says_any(rest, interrupt_words)

@@ -406,7 +406,8 @@ class CallSession:
         if hold is not self._hold:
             return
         cfg = self.config.interruption
-        if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words):
+        if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words,
+                                               cfg.interrupt_words):
             if not hold.backchannel:
                 hold.backchannel = True
                 if self._turn is not None:
