@@ -10,6 +10,7 @@ that did not, and the median / max audio-stop time after an interruption's onset
 
     python -m bench.backchannels                # both modes, 10 backchannels + 5 interruptions each
     python -m bench.backchannels --modes on --stt moonshine,whisper
+    python -m bench.backchannels --modes on --min-words 2   # a stray misheard word passes; "no" still stops
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ async def one_call(port: int, said: str, kind: str) -> tuple[str, Outcome]:
     return result.call_sid, Outcome(said, kind, False, result.lines[1].clear_after_onset_ms, "", 0, gap)
 
 
-async def run_mode(backchannels: bool, concurrency: int, stt: str) -> list[Outcome]:
+async def run_mode(backchannels: bool, concurrency: int, stt: str, min_words: int = 1) -> list[Outcome]:
     text = default_config_path().read_text().replace("backchannels: true",
                                                      f"backchannels: {str(backchannels).lower()}")
+    text = text.replace("min_words: 1  #", f"min_words: {min_words}  #", 1)
     if stt != "moonshine":
         text = text.replace("provider: moonshine  #", f"provider: {stt}  #", 1)
         text = text.replace("      model: tiny-en  #", "      # model: tiny-en  #", 1)
@@ -81,8 +83,8 @@ async def run_mode(backchannels: bool, concurrency: int, stt: str) -> list[Outco
     return [outcome for _, outcome in placed]
 
 
-def report(mode: str, stt: str, outcomes: list[Outcome]) -> None:
-    print(f"\n== backchannel rule {mode}, recogniser {stt}")
+def report(mode: str, stt: str, outcomes: list[Outcome], min_words: int = 1) -> None:
+    print(f"\n== backchannel rule {mode}, recogniser {stt}, min_words {min_words}")
     for o in sorted(outcomes, key=lambda o: (o.kind, o.said)):
         clear = f"{o.clear_ms:4.0f} ms" if o.clear_ms is not None else "   none"
         print(f"  {o.kind:12s} {o.said!r:28s} answer {'CUT  ' if o.answer_ended else 'whole'}  "
@@ -101,10 +103,10 @@ def report(mode: str, stt: str, outcomes: list[Outcome]) -> None:
               f"max {max(stops):.0f} ms")
 
 
-async def main(modes: list[str], concurrency: int, stts: list[str]) -> None:
+async def main(modes: list[str], concurrency: int, stts: list[str], min_words: int) -> None:
     for stt in stts:
         for mode in modes:
-            report(mode, stt, await run_mode(mode == "on", concurrency, stt))
+            report(mode, stt, await run_mode(mode == "on", concurrency, stt, min_words), min_words)
 
 
 if __name__ == "__main__":
@@ -112,5 +114,6 @@ if __name__ == "__main__":
     parser.add_argument("--modes", default="on,off")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--stt", default="moonshine", help="embedded recognisers, comma-separated (whisper)")
+    parser.add_argument("--min-words", type=int, default=1, help="interruption.min_words (default 1)")
     args = parser.parse_args()
-    asyncio.run(main(args.modes.split(","), args.concurrency, args.stt.split(",")))
+    asyncio.run(main(args.modes.split(","), args.concurrency, args.stt.split(","), args.min_words))

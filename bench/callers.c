@@ -5,6 +5,11 @@
  * came due. Written so that the load generator costs a small fraction of the server it measures on the
  * same cores: what remains is mostly the kernel's cost of the loopback sends.
  *
+ * A bot frame's arrival is the kernel's receive timestamp (SO_TIMESTAMPNS: when the data reached this
+ * socket), not when this loop got round to reading it: the bot's lateness is the server's, whatever this
+ * process's own scheduling (it may run niced, --caller-nice). A read that takes in several packets carries
+ * the newest one's stamp, so lateness errs high, never low.
+ *
  * Input file (written by bench/calls.py):
  *   port poll_ms go_at duration_s turns pause_s lead_ms reply_timeout_s greeting
  *   n_line n_silence            then n_line + n_silence base64 payload lines
@@ -113,6 +118,26 @@ static double mono(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double realtime_minus_mono; /* kernel receive stamps are CLOCK_REALTIME */
+
+static double wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double received_at(struct msghdr *mh, double now) {
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+            double at = ts.tv_sec + ts.tv_nsec / 1e9 - realtime_minus_mono;
+            return at < now ? at : now;
+        }
+    }
+    return now;
 }
 
 static uint32_t rand32(void) {
@@ -354,7 +379,11 @@ static void handshake_messages(Call *c) {
 
 static void on_readable(Call *c, double now) {
     for (;;) {
-        ssize_t k = recv(c->fd, c->rbuf + c->rlen, RBUF - c->rlen, 0);
+        struct iovec iov = {c->rbuf + c->rlen, RBUF - c->rlen};
+        char control[CMSG_SPACE(sizeof(struct timespec)) + 64];
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                            .msg_controllen = sizeof control};
+        ssize_t k = recvmsg(c->fd, &mh, 0);
         if (k == 0) {
             if (c->state == OPEN && c->phase != DONE) c->hung_up = 1; /* the server went away mid-call */
             c->state = CLOSED;
@@ -384,7 +413,7 @@ static void on_readable(Call *c, double now) {
             handshake_messages(c);
             c->t0 = c->phase_since = mono();
         }
-        parse_frames(c, now);
+        parse_frames(c, received_at(&mh, now));
         if (c->state == CLOSED) return;
     }
 }
@@ -393,6 +422,7 @@ static void open_call(Call *c, int ep) {
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
@@ -496,6 +526,7 @@ int main(int argc, char **argv) {
     }
     fclose(f);
     rng ^= (uint64_t)getpid() << 32 | (uint64_t)(mono() * 1e6);
+    realtime_minus_mono = wall() - mono();
     hist_init(&send_late);
     hist_init(&bot_late);
     hist_init(&lag);

@@ -5,6 +5,7 @@ and resume keep every frame and mark in order."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,44 @@ async def test_with_min_words_2_a_stray_word_lets_the_bot_go_on_but_no_still_sto
     result, replies, _ = await talk_over_the_reply(tmp_path, "No.", min_words=2)
     assert len(replies) == 2 and replies[0].interrupted and replies[1].transcript == "No."
     assert result.lines[1].clear_received
+
+
+SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
+REAL_SHORT_CLIPS = {  # real people saying something short over the bot: each must stop it
+    "speechcommands_no.wav": "no",
+    "noisy_vctk_p232_113_its_not_fair.wav": "not",  # Moonshine: "It's not bad" (noisy)
+    "noisy_vctk_p232_208_now_its_all_right.wav": "now",  # ends in "all right": not a backchannel whole
+    "cards_five_five.wav": "five",
+}
+
+
+class QuestionThenMoonshine(InstantSTT):
+    """The caller's long opening line is a fixed question; anything shorter is heard by Moonshine."""
+
+    def __init__(self) -> None:
+        from switchboard.providers.moonshine import MoonshineSTT, MoonshineSTTConfig
+
+        super().__init__("what are your opening hours")
+        self.moonshine = MoonshineSTT(MoonshineSTTConfig(provider="moonshine"))
+
+    async def transcribe(self, pcm: np.ndarray) -> Transcript:
+        if len(pcm) >= 2.5 * self.sample_rate:
+            return Transcript(self.text)
+        return await self.moonshine.transcribe(pcm)
+
+
+@pytest.mark.parametrize("clip", sorted(REAL_SHORT_CLIPS))
+async def test_a_real_persons_short_line_over_the_bot_stops_it_and_is_answered(tmp_path, clip):
+    if not (SPEECH / clip).exists():
+        pytest.skip(f"{SPEECH / clip} is absent (the real recordings sit beside the repository)")
+    question = tmp_path / "question.wav"
+    write_wav(question, np.concatenate([quiet(0.1), speech_like(3.0), quiet(0.1, seed=1)]), 8000)
+    tts = InstantTTS(ms_per_char=60)
+    providers = Providers(QuestionThenMoonshine(), InstantLLM(REPLY), tts)
+    lines = [CallerLine(wav=str(question)), CallerLine(wav=str(SPEECH / clip), barge_in=True)]
+    result, turns = await calls.place_call(parse_config(CONFIG.replace("ON", "true")), lines, providers,
+                                           hangup_timeout_s=2)
+    replies = [turn for turn in turns if turn.kind == "reply"]
+    assert result.lines[1].clear_received
+    assert replies[0].interrupted and replies[0].backchannels == 0
+    assert len(replies) == 2 and REAL_SHORT_CLIPS[clip] in replies[1].transcript.lower()

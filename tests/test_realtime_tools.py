@@ -335,6 +335,39 @@ async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, to
     assert result.hangup
 
 
+async def test_transfer_call_from_gemini_live_redirects_the_call(gemini, tool_server, speech_wav,
+                                                               monkeypatch) -> None:
+    import xml.etree.ElementTree as ET
+
+    from switchboard.caller import run_call
+    from switchboard.server import create_app
+    from tests.fakes.twilio_rest_fake import FakeTwilio
+
+    script, base_url = gemini
+    script.replies = [("transfer_call", {"target": "+15551234567"})]
+    twilio = FakeTwilio()
+    extra = "    transfer: {targets: [\"+15551234567\"], say: \"Putting you through.\"}\n"
+    async with running(twilio.app()) as twilio_port:
+        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "2" * 32)
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rest-auth-token-gemini")
+        monkeypatch.setenv("TWILIO_API_BASE", f"http://127.0.0.1:{twilio_port}")
+        turns: list = []
+        app = create_app(parse_config(gemini_pipeline(base_url, tool_server.url, extra=extra)),
+                         on_turn=turns.append, insecure_dev=True)  # the caller signs nothing
+        async with running(app) as server:
+            result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
+                                    hangup_timeout_s=3, on_event=lambda e: None)
+            await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    declared = [d["name"] for d in script.setups[0]["tools"][0]["functionDeclarations"]]
+    assert declared == ["end_call", "transfer_call", "book_table"]
+    (request,) = twilio.requests
+    assert ET.fromstring(request.form["Twiml"]).find("Dial/Number").text == "+15551234567"
+    assert script.tool_responses[0]["functionResponses"][0]["name"] == "transfer_call"
+    last = turns[-1]
+    assert last.transferred_to == "+15551234567" and last.reply_heard == "Putting you through."
+    assert result.hangup
+
+
 async def test_a_reopened_session_is_told_what_the_tools_did(openai, tool_server, speech_wav) -> None:
     """The socket drops while the model speaks a tool's result: the new session gets the call and its
     result replayed as function_call / function_call_output items, and the reply is asked for again."""
