@@ -76,9 +76,12 @@ BACKCHANNEL_WORDS = ["yeah", "yes", "yep", "yup", "uh-huh", "uh huh", "mm-hmm", 
                      "okay", "ok", "right", "sure", "alright", "all right", "i see", "got it", "cool",
                      "great", "oh", "ah", "aha", "uh", "um"]
 
-# words that ask the bot to stop or say it has something wrong: any of them interrupts, whatever min_words
+# words that ask the bot to stop, say it has something wrong, ask a question or ask for a person: alone
+# they are never a backchannel, so any of them interrupts, whatever min_words
 INTERRUPT_WORDS = ["stop", "wait", "no", "nope", "nah", "not", "don't", "hold on", "hang on", "pause",
-                   "enough", "sorry", "excuse me", "pardon", "actually", "but", "cancel", "never mind"]
+                   "enough", "sorry", "excuse me", "pardon", "actually", "but", "cancel", "never mind",
+                   "what", "why", "who", "where", "when", "how", "hello", "help", "again", "repeat", "agent",
+                   "operator", "representative", "human"]
 
 
 class InterruptionConfig(Strict):
