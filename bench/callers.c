@@ -392,7 +392,18 @@ static void on_readable(Call *c, double now) {
         }
         if (k < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            fail(c, "ConnectionError: recv failed");
+            if (errno == ECONNRESET && c->phase == DONE) {
+                /* the server closed the finished call while frames this (niced, late) caller sent after
+                   its stop were still unread: the kernel answers them with a reset. Nothing of the call is
+                   lost, as when it closes cleanly. */
+                c->state = CLOSED;
+                c->closed_at = now;
+                return;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "ConnectionError: recv failed (%s, %s)", strerror(errno),
+                     c->phase == DONE ? "after the call's last line" : "mid-call");
+            fail(c, what);
             c->closed_at = now;
             return;
         }
