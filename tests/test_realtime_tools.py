@@ -132,6 +132,26 @@ async def test_openai_realtime_books_through_the_http_tool(openai, tool_server, 
     assert row.vendor == "openai/gpt-realtime" and row.tool_calls_per_turn and row.tool_error_pct == 0
 
 
+async def call_with_twilio_rest(yaml: str, twilio, monkeypatch, speech_wav: str, hangup_timeout_s: float):
+    """One call on a server whose Twilio REST credentials point at `twilio` (a fake REST API), so that a
+    transfer redirects the call there. With credentials set the media stream checks Twilio's signature,
+    which the simulated caller doesn't make: the server runs with insecure_dev."""
+    from switchboard.caller import run_call
+    from switchboard.server import create_app
+
+    async with running(twilio.app()) as twilio_port:
+        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rest-auth-token-realtime")
+        monkeypatch.setenv("TWILIO_API_BASE", f"http://127.0.0.1:{twilio_port}")
+        turns: list = []
+        app = create_app(parse_config(yaml), on_turn=turns.append, insecure_dev=True)
+        async with running(app) as server:
+            result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
+                                    hangup_timeout_s=hangup_timeout_s, on_event=lambda e: None)
+            await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    return result, turns
+
+
 async def test_gemini_live_books_through_the_http_tool(gemini, tool_server, speech_wav) -> None:
     script, base_url = gemini
     script.replies = [BOOK, "Booked: {output}"]
@@ -293,8 +313,6 @@ async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, to
                                                                       monkeypatch, refused) -> None:
     import xml.etree.ElementTree as ET
 
-    from switchboard.caller import run_call
-    from switchboard.server import create_app
     from tests.fakes.twilio_rest_fake import FakeTwilio
 
     script, port = openai
@@ -304,17 +322,8 @@ async def test_transfer_call_from_a_realtime_model_redirects_the_call(openai, to
         twilio.status, twilio.error_code = 400, 21220
     extra = ("    transfer: {targets: [\"+15551234567\"], say: \"Putting you through.\", "
              "failed: \"Nobody is answering.\"}\n")
-    async with running(twilio.app()) as twilio_port:
-        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
-        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rest-auth-token-realtime")
-        monkeypatch.setenv("TWILIO_API_BASE", f"http://127.0.0.1:{twilio_port}")
-        turns: list = []
-        app = create_app(parse_config(openai_pipeline(port, tool_server.url, extra=extra)),
-                         on_turn=turns.append, insecure_dev=True)
-        async with running(app) as server:
-            result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
-                                    hangup_timeout_s=1.2, on_event=lambda e: None)
-            await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    result, turns = await call_with_twilio_rest(openai_pipeline(port, tool_server.url, extra=extra), twilio,
+                                                monkeypatch, speech_wav, hangup_timeout_s=1.2)
     offered = {tool["name"] for tool in script.of_type("session.update")[0]["session"]["tools"]}
     assert offered == {"end_call", "transfer_call", "book_table"}
     asked = [event["response"]["instructions"] for event in script.of_type("response.create")
@@ -339,25 +348,14 @@ async def test_transfer_call_from_gemini_live_redirects_the_call(gemini, tool_se
                                                                monkeypatch) -> None:
     import xml.etree.ElementTree as ET
 
-    from switchboard.caller import run_call
-    from switchboard.server import create_app
     from tests.fakes.twilio_rest_fake import FakeTwilio
 
     script, base_url = gemini
     script.replies = [("transfer_call", {"target": "+15551234567"})]
     twilio = FakeTwilio()
     extra = "    transfer: {targets: [\"+15551234567\"], say: \"Putting you through.\"}\n"
-    async with running(twilio.app()) as twilio_port:
-        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "2" * 32)
-        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rest-auth-token-gemini")
-        monkeypatch.setenv("TWILIO_API_BASE", f"http://127.0.0.1:{twilio_port}")
-        turns: list = []
-        app = create_app(parse_config(gemini_pipeline(base_url, tool_server.url, extra=extra)),
-                         on_turn=turns.append, insecure_dev=True)  # the caller signs nothing
-        async with running(app) as server:
-            result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
-                                    hangup_timeout_s=3, on_event=lambda e: None)
-            await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    result, turns = await call_with_twilio_rest(gemini_pipeline(base_url, tool_server.url, extra=extra),
+                                                twilio, monkeypatch, speech_wav, hangup_timeout_s=3)
     declared = [d["name"] for d in script.setups[0]["tools"][0]["functionDeclarations"]]
     assert declared == ["end_call", "transfer_call", "book_table"]
     (request,) = twilio.requests
