@@ -7,7 +7,7 @@ recogniser; then the bundled pipeline's `backchannel_words` and `interrupt_words
 A backchannel "kept" lets the bot go on; another utterance "passed" was taken for a backchannel.
 
     python -m bench.backchannel_words                       # Piper voice, min_words 1 and 2
-    python -m bench.backchannel_words --voices piper,en-us,en-gb-x-rp,en-us+f3 --show
+    python -m bench.backchannel_words --voices piper,en-us,en-gb-x-rp,en-us+f3,en+m3 --show
 """
 
 from __future__ import annotations

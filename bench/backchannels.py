@@ -57,7 +57,9 @@ async def one_call(port: int, said: str, kind: str) -> tuple[str, Outcome]:
 async def run_mode(backchannels: bool, concurrency: int, stt: str, min_words: int = 1) -> list[Outcome]:
     text = default_config_path().read_text().replace("backchannels: true",
                                                      f"backchannels: {str(backchannels).lower()}")
-    text = text.replace("min_words: 1  #", f"min_words: {min_words}  #", 1)
+    if min_words != 1:
+        assert "min_words: 1  #" in text, "the bundled pipeline.yaml no longer says min_words: 1"
+        text = text.replace("min_words: 1  #", f"min_words: {min_words}  #", 1)
     if stt != "moonshine":
         text = text.replace("provider: moonshine  #", f"provider: {stt}  #", 1)
         text = text.replace("      model: tiny-en  #", "      # model: tiny-en  #", 1)

@@ -380,9 +380,12 @@ static void handshake_messages(Call *c) {
 static void on_readable(Call *c, double now) {
     for (;;) {
         struct iovec iov = {c->rbuf + c->rlen, RBUF - c->rlen};
-        char control[CMSG_SPACE(sizeof(struct timespec)) + 64];
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                            .msg_controllen = sizeof control};
+        union {
+            char buf[CMSG_SPACE(sizeof(struct timespec)) + 64];
+            struct cmsghdr align;
+        } control;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                            .msg_controllen = sizeof control.buf};
         ssize_t k = recvmsg(c->fd, &mh, 0);
         if (k == 0) {
             if (c->state == OPEN && c->phase != DONE) c->hung_up = 1; /* the server went away mid-call */
@@ -556,6 +559,7 @@ int main(int argc, char **argv) {
             clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
             now = mono();
         }
+        realtime_minus_mono = wall() - now; /* each tick: a wall-clock step shifts no stamp for long */
         double late_ms = (now - next_at) * 1000;
         hist_add(&lag, late_ms);
         if (late_ms > 10 && n_spikes < MAX_SPIKES) {

@@ -1419,27 +1419,31 @@ def _capacity_lines(figures: list[dict[str, Any]]) -> list[str]:
     for fig in figures:
         runs.setdefault(fig.get("servers", 1), {}).setdefault(fig["calls"], []).append(_held(fig))
     held: dict[int, int] = {}
-    tallies = []
+    tallies, below = [], {}
     for servers, by_size in sorted(runs.items()):
         for calls, outcomes in sorted(by_size.items()):
             if sum(outcomes) * 2 <= len(outcomes):
                 break
             held[servers] = calls
+        if servers not in held:
+            below[servers] = min(by_size)
         tallies.append(f"{servers} server(s): " + ", ".join(
             f"{calls} {sum(outcomes)}/{len(outcomes)}" for calls, outcomes in sorted(by_size.items())))
     lines = []
     if any(len(outcomes) > 1 for by_size in runs.values() for outcomes in by_size.values()):
         lines.append("runs that held, per size: " + "; ".join(tallies))
-    if not held:
-        return [*lines, "held (lag p99 <= 20 ms and late max <= 40 ms, every line answered): no size"]
     line = ("held (lag p99 <= 20 ms and late max <= 40 ms, every line answered), most calls: "
-            + ", ".join(f"{n} server(s) {calls}" for n, calls in sorted(held.items())))
+            + ", ".join([*(f"{n} server(s) {calls}" for n, calls in sorted(held.items())),
+                         *(f"{n} server(s) below {calls}" for n, calls in sorted(below.items()))]))
     if 1 in held:
         line += "".join(f"; {n} vs 1: {calls / held[1]:.2f}x" for n, calls in sorted(held.items()) if n > 1)
     noisy = sum(not _quiet(fig) for fig in figures)
     if noisy:
         line += f" ({noisy} of {len(figures)} runs on a machine other processes disturbed)"
     return [*lines, line]
+
+
+# ============================================================================================ CLI
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1496,7 +1500,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--caller-text", default=EMBEDDED_LINE, help="--embedded: what every caller says")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # internal: server process
     parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be 1 or more")
+    if args.caller_nice < 0:
+        parser.error("--caller-nice must be 0 or more (a process may lower its priority, not raise it)")
+    return args
 
 
 def _code_version() -> str:
@@ -1546,6 +1555,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.wait_quiet:
                 wait_for_quiet(QUIET_CORES, args.wait_quiet)
             fig = analyse(run_once(n_calls, n_servers, args), args.end_silence_ms)
+            fig["seed"] = args.seed
             if _quiet(fig) or attempt == args.retry_noisy:
                 break
             print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % of "

@@ -51,15 +51,23 @@ def test_an_interrupt_word_interrupts_however_high_min_words_is(said):
 
 
 def test_interrupt_words_match_whole_words_only():
-    assert is_backchannel("Nothing.", WORDS, min_words=2, interrupt_words=STOP_WORDS)  # not "no"
-    assert is_backchannel("Holding.", WORDS, min_words=2, interrupt_words=STOP_WORDS)  # not "hold on"
+    assert is_backchannel("Nothing.", WORDS, min_words=2, interrupt_words=STOP_WORDS)  # not "no", "not"
+    assert is_backchannel("Whatever.", WORDS, min_words=2, interrupt_words=STOP_WORDS)  # not "what"
 
 
-def test_a_word_in_both_lists_is_a_config_error_naming_it():
+def test_an_interrupt_phrase_holding_a_backchannel_word_still_interrupts():
+    assert not is_backchannel("Oh no.", WORDS, min_words=3, interrupt_words=["oh no"])
+    assert not is_backchannel("Right now!", WORDS, min_words=3, interrupt_words=["right now"])
+
+
+@pytest.mark.parametrize(("interrupt", "named"),
+                         [("Okay", "okay"), ("Uh huh.", "uh huh"), ("I  see", "i see")])
+def test_a_word_in_both_lists_however_written_is_a_config_error_naming_it(interrupt, named):
     with pytest.raises(ConfigError) as error:
         parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
-                     "tts: {provider: espeak}, interruption: {interrupt_words: [wait, Okay]}}}")
-    assert "'okay' is in both backchannel_words and interrupt_words" in str(error.value)
+                     "tts: {provider: espeak}, "
+                     "interruption: {interrupt_words: [wait, '" + interrupt + "']}}}")
+    assert f"'{named}' is in both backchannel_words and interrupt_words" in str(error.value)
     assert "interruption" in str(error.value)
 
 
@@ -212,8 +220,10 @@ class QuestionThenMoonshine(InstantSTT):
         return await self.moonshine.transcribe(pcm)
 
 
-@pytest.mark.parametrize("clip", sorted(REAL_SHORT_CLIPS))
-async def test_a_real_persons_short_line_over_the_bot_stops_it_and_is_answered(tmp_path, clip):
+@pytest.mark.parametrize(("clip", "min_words"), [*((clip, 1) for clip in sorted(REAL_SHORT_CLIPS)),
+                                                 ("speechcommands_no.wav", 2),
+                                                 ("noisy_vctk_p232_113_its_not_fair.wav", 2)])
+async def test_a_real_persons_short_line_over_the_bot_stops_it_and_is_answered(tmp_path, clip, min_words):
     if not (SPEECH / clip).exists():
         pytest.skip(f"{SPEECH / clip} is absent (the real recordings sit beside the repository)")
     question = tmp_path / "question.wav"
@@ -221,7 +231,9 @@ async def test_a_real_persons_short_line_over_the_bot_stops_it_and_is_answered(t
     tts = InstantTTS(ms_per_char=60)
     providers = Providers(QuestionThenMoonshine(), InstantLLM(REPLY), tts)
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(SPEECH / clip), barge_in=True)]
-    result, turns = await calls.place_call(parse_config(CONFIG.replace("ON", "true")), lines, providers,
+    # the words decide, not the length: speech over the paused bot may go on 5 s before it interrupts
+    words = f"true, min_words: {min_words}, max_backchannel_ms: 5000"
+    result, turns = await calls.place_call(parse_config(CONFIG.replace("ON", words)), lines, providers,
                                            hangup_timeout_s=2)
     replies = [turn for turn in turns if turn.kind == "reply"]
     assert result.lines[1].clear_received

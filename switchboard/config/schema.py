@@ -27,6 +27,7 @@ from switchboard.config.tools import (
 )
 from switchboard.core.carrier import E164
 from switchboard.core.settings import Strict, unique_names
+from switchboard.core.words import words
 from switchboard.providers import registry
 from switchboard.telephony.twilio import TwilioConfig
 
@@ -101,7 +102,10 @@ class InterruptionConfig(Strict):
 
     @model_validator(mode="after")
     def _no_word_in_both_lists(self) -> InterruptionConfig:
-        both = sorted(set(map(str.lower, self.backchannel_words)) & set(map(str.lower, self.interrupt_words)))
+        # compared as the rule compares them: "Stop." and "stop", "uh huh" and "uh-huh" are one word
+        backchannels = {words(phrase) for phrase in self.backchannel_words}
+        both = sorted(" ".join(words(phrase)) for phrase in self.interrupt_words
+                      if words(phrase) in backchannels)
         if both:
             raise ValueError(f"{', '.join(repr(w) for w in both)} is in both backchannel_words and "
                              f"interrupt_words: keep each word in one list")
