@@ -17,7 +17,7 @@ from switchboard.core.words import words
 
 def other_words(transcript: str, backchannel_words: Sequence[str]) -> list[str]:
     """The words of `transcript` that are not part of a backchannel phrase."""
-    phrases = sorted({words(phrase) for phrase in backchannel_words if words(phrase)}, key=len, reverse=True)
+    phrases = sorted({phrase for phrase in map(words, backchannel_words) if phrase}, key=len, reverse=True)
     said, rest, at = words(transcript), [], 0
     while at < len(said):
         match = next((phrase for phrase in phrases if said[at:at + len(phrase)] == phrase), None)
@@ -32,7 +32,7 @@ def other_words(transcript: str, backchannel_words: Sequence[str]) -> list[str]:
 def says_any(transcript: str, phrases: Sequence[str]) -> bool:
     """Does `transcript` hold one of `phrases` as whole words ("no" is not in "nothing")?"""
     said = words(transcript)
-    wanted = {words(phrase) for phrase in phrases if words(phrase)}
+    wanted = {phrase for phrase in map(words, phrases) if phrase}
     return any(said[at:at + len(phrase)] == phrase for phrase in wanted for at in range(len(said)))
 
 

@@ -22,7 +22,6 @@ import functools
 import logging
 import multiprocessing
 import os
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -37,6 +36,7 @@ from pydantic import Field
 from switchboard.core.errors import ProviderError
 from switchboard.core.messages import Transcript
 from switchboard.core.settings import ProviderConfig, Timeouts
+from switchboard.core.words import words
 from switchboard.providers.registry import Plugin, register
 
 __all__ = [
@@ -91,9 +91,9 @@ def normalize_phrases(phrases: Sequence[str], known: Callable[[str], bool] | Non
     result: dict[str, None] = {}
     missing: dict[str, None] = {}
     for phrase in phrases:
-        words = re.sub(r"[^a-z']+", " ", phrase.lower()).split()
-        missing.update((word, None) for word in words if not known(word))
-        if kept := " ".join(word for word in words if known(word)):
+        said = words(phrase)
+        missing.update((word, None) for word in said if not known(word))
+        if kept := " ".join(word for word in said if known(word)):
             result[kept] = None
     if missing:
         log.warning("pocketsphinx: not in the dictionary, left out of the phrases: %s "
