@@ -540,7 +540,6 @@ int main(int argc, char **argv) {
     }
     fclose(f);
     rng ^= (uint64_t)getpid() << 32 | (uint64_t)(mono() * 1e6);
-    realtime_minus_mono = wall() - mono();
     hist_init(&send_late);
     hist_init(&bot_late);
     hist_init(&lag);
