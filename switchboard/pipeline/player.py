@@ -85,6 +85,7 @@ class Player:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._send_loop(), name="player")
+        self._task.add_done_callback(_log_crash)
 
     async def close(self) -> None:
         if self._task:
@@ -245,6 +246,9 @@ class Player:
     async def _send_loop(self) -> None:
         while True:
             await self._ready.wait()
+            if not self._outbox or self._paused:  # a clear or pause came between the wake-up and now
+                self._ready.clear()
+                continue
             item = self._outbox[0]
             if isinstance(item, _Mark):
                 self._outbox.popleft()
@@ -287,6 +291,12 @@ class Player:
         if frame.on_sent is not None:
             frame.on_sent(now)
             frame.on_sent = None
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    """A sender that dies leaves the caller in silence for the rest of the call: say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the player's sender stopped: the caller hears nothing more", exc_info=task.exception())
 
 
 def _both(first: Callable[[float], None] | None,
