@@ -71,10 +71,10 @@ async def test_request_is_converted_to_the_messages_format():
         Message("system", "Keep it short."),
     ]
     faults = Faults()
-    async with fake(faults, model="claude-opus-4-5", temperature=0.4, max_tokens=120) as llm:
+    async with fake(faults, model="claude-opus-4-8", temperature=0.4, max_tokens=120) as llm:
         await collect(llm, history, [END_CALL_TOOL, weather])
     body = faults.requests[0]
-    assert body["model"] == "claude-opus-4-5" and body["max_tokens"] == 120 and body["stream"] is True
+    assert body["model"] == "claude-opus-4-8" and body["max_tokens"] == 120 and body["stream"] is True
     assert body["temperature"] == 0.4
     assert body["system"] == "You are on the phone.\n\nKeep it short."
     assert body["messages"] == [
