@@ -16,7 +16,7 @@ from switchboard.core.messages import Transcript
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.call import Providers
 from tests import calls
-from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS, spoken_bursts
 from tests.speech import quiet, speech_like
 
 DEFAULTS = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
@@ -139,6 +139,42 @@ async def test_with_min_words_2_a_stray_word_lets_the_bot_go_on_but_no_still_sto
     assert len(replies) == 2 and replies[0].interrupted and replies[1].transcript == "No."
     assert result.lines[1].clear_received
 
+
+
+class SlowBurstsSTT(InstantSTT):
+    """The caller's opening question (one burst of 1 s or more) is `question`; shorter audio is heard as
+    the first k of `said`, k = its bursts of speech; each transcription takes `delay_s`."""
+
+    def __init__(self, said: list[str], delay_s: float) -> None:
+        super().__init__("what are your opening hours", delay_s=delay_s)
+        self.said = said
+
+    async def transcribe(self, pcm: np.ndarray) -> Transcript:
+        question = await super().transcribe(pcm)
+        bursts = spoken_bursts(pcm, self.sample_rate)
+        if bursts == 1 and len(pcm) >= self.sample_rate * 1.2:
+            return question
+        return Transcript(" ".join(self.said[:bursts]))
+
+
+async def test_words_said_again_before_the_first_were_judged_are_answered_together(tmp_path):
+    """Over the reply the caller says "No, Tuesday.", stops long enough to end that utterance, and goes on
+    while it is still being transcribed: both parts are one interruption, answered as one turn."""
+    question, twice = tmp_path / "question.wav", tmp_path / "twice.wav"
+    write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
+    # 0.8 s apart: the first part ends (vad.end_silence_ms 600) and the second starts as it is transcribed
+    write_wav(twice, np.concatenate([speech_like(0.45), quiet(0.8, seed=2), speech_like(0.45),
+                                     quiet(0.1, seed=4)]), 8000)
+    stt = SlowBurstsSTT(["No, Tuesday.", "I said Tuesday."], delay_s=0.5)
+    config = parse_config(CONFIG.replace("ON", "true"))
+    lines = [CallerLine(wav=str(question)), CallerLine(wav=str(twice), barge_in=True)]
+    result, turns = await calls.place_call(config, lines, Providers(stt, InstantLLM(REPLY), InstantTTS()),
+                                           hangup_timeout_s=2)
+    replies = [turn for turn in turns if turn.kind == "reply"]
+    assert [reply.transcript for reply in replies] == ["what are your opening hours",
+                                                       "No, Tuesday. I said Tuesday."]
+    assert replies[0].interrupted and replies[1].reply_heard == REPLY
+    assert result.lines[1].clear_received
 
 SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 REAL_SHORT_CLIPS = {  # real people saying something short over the bot: each must stop it

@@ -91,6 +91,13 @@ class _Hold:
     since: float
     judging: asyncio.Task | None = None
     backchannel: bool = False  # judged so: the bot has gone on
+    heard: Utterance | None = None  # what they finished saying over it so far, judged with what follows
+
+
+def _joined(first: Utterance, then: Utterance) -> Utterance:
+    """Two utterances said over the bot, one after the other, as one (for the recogniser and the turn)."""
+    return Utterance(np.concatenate([first.pcm, then.pcm]), first.speech_start, then.speech_end,
+                     first.voiced_ms + then.voiced_ms, then.forced)
 
 
 @dataclass(eq=False)
@@ -194,7 +201,8 @@ class CallSession:
             return self._summary()
         self.closed.set()
         turns = [turn for turn in (self._turn, self._speculation) if turn is not None]
-        tasks = [task for task in (self._ticker, *(turn.task for turn in turns)) if task is not None]
+        judging = self._hold.judging if self._hold is not None else None  # it could start a turn
+        tasks = [task for task in (self._ticker, judging, *(turn.task for turn in turns)) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -250,18 +258,24 @@ class CallSession:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            await self._on_events(self.segmenter.tick(now))
-            if self._hold is not None:
-                await self._check_hold(now)
-            vad_ms = self.config.vad.barge_in_min_ms
-            early = self._just_started_answering()
-            self.segmenter.barge_in_min_ms = min(EARLY_BARGE_IN_MS, vad_ms) if early else vad_ms
-            if self._digits_due is not None and now >= self._digits_due:
-                digits, self._digits, self._digits_due = self._digits, "", None
-                self._digits_overflow = False
-                await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
-            await self._check_idle(now)
+            try:
+                await self._tick(time.monotonic())
+            except Exception:  # a bug must not stop the clock: holds, keypad entries, reminders, time limit
+                log.exception("call %s: a tick failed", self.call_id)
+
+    async def _tick(self, now: float) -> None:
+        """The wall-clock work: the endpointer's silences, a paused bot's hold, keypad entries, idleness."""
+        await self._on_events(self.segmenter.tick(now))
+        if self._hold is not None:
+            await self._check_hold(now)
+        vad_ms = self.config.vad.barge_in_min_ms
+        early = self._just_started_answering()
+        self.segmenter.barge_in_min_ms = min(EARLY_BARGE_IN_MS, vad_ms) if early else vad_ms
+        if self._digits_due is not None and now >= self._digits_due:
+            digits, self._digits, self._digits_due = self._digits, "", None
+            self._digits_overflow = False
+            await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
+        await self._check_idle(now)
 
     async def _check_idle(self, now: float) -> None:
         """Remind a silent caller, then say goodbye; end a call that reached its time limit."""
@@ -328,6 +342,8 @@ class CallSession:
                              self.call_id)
                 elif self._just_started_answering():
                     await self._undo_reply()
+                elif self._hold is not None and self._hold.heard is not None:
+                    self._caller_spoke_again(event.at)
                 elif self._may_hold():
                     await self._hold_for_words(event.at)
                 else:
@@ -394,12 +410,28 @@ class CallSession:
         log.info("call %s: the caller talks over the bot: paused until their words say why", self.call_id)
 
     def _judge_hold(self, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        """Transcribe what the caller said over the bot (at a pause in it, or once it ended) and act."""
+        """Transcribe what the caller said over the bot (at a pause in it, or once it ended) and act;
+        what they finished saying before, while the bot stayed paused, is judged with it."""
         hold = self._hold
         assert hold is not None
         if hold.judging is not None:
             hold.judging.cancel()
+        if utterance is not None:
+            hold.heard = utterance if hold.heard is None else _joined(hold.heard, utterance)
+            utterance, pcm = hold.heard, hold.heard.pcm
+        elif hold.heard is not None:
+            pcm = np.concatenate([hold.heard.pcm, pcm])
         hold.judging = asyncio.create_task(self._judge(hold, pcm, utterance), name=f"judge-{self.call_id}")
+
+    def _caller_spoke_again(self, at: float) -> None:
+        """The caller speaks again before their words over the bot were judged: the bot stays paused, and
+        those words are judged (and, if they interrupt, answered) together with these."""
+        hold = self._hold
+        assert hold is not None
+        if hold.judging is not None:
+            hold.judging.cancel()
+            hold.judging = None
+        hold.since = at  # this stretch of speech has its own max_backchannel_ms
 
     async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
         said = await self._transcribe_aside(pcm)
@@ -446,7 +478,13 @@ class CallSession:
                 log.info("call %s: the caller kept talking over the bot: interrupted", self.call_id)
                 self._hold = None
                 await self._barge_in()
+                if hold.heard is not None:  # answered with the rest, once it ends
+                    self._carried_audio = self._with_carried(hold.heard.pcm)
         elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
+            if hold.heard is not None:  # ...after words still to be judged
+                hold.judging = asyncio.create_task(self._judge(hold, hold.heard.pcm, hold.heard),
+                                                   name=f"judge-{self.call_id}")
+                return
             self._hold = None
             self.player.resume()
 
@@ -534,7 +572,7 @@ class CallSession:
 
     async def _start_turn(self, heard: Utterance | Keypad) -> None:
         """The caller has finished (an utterance ended) or keyed in digits: this becomes the turn."""
-        if self._ending:
+        if self._ending or self.closed.is_set():
             return
         prepared, self._speculation = self._speculation, None
         if prepared is not None and isinstance(heard, Utterance):
