@@ -137,6 +137,26 @@ pipelines:
     assert "what time is it" in replayed and "Hi there." in replayed
 
 
+async def test_a_go_away_while_the_caller_talks_does_not_lose_the_reply_on_its_way(fake, tmp_path) -> None:
+    """The renewal waits for the reply the caller's words are owed (the model takes 0.8 s to start it):
+    reopening the session as the caller stops would drop it, and leave them in silence."""
+    script, base_url = fake
+    script.go_away_when_caller_speaks, script.reply_delay_s = True, 0.8
+    path = tmp_path / "line.wav"
+    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
+    config = parse_config(f"""
+pipelines:
+  default:
+    kind: realtime
+    greeting: "Hi there."
+    realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
+""")
+    _, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=1.5,
+                                      on_event=lambda e: None)
+    assert [(turn.reply_heard, turn.error) for turn in turns] == [("Hi there.", None), ("It is noon.", None)]
+    assert script.sessions == 2  # renewed once the reply was heard
+
+
 async def test_go_away_renews_the_session_at_the_next_pause(fake, tmp_path) -> None:
     script, base_url = fake
     script.go_away_after_turns = 1  # after the greeting

@@ -129,6 +129,7 @@ class _Turn:
     results_back: bool = False  # the round's tools are done (their results being sent, or refused)
     aside: asyncio.Event | None = None  # a filler response is under way; set at its response.done
     done: bool = False  # the vendor finished the response (or responses)
+    barged_in: bool = False  # the caller cut it off: whatever more of it comes is void
     finishing: asyncio.Task | None = None
 
 
@@ -173,6 +174,8 @@ class RealtimeSession:
         self._utterance_ended = asyncio.Event()  # our VAD endpointed an utterance
         self._utterances: list[tuple[float, float]] = []  # (speech start, speech end) by our VAD
         self._expect_by: float | None = None  # a reply was asked for: its first sign of life is due
+        # our VAD endpointed the caller: the vendor's own reply may be on its way until then
+        self._reply_owed_until: float | None = None
         self._responding = False  # the vendor is generating (between its first event and response.done)
         self._failures: list[str] = []  # vendor failures not yet recorded on a turn
         self._acked: dict[str, float] = {}  # mark -> when the carrier said it played
@@ -273,7 +276,7 @@ class RealtimeSession:
             await old.close()
         # a new session has no response under way: what the old one was doing is void
         self._responding = self._asked = self._cut = False
-        self._expect_by, self._deferred = None, None
+        self._expect_by, self._deferred, self._reply_owed_until = None, None, None
         await self.context.ready()  # the instructions with the webhook's values (timeout_s at most)
         instructions, tools = self.context.system_prompt, self.tools.offered
         self._conn = await self.model.connect(instructions, tools, list(self.history))
@@ -370,8 +373,9 @@ class RealtimeSession:
 
     async def _on_vendor(self, event: RealtimeEvent) -> None:
         now = time.monotonic()
-        if self._cut and isinstance(event, (BotAudio, BotText, ToolRequest)):
-            return  # the rest of a reply the caller cut off
+        cutting = self._turn is not None and self._turn.barged_in and not self._turn.done
+        if (self._cut or cutting) and isinstance(event, (BotAudio, BotText, ToolRequest)):
+            return  # the rest of a reply the caller cut off (or is cutting: the barge-in awaits the wire)
         if isinstance(event, BotAudio):
             turn = self._current_turn(now)
             self._responding, self._expect_by = True, None
@@ -475,6 +479,7 @@ class RealtimeSession:
         return turn
 
     def _open_turn(self, kind: str) -> _Turn:
+        self._reply_owed_until = None
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
         metrics.vendors = {"llm": f"{self.model.vendor}/{self.model.model}"}
         metrics.failures.extend(self._failures)
@@ -812,9 +817,9 @@ class RealtimeSession:
         item = turn.items[-1] if turn.items else None
         heard = self._heard_ms(item, now) if item is not None else 0
         log.info("call %s: barge-in (%s) after %d ms of the reply", self.call_id, why, heard)
+        turn.barged_in = turn.metrics.interrupted = True  # before any await: the rest of it is void now
         self._stop_playing_turn(turn)
         await self.player.clear()
-        turn.metrics.interrupted = True
         if tools_running:
             await self._drop_tool_round(turn)
         conn = self._conn
@@ -918,6 +923,7 @@ class RealtimeSession:
             self._echo = False
             self._utterances = [*self._utterances[-9:], (event.speech_start, event.speech_end)]
             self._utterance_ended.set()
+            self._reply_owed_until = time.monotonic() + self.model.timeouts.first_token_s
 
     async def _recheck_echo(self) -> None:
         """Every few frames of voice while the bot talks: the bot's echo may have run on into an utterance
@@ -968,33 +974,44 @@ class RealtimeSession:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            for event in self.segmenter.tick(now):
-                await self._on_segment(event)
-            if self._digits_due is not None and now >= self._digits_due and self._conn is not None:
-                digits, self._digits, self._digits_due = self._digits, "", None
-                await self._keypad(digits)
-            if self._expect_by is not None and now > self._expect_by and self._runner is not None:
-                self._expect_by = None
-                await self._silent_vendor()
-            self._maybe_renew(now)
-            limit = self.config.max_call_duration_s
-            if limit and not self._ending and now - self.started_at >= limit:
-                await self._time_limit()
+            try:
+                await self._tick(time.monotonic())
+            except Exception:  # a bug must not stop the clock: the vendor watchdog, keypad, time limit
+                log.exception("call %s: a tick failed", self.call_id)
+
+    async def _tick(self, now: float) -> None:
+        """The wall-clock work: our VAD's silences, keypad entries, a silent vendor, renewal, time limit."""
+        for event in self.segmenter.tick(now):
+            await self._on_segment(event)
+        if self._digits_due is not None and now >= self._digits_due and self._conn is not None:
+            digits, self._digits, self._digits_due = self._digits, "", None
+            await self._keypad(digits)
+        if self._expect_by is not None and now > self._expect_by and self._runner is not None:
+            self._expect_by = None
+            await self._silent_vendor()
+        self._maybe_renew(now)
+        limit = self.config.max_call_duration_s
+        if limit and not self._ending and now - self.started_at >= limit:
+            await self._time_limit()
 
     async def _keypad(self, digits: str) -> None:
         """A keypad entry: a user message, and a reply asked for at once."""
         if self._conn is None or self._ending:
             return
         text = self.config.dtmf.format.format(digits=digits)
-        if self._turn is not None:
-            await self._barge_in("keypad")
         try:
-            await self._conn.send_text(text)
+            if self._turn is not None:
+                await self._barge_in("keypad")
+            conn = self._conn
+            if conn is None:  # the session went while the reply was being stopped
+                log.warning("call %s: keypad entry %s lost: the session was being reopened", self.call_id,
+                            digits)
+                return
+            await conn.send_text(text)
             self.history.append(Message("user", text))
             await self._ask("keypad", None, text)
         except ProviderError as exc:
-            log.warning("call %s: could not send the keypad entry: %s", self.call_id, exc)
+            log.warning("call %s: could not send the keypad entry %s: %s", self.call_id, digits, exc)
 
     async def _time_limit(self) -> None:
         """`max_call_duration_s` reached: the model says the pipeline's goodbye (after the reply under
@@ -1029,7 +1046,12 @@ class RealtimeSession:
         if (limit is None and not self._expiring) or self._conn is None or self._renewing or self._ending:
             return
         limit = limit or 0.0
-        idle = self._turn is None and not self._responding and not self.segmenter.in_utterance
+        # not while a reply is asked for or owed (it would be lost with the old session), nor while one
+        # is being cut or another waits for it
+        reply_pending = (self._asked or self._expect_by is not None or self._deferred is not None or self._cut
+                         or (self._reply_owed_until is not None and now < self._reply_owed_until))
+        idle = (self._turn is None and not self._responding and not self.segmenter.in_utterance
+                and not reply_pending)
         due = self._expiring or now - self._session_started >= max(limit - RENEW_MARGIN_S, limit / 2)
         if idle and due:
             log.info("call %s: renewing the realtime session before its %g s limit", self.call_id, limit)

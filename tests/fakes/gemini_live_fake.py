@@ -24,7 +24,8 @@ the preface first). A `toolResponse` is recorded in
 turnComplete follows within `AFTER_TOOL_S` (end_call's farewell prompt), which is answered instead. The
 caller talking while a tool call has no response yet gets `toolCallCancellation` ({ids}).
 `drop_after_chunks` closes the socket with 1011 mid-reply; `go_away_after_turns` sends
-`goAway` ({timeLeft}) once, after that many complete replies of a session.
+`goAway` ({timeLeft}) once, after that many complete replies of a session; `go_away_when_caller_speaks`
+once, as the caller starts talking.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class LiveScript:
     api_key: str | None = None
     drop_after_chunks: int | None = None
     go_away_after_turns: int | None = None  # send goAway once this many replies are complete
+    go_away_when_caller_speaks: bool = False  # send goAway once, as its VAD hears the caller start
     turn_complete_after_tool_call: bool = False  # as some Live models do: the calling turn ends at once
     # what happened
     sessions: int = 0
@@ -127,6 +129,9 @@ class _Session:
                 self.speaking_since = self.audio_ms - FRAME_MS
             if not self.in_speech and self.audio_ms - self.speaking_since >= MIN_SPEECH_MS:
                 self.in_speech = True
+                if self.script.go_away_when_caller_speaks:
+                    self.script.go_away_when_caller_speaks = False  # once
+                    await self.send({"goAway": {"timeLeft": "50s"}})
                 if self.open_calls:
                     ids, self.open_calls = self.open_calls, []
                     self.script.cancellations.append(ids)
