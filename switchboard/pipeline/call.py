@@ -584,6 +584,8 @@ class CallSession:
             await self._drop_speculation()
         if self.busy:  # an utterance too short to count as barge-in still supersedes the reply
             await self._barge_in()
+            if self._ending or self.closed.is_set():  # a goodbye or the hang-up came meanwhile
+                return
         if isinstance(heard, Utterance):
             heard = dataclasses.replace(heard, pcm=self._with_carried(heard.pcm))
         turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
