@@ -176,6 +176,28 @@ async def test_words_said_again_before_the_first_were_judged_are_answered_togeth
     assert replies[0].interrupted and replies[1].reply_heard == REPLY
     assert result.lines[1].clear_received
 
+
+async def test_speaking_again_after_a_yeah_the_bot_let_pass_pauses_it_again(tmp_path):
+    """"Yeah." lets the bot go on; the caller speaks again while that utterance's last words are still
+    being judged: the bot pauses at once (it must not talk over them), and both parts, read together,
+    interrupt and are answered."""
+    question, twice = tmp_path / "question.wav", tmp_path / "twice.wav"
+    write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
+    # "Yeah." is judged at its pause (0.12 s after it, for 0.4 s), its utterance ends 0.6 s after it and
+    # is judged again (0.4 s): the caller goes on 0.7 s after it (speech for 0.2 s before it counts)
+    write_wav(twice, np.concatenate([speech_like(0.45), quiet(0.7, seed=2), speech_like(0.45),
+                                     quiet(0.1, seed=4)]), 8000)
+    stt = SlowBurstsSTT(["Yeah.", "What about Friday?"], delay_s=0.4)
+    config = parse_config(CONFIG.replace("ON", "true"))
+    lines = [CallerLine(wav=str(question)), CallerLine(wav=str(twice), barge_in=True)]
+    result, turns = await calls.place_call(config, lines, Providers(stt, InstantLLM(REPLY), InstantTTS()),
+                                           hangup_timeout_s=2)
+    replies = [turn for turn in turns if turn.kind == "reply"]
+    assert [reply.transcript for reply in replies] == ["what are your opening hours",
+                                                       "Yeah. What about Friday?"]
+    assert replies[0].interrupted and replies[0].backchannels >= 1
+    assert result.clears_received == 3  # paused for "Yeah.", paused again as they went on, then dropped
+
 SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 REAL_SHORT_CLIPS = {  # real people saying something short over the bot: each must stop it
     "speechcommands_no.wav": "no",

@@ -33,6 +33,7 @@ from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL, transfer_call_tool
 from switchboard.pipeline import failover
 from switchboard.pipeline.backchannel import is_backchannel
+from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
@@ -43,7 +44,6 @@ from switchboard.pipeline.turn_end import commit_silence_ms, reads_finished
 
 log = logging.getLogger("switchboard.call")
 
-TICK_S = 0.05  # how often the wall-clock endpointer runs
 MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before giving up on it
 FLOOR_POLL_S = 0.02  # how often a ready reply checks whether the caller has stopped talking
 ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
@@ -53,6 +53,7 @@ ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 # vad.barge_in_min_ms) is enough to stop it
 EARLY_BARGE_IN_MS = 120  # 60 let the bot's own echo start turns on a speakerphone (tests/test_turn_taking.py)
 TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
+CARRIED_GRACE_S = 0.3  # silent and idle this long after a sound that cut an answer: it was not speech
 NOISE_CHECK_ON_LOOP_SAMPLES = 8000 * 3  # longer utterances are checked for noise in a worker thread
 
 
@@ -168,9 +169,11 @@ class CallSession:
         self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
         self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
-        self._carried_audio: np.ndarray | None = None  # an utterance cut before the caller heard a reply
+        self._carried: Utterance | None = None  # an utterance cut before the caller heard a reply to it
+        self._carried_unanswered_since: float | None = None  # ...with the caller silent and the bot idle
         self._echo = False  # the utterance being heard is the bot's own voice coming back
         self._hold: _Hold | None = None  # the bot paused while the caller talks over it
+        self._judging: asyncio.Task | None = None  # the latest judge of words said over the bot
         self._echo_checks = 0
         self._ticker: asyncio.Task | None = None
         self._ending = False
@@ -186,7 +189,8 @@ class CallSession:
 
     async def start(self) -> None:
         self.player.start()
-        self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
+        ticks = tick_forever(self._tick, self.call_id)
+        self._ticker = asyncio.create_task(ticks, name=f"tick-{self.call_id}")
         self.context.start(self.call_info)
         if is_machine(self.answered_by):
             await self._leave_voicemail()
@@ -201,8 +205,8 @@ class CallSession:
             return self._summary()
         self.closed.set()
         turns = [turn for turn in (self._turn, self._speculation) if turn is not None]
-        judging = self._hold.judging if self._hold is not None else None  # it could start a turn
-        tasks = [task for task in (self._ticker, judging, *(turn.task for turn in turns)) if task is not None]
+        tasks = [task for task in (self._ticker, self._judging, *(turn.task for turn in turns))
+                 if task is not None]  # a judge may be starting a turn
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -255,19 +259,12 @@ class CallSession:
             self._digits_due = now + dtmf.inter_digit_timeout_ms / 1000
         log.debug("call %s: DTMF %s (%d keys so far)", self.call_id, digit, len(self._digits))
 
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self._tick(time.monotonic())
-            except Exception:  # a bug must not stop the clock: holds, keypad entries, reminders, time limit
-                log.exception("call %s: a tick failed", self.call_id)
-
     async def _tick(self, now: float) -> None:
         """The wall-clock work: the endpointer's silences, a paused bot's hold, keypad entries, idleness."""
         await self._on_events(self.segmenter.tick(now))
         if self._hold is not None:
             await self._check_hold(now)
+        await self._answer_what_was_cut(now)
         vad_ms = self.config.vad.barge_in_min_ms
         early = self._just_started_answering()
         self.segmenter.barge_in_min_ms = min(EARLY_BARGE_IN_MS, vad_ms) if early else vad_ms
@@ -343,7 +340,7 @@ class CallSession:
                 elif self._just_started_answering():
                     await self._undo_reply()
                 elif self._hold is not None and self._hold.heard is not None:
-                    self._caller_spoke_again(event.at)
+                    await self._caller_spoke_again(event.at)
                 elif self._may_hold():
                     await self._hold_for_words(event.at)
                 else:
@@ -421,17 +418,25 @@ class CallSession:
             utterance, pcm = hold.heard, hold.heard.pcm
         elif hold.heard is not None:
             pcm = np.concatenate([hold.heard.pcm, pcm])
-        hold.judging = asyncio.create_task(self._judge(hold, pcm, utterance), name=f"judge-{self.call_id}")
+        self._start_judging(hold, pcm, utterance)
 
-    def _caller_spoke_again(self, at: float) -> None:
-        """The caller speaks again before their words over the bot were judged: the bot stays paused, and
-        those words are judged (and, if they interrupt, answered) together with these."""
+    def _start_judging(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
+        hold.judging = self._judging = asyncio.create_task(self._judge(hold, pcm, utterance),
+                                                           name=f"judge-{self.call_id}")
+
+    async def _caller_spoke_again(self, at: float) -> None:
+        """The caller speaks again before their words over the bot were judged: the bot is paused (again,
+        if their first words let it go on), and those words are judged (and, if they interrupt, answered)
+        together with these."""
         hold = self._hold
         assert hold is not None
         if hold.judging is not None:
             hold.judging.cancel()
             hold.judging = None
         hold.since = at  # this stretch of speech has its own max_backchannel_ms
+        if hold.backchannel:
+            hold.backchannel = False
+            await self.player.pause()
 
     async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
         said = await self._transcribe_aside(pcm)
@@ -479,11 +484,11 @@ class CallSession:
                 self._hold = None
                 await self._barge_in()
                 if hold.heard is not None:  # answered with the rest, once it ends
-                    self._carried_audio = self._with_carried(hold.heard.pcm)
+                    earlier = self._carried
+                    self._carried = hold.heard if earlier is None else _joined(earlier, hold.heard)
         elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
             if hold.heard is not None:  # ...after words still to be judged
-                hold.judging = asyncio.create_task(self._judge(hold, hold.heard.pcm, hold.heard),
-                                                   name=f"judge-{self.call_id}")
+                self._start_judging(hold, hold.heard.pcm, hold.heard)
                 return
             self._hold = None
             self.player.resume()
@@ -593,11 +598,26 @@ class CallSession:
         self._commit(turn)
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"turn-{self.call_id}")
 
+    async def _answer_what_was_cut(self, now: float) -> None:
+        """A sound stopped the work on the caller's answer, then proved not to be speech (noise, a click
+        too short to be an utterance): the words whose answer it stopped are answered all the same."""
+        if (self._carried is None or self.segmenter.in_utterance or self.busy or self._hold is not None
+                or self._speculation is not None or self._ending):
+            self._carried_unanswered_since = None
+            return
+        if self._carried_unanswered_since is None:
+            self._carried_unanswered_since = now
+        if now - self._carried_unanswered_since < CARRIED_GRACE_S:
+            return
+        carried, self._carried, self._carried_unanswered_since = self._carried, None, None
+        log.info("call %s: what cut the answer was not speech: answering the caller's words", self.call_id)
+        await self._start_turn(carried)
+
     def _with_carried(self, pcm: np.ndarray) -> np.ndarray:
         """Audio of an utterance whose turn was cut before the caller heard a reply, then `pcm`."""
-        if self._carried_audio is None:
+        if self._carried is None:
             return pcm
-        return np.concatenate([self._carried_audio, pcm])
+        return np.concatenate([self._carried.pcm, pcm])
 
     def _new_turn(self, kind: str, heard: Utterance | Keypad | None = None) -> _Turn:
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
@@ -617,7 +637,7 @@ class CallSession:
         metrics.endpoint = time.monotonic()
         metrics.speculated, metrics.speculation_dropped = self._speculated, self._dropped
         self._speculated = self._dropped = 0
-        self._carried_audio = None  # it is part of this turn's audio
+        self._carried = None  # it is part of this turn's audio
         self._turn = turn
         turn.committed.set()
         self._add_user_words(turn)
@@ -633,7 +653,7 @@ class CallSession:
     def _take_back(self, turn: _Turn) -> None:
         """A turn cut before the caller heard any of it: its audio and words become part of the next."""
         if isinstance(turn.heard, Utterance):
-            self._carried_audio = turn.heard.pcm
+            self._carried = turn.heard  # which holds any carried before it
         if turn.in_history:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False

@@ -59,6 +59,7 @@ from switchboard.core.realtime import (
     VendorError,
 )
 from switchboard.core.tools import TRANSFER_CALL
+from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import FRAME_SAMPLES, Player
 from switchboard.pipeline.realtime_tools import RealtimeTools, TooManyRounds
@@ -67,7 +68,6 @@ from switchboard.pipeline.tools import transfer_target
 
 log = logging.getLogger("switchboard.realtime")
 
-TICK_S = 0.05
 MARK_GRACE_S = 5.0  # past its audio's end, how long we wait for a mark
 STALL_S = 0.15  # an ack this much later than its audio's pacing says the carrier stalled
 CUT_GRACE_S = 2.0  # a cut reply waits this long at most for its response.done (its usage)
@@ -176,6 +176,7 @@ class RealtimeSession:
         self._expect_by: float | None = None  # a reply was asked for: its first sign of life is due
         # our VAD endpointed the caller: the vendor's own reply may be on its way until then
         self._reply_owed_until: float | None = None
+        self._reply_began = 0.0  # when the latest turn opened (monotonic)
         self._responding = False  # the vendor is generating (between its first event and response.done)
         self._failures: list[str] = []  # vendor failures not yet recorded on a turn
         self._acked: dict[str, float] = {}  # mark -> when the carrier said it played
@@ -204,7 +205,8 @@ class RealtimeSession:
 
     async def start(self) -> None:
         self.player.start()
-        self._ticker = asyncio.create_task(self._tick_loop(), name=f"tick-{self.call_id}")
+        ticks = tick_forever(self._tick, self.call_id)
+        self._ticker = asyncio.create_task(ticks, name=f"tick-{self.call_id}")
         self.context.start(self.call_info)
         greet = bool(self.config.greeting) or is_machine(self.answered_by)
         self._runner = asyncio.create_task(self._run(greet=greet), name=f"realtime-{self.call_id}")
@@ -479,7 +481,7 @@ class RealtimeSession:
         return turn
 
     def _open_turn(self, kind: str) -> _Turn:
-        self._reply_owed_until = None
+        self._reply_owed_until, self._reply_began = None, time.monotonic()
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
         metrics.vendors = {"llm": f"{self.model.vendor}/{self.model.model}"}
         metrics.failures.extend(self._failures)
@@ -923,7 +925,8 @@ class RealtimeSession:
             self._echo = False
             self._utterances = [*self._utterances[-9:], (event.speech_start, event.speech_end)]
             self._utterance_ended.set()
-            self._reply_owed_until = time.monotonic() + self.model.timeouts.first_token_s
+            if self._reply_began < event.speech_end:  # none yet (the vendor's endpointing can be quicker)
+                self._reply_owed_until = time.monotonic() + self.model.timeouts.first_token_s
 
     async def _recheck_echo(self) -> None:
         """Every few frames of voice while the bot talks: the bot's echo may have run on into an utterance
@@ -971,14 +974,6 @@ class RealtimeSession:
             self._digits += digit
             self._digits_due = now + dtmf.inter_digit_timeout_ms / 1000
 
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self._tick(time.monotonic())
-            except Exception:  # a bug must not stop the clock: the vendor watchdog, keypad, time limit
-                log.exception("call %s: a tick failed", self.call_id)
-
     async def _tick(self, now: float) -> None:
         """The wall-clock work: our VAD's silences, keypad entries, a silent vendor, renewal, time limit."""
         for event in self.segmenter.tick(now):
@@ -1003,9 +998,8 @@ class RealtimeSession:
             if self._turn is not None:
                 await self._barge_in("keypad")
             conn = self._conn
-            if conn is None:  # the session went while the reply was being stopped
-                log.warning("call %s: keypad entry %s lost: the session was being reopened", self.call_id,
-                            digits)
+            if conn is None:  # the session is being reopened: sent once it is open again
+                self._digits, self._digits_due = digits + self._digits, time.monotonic()
                 return
             await conn.send_text(text)
             self.history.append(Message("user", text))
