@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -171,6 +170,8 @@ class CallSession:
         self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
         self._carried: Utterance | None = None  # an utterance cut before the caller heard a reply to it
         self._carried_unanswered_since: float | None = None  # ...with the caller silent and the bot idle
+        self._carried_answered_again = False  # it was answered once without new words: not again
+        self._barging_in = 0
         self._echo = False  # the utterance being heard is the bot's own voice coming back
         self._hold: _Hold | None = None  # the bot paused while the caller talks over it
         self._judging: asyncio.Task | None = None  # the latest judge of words said over the bot
@@ -436,7 +437,7 @@ class CallSession:
         hold.since = at  # this stretch of speech has its own max_backchannel_ms
         if hold.backchannel:
             hold.backchannel = False
-            await self.player.pause()
+            await self._pause_if_talking()
 
     async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
         said = await self._transcribe_aside(pcm)
@@ -471,6 +472,12 @@ class CallSession:
             hold.judging = None
         if hold.backchannel:
             hold.backchannel, hold.since = False, time.monotonic()
+            await self._pause_if_talking()
+
+    async def _pause_if_talking(self) -> None:
+        """Pause the bot again for the caller's words, if it is still talking: a player paused with nothing
+        to say would hold back the next answer, as nothing resumes it."""
+        if self.player.audible:
             await self.player.pause()
 
     async def _check_hold(self, now: float) -> None:
@@ -482,10 +489,10 @@ class CallSession:
             if too_long and not hold.backchannel and not judging:
                 log.info("call %s: the caller kept talking over the bot: interrupted", self.call_id)
                 self._hold = None
-                await self._barge_in()
                 if hold.heard is not None:  # answered with the rest, once it ends
                     earlier = self._carried
                     self._carried = hold.heard if earlier is None else _joined(earlier, hold.heard)
+                await self._barge_in()
         elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
             if hold.heard is not None:  # ...after words still to be judged
                 self._start_judging(hold, hold.heard.pcm, hold.heard)
@@ -537,9 +544,13 @@ class CallSession:
         task = self._turn.task if self._turn is not None else None
         if task is not None:
             task.cancel()  # it can't queue more audio now: it wakes up to CancelledError
-        await self.player.clear()  # the clear goes out before we wait for the turn to unwind
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        self._barging_in += 1  # whoever barges in goes on to a turn of its own: nobody else starts one
+        try:
+            await self.player.clear()  # the clear goes out before we wait for the turn to unwind
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        finally:
+            self._barging_in -= 1
         self._flush_line_resamplers()
 
     async def _speculate(self, pause: Pause) -> None:
@@ -591,8 +602,8 @@ class CallSession:
             await self._barge_in()
             if self._ending or self.closed.is_set():  # a goodbye or the hang-up came meanwhile
                 return
-        if isinstance(heard, Utterance):
-            heard = dataclasses.replace(heard, pcm=self._with_carried(heard.pcm))
+        if isinstance(heard, Utterance) and self._carried is not None:
+            heard = _joined(self._carried, heard)
         turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
         self._reminders = 0
         self._commit(turn)
@@ -601,8 +612,9 @@ class CallSession:
     async def _answer_what_was_cut(self, now: float) -> None:
         """A sound stopped the work on the caller's answer, then proved not to be speech (noise, a click
         too short to be an utterance): the words whose answer it stopped are answered all the same."""
-        if (self._carried is None or self.segmenter.in_utterance or self.busy or self._hold is not None
-                or self._speculation is not None or self._ending):
+        if (self._carried is None or self._carried_answered_again or self.segmenter.in_utterance
+                or self.busy or self._barging_in or self._hold is not None or self._speculation is not None
+                or self._digits or self._ending):
             self._carried_unanswered_since = None
             return
         if self._carried_unanswered_since is None:
@@ -612,6 +624,8 @@ class CallSession:
         carried, self._carried, self._carried_unanswered_since = self._carried, None, None
         log.info("call %s: what cut the answer was not speech: answering the caller's words", self.call_id)
         await self._start_turn(carried)
+        # once: if that answer is cut the same way (an echo, a noise that repeats), wait for the caller
+        self._carried_answered_again = True
 
     def _with_carried(self, pcm: np.ndarray) -> np.ndarray:
         """Audio of an utterance whose turn was cut before the caller heard a reply, then `pcm`."""
@@ -637,7 +651,9 @@ class CallSession:
         metrics.endpoint = time.monotonic()
         metrics.speculated, metrics.speculation_dropped = self._speculated, self._dropped
         self._speculated = self._dropped = 0
-        self._carried = None  # it is part of this turn's audio
+        if isinstance(turn.heard, Utterance):
+            self._carried = None  # it is part of this turn's audio
+            self._carried_answered_again = False
         self._turn = turn
         turn.committed.set()
         self._add_user_words(turn)
@@ -651,9 +667,14 @@ class CallSession:
         self._start_shadows(turn.metrics)
 
     def _take_back(self, turn: _Turn) -> None:
-        """A turn cut before the caller heard any of it: its audio and words become part of the next."""
-        if isinstance(turn.heard, Utterance):
-            self._carried = turn.heard  # which holds any carried before it
+        """A turn cut before the caller heard any of it: its audio and words become part of the next.
+        Not one whose tools ran: asked again, they would run again (a second booking)."""
+        if turn.exchanges:
+            return
+        if isinstance(turn.heard, Utterance):  # it holds what was carried into it; then what came since
+            later = self._carried
+            self._carried = turn.heard if later is None else _joined(turn.heard, later)
+            self._carried_unanswered_since = None
         if turn.in_history:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False

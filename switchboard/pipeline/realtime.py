@@ -481,7 +481,8 @@ class RealtimeSession:
         return turn
 
     def _open_turn(self, kind: str) -> _Turn:
-        self._reply_owed_until, self._reply_began = None, time.monotonic()
+        if kind == "reply":  # the vendor's answer to the caller (not a keypad entry's, a goodbye, an apology)
+            self._reply_owed_until, self._reply_began = None, time.monotonic()
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
         metrics.vendors = {"llm": f"{self.model.vendor}/{self.model.model}"}
         metrics.failures.extend(self._failures)
