@@ -140,7 +140,6 @@ async def test_with_min_words_2_a_stray_word_lets_the_bot_go_on_but_no_still_sto
     assert result.lines[1].clear_received
 
 
-
 class SlowBurstsSTT(InstantSTT):
     """The caller's opening question (one burst of 1 s or more) is `question`; shorter audio is heard as
     the first k of `said`, k = its bursts of speech; each transcription takes `delay_s`."""
@@ -157,20 +156,27 @@ class SlowBurstsSTT(InstantSTT):
         return Transcript(" ".join(self.said[:bursts]))
 
 
-async def test_words_said_again_before_the_first_were_judged_are_answered_together(tmp_path):
-    """Over the reply the caller says "No, Tuesday.", stops long enough to end that utterance, and goes on
-    while it is still being transcribed: both parts are one interruption, answered as one turn."""
+async def say_twice_over_the_reply(tmp_path, said: list[str], gap_s: float, delay_s: float):
+    """The caller's question, then over its reply two bursts of 0.45 s `gap_s` apart, heard as `said`
+    (the first burst alone as said[0]) by a recogniser taking `delay_s`. The replies, and the call."""
     question, twice = tmp_path / "question.wav", tmp_path / "twice.wav"
     write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
-    # 0.8 s apart: the first part ends (vad.end_silence_ms 600) and the second starts as it is transcribed
-    write_wav(twice, np.concatenate([speech_like(0.45), quiet(0.8, seed=2), speech_like(0.45),
+    write_wav(twice, np.concatenate([speech_like(0.45), quiet(gap_s, seed=2), speech_like(0.45),
                                      quiet(0.1, seed=4)]), 8000)
-    stt = SlowBurstsSTT(["No, Tuesday.", "I said Tuesday."], delay_s=0.5)
+    stt = SlowBurstsSTT(said, delay_s=delay_s)
     config = parse_config(CONFIG.replace("ON", "true"))
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(twice), barge_in=True)]
     result, turns = await calls.place_call(config, lines, Providers(stt, InstantLLM(REPLY), InstantTTS()),
                                            hangup_timeout_s=2)
-    replies = [turn for turn in turns if turn.kind == "reply"]
+    return [turn for turn in turns if turn.kind == "reply"], result
+
+
+async def test_words_said_again_before_the_first_were_judged_are_answered_together(tmp_path):
+    """Over the reply the caller says "No, Tuesday.", stops long enough to end that utterance, and goes on
+    while it is still being transcribed: both parts are one interruption, answered as one turn."""
+    # 0.8 s apart: the first part ends (vad.end_silence_ms 600) and the second starts as it is transcribed
+    replies, result = await say_twice_over_the_reply(tmp_path, ["No, Tuesday.", "I said Tuesday."],
+                                                     gap_s=0.8, delay_s=0.5)
     assert [reply.transcript for reply in replies] == ["what are your opening hours",
                                                        "No, Tuesday. I said Tuesday."]
     assert replies[0].interrupted and replies[1].reply_heard == REPLY
@@ -181,22 +187,15 @@ async def test_speaking_again_after_a_yeah_the_bot_let_pass_pauses_it_again(tmp_
     """"Yeah." lets the bot go on; the caller speaks again while that utterance's last words are still
     being judged: the bot pauses at once (it must not talk over them), and both parts, read together,
     interrupt and are answered."""
-    question, twice = tmp_path / "question.wav", tmp_path / "twice.wav"
-    write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
     # "Yeah." is judged at its pause (0.12 s after it, for 0.4 s), its utterance ends 0.6 s after it and
     # is judged again (0.4 s): the caller goes on 0.7 s after it (speech for 0.2 s before it counts)
-    write_wav(twice, np.concatenate([speech_like(0.45), quiet(0.7, seed=2), speech_like(0.45),
-                                     quiet(0.1, seed=4)]), 8000)
-    stt = SlowBurstsSTT(["Yeah.", "What about Friday?"], delay_s=0.4)
-    config = parse_config(CONFIG.replace("ON", "true"))
-    lines = [CallerLine(wav=str(question)), CallerLine(wav=str(twice), barge_in=True)]
-    result, turns = await calls.place_call(config, lines, Providers(stt, InstantLLM(REPLY), InstantTTS()),
-                                           hangup_timeout_s=2)
-    replies = [turn for turn in turns if turn.kind == "reply"]
+    replies, result = await say_twice_over_the_reply(tmp_path, ["Yeah.", "What about Friday?"],
+                                                     gap_s=0.7, delay_s=0.4)
     assert [reply.transcript for reply in replies] == ["what are your opening hours",
                                                        "Yeah. What about Friday?"]
     assert replies[0].interrupted and replies[0].backchannels >= 1
     assert result.clears_received == 3  # paused for "Yeah.", paused again as they went on, then dropped
+
 
 SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "speech"
 REAL_SHORT_CLIPS = {  # real people saying something short over the bot: each must stop it

@@ -91,8 +91,8 @@ async def test_a_tool_call_and_its_result(fake) -> None:
     assert (response["name"], response["response"]) == ("end_call", {"output": '{"ok": true}'})
 
 
-async def test_a_whole_call_on_gemini_live(fake, tmp_path) -> None:
-    _, base_url = fake
+async def one_line_call(base_url: str, tmp_path, hangup_timeout_s: float):
+    """A whole call on Gemini Live (greeting "Hi there.") where the caller says one short line."""
     path = tmp_path / "line.wav"
     write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
     config = parse_config(f"""
@@ -102,8 +102,13 @@ pipelines:
     greeting: "Hi there."
     realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
 """)
-    result, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=0.8,
-                                           on_event=lambda e: None)
+    return await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=hangup_timeout_s,
+                                  on_event=lambda e: None)
+
+
+async def test_a_whole_call_on_gemini_live(fake, tmp_path) -> None:
+    _, base_url = fake
+    result, turns = await one_line_call(base_url, tmp_path, hangup_timeout_s=0.8)
     assert [turn.kind for turn in turns] == ["greeting", "reply"]
     greeting, reply = turns
     assert greeting.reply_heard == "Hi there."
@@ -118,17 +123,7 @@ async def test_a_dropped_live_socket_is_reopened_and_the_reply_asked_again(fake,
     script, base_url = fake
     script.replies = ["A long answer that the dropped socket cuts in the middle of its audio.", "Here it is."]
     script.drop_after_chunks = 9  # the greeting takes 6 chunks; the reply drops after 3
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
-    config = parse_config(f"""
-pipelines:
-  default:
-    kind: realtime
-    greeting: "Hi there."
-    realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
-""")
-    _, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=1.0,
-                                      on_event=lambda e: None)
+    _, turns = await one_line_call(base_url, tmp_path, hangup_timeout_s=1.0)
     assert script.sessions == 2
     assert turns[1].error is not None and "1011" in turns[1].error
     assert turns[-1].reply_heard == "Here it is."
@@ -142,17 +137,7 @@ async def test_a_go_away_while_the_caller_talks_does_not_lose_the_reply_on_its_w
     reopening the session as the caller stops would drop it, and leave them in silence."""
     script, base_url = fake
     script.go_away_when_caller_speaks, script.reply_delay_s = True, 0.8
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
-    config = parse_config(f"""
-pipelines:
-  default:
-    kind: realtime
-    greeting: "Hi there."
-    realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
-""")
-    _, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=1.5,
-                                      on_event=lambda e: None)
+    _, turns = await one_line_call(base_url, tmp_path, hangup_timeout_s=1.5)
     assert [(turn.reply_heard, turn.error) for turn in turns] == [("Hi there.", None), ("It is noon.", None)]
     assert script.sessions == 2  # renewed once the reply was heard
 
@@ -160,16 +145,6 @@ pipelines:
 async def test_go_away_renews_the_session_at_the_next_pause(fake, tmp_path) -> None:
     script, base_url = fake
     script.go_away_after_turns = 1  # after the greeting
-    path = tmp_path / "line.wav"
-    write_wav(path, np.concatenate([quiet(0.05), speech_like(0.5), quiet(0.05, seed=1)]), 8000)
-    config = parse_config(f"""
-pipelines:
-  default:
-    kind: realtime
-    greeting: "Hi there."
-    realtime: {{provider: gemini, base_url: "{base_url}", silence_duration_ms: 250}}
-""")
-    _, turns = await calls.place_call(config, [CallerLine(wav=str(path))], hangup_timeout_s=0.8,
-                                      on_event=lambda e: None)
+    _, turns = await one_line_call(base_url, tmp_path, hangup_timeout_s=0.8)
     assert script.sessions == 2  # renewed, not failed
     assert [(turn.reply_heard, turn.error) for turn in turns] == [("Hi there.", None), ("It is noon.", None)]
