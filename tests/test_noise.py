@@ -154,3 +154,41 @@ async def test_a_noise_while_the_bot_thinks_does_not_lose_the_answer(tmp_path, s
     answered = [turn for turn in turns if turn.kind == "reply"]
     assert [turn.transcript for turn in answered][-1:] == ["what are your opening hours"]
     assert answered[-1].reply_heard == "We open at noon."
+
+
+class SlowFirstTTS(InstantTTS):
+    """Its first line takes `delay_s` to start (a cold vendor); the rest come at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def stream(self, text):
+        delay, self.delay_s = self.delay_s, 0.0
+        await asyncio.sleep(delay)
+        async for chunk in super().stream(text):
+            yield chunk
+
+
+async def test_a_click_before_the_greeting_is_heard_does_not_leave_the_caller_in_silence(tmp_path):
+    """A click on the line (the handset picked up) cuts the greeting before a word of it went out: once it
+    proves not to be the caller speaking, the bot greets them."""
+    click = tmp_path / "click.wav"
+    write_wav(click, at_level(noises(0.24)["white"], -15), 8000)
+    providers = Providers(InstantSTT("hello"), InstantLLM("We open at noon."), SlowFirstTTS(delay_s=1.5))
+    config = parse_config(CONFIG.replace("GATE", "true"))
+    # the caller does not wait for a greeting that is slow to come: the click is at 0.3 s
+    _, turns = await calls.place_call(config, [CallerLine(wav=str(click))], providers, reply_timeout_s=0.3,
+                                      hangup_timeout_s=3)
+    assert [(turn.kind, turn.reply_heard) for turn in turns] == [("greeting", ""), ("greeting", "Hi.")]
+
+
+async def test_a_caller_who_speaks_before_the_greeting_is_answered_not_greeted(tmp_path):
+    hello = tmp_path / "hello.wav"
+    write_wav(hello, np.concatenate([speech_like(0.8), quiet(0.2)]), 8000)
+    providers = Providers(InstantSTT("hello"), InstantLLM("Hi, how can I help?"), SlowFirstTTS(delay_s=1.5))
+    config = parse_config(CONFIG.replace("GATE", "true"))
+    _, turns = await calls.place_call(config, [CallerLine(wav=str(hello))], providers, reply_timeout_s=0.3,
+                                      hangup_timeout_s=2)
+    assert [(turn.kind, turn.reply_heard) for turn in turns] == [("greeting", ""),
+                                                                 ("reply", "Hi, how can I help?")]

@@ -171,6 +171,8 @@ class CallSession:
         self._carried: Utterance | None = None  # an utterance cut before the caller heard a reply to it
         self._carried_unanswered_since: float | None = None  # ...with the caller silent and the bot idle
         self._carried_answered_again = False  # it was answered once without new words: not again
+        self._greeting_owed = False  # the greeting was cut before any of it was heard, by a sound
+        self._greeted_again = False
         self._barging_in = 0
         self._echo = False  # the utterance being heard is the bot's own voice coming back
         self._hold: _Hold | None = None  # the bot paused while the caller talks over it
@@ -611,17 +613,27 @@ class CallSession:
 
     async def _answer_what_was_cut(self, now: float) -> None:
         """A sound stopped the work on the caller's answer, then proved not to be speech (noise, a click
-        too short to be an utterance): the words whose answer it stopped are answered all the same."""
-        if (self._carried is None or self._carried_answered_again or self.segmenter.in_utterance
-                or self.busy or self._barging_in or self._hold is not None or self._speculation is not None
-                or self._digits or self._ending):
+        too short to be an utterance): the words whose answer it stopped are answered all the same (and
+        a greeting it cut before a word of it was heard is said)."""
+        owed = self._carried is not None and not self._carried_answered_again
+        greeting_owed = self._greeting_owed and not self._greeted_again
+        if (not (owed or greeting_owed) or self.segmenter.in_utterance or self.busy or self._barging_in
+                or self._hold is not None or self._speculation is not None or self._digits or self._ending):
             self._carried_unanswered_since = None
             return
         if self._carried_unanswered_since is None:
             self._carried_unanswered_since = now
         if now - self._carried_unanswered_since < CARRIED_GRACE_S:
             return
-        carried, self._carried, self._carried_unanswered_since = self._carried, None, None
+        self._carried_unanswered_since = None
+        if not owed:
+            log.info("call %s: what cut the greeting was not speech: greeting again", self.call_id)
+            self._greeting_owed, self._greeted_again = False, True
+            greeting = self._new_turn("greeting")
+            self._commit(greeting)
+            greeting.task = asyncio.create_task(self._greet(greeting), name=f"greeting-{self.call_id}")
+            return
+        carried, self._carried = self._carried, None
         log.info("call %s: what cut the answer was not speech: answering the caller's words", self.call_id)
         await self._start_turn(carried)
         # once: if that answer is cut the same way (an echo, a noise that repeats), wait for the caller
@@ -653,7 +665,7 @@ class CallSession:
         self._speculated = self._dropped = 0
         if isinstance(turn.heard, Utterance):
             self._carried = None  # it is part of this turn's audio
-            self._carried_answered_again = False
+            self._carried_answered_again = self._greeting_owed = False  # the caller speaks: no greeting now
         self._turn = turn
         turn.committed.set()
         self._add_user_words(turn)
@@ -682,13 +694,18 @@ class CallSession:
     async def _greet(self, turn: _Turn) -> None:
         """The greeting, once the context webhook (if any) has filled it in (pipeline/context.py)."""
         try:
-            await self.context.ready()
+            try:
+                await self.context.ready()
+            except asyncio.CancelledError:
+                self._finish(turn)
+                raise
+            if self.context.error is not None:
+                turn.metrics.failures.append(f"context_webhook: {self.context.error}")
+            await self._say(turn, self.context.greeting, hang_up=False)
         except asyncio.CancelledError:
-            self._finish(turn)
+            if turn.metrics.first_audio_sent is None and not self.closed.is_set():
+                self._greeting_owed = True  # said once the sound that cut it proves not to be the caller
             raise
-        if self.context.error is not None:
-            turn.metrics.failures.append(f"context_webhook: {self.context.error}")
-        await self._say(turn, self.context.greeting, hang_up=False)
 
     async def _leave_voicemail(self) -> None:
         """A machine answered our outbound call: say `voicemail.message` (detection waited for the beep)
