@@ -343,7 +343,7 @@ class CallSession:
                 elif self._just_started_answering():
                     await self._undo_reply()
                 elif self._hold is not None and self._hold.heard is not None:
-                    await self._caller_spoke_again(event.at)
+                    await self._caller_went_on(spoke_again_at=event.at)
                 elif self._may_hold():
                     await self._hold_for_words(event.at)
                 else:
@@ -427,20 +427,6 @@ class CallSession:
         hold.judging = self._judging = asyncio.create_task(self._judge(hold, pcm, utterance),
                                                            name=f"judge-{self.call_id}")
 
-    async def _caller_spoke_again(self, at: float) -> None:
-        """The caller speaks again before their words over the bot were judged: the bot is paused (again,
-        if their first words let it go on), and those words are judged (and, if they interrupt, answered)
-        together with these."""
-        hold = self._hold
-        assert hold is not None
-        if hold.judging is not None:
-            hold.judging.cancel()
-            hold.judging = None
-        hold.since = at  # this stretch of speech has its own max_backchannel_ms
-        if hold.backchannel:
-            hold.backchannel = False
-            await self._pause_if_talking()
-
     async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
         said = await self._transcribe_aside(pcm)
         if hold is not self._hold:
@@ -464,16 +450,20 @@ class CallSession:
         await self._barge_in()
         await self._start_turn(utterance)
 
-    async def _caller_went_on(self) -> None:
-        """The caller talks on after a pause: whatever was being judged is void; pause again if the bot
-        went on meanwhile."""
+    async def _caller_went_on(self, spoke_again_at: float | None = None) -> None:
+        """The caller talks on over the bot: after a pause in their words (`Resumed`), or speaking again
+        after those words ended but before they were judged (`spoke_again_at`: their new start). What was
+        being judged is void (all they said is judged together later), and the bot is paused again if it
+        went on meanwhile. A new stretch of speech has its own `max_backchannel_ms`."""
         hold = self._hold
         assert hold is not None
         if hold.judging is not None:
             hold.judging.cancel()
             hold.judging = None
+        if spoke_again_at is not None or hold.backchannel:
+            hold.since = spoke_again_at if spoke_again_at is not None else time.monotonic()
         if hold.backchannel:
-            hold.backchannel, hold.since = False, time.monotonic()
+            hold.backchannel = False
             await self._pause_if_talking()
 
     async def _pause_if_talking(self) -> None:
