@@ -94,8 +94,11 @@ class _Hold:
     heard: Utterance | None = None  # what they finished saying over it so far, judged with what follows
 
 
-def _joined(first: Utterance, then: Utterance) -> Utterance:
-    """Two utterances said over the bot, one after the other, as one (for the recogniser and the turn)."""
+def _joined(first: Utterance | None, then: Utterance) -> Utterance:
+    """Two utterances, one after the other, as one (for the recogniser and the turn); `then` alone when
+    there is no `first` (nothing carried, nothing said before on the hold)."""
+    if first is None:
+        return then
     return Utterance(np.concatenate([first.pcm, then.pcm]), first.speech_start, then.speech_end,
                      first.voiced_ms + then.voiced_ms, then.forced)
 
@@ -169,7 +172,7 @@ class CallSession:
         self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
         self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
         self._carried: Utterance | None = None  # an utterance cut before the caller heard a reply to it
-        self._carried_unanswered_since: float | None = None  # ...with the caller silent and the bot idle
+        self._owed_since: float | None = None  # carried words or the greeting owed, caller silent, bot idle
         self._carried_answered_again = False  # it was answered once without new words: not again
         self._greeting_owed = False  # the greeting was cut before any of it was heard, by a sound
         self._greeted_again = False
@@ -417,7 +420,7 @@ class CallSession:
         if hold.judging is not None:
             hold.judging.cancel()
         if utterance is not None:
-            hold.heard = utterance if hold.heard is None else _joined(hold.heard, utterance)
+            hold.heard = _joined(hold.heard, utterance)
             utterance, pcm = hold.heard, hold.heard.pcm
         elif hold.heard is not None:
             pcm = np.concatenate([hold.heard.pcm, pcm])
@@ -482,8 +485,7 @@ class CallSession:
                 log.info("call %s: the caller kept talking over the bot: interrupted", self.call_id)
                 self._hold = None
                 if hold.heard is not None:  # answered with the rest, once it ends
-                    earlier = self._carried
-                    self._carried = hold.heard if earlier is None else _joined(earlier, hold.heard)
+                    self._carried = _joined(self._carried, hold.heard)
                 await self._barge_in()
         elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
             if hold.heard is not None:  # ...after words still to be judged
@@ -551,8 +553,8 @@ class CallSession:
             return
         if await self._is_noise(pause.pcm):
             return
-        heard = Utterance(self._with_carried(pause.pcm), pause.speech_start, pause.speech_end,
-                          pause.voiced_ms, forced=False)
+        heard = _joined(self._carried, Utterance(pause.pcm, pause.speech_start, pause.speech_end,
+                                                 pause.voiced_ms, forced=False))
         turn = self._new_turn("reply", heard)
         self._speculation = turn
         self._speculated += 1
@@ -594,7 +596,7 @@ class CallSession:
             await self._barge_in()
             if self._ending or self.closed.is_set():  # a goodbye or the hang-up came meanwhile
                 return
-        if isinstance(heard, Utterance) and self._carried is not None:
+        if isinstance(heard, Utterance):
             heard = _joined(self._carried, heard)
         turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
         self._reminders = 0
@@ -609,13 +611,13 @@ class CallSession:
         greeting_owed = self._greeting_owed and not self._greeted_again
         if (not (owed or greeting_owed) or self.segmenter.in_utterance or self.busy or self._barging_in
                 or self._hold is not None or self._speculation is not None or self._digits or self._ending):
-            self._carried_unanswered_since = None
+            self._owed_since = None
             return
-        if self._carried_unanswered_since is None:
-            self._carried_unanswered_since = now
-        if now - self._carried_unanswered_since < CARRIED_GRACE_S:
+        if self._owed_since is None:
+            self._owed_since = now
+        if now - self._owed_since < CARRIED_GRACE_S:
             return
-        self._carried_unanswered_since = None
+        self._owed_since = None
         if not owed:
             log.info("call %s: what cut the greeting was not speech: greeting again", self.call_id)
             self._greeting_owed, self._greeted_again = False, True
@@ -628,12 +630,6 @@ class CallSession:
         await self._start_turn(carried)
         # once: if that answer is cut the same way (an echo, a noise that repeats), wait for the caller
         self._carried_answered_again = True
-
-    def _with_carried(self, pcm: np.ndarray) -> np.ndarray:
-        """Audio of an utterance whose turn was cut before the caller heard a reply, then `pcm`."""
-        if self._carried is None:
-            return pcm
-        return np.concatenate([self._carried.pcm, pcm])
 
     def _new_turn(self, kind: str, heard: Utterance | Keypad | None = None) -> _Turn:
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
@@ -676,7 +672,7 @@ class CallSession:
         if isinstance(turn.heard, Utterance):  # it holds what was carried into it; then what came since
             later = self._carried
             self._carried = turn.heard if later is None else _joined(turn.heard, later)
-            self._carried_unanswered_since = None
+            self._owed_since = None
         if turn.in_history:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False
