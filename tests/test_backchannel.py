@@ -4,6 +4,7 @@ and resume keep every frame and mark in order."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from switchboard.core.messages import Transcript
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.call import Providers
 from tests import calls
-from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS, spoken_bursts
+from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS, PhrasesSTT, spoken_bursts
 from tests.speech import quiet, speech_like
 
 DEFAULTS = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
@@ -140,20 +141,15 @@ async def test_with_min_words_2_a_stray_word_lets_the_bot_go_on_but_no_still_sto
     assert result.lines[1].clear_received
 
 
-class SlowBurstsSTT(InstantSTT):
-    """The caller's opening question (one burst of 1 s or more) is `question`; shorter audio is heard as
-    the first k of `said`, k = its bursts of speech; each transcription takes `delay_s`."""
-
-    def __init__(self, said: list[str], delay_s: float) -> None:
-        super().__init__("what are your opening hours", delay_s=delay_s)
-        self.said = said
+class QuestionThenPhrasesSTT(PhrasesSTT):
+    """The caller's opening question (one burst of 1.2 s or more) is heard as such; what they say over the
+    reply as the first k of `phrases` (PhrasesSTT), each transcription taking `delay_s`."""
 
     async def transcribe(self, pcm: np.ndarray) -> Transcript:
-        question = await super().transcribe(pcm)
-        bursts = spoken_bursts(pcm, self.sample_rate)
-        if bursts == 1 and len(pcm) >= self.sample_rate * 1.2:
-            return question
-        return Transcript(" ".join(self.said[:bursts]))
+        if spoken_bursts(pcm, self.sample_rate) == 1 and len(pcm) >= self.sample_rate * 1.2:
+            await asyncio.sleep(self.delay_s)
+            return Transcript("what are your opening hours")
+        return await super().transcribe(pcm)
 
 
 async def say_twice_over_the_reply(tmp_path, said: list[str], gap_s: float, delay_s: float):
@@ -163,7 +159,7 @@ async def say_twice_over_the_reply(tmp_path, said: list[str], gap_s: float, dela
     write_wav(question, np.concatenate([quiet(0.1), speech_like(1.2), quiet(0.1, seed=1)]), 8000)
     write_wav(twice, np.concatenate([speech_like(0.45), quiet(gap_s, seed=2), speech_like(0.45),
                                      quiet(0.1, seed=4)]), 8000)
-    stt = SlowBurstsSTT(said, delay_s=delay_s)
+    stt = QuestionThenPhrasesSTT(said, delay_s=delay_s)
     config = parse_config(CONFIG.replace("ON", "true"))
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(twice), barge_in=True)]
     result, turns = await calls.place_call(config, lines, Providers(stt, InstantLLM(REPLY), InstantTTS()),

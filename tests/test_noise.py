@@ -126,19 +126,6 @@ async def test_a_caller_on_a_noisy_line_is_answered_once_for_what_they_said(tmp_
         assert len(answered) >= 2
 
 
-class SlowLLM(InstantLLM):
-    """Takes `delay_s` to think before it answers."""
-
-    def __init__(self, reply: str, delay_s: float) -> None:
-        super().__init__(reply)
-        self.delay_s = delay_s
-
-    async def stream(self, messages, tools):
-        await asyncio.sleep(self.delay_s)
-        async for event in super().stream(messages, tools):
-            yield event
-
-
 @pytest.mark.parametrize("seconds", [0.6, 0.24])
 async def test_a_noise_while_the_bot_thinks_does_not_lose_the_answer(tmp_path, seconds):
     """A door slam (0.6 s of loud noise: an utterance, dropped as noise) or a click (0.24 s: enough to
@@ -148,7 +135,7 @@ async def test_a_noise_while_the_bot_thinks_does_not_lose_the_answer(tmp_path, s
     line = tmp_path / "question_then_slam.wav"
     write_wav(line, np.concatenate([speech_like(1.2), quiet(2.5), slam, quiet(0.5, seed=1)]), 8000)
     stt = InstantSTT("what are your opening hours")
-    providers = Providers(stt, SlowLLM("We open at noon.", delay_s=4.0), InstantTTS())
+    providers = Providers(stt, InstantLLM("We open at noon.", delay_s=4.0), InstantTTS())
     config = parse_config(CONFIG.replace("GATE", "true"))
     _, turns = await calls.place_call(config, [CallerLine(wav=str(line))], providers, hangup_timeout_s=8)
     answered = [turn for turn in turns if turn.kind == "reply"]

@@ -89,17 +89,20 @@ class PhrasesSTT(InstantSTT):
 
 
 class InstantLLM:
-    """Replies with `reply`; a caller line containing `goodbye` gets the end_call tool."""
+    """Replies with `reply` (after `delay_s` of thought); a caller line containing `goodbye` gets the
+    end_call tool."""
 
     vendor, model = "instant", "echo"
     timeouts: Timeouts | None = None
 
-    def __init__(self, reply: str = "Sure. Anything else?", fail_after_words: int | None = None) -> None:
-        self.reply, self.fail_after_words = reply, fail_after_words
+    def __init__(self, reply: str = "Sure. Anything else?", fail_after_words: int | None = None,
+                 delay_s: float = 0.0) -> None:
+        self.reply, self.fail_after_words, self.delay_s = reply, fail_after_words, delay_s
         self.requests: list[list[Message]] = []
 
     async def stream(self, messages: list[Message], tools: list[Tool]) -> AsyncIterator[LLMEvent]:
         self.requests.append(list(messages))
+        await asyncio.sleep(self.delay_s)
         if "goodbye" in messages[-1].content and any(t.name == "end_call" for t in tools):
             yield ToolCall("call_1", "end_call", {"farewell": "Goodbye!"})
             return
