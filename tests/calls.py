@@ -21,6 +21,7 @@ async def place_call(
     providers: Providers | None = None,
     path: str = "/media-stream",
     on_turn: Callable[[TurnMetrics], None] | None = None,
+    insecure_dev: bool = False,
     **caller_options: Any,
 ) -> tuple[CallResult, list[TurnMetrics]]:
     """Serve `config` (with `providers` as its default pipeline's, if given), play `lines` as the caller,
@@ -34,7 +35,7 @@ async def place_call(
             on_turn(metrics)
 
     given = {"default": providers} if providers is not None else None
-    app = create_app(config, on_turn=record, providers=given)
+    app = create_app(config, on_turn=record, providers=given, insecure_dev=insecure_dev)
     async with running(app) as port:
         result = await run_call(f"ws://127.0.0.1:{port}{path}", lines, **caller_options)
         await asyncio.wait_for(app.state.host.wait_idle(), SETTLE_S)

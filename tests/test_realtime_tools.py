@@ -136,20 +136,12 @@ async def call_with_twilio_rest(yaml: str, twilio, monkeypatch, speech_wav: str,
     """One call on a server whose Twilio REST credentials point at `twilio` (a fake REST API), so that a
     transfer redirects the call there. With credentials set the media stream checks Twilio's signature,
     which the simulated caller doesn't make: the server runs with insecure_dev."""
-    from switchboard.caller import run_call
-    from switchboard.server import create_app
-
     async with running(twilio.app()) as twilio_port:
         monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", "rest-auth-token-realtime")
         monkeypatch.setenv("TWILIO_API_BASE", f"http://127.0.0.1:{twilio_port}")
-        turns: list = []
-        app = create_app(parse_config(yaml), on_turn=turns.append, insecure_dev=True)
-        async with running(app) as server:
-            result = await run_call(f"ws://127.0.0.1:{server}/media-stream", [CallerLine(wav=speech_wav)],
-                                    hangup_timeout_s=hangup_timeout_s, on_event=lambda e: None)
-            await asyncio.wait_for(app.state.host.wait_idle(), 5)
-    return result, turns
+        return await calls.place_call(parse_config(yaml), [CallerLine(wav=speech_wav)], insecure_dev=True,
+                                      hangup_timeout_s=hangup_timeout_s, on_event=lambda e: None)
 
 
 async def test_gemini_live_books_through_the_http_tool(gemini, tool_server, speech_wav) -> None:
