@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,28 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantTTS, PhrasesSTT
 from tests.test_noise import SPEECH_DIR as SPEECH
 from tests.test_turn_taking import CALLER_VOICE, bot_audio_while_speaking
+
+
+def _model_missing() -> str | None:
+    try:
+        smart_turn.model_path()
+    except smart_turn.SmartTurnUnavailable as missing:
+        return str(missing)
+    return None
+
+
+# The model is optional for a user (turn.audio_model defaults to none): without its wheel the tests that
+# run it skip, naming the install line; CI installs it and sets SWITCHBOARD_REQUIRE_SMART_TURN=1, so
+# there a missing model fails instead.
+MISSING = _model_missing()
+needs_model = pytest.mark.skipif(
+    MISSING is not None and os.environ.get("SWITCHBOARD_REQUIRE_SMART_TURN") != "1",
+    reason=f"the Smart Turn v3 model is not installed ({MISSING}); deploy/install.sh installs it")
+
+
+def test_ci_that_requires_the_model_has_it():
+    if os.environ.get("SWITCHBOARD_REQUIRE_SMART_TURN") == "1":
+        assert MISSING is None, MISSING
 
 
 def test_features_put_a_tone_in_its_mel_band_and_pad_silence_in_front():
@@ -37,11 +61,15 @@ def probability(text: str) -> float:
     return smart_turn.shared().probability(line, 8000)
 
 
-def test_a_finished_question_sounds_finished_and_a_trailing_um_does_not():
+@needs_model
+def test_a_finished_question_sounds_finished_and_a_cut_off_phrase_does_not():
+    # Piper samples its prosody afresh each time: "and then I, um" scored 0.13 to 0.95 over runs (a
+    # flaky check); a phrase cut after its article scored 0.016 to 0.04 in every run
     assert probability("What time do you close today?") > 0.9
-    assert probability("and then I, um") < 0.1
+    assert probability("because the") < 0.2
 
 
+@needs_model
 @pytest.mark.skipif(not SPEECH.is_dir(), reason="the real recordings are not beside this checkout")
 @pytest.mark.parametrize("clip, pauses, check_end", [
     ("arctic_a0024_us_female.wav", [1.16, 2.92], True),  # "It was my reports from the north [.] which…"
@@ -126,6 +154,7 @@ async def test_a_fragment_read_as_finished_but_sounding_unfinished_is_not_answer
     assert sounds.heard >= 2 and turn.sounds_finished == 0.04 and turn.reads == "complete"
 
 
+@needs_model
 def test_check_shows_the_model_or_what_is_missing(monkeypatch):
     from switchboard.check import describe
 
