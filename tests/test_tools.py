@@ -385,3 +385,68 @@ async def test_an_llm_that_only_ever_calls_tools_fails_the_turn_instead_of_silen
 
     with pytest.raises(ProviderError, match="still calling tools"):
         await collect_rounds(Hallucinating(mute=True), ToolBox([], ToolUseConfig(max_rounds=2)))
+
+
+# --- arguments sent by default ------------------------------------------------------------------------
+
+
+def plain_tool(url: str, http: str, required: str = "[party_size]") -> ToolBox:
+    text = f"""
+pipelines:
+  default:
+    stt: {{provider: pocketsphinx}}
+    llm: {{provider: scripted}}
+    tts: {{provider: espeak}}
+    tools:
+      - name: find_table
+        description: Find a table.
+        parameters:
+          type: object
+          properties: {{party_size: {{type: integer}}, time: {{type: string}}, vip: {{type: boolean}},
+                        days: {{type: array, items: {{type: string}}}}}}
+          required: {required}
+        http: {{url: "{url}/tables", {http}}}
+"""
+    pipeline = parse_config(text).pipelines["default"]
+    return ToolBox(pipeline.tools, pipeline.tool_use)
+
+
+ARGUMENTS = {"party_size": 4, "time": "19:30", "vip": True, "days": ["fri", "sat"]}
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+async def test_without_a_body_the_arguments_are_the_json_body(server, method) -> None:
+    outcome = await plain_tool(server.url, f"method: {method}").run(ToolCall("c1", "find_table", ARGUMENTS))
+    assert outcome.status == "ok"
+    (request,) = server.requests
+    assert request["method"] == method and request["body"] == ARGUMENTS and request["query"] == {}
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_without_a_body_get_and_delete_send_the_arguments_as_query_parameters(server, method) -> None:
+    tools = plain_tool(server.url + "/{party_size}", f"method: {method}, query: {{when: '{{time}}'}}")
+    outcome = await tools.run(ToolCall("c1", "find_table", ARGUMENTS))
+    assert outcome.status == "ok"
+    (request,) = server.requests
+    assert request["method"] == method and request["path"] == "/4/tables" and request["body"] is None
+    # those a template placed are not repeated; a list repeats its key (the fake keeps the last)
+    assert request["query"] == {"when": "19:30", "vip": "true", "days": "sat"}
+    assert "days=fri&days=sat" in request["raw_query"]
+
+
+@pytest.mark.parametrize("body", ["null", "''", "{}"])
+async def test_a_null_or_empty_body_sends_nothing_and_warns_at_start_up(server, body, caplog) -> None:
+    with caplog.at_level("WARNING", logger="switchboard.config"):
+        tools = plain_tool(server.url, f"method: POST, body: {body}")
+    assert ("pipelines.default.tools[0]: tool 'find_table': its request carries none of its arguments, "
+            "though party_size is required") in caplog.text
+    outcome = await tools.run(ToolCall("c1", "find_table", ARGUMENTS))
+    assert outcome.status == "ok" and server.requests[0]["body"] is None
+
+
+def test_no_warning_when_the_arguments_are_sent_or_none_is_required(caplog) -> None:
+    with caplog.at_level("WARNING", logger="switchboard.config"):
+        plain_tool("http://127.0.0.1:9", "method: POST")
+        plain_tool("http://127.0.0.1:9", "body: null", required="[]")
+        plain_tool("http://127.0.0.1:9", "body: {n: '{party_size}'}")
+    assert "carries none of its arguments" not in caplog.text

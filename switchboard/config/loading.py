@@ -5,6 +5,7 @@ cross-key checks, then the schema. `load_config` / `parse_config` return a `Conf
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,8 +33,9 @@ from switchboard.config.schema import (
     default_pipeline_problem,
     number_problems,
 )
-from switchboard.config.tools import defers_env
+from switchboard.config.tools import defers_env, tool_warnings
 
+log = logging.getLogger("switchboard.config")
 CONFIG_ENV_VAR = "SWITCHBOARD_CONFIG"
 BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / CONFIG_FILE_NAME  # package data
 
@@ -76,6 +78,8 @@ def parse_config(text: str, source: str = CONFIG_FILE_NAME) -> Config:
         ]
     else:
         if not problems:
+            for warning in tool_warnings(config.pipelines):
+                log.warning("%s: %s", source, warning)
             return config
     raise ConfigError(_in_document_order(problems, data), source)
 

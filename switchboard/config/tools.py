@@ -113,9 +113,20 @@ class HttpAction(_Endpoint):
 
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     query: dict[str, str] = Field(default_factory=dict)  # added to the URL, values URL-encoded
-    body: dict[str, Any] | list[Any] | str | None = None  # JSON; a string "{name}" alone keeps its type
+    # JSON; a string "{name}" alone keeps its type. Not given: the arguments themselves (see `sends`);
+    # null or an empty template: no body
+    body: dict[str, Any] | list[Any] | str | None = None
     timeout_s: float = Field(5.0, gt=0, le=60)
     result_field: str | None = None  # a dotted path into the JSON answer, e.g. booking.id; None: all of it
+
+    @property
+    def sends(self) -> Literal["template", "json", "query", "nothing"]:
+        """What carries the arguments: the `body` template; with no `body:` key, the validated arguments
+        themselves (POST, PUT, PATCH: as the JSON body; GET, DELETE: as query parameters); `body: null`
+        or an empty template: nothing but what the url, query and headers templates hold."""
+        if "body" in self.model_fields_set:
+            return "nothing" if self.body in (None, "", {}, []) else "template"
+        return "json" if self.method in ("POST", "PUT", "PATCH") else "query"
 
 
 class ToolConfig(Strict):
@@ -161,6 +172,29 @@ class ToolConfig(Strict):
                 f"http: {', '.join('{' + u + '}' for u in unknown)} is not a parameter of this tool; "
                 f"parameters: {', '.join(sorted(known)) or 'none'} (write {{{{ for a literal brace)")
         return self
+
+    def unused_arguments(self) -> str | None:
+        """The start-up warning for a tool whose request carries none of its arguments although some are
+        required (`body: null`, or templates that name none): the service would never hear them."""
+        required = self.parameters.get("required") or []
+        http = self.http
+        if not required or http.sends in ("json", "query"):
+            return None
+        body = http.body if http.sends == "template" else None
+        if arguments_in([http.url, http.query, http.headers, body]):
+            return None
+        return (f"tool {self.name!r}: its request carries none of its arguments, though "
+                f"{', '.join(required)} {'is' if len(required) == 1 else 'are'} required; remove `body:` to "
+                "send them all (as JSON, or as query parameters for GET and DELETE), or name them in a "
+                "template, e.g. {" + required[0] + "}")
+
+
+def tool_warnings(pipelines: dict[str, Any]) -> list[str]:
+    """Start-up warnings about the pipelines' tools, as `pipelines.<name>.tools[i]: ...` lines."""
+    return [f"pipelines.{name}.tools[{index}]: {warning}"
+            for name, pipeline in pipelines.items()
+            for index, tool in enumerate(getattr(pipeline, "tools", None) or [])
+            if isinstance(tool, ToolConfig) and (warning := tool.unused_arguments())]
 
 
 class ToolUseConfig(Strict):

@@ -34,7 +34,14 @@ import certifi
 import httpx
 import jsonschema
 
-from switchboard.config.tools import ARGUMENT, MissingVariable, ToolConfig, ToolUseConfig, expand_env
+from switchboard.config.tools import (
+    ARGUMENT,
+    MissingVariable,
+    ToolConfig,
+    ToolUseConfig,
+    arguments_in,
+    expand_env,
+)
 from switchboard.core.errors import ProviderError
 from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
 from switchboard.core.metrics import TurnMetrics
@@ -135,10 +142,16 @@ class ToolBox:
     async def _request(self, spec: ToolConfig, arguments: dict[str, Any]) -> str:
         http = spec.http
         url = expand_env(_fill(http.url, arguments, quote_values=True))
-        query = {key: expand_env(_fill(value, arguments)) for key, value in http.query.items()}
+        query: dict[str, Any] = {key: expand_env(_fill(value, arguments))
+                                 for key, value in http.query.items()}
         headers = {"user-agent": USER_AGENT, "accept": "application/json",
                    **{key: expand_env(_fill(value, arguments)) for key, value in http.headers.items()}}
-        body = _fill_json(http.body, arguments) if http.body is not None else None
+        sends = http.sends
+        body = (_fill_json(http.body, arguments) if sends == "template"
+                else arguments if sends == "json" else None)
+        if sends == "query":  # the arguments no template placed already; the query template's keys win
+            placed = arguments_in([http.url, http.query, http.headers])
+            query = {**_as_query({k: v for k, v in arguments.items() if k not in placed}), **query}
         options: dict[str, Any] = {}
         if isinstance(body, str):
             options["content"] = body.encode()
@@ -210,6 +223,17 @@ def _field(answer: Any, path: str, tool: str) -> Any:
 def _schema_problem(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(part) for part in error.absolute_path)
     return f"{where}: {error.message}" if where else error.message
+
+
+def _as_query(arguments: dict[str, Any]) -> dict[str, str | list[str]]:
+    """Arguments as query parameters: strings as they are, a list of them repeated (`?a=1&a=2`),
+    anything else as JSON (`4`, `true`, `{"k": 1}`)."""
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    return {key: [text(item) for item in value] if isinstance(value, list) else text(value)
+            for key, value in arguments.items() if value is not None}
 
 
 def _fill(template: str, arguments: dict[str, Any], quote_values: bool = False) -> str:

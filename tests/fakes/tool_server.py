@@ -29,7 +29,7 @@ class ToolServer:
     answered: int = 0
 
     def app(self) -> Starlette:
-        methods = ["GET", "POST", "PUT", "DELETE"]
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
 
     async def _handle(self, request: Request) -> Response:
@@ -39,7 +39,8 @@ class ToolServer:
         except ValueError:
             body = raw.decode(errors="replace")
         self.requests.append({"method": request.method, "path": request.url.path,
-                              "query": dict(request.query_params), "headers": dict(request.headers),
+                              "query": dict(request.query_params),
+                              "raw_query": request.url.query, "headers": dict(request.headers),
                               "body": body})
         waited = 0.0
         while waited < self.delay_s:
