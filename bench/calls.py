@@ -115,7 +115,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,11 +315,33 @@ def _new_loop_factory(name: str) -> Any:
 # ============================================================================================ server
 
 
+def _server_modules() -> dict[str, Any]:
+    """What the server process needs from the code under test: this tree's, or with ``--compare REV`` an
+    older commit's (run with that commit first on the path; before the package existed, modules sat at
+    the top level: ``server``, ``pipeline.config``, ``providers.base``)."""
+    try:
+        from switchboard.config import parse_config
+        from switchboard.core.messages import Transcript
+        from switchboard.pipeline import player
+        from switchboard.pipeline.call import Providers
+        from switchboard.server import create_app, running
+    except ImportError:  # 56c47fb and before
+        from pipeline import player  # type: ignore[no-redef]
+        from pipeline.call import Providers  # type: ignore[no-redef]
+        from pipeline.config import parse_config  # type: ignore[no-redef]
+        from providers.base import Transcript  # type: ignore[no-redef]
+
+        from server import create_app, running  # type: ignore[no-redef]
+    return {"parse_config": parse_config, "Transcript": Transcript, "player": player, "Providers": Providers,
+            "create_app": create_app, "running": running}
+
+
 def _bench_providers(transcript: str, reply: str, tts_rate: int, ms_per_char: float) -> Any:
     """Instant providers (tests/fakes/instant.py) that keep nothing per turn and render each text once."""
-    from switchboard.core.messages import Transcript
-    from switchboard.pipeline.call import Providers
     from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+    modules = _server_modules()
+    Transcript, Providers = modules["Transcript"], modules["Providers"]
 
     class BenchSTT(InstantSTT):
         """InstantSTT without the `heard` list: a long run must not hoard every utterance."""
@@ -376,33 +398,75 @@ def _profile_top(profiler: Any, limit: int = 25) -> str:
     return out.getvalue()
 
 
-async def _serve_main(opts: dict[str, Any]) -> None:
-    """The server process: serve, measure between `begin` and `end`, print the figures as JSON."""
-    import yaml
+OPENAI_STAGES = ("stt", "llm", "tts")  # --vendors openai: one fake per stage, each with its own latency
 
-    from switchboard.config import parse_config
-    from switchboard.pipeline import player as player_module
-    from switchboard.server import create_app, running
 
-    logging.basicConfig(level=opts["log_level"], format="%(levelname)s %(name)s: %(message)s")
-    pipeline = {
+def _pipeline_config(opts: dict[str, Any]) -> dict[str, Any]:
+    """The benchmarked pipeline (the stages are replaced by instant providers unless --vendors openai or
+    --embedded)."""
+    pipeline: dict[str, Any] = {
         "greeting": opts["greeting"],
         "apology": "Sorry, trouble.",
         "vad": {"end_silence_ms": opts["end_silence_ms"]},
         "turn": {"speculate_after_ms": opts["speculate_after_ms"]},
         "player": {"lead_ms": opts["lead_ms"]},
-        "stt": {"provider": "pocketsphinx"},  # replaced by the instant providers below
+        "stt": {"provider": "pocketsphinx"},  # replaced by the instant providers
         "llm": {"provider": "scripted"},
         "tts": {"provider": "espeak"},
     }
-    providers: Any = None
-    if opts.get("embedded"):  # the bundled pipeline's real engines (Moonshine, the script, Piper)
+    vendors = opts.get("vendor_urls")
+    if vendors:  # the OpenAI adapters against the fakes of --vendors openai
+        pipeline.update(
+            system_prompt="You answer the phone.",
+            stt={"provider": "openai", "model": "whisper-1", "base_url": vendors["stt"]},
+            llm={"provider": "openai", "model": "gpt-4o-mini", "base_url": vendors["llm"]},
+            tts={"provider": "openai", "model": "tts-1", "voice": "alloy", "base_url": vendors["tts"]})
+    elif opts.get("embedded"):  # the bundled pipeline's real engines (Moonshine, the script, Piper)
+        import yaml
+
         from switchboard.config import BUNDLED_CONFIG
 
         bundled = yaml.safe_load(BUNDLED_CONFIG.read_text(encoding="utf-8"))["pipelines"]["default"]
-        pipeline.update(stt=bundled["stt"], llm=bundled["llm"], tts=bundled["tts"], greeting=opts["greeting"])
-    config = parse_config(yaml.safe_dump({"pipelines": {"default": pipeline}}))
-    if not opts.get("embedded"):
+        pipeline.update(stt=bundled["stt"], llm=bundled["llm"], tts=bundled["tts"])
+    return pipeline
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (MiB), from /proc/self/statm (0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return 0.0
+
+
+class RssPeak:
+    """The peak resident memory over the measured window, sampled twice a second (ru_maxrss can't be
+    reset, so it would keep start-up's peak)."""
+
+    def __init__(self) -> None:
+        self.start_mb = self.peak_mb = _rss_mb()
+
+    def reset(self) -> None:
+        self.start_mb = self.peak_mb = _rss_mb()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+async def _serve_main(opts: dict[str, Any]) -> None:
+    """The server process: serve, measure between `begin` and `end`, print the figures as JSON."""
+    import yaml
+
+    modules = _server_modules()
+    player_module, create_app, running = modules["player"], modules["create_app"], modules["running"]
+
+    logging.basicConfig(level=opts["log_level"], format="%(levelname)s %(name)s: %(message)s")
+    config = modules["parse_config"](yaml.safe_dump({"pipelines": {"default": _pipeline_config(opts)}}))
+    providers: Any = None
+    if not opts.get("embedded") and not opts.get("vendor_urls"):
         providers = {"default": _bench_providers(opts["transcript"], opts["reply"], opts["tts_rate"],
                                                  opts["ms_per_char"])}
 
@@ -441,6 +505,7 @@ async def _serve_main(opts: dict[str, Any]) -> None:
             raise SystemExit(f"bench server: expected {command!r}, got {got!r}")
 
     probe = LagProbe()
+    rss = RssPeak()
     gc_pauses = GcPauses()
     gc.callbacks.append(gc_pauses)
     profiler = None
@@ -451,11 +516,13 @@ async def _serve_main(opts: dict[str, Any]) -> None:
     async with running(app) as port:
         threading.Thread(target=read_commands, daemon=True).start()
         probe_task = asyncio.create_task(probe.run(), name="lag-probe")
+        rss_task = asyncio.create_task(rss.run(), name="rss")
         idle_cpu0, idle_wall0 = _cpu_s(), time.monotonic()
         _emit({"port": port, "pid": os.getpid()})
         await expect("begin")
         idle_cpu_pct = 100 * (_cpu_s() - idle_cpu0) / max(1e-9, time.monotonic() - idle_wall0)
         probe.reset()
+        rss.reset()
         gc_pauses.reset()
         turns.clear()
         players.clear()
@@ -474,6 +541,8 @@ async def _serve_main(opts: dict[str, Any]) -> None:
             profiler.disable()
         cpu, wall, times1 = _cpu_s() - cpu0, time.monotonic() - wall0, os.times()
         probe_task.cancel()
+        rss_task.cancel()
+        rss.peak_mb = max(rss.peak_mb, _rss_mb())
         _emit({
             "lag": probe.hist.to_json(),
             "lag_spikes": probe.spikes,
@@ -485,11 +554,72 @@ async def _serve_main(opts: dict[str, Any]) -> None:
             "idle_cpu_pct": idle_cpu_pct,
             "gc": gc_pauses.stats,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_start_mb": rss.start_mb, "rss_peak_mb": rss.peak_mb,
             "turns": [_turn_record(t) for t in turns],
             "players": players,
             "calls_left_open": len(app.state.calls),
             "profile_top": _profile_top(profiler) if profiler is not None else None,
         })
+
+
+# ============================================================================================ vendor fakes
+
+# --vendors openai: the latencies of bench/turns.py (a short reply's vendor chain is ~0.85 s)
+FAKE_STT_S, FAKE_LLM_FIRST_S, FAKE_LLM_TOKEN_S, FAKE_TTS_FIRST_S = 0.3, 0.3, 0.015, 0.15
+
+
+def _fake_faults() -> dict[str, Any]:
+    """Each stage's fixed latency as `tests.fakes.common.Faults`, keeping no record of the requests (a
+    long run must not hoard them)."""
+    from tests.fakes.common import Faults
+
+    class Forgetful(list):  # type: ignore[type-arg]
+        def append(self, item: Any) -> None:
+            pass
+
+    def faults(**kwargs: Any) -> Faults:
+        made = Faults(**kwargs)
+        made.requests, made.paths, made.headers = Forgetful(), Forgetful(), Forgetful()
+        return made
+
+    return {"stt": faults(first_byte_delay_s=FAKE_STT_S),
+            "llm": faults(first_byte_delay_s=FAKE_LLM_FIRST_S, event_delay_s=FAKE_LLM_TOKEN_S),
+            "tts": faults(first_byte_delay_s=FAKE_TTS_FIRST_S)}
+
+
+async def _fakes_main(opts: dict[str, Any]) -> None:
+    """The vendors process of --vendors openai: three fakes of OpenAI's API (tests/fakes/openai_fake.py),
+    one per stage, on 127.0.0.1, each with its fixed latency, until stdin closes. Apart from the server
+    so that their CPU is not counted as the server's."""
+    from switchboard.server import running
+    from tests.fakes.openai_fake import OpenAIScript, make_app
+
+    class Forgetting(OpenAIScript):
+        """Renders each text's speech once and records nothing per request (a long run would hoard it)."""
+
+        def __getattribute__(self, name: str) -> Any:
+            if name in ("chunks_sent", "uploads", "speech_sent"):
+                return []
+            return super().__getattribute__(name)
+
+        def speech(self, text: str, speed: float = 1.0) -> np.ndarray:
+            rendered: dict[tuple[str, float], np.ndarray] = self.__dict__.setdefault("rendered", {})
+            if (text, speed) not in rendered:
+                rendered[text, speed] = super().speech(text, speed)
+            return rendered[text, speed]
+
+    logging.basicConfig(level=logging.WARNING)
+    faults = _fake_faults()
+    script = Forgetting(reply=opts["reply"], transcript=opts["transcript"], ms_per_char=opts["ms_per_char"])
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {}
+        for stage in OPENAI_STAGES:
+            port = await stack.enter_async_context(running(make_app(faults[stage], script)))
+            urls[stage] = f"http://127.0.0.1:{port}/v1"
+        cpu0 = _cpu_s()
+        _emit({"urls": urls, "pid": os.getpid()})
+        await asyncio.to_thread(sys.stdin.read)  # until the orchestrator closes our stdin
+        _emit({"cpu_s": _cpu_s() - cpu0})
 
 
 # ============================================================================================ callers
@@ -939,12 +1069,15 @@ def _run_c_callers(binary: Path, opts: dict[str, Any], audio: CallerAudio, go_at
 
 
 class Child:
-    """A child process speaking marked JSON lines on stdout and plain lines on stdin."""
+    """A child process speaking marked JSON lines on stdout and plain lines on stdin. `code`: run the
+    server of this file against another commit's tree (``--compare``): that tree alone on the path."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], code: Path | None = None) -> None:
         self.name = name
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        path = [str(code)] if code is not None else [str(ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        env.setdefault("OPENAI_API_KEY", "sk-bench-fake")  # --vendors openai: the fakes take any key
+        self.proc = subprocess.Popen(argv, cwd=code or ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env)
 
     def send(self, line: str) -> None:
@@ -960,10 +1093,13 @@ class Child:
             sys.stderr.write(f"[{self.name}] {line}")
         raise RuntimeError(f"{self.name} exited (code {self.proc.wait()}) before reporting")
 
-    def finish(self, timeout: float = 10.0) -> None:
+    def close_stdin(self) -> None:
         with contextlib.suppress(Exception):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
+
+    def finish(self, timeout: float = 10.0) -> None:
+        self.close_stdin()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -973,6 +1109,15 @@ class Child:
 
 def _self_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench.calls", *args]
+
+
+def _server_argv(code: Path | None, opts: dict[str, Any]) -> list[str]:
+    """This file's server; against another tree (``--compare``) it is run by path, so that `bench`,
+    `tests` and `switchboard` (or the top-level modules of older commits) are that tree's."""
+    if code is None:
+        return _self_argv("--serve", json.dumps(opts))
+    runner = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    return [sys.executable, "-c", runner, str(Path(__file__).resolve()), "--serve", json.dumps(opts)]
 
 
 class PySpy:
@@ -1058,17 +1203,24 @@ def wait_for_quiet(max_busy_cores: float, timeout_s: float) -> float | None:
             next_note = time.monotonic() + 30
 
 
-def run_once(n_calls: int, n_servers: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One benchmark run: a fresh server, `n_calls` calls, the raw results from every process."""
+def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
+             code: Path | None = None) -> dict[str, Any]:
+    """One benchmark run: a fresh server (on `code`, another commit's tree, with ``--compare``), `n_calls`
+    calls, the raw results from every process."""
+    vendors: Child | None = None
+    vendor_urls = None
+    if args.vendors == "openai":
+        vendors = Child("vendors", _self_argv("--fakes", json.dumps(
+            {"reply": args.reply, "transcript": DEFAULT_TRANSCRIPT, "ms_per_char": args.ms_per_char})))
+        vendor_urls = vendors.read()["urls"]
     server_opts = {
         "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
         "reply": args.reply, "end_silence_ms": args.end_silence_ms, "lead_ms": args.lead_ms,
         "tts_rate": 24000, "ms_per_char": args.ms_per_char, "loop": args.server_loop,
         "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
-        "speculate_after_ms": args.speculate_after_ms,
+        "speculate_after_ms": args.speculate_after_ms, "vendor_urls": vendor_urls,
     }
-    servers = [Child(f"server{k}", _self_argv("--serve", json.dumps(server_opts)))
-               for k in range(n_servers)]
+    servers = [Child(f"server{k}", _server_argv(code, server_opts), code) for k in range(n_servers)]
     callers: list[Child] = []
     spy: PySpy | None = None
     try:
@@ -1111,8 +1263,12 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace) -> dict[str
         server_result = merge_servers([server.read() for server in servers])
         if profile_top:
             server_result["profile_top"] = profile_top
+        vendors_cpu = None
+        if vendors is not None:
+            vendors.close_stdin()
+            vendors_cpu = vendors.read()["cpu_s"]
     finally:
-        for child in (*callers, *servers):
+        for child in (*callers, *servers, *([vendors] if vendors else [])):
             child.finish()
     busy, steal, total = (b - a for a, b in zip(jiffies0, jiffies1, strict=True))
     cpus = os.cpu_count() or 1
@@ -1121,7 +1277,7 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace) -> dict[str
                "steal_s": cpus * machine_wall * steal / total if total else None,
                "others_peak_pct": others_peak}
     return {"calls": n_calls, "caller_procs": len(callers), "servers": len(servers), "server": server_result,
-            "callers": caller_results, "machine": machine}
+            "callers": caller_results, "machine": machine, "vendors_cpu_s": vendors_cpu}
 
 
 def merge_servers(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1136,7 +1292,7 @@ def merge_servers(results: list[dict[str, Any]]) -> dict[str, Any]:
         for gen, (n, total, top) in result["gc"].items():
             entry = gc_stats.setdefault(gen, [0, 0.0, 0.0])
             entry[0], entry[1], entry[2] = entry[0] + n, entry[1] + total, max(entry[2], top)
-    summed = ("cpu_s", "user_s", "system_s", "idle_cpu_pct", "calls_left_open")
+    summed = ("cpu_s", "user_s", "system_s", "idle_cpu_pct", "calls_left_open", "rss_start_mb", "rss_peak_mb")
     joined = ("lag_spikes", "turns", "players")
     return {
         **{key: sum(result[key] for result in results) for key in summed},
@@ -1158,6 +1314,15 @@ def _pct(values: list[float], p: float) -> float | None:
 
 def _ms(value: float | None) -> str:
     return "   n/a" if value is None else f"{value:6.1f}"
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _mem_per_call(fig: dict[str, Any]) -> str:
+    start, peak = fig.get("server_rss_start_mb"), fig.get("server_rss_peak_mb")
+    return "n/a" if start is None or peak is None else f"{(peak - start) / fig['calls']:.2f}"
 
 
 def _pct2(value: float | None) -> str:
@@ -1221,8 +1386,9 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
     kernel_s, user_s = server["system_s"], server["user_s"]
     machine = run["machine"]
     other = steal = None
+    vendors_cpu = run.get("vendors_cpu_s") or 0.0  # --vendors openai: the fakes' process
     if machine["busy_s"] is not None:  # loopback TCP work in softirq context also lands here
-        other = (machine["busy_s"] - server["cpu_s"] - caller_cpu) / machine["wall_s"]
+        other = (machine["busy_s"] - server["cpu_s"] - caller_cpu - vendors_cpu) / machine["wall_s"]
         steal = machine["steal_s"] / machine["wall_s"]
     return {
         "calls": run["calls"],
@@ -1247,6 +1413,9 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         "server_cpu_pct_per_call": 100 * server["cpu_s"] / call_seconds if call_seconds else None,
         "server_idle_cpu_pct": server["idle_cpu_pct"],
         "server_maxrss_mb": server["maxrss_mb"],
+        "server_rss_start_mb": server.get("rss_start_mb"), "server_rss_peak_mb": server.get("rss_peak_mb"),
+        "vendors_cpu_pct": (100 * vendors_cpu / server["wall_s"]
+                            if run.get("vendors_cpu_s") is not None else None),
         "server_gc": server["gc"],
         "overhead_p50_ms": _pct(overhead, 50), "overhead_p95_ms": _pct(overhead, 95),
         "overhead_max_ms": max(overhead) if overhead else None,
@@ -1304,6 +1473,11 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
         f"server CPU                           {fig['server_cpu_pct_per_call']:.2f} % of one core per call "
         f"({fig['server_cpu_pct_total']:.0f} % in all, {fig['server_system_share_pct']:.0f} % of it in the "
         f"kernel; idle server {fig['server_idle_cpu_pct']:.1f} %; max RSS {fig['server_maxrss_mb']:.0f} MB)",
+        f"server memory                        RSS {_mb(fig.get('server_rss_start_mb'))} MiB before the "
+        "calls, "
+        f"peak {_mb(fig.get('server_rss_peak_mb'))} MiB: {_mem_per_call(fig)} MiB per call"
+        + (f"; the vendor fakes' process used {fig['vendors_cpu_pct']:.0f} % of a core"
+           if fig.get("vendors_cpu_pct") is not None else ""),
         "  GC pauses (count/total/max ms): " + ", ".join(
             f"gen{gen} {n}/{total:.0f}/{top:.1f}" for gen, (n, total, top) in fig["server_gc"].items()),
         f"pipeline overhead (v2v - {args.end_silence_ms} ms)   p50 {_ms(fig['overhead_p50_ms'])}  p95 "
@@ -1498,7 +1672,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--speculate-after-ms", type=int, default=120,
                         help="turn.speculate_after_ms (0 = no speculative turns; default 120, as bundled)")
     parser.add_argument("--caller-text", default=EMBEDDED_LINE, help="--embedded: what every caller says")
+    parser.add_argument("--vendors", choices=("instant", "openai"), default="instant",
+                        help="instant: providers inside the server that answer at once (default); openai: "
+                             "the OpenAI adapters against fakes of its API in a process of their own (STT "
+                             "300 ms, "
+                             "LLM 300 ms + 15 ms a word, TTS 150 ms to the first byte)")
+    parser.add_argument("--compare", default=None, metavar="REV[,REV]",
+                        help="also run the same bench on these commits' code (git archive into a temporary "
+                             "folder; the server runs there, the callers and fakes stay this tree's), "
+                             "alternating with this tree's run by run, and print the figures side by side "
+                             "with ratios")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # internal: server process
+    parser.add_argument("--fakes", default=None, help=argparse.SUPPRESS)  # internal: --vendors openai
     parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -1530,6 +1715,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.callers is not None:
         _run_callers(json.loads(args.callers))
         return
+    if args.fakes is not None:
+        asyncio.run(_fakes_main(json.loads(args.fakes)))
+        return
     if args.summarize:
         figures = [fig for path in args.summarize for fig in json.loads(Path(path).read_text())]
         print(summary_table(sorted(figures, key=lambda fig: (fig["calls"] // fig.get("servers", 1),
@@ -1537,38 +1725,143 @@ def main(argv: list[str] | None = None) -> None:
         return
     sizes = [int(n) for n in args.calls.split(",") if n.strip()]
     print(f"Switchboard call benchmark on {_code_version()}, {os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]}", flush=True)
-    engines = (f"the bundled pipeline's real engines (Moonshine, the script, Piper); callers say "
-               f"{args.caller_text!r}" if args.embedded else "instant providers (no recognition/synthesis)")
+          f"{sys.version.split()[0]}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+          flush=True)
+    if args.embedded:
+        engines = (f"the bundled pipeline's real engines (Moonshine, the script, Piper); callers say "
+                   f"{args.caller_text!r}")
+    elif args.vendors == "openai":
+        engines = ("the OpenAI adapters against fakes of its API (STT 300 ms, LLM 300 ms + 15 ms/word, "
+                   "TTS 150 ms)")
+    else:
+        engines = "instant providers (no recognition/synthesis)"
     print(f"providers: {engines}; speculative turns "
           f"{f'after {args.speculate_after_ms} ms' if args.speculate_after_ms else 'off'}", flush=True)
     polling = args.caller_client != "websockets" and args.caller_poll_ms
     print(f"callers: {args.caller_client} client"
           + (f", polling every {args.caller_poll_ms:g} ms" if polling else ", event-driven")
           + f"; {args.caller_procs} caller process(es) at least (one per server)", flush=True)
+    with contextlib.ExitStack() as stack:
+        codes: list[tuple[str, Path | None]] = [("this", None)]
+        for rev in (args.compare or "").split(","):
+            if rev.strip():
+                codes.append((rev.strip(), stack.enter_context(_checkout(rev.strip()))))
+        figures = _run_all(args, sizes, codes)
+    if args.compare:
+        print(compare_table(figures, [name for name, _ in codes]))
+    elif len(figures) > 1:
+        print(summary_table(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+@contextlib.contextmanager
+def _checkout(rev: str) -> Iterator[Path]:
+    """Commit `rev`'s tree in a temporary folder (git archive: nothing is added to the repository)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{rev}-") as folder:
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=False)
+        if archive.returncode != 0:
+            raise SystemExit(f"--compare {rev}: git archive failed: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
+def _run_all(args: argparse.Namespace, sizes: list[int], codes: list[tuple[str, Path | None]]) -> list[dict]:
+    """Every size (x server count x repeat), each on every code in turn; with several codes the order
+    alternates from one repeat to the next (A B, then B A), so that drift in the machine's load hits
+    both alike."""
     server_counts = [int(n) for n in args.servers.split(",") if n.strip()]
     figures, base_seed = [], args.seed
     for repeat, size, n_servers in itertools.product(range(args.repeat), sizes, server_counts):
         n_calls = size * n_servers if args.per_server else size
         args.seed = base_seed + repeat  # each repeat starts its calls at other moments
-        for attempt in range(1 + args.retry_noisy):
-            if args.wait_quiet:
-                wait_for_quiet(QUIET_CORES, args.wait_quiet)
-            fig = analyse(run_once(n_calls, n_servers, args), args.end_silence_ms)
-            fig["seed"] = args.seed
-            if _quiet(fig) or attempt == args.retry_noisy:
-                break
-            print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % of "
-                  f"a core during it (busiest second {fig.get('others_peak_pct') or 0:.0f} %), steal "
-                  f"{fig['steal_pct']:.0f} %; running it again)",
-                  file=sys.stderr, flush=True)
-        figures.append(fig)
-        print(report(fig, args), flush=True)
-        print(flush=True)
-    if len(figures) > 1:
-        print(summary_table(figures))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        order = codes if repeat % 2 == 0 else codes[::-1]
+        for name, code in order:
+            for attempt in range(1 + args.retry_noisy):
+                if args.wait_quiet:
+                    wait_for_quiet(QUIET_CORES, args.wait_quiet)
+                fig = analyse(run_once(n_calls, n_servers, args, code), args.end_silence_ms)
+                fig["seed"], fig["code"] = args.seed, name
+                if _quiet(fig) or attempt == args.retry_noisy:
+                    break
+                print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % "
+                      f"of a core during it (busiest second {fig.get('others_peak_pct') or 0:.0f} %), steal "
+                      f"{fig['steal_pct']:.0f} %; running it again)", file=sys.stderr, flush=True)
+            figures.append(fig)
+            if len(codes) > 1:
+                print(f"-- code: {name} --", flush=True)
+            print(report(fig, args), flush=True)
+            print(flush=True)
+    return figures
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
+
+
+def compare_table(figures: list[dict[str, Any]], names: list[str]) -> str:
+    """Per size and code, the median over repeats of: server CPU, loop lag, memory per extra call, the
+    caller-measured reply delay and its ratio to the smallest size's; then this tree's figures as ratios
+    to each other commit's (below 1: this tree is better). Memory per extra call is the slope of the peak
+    RSS between the smallest size and this one (the first size: the peak's growth over the run / calls)."""
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for fig in figures:
+        by.setdefault((fig["code"], fig["calls"]), []).append(fig)
+    sizes = sorted({fig["calls"] for fig in figures})
+
+    def med(name: str, size: int, key: str) -> float | None:
+        return _median([fig.get(key) for fig in by.get((name, size), [])])
+
+    def mem_per_call(name: str, size: int) -> float | None:
+        peak = med(name, size, "server_rss_peak_mb")
+        if size == sizes[0] or peak is None:
+            start = med(name, size, "server_rss_start_mb")
+            return None if start is None or peak is None else (peak - start) / size
+        base = med(name, sizes[0], "server_rss_peak_mb")
+        return None if base is None else (peak - base) / (size - sizes[0])
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    head = (f"{'code':>10} {'calls':>5}  {'CPU all':>7} {'CPU/call':>8}  {'lag p50':>7} {'lag p99':>7}"
+            f"  {'MiB/call':>8}  {'reply p50':>9} {'x smallest':>10}  {'answered':>9}  {'others':>6}")
+    rows = ["side by side (medians over repeats; CPU in % of one core, times in ms):", head, "-" * len(head)]
+    stats: dict[tuple[str, int], dict[str, float | None]] = {}
+    for size in sizes:
+        for name in names:
+            runs = by.get((name, size), [])
+            if not runs:
+                continue
+            reply = med(name, size, "caller_response_p50_ms")
+            smallest = med(name, sizes[0], "caller_response_p50_ms")
+            stats[name, size] = entry = {
+                "cpu": med(name, size, "server_cpu_pct_total"), "lag99": med(name, size, "lag_p99_ms"),
+                "mem": mem_per_call(name, size), "reply": reply,
+                "growth": reply / smallest if reply and smallest else None}
+            answered = f"{sum(f['answered'] for f in runs)}/{sum(f['lines'] for f in runs)}"
+            others = _median([(f["other_load_pct"] or 0) + (f["steal_pct"] or 0) for f in runs])
+            rows.append(
+                f"{name:>10} {size:>5}  {fmt(entry['cpu'], '6.0f')}%"
+                f" {fmt(med(name, size, 'server_cpu_pct_per_call'), '7.2f')}%"
+                f"  {fmt(med(name, size, 'lag_p50_ms'), '7.1f')} {fmt(entry['lag99'], '7.1f')}"
+                f"  {fmt(entry['mem'], '8.2f')}  {fmt(reply, '9.0f')} {fmt(entry['growth'], '9.2f')}x"
+                f"  {answered:>9}  {fmt(others, '5.0f')}%")
+    rows += ["", "this tree / other commit (CPU, lag p99, MiB per call, reply p50; below 1: this tree is "
+                 "better):"]
+    for other in names[1:]:
+        for size in sizes:
+            mine, theirs = stats.get(("this", size)), stats.get((other, size))
+            if not mine or not theirs:
+                continue
+            ratios = []
+            for key, label in (("cpu", "CPU"), ("lag99", "lag p99"), ("mem", "MiB/call"),
+                               ("reply", "reply p50")):
+                a, b = mine[key], theirs[key]
+                ratios.append(f"{label} {a / b:.2f}x" if a is not None and b else f"{label} n/a")
+            rows.append(f"  vs {other} at {size} calls: " + ", ".join(ratios))
+    rows.append("others = other processes' + steal CPU during the runs (% of a core): the machine's noise")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

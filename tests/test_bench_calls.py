@@ -117,3 +117,32 @@ async def test_a_bench_call_is_answered_hears_the_bot_and_echoes_its_marks(clien
     assert turns[1].reply_heard == "Nine to five."
     # every frame after a reply's first was timed against its pacing deadline
     assert result["bot_late"]["n"] == call["bot_frames"] - 2
+
+
+def test_compare_prints_this_tree_against_the_other_commit_as_ratios() -> None:
+    from bench.calls import compare_table
+
+    def fig(code: str, calls: int, cpu: float, lag: float, peak: float, reply: float) -> dict:
+        return {"code": code, "calls": calls, "server_cpu_pct_total": cpu,
+                "server_cpu_pct_per_call": cpu / calls, "lag_p50_ms": 0.5, "lag_p99_ms": lag,
+                "server_rss_start_mb": 100.0, "server_rss_peak_mb": peak,
+                "caller_response_p50_ms": reply, "answered": calls * 2, "lines": calls * 2,
+                "other_load_pct": 10.0, "steal_pct": 0.0}
+
+    table = compare_table([fig("this", 5, 4, 2, 101, 1000), fig("old", 5, 5, 2, 101, 1000),
+                           fig("this", 100, 60, 10, 141, 1050), fig("old", 100, 75, 20, 151, 1200)],
+                          ["this", "old"])
+    assert "vs old at 100 calls: CPU 0.80x, lag p99 0.50x, MiB/call 0.80x, reply p50 0.88x" in table
+    assert "1.05x" in table  # this tree's reply delay at 100 calls over its 5-call figure
+
+
+def test_the_openai_vendors_pipeline_is_a_valid_config() -> None:
+    import yaml
+
+    from bench.calls import _pipeline_config
+
+    urls = {stage: f"http://127.0.0.1:9/v1/{stage}" for stage in ("stt", "llm", "tts")}
+    opts = {"greeting": "Hi.", "end_silence_ms": 600, "speculate_after_ms": 120, "lead_ms": 160,
+            "vendor_urls": urls}
+    config = parse_config(yaml.safe_dump({"pipelines": {"default": _pipeline_config(opts)}}))
+    assert config.pipelines["default"].tts.provider == "openai"
