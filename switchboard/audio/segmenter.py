@@ -192,6 +192,11 @@ class Segmenter:
         return self._open is not None
 
     @property
+    def speech_start(self) -> float | None:
+        """When the open utterance's speech began (None: no utterance is open)."""
+        return None if self._open is None else self._open.speech_start
+
+    @property
     def voiced_now(self) -> bool:
         """The latest frame was speech (part of a run of voiced frames)."""
         return self._run >= MIN_RUN_FRAMES

@@ -34,12 +34,12 @@ from switchboard.pipeline import failover
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
+from switchboard.pipeline.endpointing import Endpointing
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker, speakable
 from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds, transfer_target
-from switchboard.pipeline.turn_end import commit_silence_ms, reads_finished
 
 log = logging.getLogger("switchboard.call")
 
@@ -151,6 +151,7 @@ class CallSession:
             barge_in_min_ms=vad.barge_in_min_ms,
             speculate_after_ms=config.turn.speculate_after_ms,
         )
+        self.endpointing = Endpointing(config.turn, vad.end_silence_ms)  # how long a pause must last
         self.recorder = Recorder(time.monotonic()) if config.record else None
         self.recording: Path | None = None  # the WAV, once written at the end of the call
         # a link that holds audio back to fill its carrier's chunks (Exotel) needs that much more lead
@@ -344,12 +345,15 @@ class CallSession:
                     log.info("call %s: the bot's own voice is coming back on the line (echo): ignored",
                              self.call_id)
                 elif self._just_started_answering():
+                    self._learn_went_on()
                     await self._undo_reply()
                 elif self._hold is not None and self._hold.heard is not None:
                     await self._caller_went_on(spoke_again_at=event.at)
                 elif self._may_hold():
                     await self._hold_for_words(event.at)
                 else:
+                    if self._turn is not None and self._turn.metrics.first_audio_sent is None and self.busy:
+                        self._learn_went_on()  # ...before it said a word of its answer
                     await self._barge_in()
             elif isinstance(event, Pause):
                 if self._hold is not None:
@@ -360,6 +364,8 @@ class CallSession:
                 if self._hold is not None:
                     await self._caller_went_on()
                 else:
+                    if self._speculation is not None and isinstance(self._speculation.heard, Utterance):
+                        self.endpointing.resumed((event.at - self._speculation.heard.speech_end) * 1000)
                     await self._drop_speculation()
             elif isinstance(event, Utterance):
                 if self._echo:
@@ -393,6 +399,14 @@ class CallSession:
         window_s = self.config.turn.undo_reply_within_ms / 1000
         return (turn is not None and turn.metrics.kind == "reply" and started is not None
                 and not self._ending and time.monotonic() - started <= window_s)
+
+    def _learn_went_on(self) -> None:
+        """The caller speaks again just as the bot answers what it took for their whole turn: they had only
+        paused. Endpointing learns how long (from their last word to this one)."""
+        turn, start = self._turn, self.segmenter.speech_start
+        if turn is None or turn.metrics.kind != "reply" or turn.metrics.speech_end is None or start is None:
+            return
+        self.endpointing.went_on((start - turn.metrics.speech_end) * 1000)
 
     async def _undo_reply(self) -> None:
         """The caller was not done: stop at once, and make it as if the bot had said nothing."""
@@ -559,7 +573,7 @@ class CallSession:
         self._speculation = turn
         self._speculated += 1
         # commit no sooner than the transcript can say whether they sounded finished
-        self.segmenter.set_end_silence(self.config.turn.incomplete_end_silence_ms)
+        self.segmenter.set_end_silence(self.endpointing.pending_ms())
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"speculation-{self.call_id}")
         if self.turn_model is not None:  # how it sounds, heard beside the recogniser (≈ 0.1 s of a core)
             turn.sounds = asyncio.get_running_loop().run_in_executor(smart_turn.executor(),
@@ -759,15 +773,14 @@ class CallSession:
         delays an answer; in time, it changes how long the pause must last."""
         if self._speculation is not turn or turn.user is None:
             return
-        sounds_finished = None
-        if turn.sounds is not None and turn.sounds.done():
-            probability = None if turn.sounds.cancelled() else turn.sounds.result()
-            if probability is not None:
-                turn.metrics.sounds_finished = round(probability, 3)
-                sounds_finished = probability >= self.config.turn.audio_finished_threshold
-        finished = reads_finished(turn.metrics.transcript)
-        turn.metrics.reads = finished.value
-        self.segmenter.set_end_silence(commit_silence_ms(finished, sounds_finished, self.config.turn))
+        sounds = turn.sounds
+        heard = sounds is not None and sounds.done() and not sounds.cancelled()
+        probability = sounds.result() if heard else None
+        if probability is not None:
+            turn.metrics.sounds_finished = round(probability, 3)
+        reads, silence_ms = self.endpointing.judge(turn.metrics.transcript, probability)
+        turn.metrics.reads = reads.value
+        self.segmenter.set_end_silence(silence_ms)
 
     def _sounds_finished(self, pcm: np.ndarray) -> float | None:
         """(In a worker thread.) The audio model's probability that the caller has finished; None if it
