@@ -3,6 +3,7 @@
 POST /incoming-call   Twilio's webhook (telephony/twilio): TwiML that connects the call to /media-stream
 WS   /media-stream    Twilio Media Streams: one call per connection
 WS   /exotel          Exotel's Voicebot applet (telephony/exotel): the same call loop, Exotel's wire
+POST /webrtc/offer    a browser call (telephony/webrtc): the dashboard's "Talk to it", the same call loop
 POST /api/calls       place an outbound call through Twilio (Bearer $SWITCHBOARD_API_TOKEN)
 GET  /healthz         200 and the number of active calls (liveness)
 GET  /readyz          200 while this process takes calls, 503 when full or draining (ops/)
@@ -67,6 +68,7 @@ from switchboard.telephony.base import Carrier
 from switchboard.telephony.exotel import ExotelCarrier
 from switchboard.telephony.twilio import TwilioCarrier
 from switchboard.telephony.twilio.rest import DialError, dial
+from switchboard.telephony.webrtc import WebRTCCarrier
 from switchboard.web import Auth, Dashboard, LiveHub
 
 log = logging.getLogger("switchboard.server")
@@ -258,6 +260,10 @@ class CallHost:
         split = config.pipelines[name]
         if isinstance(split, SplitPipelineConfig):  # A/B across pipelines (kinds): the call is drawn to one
             arm, answering = draw_pipeline(split, self.rng)
+            chosen = {each.name: each.pipeline for each in split.variants}  # a browser call may pick its arm
+            if start.custom_parameters.get("arm") in chosen:
+                arm = start.custom_parameters["arm"]
+                answering = chosen[arm]
         variant, call_providers = self.pipelines[answering].pick(self.rng)  # A/B: drawn once, for the call
         variant = "+".join(each for each in (arm, variant) if each) or None
         shadows = self.pipelines[answering].shadows
@@ -419,6 +425,7 @@ def create_app(
         TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev,
                       busy=host.ops.admission.busy_at_webhook),
         ExotelCarrier(),
+        webrtc := WebRTCCarrier(config.webrtc, auth, config.arms()),
     ]
 
     @contextlib.asynccontextmanager
@@ -435,6 +442,7 @@ def create_app(
         try:
             yield
         finally:
+            await webrtc.aclose()  # browser calls still open are hung up
             await shadow_runner.aclose()  # shadows still asking are not recorded
             if writer is not None:
                 await writer.aclose()
@@ -449,7 +457,7 @@ def create_app(
             Route("/healthz", host.healthz),
             *host.ops.routes(auth),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
-                       pricing_from_config(config),
+                       pricing_from_config(config), talk=config.arms(),
                        dialer=lambda to, pipeline, from_: place_call(config, to, pipeline, from_)).routes(),
         ],
     )

@@ -30,6 +30,7 @@ from switchboard.core.settings import Strict, unique_names
 from switchboard.core.words import words
 from switchboard.providers import registry
 from switchboard.telephony.twilio import TwilioConfig
+from switchboard.telephony.webrtc import WebRTCConfig
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +431,7 @@ class Config(Strict):
     numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
     pipelines: dict[str, AnyPipeline] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)  # browser calls: STUN/TURN (telephony/webrtc)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
     shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
     # operations (switchboard/ops/): calls one process takes at once (None: no limit), and how long a
@@ -462,6 +464,11 @@ class Config(Strict):
                     raise ValueError(f"pipelines.{name}.variants[{n}].pipeline: {arm.pipeline!r} {what}; "
                                      f"a split draws among: {', '.join(usable)}")
         return self
+
+    def arms(self) -> dict[str, list[str]]:
+        """Every pipeline with its arms' names (a `kind: split`'s; empty for the others)."""
+        return {name: [arm.name for arm in pipeline.variants] if isinstance(pipeline, SplitPipelineConfig)
+                else [] for name, pipeline in self.pipelines.items()}
 
     def pipeline_for_number(self, number: str | None) -> str | None:
         """The pipeline `numbers:` routes a called number to, or None (the caller uses the default)."""

@@ -10,8 +10,8 @@ call over a `Connection` (the carrier's parser and link factory), the same loop 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
 
 from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -20,7 +20,17 @@ from switchboard.core.carrier import Connection
 
 log = logging.getLogger("switchboard.telephony")
 
-ServeStream = Callable[[WebSocket, Connection], Awaitable[None]]  # the server's call loop
+
+
+class Channel(Protocol):
+    """What the server's call loop reads a call from: a carrier's WebSocket, or a browser call
+    (webrtc/peer.py) that gives its frames the same way."""
+
+    async def receive(self) -> MutableMapping[str, Any]: ...  # ASGI: websocket.receive / .disconnect
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+ServeStream = Callable[[Channel, Connection], Awaitable[None]]  # the server's call loop
 
 
 class Carrier(Protocol):

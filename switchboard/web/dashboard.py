@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ from switchboard.web.live import LiveHub, jsonable
 log = logging.getLogger("switchboard.web")
 
 STATIC = Path(__file__).parent / "static"
-STATIC_TYPES = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8",
+                "talk.js": "text/javascript; charset=utf-8"}
 SECURITY_HEADERS = {
     # Scripts only from this server (no inline script); styles may be inline (the waterfall's bar widths);
     # images inline (the report's PNG charts are data: URLs).
@@ -113,6 +114,7 @@ class Dashboard:
         heartbeat_s: float = 15.0,
         max_stream_s: float = 60.0,
         dialer: Dialer | None = None,
+        talk: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.hub = hub
         self.auth = auth
@@ -122,6 +124,7 @@ class Dashboard:
         self.heartbeat_s = heartbeat_s
         self.max_stream_s = max_stream_s  # each event stream ends after this; the browser reconnects
         self.dialer = dialer  # places an outbound call, as POST /api/calls does (None: no form)
+        self.talk = talk  # pipeline -> its split's arms: "Talk to it" buttons (telephony/webrtc); None: off
 
     def routes(self) -> list[Route]:
         page, api = self._page, self._api
@@ -230,7 +233,9 @@ class Dashboard:
                 problem = f"Could not read the call store: {type(exc).__name__}."
         placed = request.query_params.get("placed", "")
         dial = pages.dial_form(self.pipelines, note=placed) if self.dialer else ""
-        return HTMLResponse(pages.dashboard_page(recent, problem or "", logout=not self.auth.open, dial=dial))
+        talk = pages.talk_section(self.talk) if self.talk else ""
+        return HTMLResponse(pages.dashboard_page(recent, problem or "", logout=not self.auth.open,
+                                                 dial=dial, talk=talk))
 
     async def dial(self, request: Request) -> Response:
         """The "place a call" form: the same token and rules as POST /api/calls; errors shown on the page."""

@@ -7,7 +7,7 @@ the same spans (`core.metrics.stage_spans`; the live feed sends them with each t
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -154,14 +154,41 @@ def dial_form(pipelines: Sequence[str], note: str = "", error: str = "", to: str
 </form>{shown}</section>"""
 
 
-def dashboard_page(recent: list[dict[str, Any]] | None, store_note: str, logout: bool, dial: str = "") -> str:
+def talk_section(pipelines: Mapping[str, Sequence[str]]) -> str:
+    """"Talk to it": a browser call to each pipeline (and to each arm of a split), run by static/talk.js."""
+    rows = []
+    for name, arms in pipelines.items():
+        buttons = [f'<button type="button" class="talk" data-pipeline="{esc(name)}">'
+                   f'{"Talk to it (arm drawn)" if arms else "Talk to it"}</button>']
+        buttons += [f'<button type="button" class="talk" data-pipeline="{esc(name)}" data-arm="{esc(arm)}">'
+                    f'arm {esc(arm)}</button>' for arm in arms]
+        rows.append(f'<li><span class="pipeline">{esc(name)}</span> {" ".join(buttons)}</li>')
+    keys = "".join(f'<button type="button" data-key="{key}">{key}</button>' for key in "123456789*0#")
+    return f"""
+<section id="talk"><h2>Talk to it</h2>
+<p class="note">A call from this browser's microphone, on the same call engine as a phone call (recorded
+with carrier <code>webrtc</code>). Headphones keep the bot from hearing itself.</p>
+<ul class="talk-pipelines">{"".join(rows)}</ul>
+<div id="talk-call" hidden>
+  <p><span id="talk-status" role="status"></span> <span id="talk-meters"><span class="meter" id="talk-mic"
+  title="your microphone"></span> you <span class="meter" id="talk-bot" title="the bot"></span> bot</span></p>
+  <ol id="talk-transcript" aria-live="polite"></ol>
+  <div class="keypad" aria-label="keypad">{keys}</div>
+  <button type="button" id="talk-hangup">Hang up</button>
+  <audio id="talk-audio" autoplay></audio>
+</div>
+<script src="/dashboard/static/talk.js" defer></script></section>"""
+
+
+def dashboard_page(recent: list[dict[str, Any]] | None, store_note: str, logout: bool, dial: str = "",
+                   talk: str = "") -> str:
     recent_html = (f'<p class="note">{esc(store_note)}</p>' if recent is None else
                    f'<table class="calls">{CALLS_HEAD}<tbody id="recent-calls">{calls_rows(recent)}</tbody>'
                    f'</table>' + ("" if recent else '<p class="empty" id="no-recent">No calls yet.</p>'))
     body = f"""
 <section id="live"><h1>Live calls <small id="live-status">connecting…</small></h1>
 <div id="live-calls"><p class="empty">No calls right now.</p></div></section>
-<section id="recent"><h2>Recent calls</h2>{recent_html}</section>{dial}"""
+{talk}<section id="recent"><h2>Recent calls</h2>{recent_html}</section>{dial}"""
     return layout("Live", body, active="live", logout=logout, script=True)
 
 

@@ -120,7 +120,9 @@
   source.onerror = () => { statusEl.textContent = "reconnecting…"; statusEl.className = "warn"; };
   source.onmessage = (message) => {
     try {
-      handle(JSON.parse(message.data));
+      const event = JSON.parse(message.data);
+      handle(event);
+      document.dispatchEvent(new CustomEvent("switchboard-live", { detail: event })); // talk.js follows its call
     } catch (error) {
       console.error("dashboard: bad event", error);
     }

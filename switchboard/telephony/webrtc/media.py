@@ -1,0 +1,150 @@
+"""A browser call's audio both ways: Opus at 48 kHz on the wire, the pipeline's 8 kHz PCM16 inside.
+
+`Inbound`: the frames aiortc decodes from the caller's Opus (48 kHz, usually stereo s16) to the
+pipeline's 20 ms frames (mono, 8 kHz, 160 samples), through one soxr stream per call.
+
+`BotTrack`: the bot's side, an aiortc audio track. The call's player hands it 8 kHz frames and marks
+(through `WebRTCLink`); aiortc's sender asks for one 20 ms frame at a time and encodes it to Opus at
+48 kHz (its encoder resamples; the frame is stereo with equal sides: its mono upmix costs 3 dB).
+`recv` is paced at real time by the track's own clock and sends silence when nothing is queued, so the
+stream never stalls. A mark comes back once the audio before it has gone out (one frame time after its
+last frame was handed over); `clear` (barge-in) drops everything queued, so the very next frame is
+silence, and hands back the marks it dropped (as Twilio echoes cleared marks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from switchboard.audio.resample import StreamResampler
+from switchboard.core.carrier import LINE_RATE
+
+FRAME_SAMPLES = LINE_RATE // 50  # 20 ms at 8 kHz
+FRAME_S = 0.020
+MAX_BEHIND_S = 0.2  # a sender this late (a stalled loop) starts its clock again instead of bursting
+TIME_BASE = fractions.Fraction(1, LINE_RATE)
+
+
+def mono_int16(frame: AudioFrame) -> np.ndarray:
+    """A decoded frame's samples as mono int16 (stereo averaged), whatever its s16 layout."""
+    samples = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if frame.format.name not in ("s16", "s16p"):
+        raise ValueError(f"expected s16 audio from the decoder, got {frame.format.name}")
+    if frame.format.is_planar:  # (channels, samples)
+        pcm = samples
+    else:  # packed: (1, samples * channels), interleaved
+        pcm = samples.reshape(-1, channels).T
+    if channels == 1:
+        return pcm[0].astype(np.int16, copy=False)
+    return pcm.astype(np.int32).mean(axis=0).astype(np.int16)
+
+
+class Inbound:
+    """The caller's decoded audio at any rate -> the pipeline's 20 ms frames at 8 kHz."""
+
+    def __init__(self) -> None:
+        self._resampler: StreamResampler | None = None
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def frames(self, frame: AudioFrame) -> list[np.ndarray]:
+        rate = frame.sample_rate
+        if self._resampler is None or self._resampler.in_rate != rate:
+            self._resampler = StreamResampler(rate, LINE_RATE)
+        pcm = np.concatenate([self._pending, self._resampler.process(mono_int16(frame))])
+        whole = len(pcm) - len(pcm) % FRAME_SAMPLES
+        self._pending = pcm[whole:]
+        return [pcm[at:at + FRAME_SAMPLES] for at in range(0, whole, FRAME_SAMPLES)]
+
+
+class BotTrack(MediaStreamTrack):
+    """The bot's outgoing audio: 8 kHz frames and marks queued by the link, paced out at real time."""
+
+    kind = "audio"
+
+    def __init__(self, on_mark: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        super().__init__()
+        self.on_mark = on_mark  # a mark's audio went out (or was cleared)
+        self._clock, self._sleep = clock, sleep
+        self._queue: deque[np.ndarray | str] = deque()  # 20 ms frames and mark names, in order
+        self._partial = np.zeros(0, dtype=np.int16)
+        self._start: float | None = None
+        self._sent = 0  # frames since the clock (re)started
+        self._pts = 0
+        self.frames_sent = 0
+        self.audio_frames_sent = 0  # frames that carried the bot's audio (not silence)
+
+    # --- what the link calls ----------------------------------------------------------------------
+
+    def push(self, pcm: np.ndarray) -> None:
+        pcm = np.concatenate([self._partial, pcm.astype(np.int16, copy=False)])
+        whole = len(pcm) - len(pcm) % FRAME_SAMPLES
+        self._queue.extend(pcm[at:at + FRAME_SAMPLES] for at in range(0, whole, FRAME_SAMPLES))
+        self._partial = pcm[whole:]
+
+    def mark(self, name: str) -> None:
+        if len(self._partial):  # a tail shorter than a frame goes out padded, before its mark
+            self._queue.append(np.concatenate(
+                [self._partial, np.zeros(FRAME_SAMPLES - len(self._partial), dtype=np.int16)]))
+            self._partial = np.zeros(0, dtype=np.int16)
+        self._queue.append(name)
+
+    def clear(self) -> None:
+        """Drop everything not sent yet: the next frame out is silence. Dropped marks come back."""
+        dropped = [item for item in self._queue if isinstance(item, str)]
+        self._queue.clear()
+        self._partial = np.zeros(0, dtype=np.int16)
+        for name in dropped:
+            self.on_mark(name)
+
+    @property
+    def queued_ms(self) -> int:
+        return 20 * sum(1 for item in self._queue if not isinstance(item, str))
+
+    # --- what aiortc's sender calls -----------------------------------------------------------------
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None or now - (self._start + self._sent * FRAME_S) > MAX_BEHIND_S:
+            self._start, self._sent = now, 0
+        else:
+            wait = self._start + self._sent * FRAME_S - now
+            if wait > 0:
+                await self._sleep(wait)
+        self._sent += 1
+        self._marks_reached()  # what was before them has had its frame time
+        pcm = self._next_frame()
+        self.frames_sent += 1
+        # stereo with equal sides: aiortc's encoder would upmix mono at -3 dB
+        frame = AudioFrame.from_ndarray(np.repeat(pcm, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = LINE_RATE
+        frame.pts = self._pts
+        frame.time_base = TIME_BASE
+        self._pts += FRAME_SAMPLES
+        return frame
+
+    def _marks_reached(self) -> None:
+        while self._queue and isinstance(self._queue[0], str):
+            self.on_mark(self._queue.popleft())  # type: ignore[arg-type]
+
+    def _next_frame(self) -> np.ndarray:
+        if self._queue and not isinstance(self._queue[0], str):
+            self.audio_frames_sent += 1
+            return self._queue.popleft()  # type: ignore[return-value]
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def stop(self) -> None:
+        self.clear()  # its marks come back: nothing waits on them
+        super().stop()
