@@ -1,7 +1,8 @@
 """The `switchboard` command: serve, demo, call, check.
 
 switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--workers N] [--insecure-dev]
-switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--amd] [--config pipeline.yaml]
+switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--amd] [--carrier twilio|…]
+                  [--config pipeline.yaml]
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
                  [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
@@ -23,6 +24,7 @@ from switchboard import caller
 from switchboard.config import ConfigError, PipelineConfig, default_config_path, load_config
 from switchboard.core.errors import StartupError
 from switchboard.core.metrics import TurnMetrics
+from switchboard.telephony.dialing import DEFAULT_CARRIER, DIALERS
 
 DEMO_LINES = [
     caller.CallerLine(text="what are your opening hours"),
@@ -52,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         help="do not check Twilio request signatures (local development only; logs a loud warning)",
     )
 
-    dial = commands.add_parser("dial", help="place an outbound call through Twilio onto a pipeline")
+    dial = commands.add_parser("dial", help="place an outbound call through a carrier onto a pipeline")
     dial.add_argument("to", help="the number to call, E.164 (e.g. +15551234567)")
     dial.add_argument("--pipeline", help="the pipeline that answers (default: default_pipeline)")
     dial.add_argument(
-        "--from", dest="from_", metavar="FROM", help="caller id, E.164 (default: $TWILIO_FROM_NUMBER)"
+        "--from", dest="from_", metavar="FROM",
+        help="caller id, E.164 (default: the carrier's, e.g. $TWILIO_FROM_NUMBER)"
     )
+    dial.add_argument("--carrier", choices=list(DIALERS), default=DEFAULT_CARRIER,
+                      help=f"who places the call (default {DEFAULT_CARRIER})")
     dial.add_argument("--config", help="pipeline.yaml (default: as for serve)")
     dial.add_argument("--amd", dest="machine_detection", action="store_true",
                       help="answering machine detection: a machine gets the pipeline's voicemail: "
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev,
                               workers=args.workers)
         if args.command == "dial":
-            return run_dial(args.config, args.to, args.pipeline, args.from_, args.machine_detection)
+            return run_dial(args.config, args.to, args.pipeline, args.from_, args.machine_detection,
+                            args.carrier)
         if args.command == "demo":
             return asyncio.run(run_demo(args.config, args.record, args.speed, args.verbose,
                                         store=not args.no_store))
@@ -112,19 +118,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_dial(config_path: str | None, to: str, pipeline: str | None, from_: str | None,
-             machine_detection: bool = False) -> int:
+             machine_detection: bool = False, carrier: str = "twilio") -> int:
     from switchboard.config.tools import detection_mode
-    from switchboard.telephony.twilio.rest import DialError, dial
+    from switchboard.telephony.dialing import DialError, dial
 
     config = load_config(config_path or default_config_path())
     name = pipeline or config.default_pipeline
     mode = detection_mode(config.pipelines, name, machine_detection)
     try:
-        placed = dial(to, name, list(config.pipelines), from_, machine_detection=mode)
+        placed = dial(carrier, to, name, list(config.pipelines), from_, machine_detection=mode)
     except DialError as exc:
         print(f"switchboard dial: {exc}", file=sys.stderr)
         return 2
-    print(f"placed call {placed.call_sid} to {placed.to} from {placed.from_} on pipeline {placed.pipeline!r}")
+    print(f"placed call {placed.call_sid} to {placed.to} from {placed.from_} on pipeline {placed.pipeline!r} "
+          f"through {placed.carrier}")
     return 0
 
 

@@ -65,9 +65,9 @@ from switchboard.pipeline.variants import PipelineProviders, draw_pipeline
 from switchboard.report import pricing_from_config
 from switchboard.store import CallStore, StoreWriter
 from switchboard.telephony.base import Carrier
+from switchboard.telephony.dialing import DEFAULT_CARRIER, DIALERS, DialError, dial
 from switchboard.telephony.exotel import ExotelCarrier
 from switchboard.telephony.twilio import TwilioCarrier
-from switchboard.telephony.twilio.rest import DialError, dial
 from switchboard.telephony.webrtc import WebRTCCarrier
 from switchboard.web import Auth, Dashboard, LiveHub
 
@@ -337,7 +337,8 @@ class CallHost:
 
 
 def call_api(config: Config, auth: Auth) -> Route:
-    """POST /api/calls {"to", "pipeline"?, "from"?}: place an outbound call through Twilio."""
+    """POST /api/calls {"to", "pipeline"?, "from"?, "carrier"?}: place an outbound call (Twilio unless
+    `carrier` names another)."""
 
     async def api_calls(request: Request) -> Response:
         if auth.open:
@@ -352,34 +353,34 @@ def call_api(config: Config, auth: Auth) -> Route:
             body = await request.json()
         except ValueError:
             body = None
-        fields = ("to", "pipeline", "from")
+        fields = ("to", "pipeline", "from", "carrier")
         if (not isinstance(body, dict) or not all(isinstance(body.get(k) or "", str) for k in fields)
                 or not isinstance(body.get("machine_detection", False), bool)):
             return JSONResponse({"error": 'expected a JSON object {"to": "+1…", "pipeline": "name", '
-                                          '"from": "+1…", "machine_detection": true} with string values '
-                                          '("pipeline", "from", "machine_detection" optional)'},
-                                status_code=400)
+                                          '"from": "+1…", "carrier": "twilio", "machine_detection": true} '
+                                          'with string values (all but "to" optional)'}, status_code=400)
         status, answer = await place_call(config, body.get("to", ""), body.get("pipeline"), body.get("from"),
-                                          machine_detection=body.get("machine_detection", False))
+                                          machine_detection=body.get("machine_detection", False),
+                                          carrier=body.get("carrier") or DEFAULT_CARRIER)
         return JSONResponse(answer, status_code=status)
 
     return Route("/api/calls", api_calls, methods=["POST"])
 
 
 async def place_call(config: Config, to: str, pipeline: str | None, from_: str | None,
-                     machine_detection: bool = False) -> tuple[int, dict]:
-    """An outbound call through Twilio (off the event loop): (201, the call) or (status, the error).
-    `machine_detection`: Twilio's answering machine detection, in the mode the pipeline's `voicemail:`
-    needs."""
+                     machine_detection: bool = False, carrier: str = DEFAULT_CARRIER) -> tuple[int, dict]:
+    """An outbound call through `carrier` (off the event loop): (201, the call) or (status, the error).
+    `machine_detection`: the carrier's answering machine detection, in the mode the pipeline's
+    `voicemail:` needs."""
     name = pipeline or config.default_pipeline
     mode = detection_mode(config.pipelines, name, machine_detection)
     try:
-        placed = await asyncio.to_thread(dial, to, name, list(config.pipelines), from_,
+        placed = await asyncio.to_thread(dial, carrier, to, name, list(config.pipelines), from_,
                                          machine_detection=mode)
     except DialError as exc:
         return exc.status, {"error": str(exc)}
     return 201, {"call_sid": placed.call_sid, "to": placed.to, "from": placed.from_,
-                 "pipeline": placed.pipeline}
+                 "pipeline": placed.pipeline, "carrier": placed.carrier}
 
 
 def create_app(
@@ -458,7 +459,8 @@ def create_app(
             *host.ops.routes(auth),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
                        pricing_from_config(config), talk=config.arms(),
-                       dialer=lambda to, pipeline, from_: place_call(config, to, pipeline, from_)).routes(),
+                       dialer=lambda to, pipeline, from_, carrier=DEFAULT_CARRIER: place_call(
+                           config, to, pipeline, from_, carrier=carrier), carriers=list(DIALERS)).routes(),
         ],
     )
     app.state.calls = host.calls

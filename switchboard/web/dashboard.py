@@ -63,7 +63,8 @@ MAX_LIMIT = 500
 STORE_OFF = "The call store is off (no database_url / store_url): only live calls are shown."
 Endpoint = Callable[[Request], Awaitable[Response]]
 # places an outbound call: (to, pipeline or None, from or None) -> (HTTP status, the JSON answer); 201: placed
-Dialer = Callable[[str, str | None, str | None], Awaitable[tuple[int, dict[str, Any]]]]
+# (to, pipeline, from, carrier) -> (HTTP status, the placed call or the error)
+Dialer = Callable[[str, str | None, str | None, str], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 class BadQuery(ValueError):
@@ -115,6 +116,7 @@ class Dashboard:
         max_stream_s: float = 60.0,
         dialer: Dialer | None = None,
         talk: Mapping[str, Sequence[str]] | None = None,
+        carriers: Sequence[str] = ("twilio",),
     ) -> None:
         self.hub = hub
         self.auth = auth
@@ -125,6 +127,7 @@ class Dashboard:
         self.max_stream_s = max_stream_s  # each event stream ends after this; the browser reconnects
         self.dialer = dialer  # places an outbound call, as POST /api/calls does (None: no form)
         self.talk = talk  # pipeline -> its split's arms: "Talk to it" buttons (telephony/webrtc); None: off
+        self.carriers = list(carriers)  # those that can place calls, the default first
 
     def routes(self) -> list[Route]:
         page, api = self._page, self._api
@@ -232,7 +235,7 @@ class Dashboard:
                 log.error("dashboard: could not read recent calls: %s: %s", type(exc).__name__, exc)
                 problem = f"Could not read the call store: {type(exc).__name__}."
         placed = request.query_params.get("placed", "")
-        dial = pages.dial_form(self.pipelines, note=placed) if self.dialer else ""
+        dial = pages.dial_form(self.pipelines, note=placed, carriers=self.carriers) if self.dialer else ""
         talk = pages.talk_section(self.talk) if self.talk else ""
         return HTMLResponse(pages.dashboard_page(recent, problem or "", logout=not self.auth.open,
                                                  dial=dial, talk=talk))
@@ -240,7 +243,8 @@ class Dashboard:
     async def dial(self, request: Request) -> Response:
         """The "place a call" form: the same token and rules as POST /api/calls; errors shown on the page."""
         form = await request.form()
-        fields = {key: str(form.get(key) or "").strip() for key in ("to", "pipeline", "from", "token")}
+        fields = {key: str(form.get(key) or "").strip()
+                  for key in ("to", "pipeline", "from", "token", "carrier")}
         if self.dialer is None:
             status, answer = 404, {"error": "placing calls is not available on this server"}
         elif not self.auth.token_ok(fields["token"]):
@@ -249,13 +253,13 @@ class Dashboard:
                 else "wrong API token")}
         else:
             status, answer = await self.dialer(fields["to"], fields["pipeline"] or None,
-                                               fields["from"] or None)
+                                               fields["from"] or None, fields["carrier"] or self.carriers[0])
         if status == 201:
             placed = (f"Placed call {answer['call_sid']} to {answer['to']} on pipeline {answer['pipeline']}: "
                       "it appears under Live calls once it is answered.")
             return RedirectResponse(f"/dashboard?placed={quote(placed)}#dial", status_code=303)
         dial = pages.dial_form(self.pipelines, error=answer.get("error", "could not place the call"),
-                               to=fields["to"])
+                               to=fields["to"], carriers=self.carriers)
         return HTMLResponse(pages.dashboard_page(None, "", logout=not self.auth.open, dial=dial),
                             status_code=status)
 

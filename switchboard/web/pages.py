@@ -138,9 +138,12 @@ CALLS_HEAD = ("<thead><tr><th>started (UTC)</th><th>call</th><th>pipeline</th><t
               "<th>turns</th><th>v2v median</th><th>errors</th><th></th></tr></thead>")
 
 
-def dial_form(pipelines: Sequence[str], note: str = "", error: str = "", to: str = "") -> str:
-    """"Place a call": the number, the pipeline, and the API token (a dashboard session alone can't dial)."""
+def dial_form(pipelines: Sequence[str], note: str = "", error: str = "", to: str = "",
+              carriers: Sequence[str] = ("twilio",)) -> str:
+    """"Place a call": the number, the pipeline, the carrier, and the API token (a dashboard session alone
+    can't dial)."""
     options = "".join(f'<option value="{esc(name)}">{esc(name)}</option>' for name in pipelines)
+    through = "".join(f'<option value="{esc(name)}">{esc(name)}</option>' for name in carriers)
     shown = (f'<p class="error" role="alert">{esc(error)}</p>' if error else
              f'<p class="note" role="status">{esc(note)}</p>' if note else "")
     return f"""
@@ -148,7 +151,8 @@ def dial_form(pipelines: Sequence[str], note: str = "", error: str = "", to: str
 <form method="post" action="/dashboard/dial" class="dial">
   <label>Number <input name="to" type="tel" placeholder="+15551234567" value="{esc(to)}" required></label>
   <label>Pipeline <select name="pipeline">{options}</select></label>
-  <label>From <input name="from" type="tel" placeholder="default: $TWILIO_FROM_NUMBER"></label>
+  <label>Carrier <select name="carrier">{through}</select></label>
+  <label>From <input name="from" type="tel" placeholder="default: the carrier's FROM_NUMBER"></label>
   <label>API token <input name="token" type="password" autocomplete="off" required></label>
   <button type="submit">Call</button>
 </form>{shown}</section>"""

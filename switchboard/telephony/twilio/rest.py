@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 
 import requests
 from twilio.base.exceptions import TwilioException
@@ -22,7 +21,10 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from switchboard.core.carrier import E164
+from switchboard.telephony.dialing import DialError, DialNotConfigured, DialRefused, PlacedCall
 from switchboard.telephony.twilio import wire
+
+__all__ = ["DialError", "DialNotConfigured", "DialRefused", "PlacedCall", "TwilioRest", "dial"]
 
 log = logging.getLogger("switchboard.twilio_rest")
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)  # it logs every request at INFO
@@ -103,33 +105,6 @@ def _describe(exc: TwilioException) -> str:
 
 # --- outbound calls --------------------------------------------------------------------------------
 
-
-class DialError(Exception):
-    """A call could not be placed; the message says why and what to do. `status` is the HTTP answer."""
-
-    status = 400
-
-
-class DialNotConfigured(DialError):
-    """The server lacks a setting (credentials, PUBLIC_URL, a from number)."""
-
-    status = 503
-
-
-class DialRefused(DialError):
-    """Twilio refused the call or could not be reached."""
-
-    status = 502
-
-
-@dataclass(frozen=True)
-class PlacedCall:
-    call_sid: str
-    to: str
-    from_: str
-    pipeline: str
-
-
 def dial(
     to: str,
     pipeline: str,
@@ -184,4 +159,4 @@ def dial(
         raise DialRefused(f"cannot reach Twilio: {exc}") from None
     log.info("placed call %s to %s from %s on pipeline %r%s", call_sid, to, from_, pipeline,
              f" (machine detection: {machine_detection})" if machine_detection else "")
-    return PlacedCall(call_sid, to, from_, pipeline)
+    return PlacedCall(call_sid, to, from_, pipeline, "twilio")

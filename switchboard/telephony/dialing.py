@@ -1,0 +1,56 @@
+"""Outbound calls, whichever carrier places them: `dial(carrier, …)`, and the errors every carrier's
+dialer raises.
+
+Each carrier that can place calls has a `dial(to, pipeline, pipelines, from_, environ,
+machine_detection)` in its folder (blocking: the server runs it in a thread); `DIALERS` names the
+module, imported only when a call is placed (the vendor SDKs are slow to import). `POST /api/calls`,
+the dashboard's form and `switchboard dial` all come here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+DIALERS = {  # carrier -> the module whose `dial` places its calls
+    "twilio": "switchboard.telephony.twilio.rest",
+}
+DEFAULT_CARRIER = "twilio"
+
+
+class DialError(Exception):
+    """A call could not be placed; the message says why and what to do. `status` is the HTTP answer."""
+
+    status = 400
+
+
+class DialNotConfigured(DialError):
+    """The server lacks a setting (credentials, PUBLIC_URL, a from number)."""
+
+    status = 503
+
+
+class DialRefused(DialError):
+    """The carrier refused the call or could not be reached."""
+
+    status = 502
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    call_sid: str  # the carrier's id of the call
+    to: str
+    from_: str
+    pipeline: str
+    carrier: str = DEFAULT_CARRIER
+
+
+def dial(carrier: str, to: str, pipeline: str, pipelines: Collection[str], from_: str | None = None,
+         environ: Mapping[str, str] | None = None, machine_detection: str | None = None) -> PlacedCall:
+    """Place an outbound call through `carrier` onto `pipeline`. Blocking; raises DialError."""
+    module = DIALERS.get(carrier)
+    if module is None:
+        raise DialError(f"unknown carrier {carrier!r}; outbound calls go through: {', '.join(DIALERS)}")
+    return importlib.import_module(module).dial(to, pipeline, pipelines, from_, environ=environ,
+                                                machine_detection=machine_detection)
