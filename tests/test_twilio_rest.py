@@ -141,7 +141,7 @@ async def test_api_places_a_call_whose_twiml_streams_to_us(fake_twilio, api):
     assert stream is not None and stream.get("url") == "wss://bot.example.com/media-stream"
     assert {p.get("name"): p.get("value") for p in stream.iter("Parameter")}["pipeline"] == "sales"
     assert twiml.find("Hangup") is not None
-    assert body["call_sid"].startswith("CA")
+    assert body["call_sid"].startswith("CA") and body["carrier"] == "twilio"  # the default carrier
 
     explicit_from = await api.post("/api/calls", json={"to": "+15557654321", "from": "+15550009999"},
                                    headers=BEARER)
@@ -175,6 +175,8 @@ async def test_api_explains_what_is_wrong(fake_twilio, api, monkeypatch):
     assert "unknown pipeline 'nope'; defined: default, sales" in await error(
         {"to": "+15557654321", "pipeline": "nope"}, 400)
     assert "expected a JSON object" in await error(["+15557654321"], 400)
+    assert "unknown carrier 'acme'; outbound calls go through: twilio" in await error(
+        {"to": "+15557654321", "carrier": "acme"}, 400)
 
     fake_twilio.status, fake_twilio.error_code = 400, 21211
     assert "Twilio refused the call: HTTP 400, Twilio error 21211" in await error({"to": "+15557654321"}, 502)
