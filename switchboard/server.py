@@ -59,6 +59,7 @@ from switchboard.ops import Operations, Refused
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
 from switchboard.pipeline.build import build_providers
 from switchboard.pipeline.call import CallSession, Providers
+from switchboard.pipeline.lines import LineCache, greeting_is_fixed
 from switchboard.pipeline.realtime import RealtimeProviders, RealtimeSession
 from switchboard.pipeline.shadow import CallShadows, ShadowRunner
 from switchboard.pipeline.variants import PipelineProviders, draw_pipeline
@@ -158,7 +159,9 @@ class CallHost:
         self.start_timeout_s, self.idle_timeout_s = START_TIMEOUT_S, IDLE_TIMEOUT_S
         self._idle = asyncio.Event()  # set whenever no call is active
         self._idle.set()
-        self.ops = Operations(config, self.calls, self.wait_idle, writer)  # admission, drain, metrics (ops/)
+        self.lines = LineCache()  # fixed lines (greetings, apologies...) from memory (pipeline/lines.py)
+        self._background: set[asyncio.Task] = set()
+        self.ops = Operations(config, self.calls, self.wait_idle, writer, self.lines)  # admission, drain...
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
@@ -280,6 +283,7 @@ class CallHost:
                 on_turn=self.on_turn,
                 shadows=CallShadows(self.shadow_runner, shadows, call_id) if shadows else None,
                 variant=variant,
+                lines=self.lines,
             )
         if variant is not None:
             log.info("call %s: variant %s", call_id, variant)
@@ -334,6 +338,18 @@ class CallHost:
         if any(isinstance(p, PipelineConfig) and p.kind == "cascade" and p.turn.audio_model == "smart-turn-v3"
                for p in self.config.pipelines.values()):  # a realtime model does its own turn-taking
             await asyncio.to_thread(smart_turn.warm)  # a missing model fails here, at start-up
+        self._warm_lines()
+
+    def _warm_lines(self) -> None:
+        """Embedded voices say every pipeline's greeting into memory now, in the background (cloud voices
+        fill at the first call that needs a line: pipeline/lines.py)."""
+        for name, pipeline in self.pipelines.items():
+            config = self.config.pipelines.get(name)
+            if isinstance(config, PipelineConfig) and config.kind == "cascade" and greeting_is_fixed(config):
+                chains = [[arm.provider, *pipeline.fallback_tts] for arm in pipeline.tts]
+                if (task := self.lines.warm(chains, [config.greeting])) is not None:
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
 
 
 def call_api(config: Config, auth: Auth) -> Route:
@@ -445,6 +461,7 @@ def create_app(
         finally:
             await webrtc.aclose()  # browser calls still open are hung up
             await shadow_runner.aclose()  # shadows still asking are not recorded
+            await host.lines.aclose()
             if writer is not None:
                 await writer.aclose()
                 await writer.store.close()

@@ -20,11 +20,11 @@ from collections.abc import Callable
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from switchboard.audio.resample import StreamResampler
 from switchboard.core.carrier import BadFrame, Connection, Mark, Start, Stop
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import TTS
-from switchboard.pipeline import failover
+from switchboard.pipeline.lines import LineCache
+from switchboard.pipeline.text import speakable
 
 log = logging.getLogger("switchboard.ops")
 
@@ -79,32 +79,19 @@ class Admission:
 
 
 class BusyLine:
-    """The busy message as 8 kHz audio, synthesised once per pipeline by its own TTS chain."""
+    """The busy message as 8 kHz audio, in the pipeline's voice, from the process's fixed lines (synthesised
+    once per voice by the pipeline's TTS chain: pipeline/lines.py)."""
 
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self._audio: dict[str, np.ndarray] = {}
-        self._lock = asyncio.Lock()
+    def __init__(self, message: str, lines: LineCache) -> None:
+        self.message, self.lines = message, lines
 
     async def audio(self, pipeline: str, voices: list[TTS]) -> np.ndarray | None:
         """`voices`: the pipeline's TTS and its fallbacks, in order."""
-        async with self._lock:
-            if pipeline not in self._audio:
-                try:
-                    self._audio[pipeline] = await self._synthesize(voices)
-                except Exception as exc:  # the caller is hung up on anyway
-                    log.error("pipeline %s: could not synthesise the busy message: %s", pipeline, exc)
-                    return None
-            return self._audio[pipeline]
-
-    async def _synthesize(self, chain: list[TTS]) -> np.ndarray:
-        pieces: list[np.ndarray] = []
-        resamplers: dict[int, StreamResampler] = {}
-        async for tts, pcm in failover.synthesize(chain, self.message, TurnMetrics(call_id="-", index=0)):
-            resampler = resamplers.setdefault(tts.sample_rate, StreamResampler(tts.sample_rate, 8000))
-            pieces.append(resampler.process(pcm))
-        pieces += [resampler.flush() for resampler in resamplers.values()]
-        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+        try:
+            return await self.lines.whole(voices, speakable(self.message), TurnMetrics(call_id="-", index=0))
+        except Exception as exc:  # the caller is hung up on anyway
+            log.error("pipeline %s: could not synthesise the busy message: %s", pipeline, exc)
+            return None
 
     async def play(self, websocket: WebSocket, connection: Connection, start: Start,
                    audio: np.ndarray | None) -> None:

@@ -26,6 +26,7 @@ from switchboard.ops.live_bus import LiveBus, is_postgres
 from switchboard.ops.metrics import Metrics
 from switchboard.ops.tracing import Tracing
 from switchboard.pipeline.call import CallSession
+from switchboard.pipeline.lines import LineCache
 from switchboard.store import StoreWriter
 from switchboard.web import Auth, LiveHub
 
@@ -43,10 +44,11 @@ def outcome(session: CallSession) -> str:
 
 class Operations:
     def __init__(self, config: Config, calls: Mapping[str, CallSession],
-                 wait_idle: Callable[[], Awaitable[None]], writer: StoreWriter | None = None) -> None:
+                 wait_idle: Callable[[], Awaitable[None]], writer: StoreWriter | None = None,
+                 lines: LineCache | None = None) -> None:
         self.calls, self.writer = calls, writer
         self.admission = Admission(config.max_concurrent_calls, config.busy_message, lambda: len(calls))
-        self.busy_line = BusyLine(config.busy_message)
+        self.busy_line = BusyLine(config.busy_message, lines or LineCache())
         self.drain = Drain(self.admission, calls, wait_idle, config.drain_timeout_s, config.drain_message)
         self.metrics = Metrics()
         self.admission.on_refused.append(self.metrics.refused)

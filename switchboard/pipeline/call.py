@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.endpointing import Endpointing
+from switchboard.pipeline.lines import LineCache, greeting_is_fixed
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
@@ -132,9 +133,11 @@ class CallSession:
         on_turn: Callable[[TurnMetrics], None] | None = None,
         shadows: CallShadows | None = None,  # pipeline/shadow.py: asked every user turn, never heard
         variant: str | None = None,  # the A/B variant drawn for this call (pipeline/variants.py)
+        lines: LineCache | None = None,  # fixed lines from memory, shared by the process's calls
     ) -> None:
         self.call_id = call_id
         self.shadows, self.variant = shadows, variant
+        self.lines = lines
         self.config = config
         self.stt_chain = [providers.stt, *providers.fallback_stt]
         self.llm_chain = [providers.llm, *providers.fallback_llm]
@@ -319,16 +322,16 @@ class CallSession:
         turn.task = asyncio.create_task(self._say(turn, text, hang_up), name=f"{kind}-{self.call_id}")
         return turn
 
-    async def _say(self, turn: _Turn, text: str, hang_up: bool) -> None:
+    async def _say(self, turn: _Turn, text: str, hang_up: bool, fixed: bool = True) -> None:
         turn.metrics.reply_text = text
         try:
             if not hang_up:
-                await self._speak(text, turn)
+                await self._speak(text, turn, fixed)
                 await self._wait_heard(turn.spoken)
                 return
             turn.metrics.ended_call = True
             try:
-                await self._speak(text, turn)
+                await self._speak(text, turn, fixed)
                 await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
             except Exception as exc:  # no voice left: hang up all the same
                 log.warning("call %s: could not say %r: %s", self.call_id, text, exc)
@@ -701,7 +704,7 @@ class CallSession:
                 raise
             if self.context.error is not None:
                 turn.metrics.failures.append(f"context_webhook: {self.context.error}")
-            await self._say(turn, self.context.greeting, hang_up=False)
+            await self._say(turn, self.context.greeting, hang_up=False, fixed=greeting_is_fixed(self.config))
         except asyncio.CancelledError:
             if turn.metrics.first_audio_sent is None and not self.closed.is_set():
                 self._greeting_owed = True  # said once the sound that cut it proves not to be the caller
@@ -737,7 +740,7 @@ class CallSession:
                 unheard = self.config.unheard
                 if isinstance(heard, Utterance) and heard.voiced_ms >= unheard.min_voiced_ms:
                     metrics.reply_text = unheard.reply
-                    await self._speak(unheard.reply, turn)
+                    await self._speak(unheard.reply, turn, fixed=True)
                     await self._wait_heard(turn.spoken)
                 return
             end_call = await self._reply(turn)
@@ -760,7 +763,7 @@ class CallSession:
             log.exception("call %s: turn %d failed", self.call_id, metrics.index)
             metrics.error = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                await self._speak(self.config.apology, turn)
+                await self._speak(self.config.apology, turn, fixed=True)
                 await self._wait_heard(turn.spoken)
         finally:
             if turn.committed.is_set():  # a speculative turn dropped unheard leaves no record
@@ -826,7 +829,7 @@ class CallSession:
                         await self._speak(rest, turn)
                 elif isinstance(event, Filler):  # a tool is slow: never dead air
                     metrics.reply_text += (" " if metrics.reply_text else "") + event.text
-                    await self._speak(event.text, turn)
+                    await self._speak(event.text, turn, fixed=True)
                 elif isinstance(event, TextDelta):
                     metrics.llm_first_token = metrics.llm_first_token or time.monotonic()
                     metrics.reply_text += event.text
@@ -845,15 +848,17 @@ class CallSession:
             self._ending = True  # from here on the caller can't talk us out of hanging up
             metrics.ended_call = True
             farewell = str(end_call.arguments.get("farewell") or "").strip()
-            if end_call.name == TRANSFER_CALL and self.config.transfer is not None:
+            fixed = end_call.name == TRANSFER_CALL and self.config.transfer is not None
+            if fixed:
                 farewell = self.config.transfer.say
             if farewell:
                 metrics.reply_text += (" " if metrics.reply_text else "") + farewell
-                await self._speak(farewell, turn)
+                await self._speak(farewell, turn, fixed)
         return end_call
 
-    async def _speak(self, text: str, turn: _Turn) -> None:
-        """Synthesise one chunk, queue it for the caller at 8 kHz, and put a mark after it.
+    async def _speak(self, text: str, turn: _Turn, fixed: bool = False) -> None:
+        """Synthesise one chunk (a `fixed` line, the same on every call, comes from memory), queue it for
+        the caller at 8 kHz, and put a mark after it.
 
         Until the turn may play (`_may_play`) the audio is held back, and the chunk waits: a speculative
         turn prepares its first chunk of speech and no more."""
@@ -862,7 +867,6 @@ class CallSession:
             return
         metrics = turn.metrics
         metrics.first_chunk = metrics.first_chunk or time.monotonic()
-        metrics.tts_chars += len(text)
         held: list[np.ndarray] = []
 
         def first_frame_sent(at: float) -> None:
@@ -879,17 +883,13 @@ class CallSession:
             self.player.enqueue(line_audio, first_frame_sent)
 
         samples = 0
-        resampler: StreamResampler | None = None
-        async for tts, pcm in failover.synthesize(self.tts_chain, text, metrics):
-            metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
-            resampler = self._line_resampler(tts.sample_rate)
-            line_audio = resampler.process(pcm)
-            samples += len(line_audio)
-            play(line_audio)
-        if resampler is not None:
-            tail = resampler.flush()  # soxr holds back tens of ms until flushed
-            samples += len(tail)
-            play(tail)
+        voice = (self.lines.speak(self.tts_chain, text, metrics) if fixed and self.lines is not None
+                 else self._synthesize(text, metrics))
+        async with contextlib.aclosing(voice):
+            async for line_audio in voice:
+                metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
+                samples += len(line_audio)
+                play(line_audio)
         metrics.bot_audio_ms += samples // 8
         while not self._may_play(turn):
             await turn.committed.wait()
@@ -897,6 +897,17 @@ class CallSession:
                 await asyncio.sleep(FLOOR_POLL_S)
         play(np.zeros(0, dtype=np.int16))
         turn.spoken.append(_Spoken(self.player.enqueue_mark(), text, samples / 8000))
+
+    async def _synthesize(self, text: str, metrics: TurnMetrics) -> AsyncIterator[np.ndarray]:
+        """`text` from the TTS chain, at 8 kHz."""
+        metrics.tts_chars += len(text)
+        resampler: StreamResampler | None = None
+        async with contextlib.aclosing(failover.synthesize(self.tts_chain, text, metrics)) as pieces:
+            async for tts, pcm in pieces:
+                resampler = self._line_resampler(tts.sample_rate)
+                yield resampler.process(pcm)
+        if resampler is not None:
+            yield resampler.flush()  # soxr holds back tens of ms until flushed
 
     def _may_play(self, turn: _Turn) -> bool:
         """A turn starts talking once committed, and not while the caller is in the middle of saying
@@ -935,7 +946,7 @@ class CallSession:
         metrics.failures.append(f"transfer to {target} failed")
         metrics.ended_call, self._ending = False, False  # the caller is still with us
         metrics.reply_text += " " + transfer.failed
-        await self._speak(transfer.failed, turn)
+        await self._speak(transfer.failed, turn, fixed=True)
         await self._wait_heard(turn.spoken)
 
     async def say_goodbye(self, text: str) -> None:

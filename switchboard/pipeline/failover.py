@@ -30,7 +30,7 @@ log = logging.getLogger("switchboard.failover")
 T = TypeVar("T")
 
 
-def _name(provider: Any) -> str:
+def name(provider: Any) -> str:
     return f"{provider.vendor}/{provider.model}"
 
 
@@ -48,13 +48,13 @@ def _limits(provider: Any) -> tuple[float | None, float | None]:
 def _note_failure(
     metrics: TurnMetrics, stage: str, provider: Any, error: ProviderError, attempt: int
 ) -> None:
-    metrics.failures.append(f"{stage} {_name(provider)} attempt {attempt}: {error.kind}: {error}")
+    metrics.failures.append(f"{stage} {name(provider)} attempt {attempt}: {error.kind}: {error}")
     log.warning(
         "call %s turn %d: %s %s failed (attempt %d): %s",
         metrics.call_id,
         metrics.index,
         stage,
-        _name(provider),
+        name(provider),
         attempt,
         error,
     )
@@ -102,7 +102,7 @@ async def _stream_stage(
                 async for item in _timed_stream(provider, open_stream(provider)):
                     if not started:
                         started = True
-                        metrics.vendors[stage] = _name(provider)
+                        metrics.vendors[stage] = name(provider)
                     yield provider, item
                 return
             except asyncio.CancelledError:

@@ -92,6 +92,7 @@ def voice(model_path: str | None = None) -> Voice:
 class PiperTTS:
     vendor = "piper"
     timeouts: Timeouts | None = None  # embedded: no deadlines
+    warm_lines = True  # start-up says each pipeline's greeting into memory (pipeline/lines.py)
 
     def __init__(self, config: PiperTTSConfig) -> None:
         self._voice = voice(config.model_path)  # loaded now: a missing voice is a start-up error

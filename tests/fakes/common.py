@@ -42,6 +42,13 @@ class Faults:
     status: int | None = None  # answer every request with this HTTP error instead (e.g. 429, 500)
     fail_times: int | None = None  # with `status`: only the first N requests fail, then normal service
     cut_after_events: int | None = None  # drop the connection after this many streamed events
+    # a mix of faults at load (bench/calls.py --faults): request n (1-based) answers `status` (500 when
+    # unset) when n is a multiple of `fail_every`; it stalls `stall_s` before its response starts when n
+    # is a multiple of `stall_every` or n <= `stall_first`
+    fail_every: int | None = None
+    stall_every: int | None = None
+    stall_first: int = 0
+    stall_s: float = 20.0
     # what happened
     requests: list[dict[str, Any]] = field(default_factory=list)  # parsed JSON bodies (or form fields)
     paths: list[str] = field(default_factory=list)
@@ -50,12 +57,22 @@ class Faults:
     completed: int = 0  # streams sent to the end
 
     def should_fail(self) -> bool:
+        if self.fail_every is not None:
+            return len(self.requests) % self.fail_every == 0
         if self.status is None:
             return False
         if self.fail_times is None:
             return True
         failed_so_far = len(self.requests) - 1
         return failed_so_far < self.fail_times
+
+
+    def delay_s(self) -> float:
+        """How long the request just recorded waits before its response starts."""
+        n = len(self.requests)
+        if n <= self.stall_first or (self.stall_every is not None and n % self.stall_every == 0):
+            return self.stall_s
+        return self.first_byte_delay_s
 
 
 def error_response(status: int, body: dict[str, Any]) -> Response:

@@ -94,13 +94,12 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
         faults.paths.append(request.url.path)
         faults.headers.append(dict(request.headers))
         faults.requests.append(body)
-        if faults.first_byte_delay_s:
-            await asyncio.sleep(faults.first_byte_delay_s)
+        if delay_s := faults.delay_s():
+            await asyncio.sleep(delay_s)
         if script.api_key is not None and request.headers.get("authorization") != f"Bearer {script.api_key}":
             return openai_error(401)
         if faults.should_fail():
-            assert faults.status is not None
-            return openai_error(faults.status)
+            return openai_error(faults.status or 500)
         return None
 
     async def chat_completions(request: Request) -> Response:
