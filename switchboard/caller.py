@@ -32,7 +32,7 @@ import re
 import secrets
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
@@ -67,6 +67,7 @@ __all__ = [
     "format_summary",
     "make_printer",
     "make_wire",
+    "prepare_audio",
     "print_event",
     "run_call",
     "run_from_args",
@@ -350,6 +351,7 @@ class CallResult:
     malformed_count: int = 0
     malformed_examples: list[str] = field(default_factory=list)
     record_path: str | None = None
+    talk_over_s: float = 0.0  # the caller's lines and the bot's audio playing at once (as heard)
 
 
 def format_summary(result: CallResult) -> str:
@@ -837,24 +839,24 @@ class MediaSender:
 # --------------------------------------------------------------------------------------------- the call
 
 
-def synthesize_line(text: str, voice: str) -> tuple[np.ndarray, int]:
+def synthesize_line(text: str, voice: str, rate: float = 1.0) -> tuple[np.ndarray, int]:
     """Synthesise a caller line; returns (pcm int16, rate). `voice` "piper": Piper's voice rendered
     PIPER_PITCH times slower and played at PIPER_PITCH times its rate (same length, higher voice);
-    else an eSpeak NG voice."""
+    else an eSpeak NG voice. `rate` > 1 speaks faster."""
     if voice == "piper":
         from switchboard.providers.piper import voice as piper_voice
 
         speaker = piper_voice()
-        return speaker.render(text, speed=1 / PIPER_PITCH), round(speaker.sample_rate * PIPER_PITCH)
+        return speaker.render(text, speed=rate / PIPER_PITCH), round(speaker.sample_rate * PIPER_PITCH)
     from switchboard.providers.espeak import synthesize
 
-    return synthesize(text, voice=voice), 22050
+    return synthesize(text, voice=voice, rate=round(175 * rate)), 22050
 
 
 PAUSE_MARK = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*s\s*\]")  # "[0.8s]" in a line's text: a pause
 
 
-def _prepare_audio(line: CallerLine, voice: str) -> np.ndarray:
+def prepare_audio(line: CallerLine, voice: str, rate: float = 1.0) -> np.ndarray:
     """The line's audio as 8 kHz int16 mono. ``[0.8s]`` in a text line is a pause of that length."""
     if line.wav is not None:
         pcm, rate = read_wav(line.wav)
@@ -869,8 +871,8 @@ def _prepare_audio(line: CallerLine, voice: str) -> np.ndarray:
             if n % 2:
                 pieces.append(np.zeros(round(float(part) * RATE), dtype=np.int16))
             elif part.strip():
-                speech, rate = synthesize_line(part.strip(), voice)
-                pieces.append(resample(np.asarray(speech, dtype=np.int16), rate, RATE))
+                speech, speech_rate = synthesize_line(part.strip(), voice, rate)
+                pieces.append(resample(np.asarray(speech, dtype=np.int16), speech_rate, RATE))
         pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
     if len(pcm) == 0:
         raise ValueError(f"line {line.label!r} has no audio")
@@ -1016,16 +1018,39 @@ class _Call:
         """Speak every line in turn, then wait for the server to hang up (or send stop)."""
         since = 0.0  # the bot must say something after this before a normal line
         for line, audio, result in zip(self.lines, self.audio, self.result.lines, strict=True):
-            await self._wait_for_turn(line, since)
-            started, ended = self.sender.say(audio)
-            result.started_s = await started
-            self._current = result
-            self.emit(LineStarted(result.started_s, result.index, result.text, result.barge_in))
-            result.ended_s = since = await ended
-            self._awaiting_reply = result
-            self._reply_needs_new_talk = self.playback.audible(result.ended_s)
-            self.emit(LineEnded(result.ended_s, result.index))
-        await self._wait_for_hangup(since)
+            since = await self.speak(line, audio, result, since)
+        await self.hang_up(since)
+
+    async def speak(self, line: CallerLine, audio: np.ndarray, result: LineResult, since: float) -> float:
+        """Say one line at its moment after ``since`` (see `CallerLine`); returns when it ended."""
+        await self._wait_for_turn(line, since)
+        started, ended = self.sender.say(audio)
+        result.started_s = await started
+        self._current = result
+        self.emit(LineStarted(result.started_s, result.index, result.text, result.barge_in))
+        result.ended_s = await ended
+        self._awaiting_reply = result
+        self._reply_needs_new_talk = self.playback.audible(result.ended_s)
+        self.emit(LineEnded(result.ended_s, result.index))
+        return result.ended_s
+
+    async def speak_next(self, line: CallerLine, audio: np.ndarray, since: float) -> float:
+        """Say a line decided during the call (an LLM caller's): its result joins the call's."""
+        result = LineResult(len(self.result.lines), line.label, line.barge_in)
+        self.result.lines.append(result)
+        return await self.speak(line, audio, result, since)
+
+    async def wait_for_reply(self, since: float) -> np.ndarray:
+        """Until the bot has replied since ``since`` and finished (or the reply timeout); returns the bot's
+        audio the caller heard since then (8 kHz; cut where a clear cut it)."""
+        await self._wait_for_turn(CallerLine(text="(waiting)"), since)
+        start = _sample(since)
+        return self.playback.window(start, max(0, _sample(self.clock.now()) - start))
+
+    async def hang_up(self, since: float, wait: bool = True) -> None:
+        """Wait (``wait``) for the server to hang up after the last line and its reply, else send stop."""
+        if wait:
+            await self._wait_for_hangup(since)
         self.closing = True
         await self.sender.send_stop()
         self.result.stop_sent = True
@@ -1078,6 +1103,7 @@ class _Call:
         result.duration_s = now
         result.bot_audio_received_s = self.playback.received_samples / RATE
         result.bot_audio_played_s = self.playback.played_samples(now) / RATE
+        result.talk_over_s = talk_over_s(result.lines, self.playback.segments, now)
         if record_path is not None:
             length = _sample(now)
             if self.sender.sent_speech:
@@ -1089,6 +1115,39 @@ class _Call:
             write_wav(record_path, np.stack([left, right], axis=1), RATE)
             result.record_path = record_path
         return result
+
+
+def talk_over_s(lines: list[LineResult], bot: list[_Segment], now: float) -> float:
+    """Seconds during which a caller line and the bot's audio (as played: cut at clears) overlapped."""
+    caller = [(line.started_s, line.ended_s) for line in lines
+              if line.started_s is not None and line.ended_s is not None]
+    spans: list[tuple[float, float]] = []
+    for seg in sorted(bot, key=lambda seg: seg.start):
+        start, end = seg.start / RATE, min((seg.start + len(seg.pcm)) / RATE, now)
+        if spans and start <= spans[-1][1] + 1e-9:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        elif end > start:
+            spans.append((start, end))
+    return round(sum(max(0.0, min(b, end) - max(a, start)) for a, b in caller for start, end in spans), 3)
+
+
+def background_noise(level_db: float, seed: int = 0) -> Callable[[int, int], np.ndarray]:
+    """Steady background noise at `level_db` dBFS (RMS), mixed into the caller's line like an echo."""
+    rng = np.random.default_rng(seed)
+    rms = 32768 * 10 ** (level_db / 20)
+
+    def noise(_start: int, n: int) -> np.ndarray:
+        return np.clip(rng.normal(0.0, rms, n), -32768, 32767).astype(np.int16)
+
+    return noise
+
+
+def _mix(sources: list[Callable[[int, int], np.ndarray]]) -> Callable[[int, int], np.ndarray]:
+    def mixed(start: int, n: int) -> np.ndarray:
+        total = sum(source(start, n).astype(np.int32) for source in sources)
+        return np.clip(total, -32768, 32767).astype(np.int16)
+
+    return mixed
 
 
 def _closed_under(task: asyncio.Task[None]) -> bool:
@@ -1112,6 +1171,9 @@ async def run_call(
     sample_rate: int = RATE,
     echo: Echo | None = None,
     echo_marks: bool = True,
+    rate: float = 1.0,
+    noise_db: float | None = None,
+    script: Callable[[_Call], Awaitable[None]] | None = None,
 ) -> CallResult:
     """Place a simulated Twilio call to the Media Streams server at ``url`` and play the script.
 
@@ -1124,6 +1186,9 @@ async def run_call(
     ``reply_timeout_s`` for the bot's reply to the previous line. All durations are simulated seconds.
     ``echo`` feeds the bot's audio back into the caller's line (a speakerphone without echo control).
     ``echo_marks=False`` never echoes the server's marks (a carrier that doesn't confirm playback).
+    ``rate`` > 1 speaks the lines faster; ``noise_db`` mixes steady noise at that level (dBFS) into the line.
+    ``script(call)`` plays the caller instead of ``lines`` (an LLM caller: `_Call.wait_for_reply`,
+    `speak_next`, `hang_up`).
     Raises OSError / websockets errors when the server cannot be reached.
     """
     if speed <= 0:
@@ -1131,7 +1196,7 @@ async def run_call(
     emit = on_event if on_event is not None else print_event
     params = dict(DEFAULT_CUSTOM_PARAMETERS if custom_parameters is None else custom_parameters)
     wire = make_wire(carrier, sample_rate)
-    audio = [await asyncio.to_thread(_prepare_audio, line, voice) for line in lines]
+    audio = [await asyncio.to_thread(prepare_audio, line, voice, rate) for line in lines]
 
     async with websockets.connect(url, max_size=2**24) as ws:
         clock = SimClock(speed)
@@ -1147,15 +1212,17 @@ async def run_call(
             reply_timeout_s=reply_timeout_s,
             echo_marks=echo_marks,
         )
-        if echo is not None:
-            sender.echo = echo.leak(call.playback)
+        leaks = [echo.leak(call.playback)] if echo is not None else []
+        leaks += [background_noise(noise_db)] if noise_db is not None else []
+        if leaks:
+            sender.echo = leaks[0] if len(leaks) == 1 else _mix(leaks)
         with contextlib.suppress(ConnectionClosed):  # a server closing at once: the receiver reports it
             await sender.send_handshake()
         receiver = asyncio.create_task(call.receive(), name="caller-receive")
         others = [
             asyncio.create_task(sender.run(), name="caller-frames"),
             asyncio.create_task(call.tick(), name="caller-playback"),
-            asyncio.create_task(call.script(), name="caller-script"),
+            asyncio.create_task(call.script() if script is None else script(call), name="caller-script"),
         ]
         done: set[asyncio.Task[None]] = set()
         try:

@@ -8,7 +8,9 @@ switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--w
                  [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
 switchboard check [pipeline.yaml] [--ping]
 switchboard report [--since 24h] [--pipeline NAME] [--variant NAME] [--db switchboard.db]
-                   [--config pipeline.yaml] [--json] [--html report.html]
+                   [--config pipeline.yaml] [--json] [--html report.html] [--include-evals]
+switchboard report --evals RUN|latest [--json] [--html eval.html] [--gate "pass_rate>=0.9"]
+switchboard eval   [evals.yaml] [--pipeline A,B] [--concurrency N] [--url ws://…] [--db …] [--gate …]
 """
 
 from __future__ import annotations
@@ -85,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", nargs="?", help="pipeline.yaml (default: as for serve)")
     check.add_argument("--ping", action="store_true", help="send one tiny real request per provider")
 
-    from switchboard import report
+    from switchboard import evals, report
 
-    report.add_arguments(commands.add_parser("report", help="compare vendors: latency, errors per model"))
+    report_parser = commands.add_parser("report", help="compare vendors: latency, errors per model")
+    report.add_arguments(report_parser)
+    evals.add_report_arguments(report_parser)
+    evals.add_arguments(commands.add_parser("eval", help="simulated callers on pipelines: checked, judged, "
+                                                         "compared (evals.yaml)"))
 
     args = parser.parse_args(argv)
     try:
@@ -105,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return run_check(args.config, args.ping)
         if args.command == "report":
-            return report.run(args)
+            return evals.run_report(args) if args.evals else report.run(args)
+        if args.command == "eval":
+            return evals.run(args)
         return caller.run_from_args(args)
     except ConfigError as exc:
         print(f"switchboard: {exc.source}:\n{exc}", file=sys.stderr)

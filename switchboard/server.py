@@ -144,6 +144,9 @@ class FrameDrops:
                         self._unlogged, self.count)
 
 
+EVAL_TAGS = ("eval_run", "eval_scenario")  # start parameters of a call `switchboard eval` placed (not live)
+
+
 class CallHost:
     """The calls of one server process: one `CallSession` per carrier connection, on the pipeline the
     call is routed to, with its A/B variant drawn, its shadows, and its turns recorded."""
@@ -294,7 +297,10 @@ class CallHost:
         self.hub.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
         self.ops.call_started(call_id, connection.carrier, name)
         if self.writer is not None:
-            self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant)
+            params = start.custom_parameters
+            evals = {key: params[key] for key in EVAL_TAGS if params.get(key)}
+            self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant,
+                                     eval_tags=evals or None)  # a call `switchboard eval` placed
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
         session.call_info.update(  # for the context webhook (both engines)
             {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": answering,

@@ -26,6 +26,9 @@ MAY_IMPORT = {
     "report": {"report", "core", "config", "store"},
     "web": {"web", "core", "report", "store"},
     "ops": {"ops", "core", "audio", "config", "pipeline", "store", "web"},
+    # evals places calls with the simulated caller on the server, so it sits right under the entry points
+    "evals": {"evals", "caller", "server", "demo", "logs", "core", "audio", "config", "providers", "store",
+              "report"},
 }
 ENTRY_POINTS = {"server", "cli", "caller", "check", "demo", "logs", "__main__", "__init__"}
 

@@ -66,7 +66,7 @@ async def round_trip(url: str) -> None:
             "id": call_id, "pipeline": "support", "started_at": started,
             "ended_at": datetime(2025, 3, 1, 12, 1, tzinfo=UTC), "from_number": "+15550001",
             "to_number": "+15550002", "carrier": "twilio", "variant": "b", "summary": summary,
-            "recording": "r/x.wav",
+            "recording": "r/x.wav", "eval_run": None, "eval_scenario": None,
         }]
         turns = [t for t in await store.query_turns(variant="b") if t["call_id"] == call_id]
         assert [t["index"] for t in turns] == [0, 1]  # oldest first
@@ -126,6 +126,13 @@ async def test_schema_version_recorded_and_open_is_idempotent(tmp_path):
     assert {"schema_version", "calls", "turns", "shadow_results"} <= tables
 
 
+def drop_version_7(db: sqlite3.Connection) -> None:
+    """Undo schema version 7 (the eval tags, tool arguments and eval results)."""
+    for table, column in (("calls", "eval_run"), ("calls", "eval_scenario"), ("turns", "tool_args")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.execute("DROP TABLE eval_results")
+
+
 async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns(tmp_path):
     path = tmp_path / "v1.db"
     store = CallStore(str(path))
@@ -137,6 +144,7 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
                        "audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
                        "tool_ms", "tools_used", "sounds_finished"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        drop_version_7(db)
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
@@ -163,6 +171,7 @@ async def test_a_version_4_database_gets_the_tool_columns(tmp_path):
         for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used",
                        "sounds_finished"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        drop_version_7(db)
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
         db.execute("DELETE FROM schema_version")
@@ -191,6 +200,7 @@ async def test_a_version_5_database_gets_the_audio_end_of_turn_column(tmp_path):
     await store.close()
     with sqlite3.connect(path) as db:  # make it what schema version 5 wrote
         db.execute("ALTER TABLE turns DROP COLUMN sounds_finished")
+        drop_version_7(db)
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (5, '2026-11-28 00:00:00')")
 

@@ -102,15 +102,17 @@ class TurnMetrics:
     tool_ms: float = 0.0  # summed over the turn's tool calls
     tool_fillers: int = 0  # fillers said while a tool ran
     tools_used: list[str] = field(default_factory=list)  # "name:status", in order
+    tool_args: list[dict] = field(default_factory=list)  # {"name", "status", "arguments"} of each, in order
     transferred_to: str | None = None  # the number or SIP URI the call was handed to (transfer_call)
 
-    def note_tool(self, name: str, status: str, ms: float) -> None:
+    def note_tool(self, name: str, status: str, ms: float, arguments: dict | None = None) -> None:
         """One tool call: status ok, error, timeout, invalid (arguments) or unknown (no such tool)."""
         self.tool_calls += 1
         self.tool_errors += status in ("error", "timeout")
         self.tool_invalid += status in ("invalid", "unknown")
         self.tool_ms = round(self.tool_ms + ms, 1)
         self.tools_used.append(f"{name}:{status}")
+        self.tool_args.append({"name": name, "status": status, "arguments": dict(arguments or {})})
 
     def since_speech_end(self, reading: float | None) -> float | None:
         if reading is None or self.speech_end is None:

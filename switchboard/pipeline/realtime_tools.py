@@ -81,5 +81,5 @@ class RealtimeTools:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for call, outcome in zip(calls, outcomes, strict=True):
-            metrics.note_tool(call.name, outcome.status, outcome.ms)
+            metrics.note_tool(call.name, outcome.status, outcome.ms, call.arguments)
         return [(call.id, outcome.content) for call, outcome in zip(calls, outcomes, strict=True)]

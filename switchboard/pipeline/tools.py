@@ -351,7 +351,7 @@ class _Results:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.outcomes = [task.result() for task in tasks]
         for call, outcome in zip(self.calls, self.outcomes, strict=True):
-            self.metrics.note_tool(call.name, outcome.status, outcome.ms)
+            self.metrics.note_tool(call.name, outcome.status, outcome.ms, call.arguments)
 
 
 

@@ -564,9 +564,11 @@ async def load(
     *,
     progress: ProgressCallback | None = None,
     page_size: int | None = None,
+    evals: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(turns, shadow results), oldest first, from the store at `db` (a URL or an SQLite path; None:
     switchboard.db). Read `page_size` (PAGE_SIZE) rows per query; `progress(what, done, total)` after each.
+    The calls `switchboard eval` placed are left out unless `evals`.
 
     Raises FileNotFoundError for an SQLite file that does not exist (rather than creating one)."""
     from functools import partial
@@ -584,10 +586,11 @@ async def load(
     await store.open()
     try:
         filters = (since, pipeline, variant)
-        turns = await _read_paged(partial(store.query_turns, *filters), partial(store.count_turns, *filters),
-                                  "turns", size, progress)
-        shadows = await _read_paged(partial(store.query_shadows, *filters),
-                                    partial(store.count_shadows, *filters), "shadow results", size, progress)
+        turns = await _read_paged(partial(store.query_turns, *filters, evals=evals),
+                                  partial(store.count_turns, *filters, evals=evals), "turns", size, progress)
+        shadows = await _read_paged(partial(store.query_shadows, *filters, evals=evals),
+                                    partial(store.count_shadows, *filters, evals=evals), "shadow results",
+                                    size, progress)
     finally:
         await store.close()
     oldest_first = lambda row: (row["created_at"], row["id"])  # noqa: E731
@@ -638,7 +641,8 @@ def run(args: argparse.Namespace, pricing: Pricing | None = None, out: TextIO | 
         pricing = load_pricing(getattr(args, "config", None))
     try:
         turns, shadows = asyncio.run(load(args.db, since, args.pipeline, args.variant,
-                                          progress=Progress(sys.stderr)))
+                                          progress=Progress(sys.stderr),
+                                          evals=getattr(args, "include_evals", False)))
     except Exception as exc:  # a missing file, an unreachable server, a newer schema
         print(f"switchboard report: cannot read the call store: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -123,12 +123,17 @@ class CallStore:
         to_number: str = "",
         carrier: str = "",
         variant: str | None = None,
+        eval_tags: dict[str, str] | None = None,
     ) -> None:
-        """Record a call that has just started (UTC wall time now unless `started_at` is given)."""
+        """Record a call that has just started (UTC wall time now unless `started_at` is given).
+        `eval_tags`: `eval_run` and `eval_scenario` of a call `switchboard eval` placed."""
+        tags = {key: str(value)[:column.type.length]
+                for key, value in (eval_tags or {}).items()
+                if (column := schema.calls.c.get(key)) is not None and key.startswith("eval_") and value}
         async with self._engine.begin() as connection:
             await connection.execute(insert(schema.calls).values(
                 id=call_id, pipeline=pipeline, started_at=_utc(started_at or datetime.now(UTC)),
-                from_number=from_number, to_number=to_number, carrier=carrier, variant=variant,
+                from_number=from_number, to_number=to_number, carrier=carrier, variant=variant, **tags,
             ))
 
     async def add_turn(self, metrics: TurnMetrics, *, created_at: datetime | None = None) -> None:
@@ -221,29 +226,31 @@ class CallStore:
 
     async def query_turns(self, since: datetime | None = None, pipeline: str | None = None,
                           variant: str | None = None, *, after_id: int | None = None,
-                          limit: int | None = None) -> list[dict[str, Any]]:
+                          limit: int | None = None, evals: bool | str = False) -> list[dict[str, Any]]:
         """Turns finished at or after `since`, oldest first, each with its call's pipeline, variant and
         carrier (None if the call's row is missing). Filtering by pipeline or variant needs that row.
+        Calls `switchboard eval` placed are left out (`evals=True`: kept; a run's id: only that run's).
 
         Paged (keyset): with `limit`, at most that many turns whose id is above `after_id`, in id order;
         pass the last one's id as `after_id` for the next page."""
-        return await self._query_joined(schema.turns, since, pipeline, variant, after_id, limit)
+        return await self._query_joined(schema.turns, since, pipeline, variant, after_id, limit, evals)
 
     async def query_shadows(self, since: datetime | None = None, pipeline: str | None = None,
                             variant: str | None = None, *, after_id: int | None = None,
-                            limit: int | None = None) -> list[dict[str, Any]]:
+                            limit: int | None = None, evals: bool | str = False) -> list[dict[str, Any]]:
         """Shadow results, filtered, joined and paged like `query_turns`."""
-        return await self._query_joined(schema.shadow_results, since, pipeline, variant, after_id, limit)
+        return await self._query_joined(schema.shadow_results, since, pipeline, variant, after_id, limit,
+                                        evals)
 
     async def count_turns(self, since: datetime | None = None, pipeline: str | None = None,
-                          variant: str | None = None) -> int:
+                          variant: str | None = None, evals: bool | str = False) -> int:
         """How many turns `query_turns` would return."""
-        return await self._count_joined(schema.turns, since, pipeline, variant)
+        return await self._count_joined(schema.turns, since, pipeline, variant, evals)
 
     async def count_shadows(self, since: datetime | None = None, pipeline: str | None = None,
-                            variant: str | None = None) -> int:
+                            variant: str | None = None, evals: bool | str = False) -> int:
         """How many shadow results `query_shadows` would return."""
-        return await self._count_joined(schema.shadow_results, since, pipeline, variant)
+        return await self._count_joined(schema.shadow_results, since, pipeline, variant, evals)
 
     async def recent_calls(self, limit: int = 50, since: datetime | None = None,
                            pipeline: str | None = None) -> list[dict[str, Any]]:
@@ -278,12 +285,44 @@ class CallStore:
         call["shadows"] = [{**s, "created_at": _utc(s["created_at"])} for s in shadows]
         return call
 
+    async def add_eval_result(self, row: dict[str, Any], *, created_at: datetime | None = None) -> None:
+        """Record what `switchboard eval` found for one call (a row of `eval_results`)."""
+        known = {column.name for column in schema.eval_results.columns} - {"id", "created_at"}
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(schema.eval_results).values(
+                **{key: value for key, value in row.items() if key in known},
+                created_at=_utc(created_at or datetime.now(UTC))))
+
+    async def query_eval_results(self, run: str) -> list[dict[str, Any]]:
+        """An eval run's results in order, each with its call's turns (`turns`, in order)."""
+        results, turns = schema.eval_results, schema.turns
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(
+                select(results).where(results.c.run == run).order_by(results.c.id))).mappings().all()
+            ids = sorted({row["call_id"] for row in rows})
+            turn_rows = (await connection.execute(
+                select(turns).where(turns.c.call_id.in_(ids)).order_by(turns.c.index, turns.c.id)
+            )).mappings().all() if ids else []
+        by_call: dict[str, list[dict[str, Any]]] = {}
+        for turn in turn_rows:
+            by_call.setdefault(turn["call_id"], []).append(dict(turn))
+        return [{**row, "created_at": _utc(row["created_at"]), "turns": by_call.get(row["call_id"], [])}
+                for row in rows]
+
+    async def eval_runs(self, limit: int = 20) -> list[str]:
+        """The latest eval runs' ids, newest first."""
+        results = schema.eval_results
+        query = (select(results.c.run, func.max(results.c.id).label("last")).group_by(results.c.run)
+                 .order_by(func.max(results.c.id).desc()).limit(limit))
+        async with self._engine.connect() as connection:
+            return [row[0] for row in (await connection.execute(query)).all()]
+
     async def _query_joined(self, table: Any, since: datetime | None, pipeline: str | None,
                             variant: str | None, after_id: int | None = None,
-                            limit: int | None = None) -> list[dict[str, Any]]:
+                            limit: int | None = None, evals: bool | str = False) -> list[dict[str, Any]]:
         c, calls = table.c, schema.calls.c
         query = _filtered(select(table, calls.pipeline, calls.variant, calls.carrier), table, since, pipeline,
-                          variant)
+                          variant, evals)
         if limit is None:
             query = query.order_by(c.created_at, c.id)
         else:
@@ -295,17 +334,21 @@ class CallStore:
         return [{**row, "created_at": _utc(row["created_at"])} for row in rows]
 
     async def _count_joined(self, table: Any, since: datetime | None, pipeline: str | None,
-                            variant: str | None) -> int:
-        query = _filtered(select(func.count()), table, since, pipeline, variant)
+                            variant: str | None, evals: bool | str = False) -> int:
+        query = _filtered(select(func.count()), table, since, pipeline, variant, evals)
         async with self._engine.connect() as connection:
             return int((await connection.execute(query)).scalar_one())
 
 
 def _filtered(query: Any, table: Any, since: datetime | None, pipeline: str | None,
-              variant: str | None) -> Any:
+              variant: str | None, evals: bool | str = False) -> Any:
     """`query` over `table` joined to its call's row, with the filters of `query_turns`."""
     c, calls = table.c, schema.calls.c
     query = query.select_from(table.outerjoin(schema.calls, c.call_id == calls.id))
+    if evals is False:  # live traffic only
+        query = query.where(calls.eval_run.is_(None))
+    elif isinstance(evals, str):
+        query = query.where(calls.eval_run == evals)
     if since is not None:
         query = query.where(c.created_at >= _utc(since))
     if pipeline is not None:

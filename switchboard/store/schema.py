@@ -56,6 +56,9 @@ calls = Table(
     Column("variant", String(128)),  # A/B variant name, when the pipeline has variants
     Column("summary", JSON),  # pipeline.metrics.call_summary(), written when the call ends
     Column("recording", Text),  # path of the call's WAV, if recorded
+    # version 7: a call placed by `switchboard eval` (evals/): its run and scenario; NULL for live traffic
+    Column("eval_run", String(64)),
+    Column("eval_scenario", String(128)),
     Index("ix_calls_started_at", "started_at"),
 )
 
@@ -115,6 +118,7 @@ turns = Table(
     Column("tools_used", JSON),
     # version 6: the audio end-of-turn model's probability that the caller had finished, at the last pause
     Column("sounds_finished", Float),
+    Column("tool_args", JSON),  # version 7: [{"name", "status", "arguments"}] of each tool call
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -138,6 +142,28 @@ shadow_results = Table(  # shadow LLM answers to live turns (filled by the shado
     Column("tool_invalid", Integer, nullable=False, default=0),
     Index("ix_shadow_results_turn", "call_id", "turn_index"),
 )
+
+eval_results = Table(  # version 7: what `switchboard eval` found, one row per eval call (or replayed pair)
+    "eval_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run", String(64), nullable=False),
+    Column("scenario", String(128), nullable=False),
+    Column("arm", String(128), nullable=False),  # the pipeline the call was placed on
+    Column("call_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False, default="call"),  # "call", or "replay" (a replayed call)
+    Column("passed", Boolean),  # every check and judged criterion passed; NULL: unjudged
+    Column("checks", JSON, nullable=False),  # [{"name", "passed", "detail"}]
+    Column("scores", JSON, nullable=False),  # criterion -> judged score 1-5
+    Column("judge", JSON),  # the judge's answer (evidence, reasons), or {"unjudged": reason}
+    Column("judge_tokens_in", Integer),
+    Column("judge_tokens_out", Integer),
+    Column("judge_cost", Float),  # USD, from the judge's price
+    Column("talk_over_s", Float),  # bot and caller audible at once, as the caller heard it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_eval_results_run", "run"),
+)
+
 
 def _add_turn_taking_columns(connection: Connection) -> None:
     """Version 2: the turn-taking columns of `turns`."""
@@ -172,9 +198,17 @@ def _add_sounds_finished_column(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE turns ADD COLUMN sounds_finished FLOAT"))
 
 
+def _add_eval_columns(connection: Connection) -> None:
+    """Version 7: eval tags on `calls`, `turns.tool_args`, and the `eval_results` table."""
+    for ddl in ("eval_run VARCHAR(64)", "eval_scenario VARCHAR(128)"):
+        connection.execute(text(f"ALTER TABLE calls ADD COLUMN {ddl}"))
+    connection.execute(text("ALTER TABLE turns ADD COLUMN tool_args JSON"))
+    eval_results.create(connection, checkfirst=True)
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
 MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns,
-                               _add_tool_columns, _add_sounds_finished_column]
+                               _add_tool_columns, _add_sounds_finished_column, _add_eval_columns]
 
 
 class SchemaError(RuntimeError):

@@ -80,12 +80,13 @@ class StoreWriter:
         to_number: str = "",
         carrier: str = "",
         variant: str | None = None,
+        eval_tags: dict[str, str] | None = None,
     ) -> None:
-        """Queue the call's row (started now, UTC)."""
+        """Queue the call's row (started now, UTC). `eval_tags`: eval_run, eval_scenario of an eval call."""
         started_at = datetime.now(UTC)
         self._put(lambda store: store.start_call(
             call_id, pipeline, started_at=started_at, from_number=from_number, to_number=to_number,
-            carrier=carrier, variant=variant,
+            carrier=carrier, variant=variant, eval_tags=eval_tags,
         ), f"start of call {call_id}")
 
     def turn(self, metrics: TurnMetrics) -> None:

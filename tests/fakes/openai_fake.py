@@ -4,7 +4,8 @@ Serve `make_app(faults, script)` with `server.running` and point the SDK at
 `base_url=f"http://127.0.0.1:{port}/v1"`. The wire formats are OpenAI's own:
 
 POST /v1/chat/completions      `stream: true` only. SSE `data: {chat.completion.chunk}` lines: a role
-                               delta, one content delta per word, then each scripted tool call as a
+                               delta, one content delta per word (of `reply`, or `respond(body)`),
+                               then each scripted tool call as a
                                first fragment (index, id, type, function.name, arguments "") and argument
                                fragments of `argument_chars` characters, a chunk with `finish_reason`,
                                the usage chunk (empty `choices`) when `stream_options.include_usage`,
@@ -77,6 +78,9 @@ class OpenAIScript:
     speech_chunk_bytes: int = 4801
     api_key: str | None = None  # when set, any other bearer token gets a 401
     after_tool_result: str | None = None  # when set: the reply, without tool calls, to a tool result
+    # when set: the reply to each chat request, from its body (several callers of one fake: a bot, an LLM
+    # caller and a judge); None falls back to `reply`
+    respond: Callable[[dict[str, Any]], str | None] | None = None
     # what happened
     chunks_sent: list[list[dict[str, Any]]] = field(default_factory=list)  # per chat stream, parsed chunks
     uploads: list[dict[str, Any]] = field(default_factory=list)  # per transcription: the WAV's format
@@ -117,6 +121,8 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
             return {**base, "choices": [choice], **({"usage": None} if usage_wanted else {})}
 
         reply, tool_calls = script.reply, script.tool_calls
+        if script.respond is not None and (answer := script.respond(body)) is not None:
+            reply = answer
         if script.after_tool_result is not None and (body.get("messages") or [{}])[-1].get("role") == "tool":
             reply, tool_calls = script.after_tool_result, []  # a model that has its result answers
         chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
