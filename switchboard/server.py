@@ -68,7 +68,9 @@ from switchboard.store import CallStore, StoreWriter
 from switchboard.telephony.base import Carrier
 from switchboard.telephony.dialing import DEFAULT_CARRIER, DIALERS, DialError, dial
 from switchboard.telephony.exotel import ExotelCarrier
+from switchboard.telephony.plivo import PlivoCarrier
 from switchboard.telephony.twilio import TwilioCarrier
+from switchboard.telephony.vonage import VonageCarrier
 from switchboard.telephony.webrtc import WebRTCCarrier
 from switchboard.web import Auth, Dashboard, LiveHub
 
@@ -449,6 +451,10 @@ def create_app(
                       busy=host.ops.admission.busy_at_webhook),
         ExotelCarrier(),
         webrtc := WebRTCCarrier(config.webrtc, auth, config.arms()),
+        PlivoCarrier(config.numbers, config.default_pipeline, insecure_dev,
+                     busy=host.ops.admission.busy_at_webhook),
+        VonageCarrier(config.vonage, config.numbers, config.default_pipeline, insecure_dev,
+                      busy=host.ops.admission.busy_at_webhook),
     ]
 
     @contextlib.asynccontextmanager

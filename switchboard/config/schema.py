@@ -30,6 +30,7 @@ from switchboard.core.settings import Strict, unique_names
 from switchboard.core.words import words
 from switchboard.providers import registry
 from switchboard.telephony.twilio import TwilioConfig
+from switchboard.telephony.vonage import VonageConfig
 from switchboard.telephony.webrtc import WebRTCConfig
 
 log = logging.getLogger(__name__)
@@ -432,6 +433,7 @@ class Config(Strict):
     pipelines: dict[str, AnyPipeline] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)  # browser calls: STUN/TURN (telephony/webrtc)
+    vonage: VonageConfig = Field(default_factory=VonageConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices
     shadow_max_concurrent: int = Field(8, ge=1, le=1000)  # shadow requests in flight per server process
     # operations (switchboard/ops/): calls one process takes at once (None: no limit), and how long a

@@ -10,8 +10,9 @@ call over a `Connection` (the carrier's parser and link factory), the same loop 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -40,7 +41,7 @@ class Carrier(Protocol):
 
 
 class WebSocketSender:
-    """Sends text frames and closes the socket, quietly once the caller has gone."""
+    """Sends text (or binary) frames and closes the socket, quietly once the caller has gone."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -49,6 +50,13 @@ class WebSocketSender:
         if self.websocket.application_state == WebSocketState.CONNECTED:
             try:
                 await self.websocket.send_text(text)
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                log.debug("send after the caller left: %s", exc)
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.websocket.send_bytes(data)
             except (WebSocketDisconnect, RuntimeError, OSError) as exc:
                 log.debug("send after the caller left: %s", exc)
 
@@ -62,3 +70,21 @@ class WebSocketSender:
 
 def peer(connection: WebSocket) -> str:
     return connection.client.host if connection.client else "?"
+
+
+def external_url(path: str, query: str, headers: Mapping[str, str], scheme: str, public_url: str | None,
+                 websocket: bool = False) -> str:
+    """The URL a carrier used to reach us at `path`?`query` (what it signs, what we hand it back).
+
+    `PUBLIC_URL` (scheme and host) wins; else `X-Forwarded-Host` / `Host`, and `X-Forwarded-Proto` or
+    the request's own scheme. A WebSocket URL is `wss://` unless the proxy says the request was plain
+    `http`: carriers open secure WebSockets only, and a tunnel usually forwards them as plain `ws`."""
+    if public_url:
+        parts = urlsplit(public_url if "://" in public_url else f"https://{public_url}")
+        host, secure = parts.netloc, parts.scheme in ("https", "wss")
+    else:
+        host = headers.get("x-forwarded-host") or headers.get("host") or ""
+        proto = headers.get("x-forwarded-proto")
+        secure = proto not in ("http", "ws") if websocket else (proto or scheme) in ("https", "wss")
+    scheme = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 DIALERS = {  # carrier -> the module whose `dial` places its calls
     "twilio": "switchboard.telephony.twilio.rest",
+    "plivo": "switchboard.telephony.plivo.rest",
+    "vonage": "switchboard.telephony.vonage.rest",
 }
 DEFAULT_CARRIER = "twilio"
 

@@ -1,0 +1,165 @@
+"""Vonage's Voice API through the `vonage` SDK: end a call, hand it to another number, place a call.
+
+Credentials come from the environment: VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY (the PEM itself,
+or VONAGE_PRIVATE_KEY_PATH naming its file): the SDK signs each request with them (an RS256 JWT).
+VONAGE_FROM_NUMBER is the default caller id for outbound calls; PUBLIC_URL is where Vonage fetches our
+NCCO; VONAGE_API_HOST replaces api.nexmo.com (a test fake or a proxy; the SDK speaks https only, so
+a fake's certificate must be trusted, e.g. with REQUESTS_CA_BUNDLE).
+
+The SDK is synchronous: the async helpers run it in a thread, so a slow Vonage never stalls the event
+loop that carries the calls' audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from urllib.parse import urlencode
+
+import requests
+from vonage import Auth, HttpClientOptions, Vonage
+from vonage_http_client.errors import HttpRequestError, NotFoundError
+from vonage_utils.errors import VonageError
+from vonage_voice.models.common import Phone
+from vonage_voice.models.requests import CreateCallRequest, ToPhone
+
+from switchboard.core.carrier import E164
+from switchboard.telephony.dialing import DialError, DialNotConfigured, DialRefused, PlacedCall
+from switchboard.telephony.vonage import wire
+
+log = logging.getLogger("switchboard.vonage_rest")
+
+APPLICATION_ID_ENV = "VONAGE_APPLICATION_ID"
+PRIVATE_KEY_ENV = "VONAGE_PRIVATE_KEY"
+PRIVATE_KEY_PATH_ENV = "VONAGE_PRIVATE_KEY_PATH"
+FROM_NUMBER_ENV = "VONAGE_FROM_NUMBER"
+API_HOST_ENV = "VONAGE_API_HOST"
+PUBLIC_URL_ENV = "PUBLIC_URL"
+TIMEOUT_S = 10
+
+
+def private_key(environ: Mapping[str, str]) -> str | None:
+    key = environ.get(PRIVATE_KEY_ENV)
+    if key:
+        return key.replace("\\n", "\n")  # a PEM squeezed onto one line of an env file
+    path = environ.get(PRIVATE_KEY_PATH_ENV)
+    if path:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            log.warning("Vonage REST API off: cannot read %s=%s: %s", PRIVATE_KEY_PATH_ENV, path,
+                        exc.strerror)
+    return None
+
+
+class VonageRest:
+    """One application's Voice API client."""
+
+    def __init__(self, application_id: str, key: str, api_host: str | None = None) -> None:
+        options = {"timeout": TIMEOUT_S, **({"api_host": api_host} if api_host else {})}
+        self._client = Vonage(Auth(application_id=application_id, private_key=key),
+                              HttpClientOptions(**options))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> VonageRest | None:
+        """A client if VONAGE_APPLICATION_ID and a private key are both set, else None."""
+        environ = os.environ if environ is None else environ
+        application_id, key = environ.get(APPLICATION_ID_ENV), private_key(environ)
+        if not (application_id and key):
+            return None
+        try:
+            return cls(application_id, key, environ.get(API_HOST_ENV) or None)
+        except VonageError as exc:
+            log.warning("Vonage REST API off: %s", exc)
+            return None
+
+    async def hang_up(self, uuid: str) -> bool:
+        """End the call. True if Vonage ended it or it had already ended (404); False if the request
+        failed (logged: the caller of this closes the socket instead, which ends the call too)."""
+        try:
+            await asyncio.to_thread(self._client.voice.hangup, uuid)
+        except NotFoundError:
+            log.info("call %s: already ended (Vonage answered 404 to the hang-up)", uuid)
+            return True
+        except (VonageError, requests.RequestException) as exc:
+            log.warning("call %s: REST hang-up failed: %s", uuid, _describe(exc))
+            return False
+        log.info("call %s: ended through Vonage's Voice API", uuid)
+        return True
+
+    async def transfer(self, uuid: str, target: str, our_number: str) -> bool:
+        """Transfer the live call to an NCCO that connects `target` (its socket ends). True if Vonage took
+        it; False if the request failed (logged)."""
+        try:
+            await asyncio.to_thread(self._client.voice.transfer_call_ncco, uuid,
+                                    wire.transfer_ncco(target, our_number))
+        except (VonageError, requests.RequestException, ValueError) as exc:
+            log.warning("call %s: REST transfer failed: %s", uuid, _describe(exc))
+            return False
+        return True
+
+    def create_call(self, to: str, from_: str, answer_url: str) -> str:
+        """Place a call whose NCCO comes from `answer_url`; returns its uuid. Raises VonageError /
+        RequestException."""
+        request = CreateCallRequest(to=[ToPhone(number=to.lstrip("+"))],
+                                    from_=Phone(number=from_.lstrip("+")),
+                                    answer_url=[answer_url], answer_method="POST")
+        return self._client.voice.create_call(request).uuid
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, requests.RequestException):
+        return f"cannot reach Vonage: {exc}"
+    if isinstance(exc, HttpRequestError):
+        return str(exc.message)[:300]
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def answer_url(public_url: str, pipeline: str) -> str:
+    """Our /vonage/answer at PUBLIC_URL, for an outbound call, naming the pipeline that answers."""
+    base = public_url if "://" in public_url else f"https://{public_url}"
+    return f"{base.rstrip('/')}/vonage/answer?{urlencode({'pipeline': pipeline})}"
+
+
+def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None = None,
+         environ: Mapping[str, str] | None = None, machine_detection: str | None = None) -> PlacedCall:
+    """Place an outbound call through Vonage that, once answered, fetches our /vonage/answer (whose NCCO
+    connects it to the socket on `pipeline`). Blocking; raises DialError naming what is wrong."""
+    environ = os.environ if environ is None else environ
+    from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
+    problems = []
+    if not E164.fullmatch(to or ""):
+        problems.append(f"'to' {to!r} is not an E.164 number (e.g. +15551234567)")
+    if from_ and not E164.fullmatch(from_):
+        problems.append(f"'from' {from_!r} is not an E.164 number (e.g. +15551234567)")
+    if pipeline not in pipelines:
+        problems.append(f"unknown pipeline {pipeline!r}; defined: {', '.join(pipelines)}")
+    if machine_detection:
+        problems.append("answering machine detection is not wired for Vonage (it reports on a separate "
+                        "webhook after the call is connected; docs/carriers.md)")
+    if problems:
+        raise DialError("; ".join(problems))
+    if not environ.get(APPLICATION_ID_ENV) or private_key(environ) is None:
+        problems.append(f"Vonage credentials missing: set {APPLICATION_ID_ENV} and {PRIVATE_KEY_ENV} "
+                        f"(or {PRIVATE_KEY_PATH_ENV})")
+    if not from_:
+        problems.append(f"no caller id: pass 'from' (--from) or set {FROM_NUMBER_ENV}")
+    public_url = environ.get(PUBLIC_URL_ENV)
+    if not public_url:
+        problems.append(f"set {PUBLIC_URL_ENV} to this server's public https address, so Vonage can "
+                        "fetch /vonage/answer")
+    if problems:
+        raise DialNotConfigured("; ".join(problems))
+    rest = VonageRest.from_env(environ)
+    if rest is None:
+        raise DialNotConfigured(f"{PRIVATE_KEY_ENV} is not a usable private key")
+    assert public_url
+    try:
+        uuid = rest.create_call(to, from_, answer_url(public_url, pipeline))
+    except (VonageError, requests.RequestException) as exc:
+        raise DialRefused(f"Vonage refused the call: {_describe(exc)}") from None
+    log.info("placed call %s to %s from %s on pipeline %r through Vonage", uuid, to, from_, pipeline)
+    return PlacedCall(uuid, to, from_, pipeline, carrier="vonage")
