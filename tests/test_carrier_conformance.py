@@ -46,12 +46,16 @@ from switchboard.store import CallStore
 from tests.fakes.carrier_side import CarrierSide, PhoneCall, Refused, dominant_hz
 from tests.fakes.exotel_side import ExotelSide
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+from tests.fakes.plivo_side import PlivoSide
 from tests.fakes.twilio_side import TwilioSide
+from tests.fakes.vonage_side import VonageSide
 from tests.speech import quiet, speech_like
 
 SIDES: dict[str, Callable[[], CarrierSide]] = {
     "twilio": TwilioSide,
     "exotel": ExotelSide,
+    "plivo": PlivoSide,
+    "vonage": VonageSide,
 }
 
 CALLER, MAIN, SALES = "+15550001111", "+15550002222", "+15550003333"
@@ -74,7 +78,9 @@ pipelines:
 """
 TONE_HZ = 300  # InstantTTS's voice
 MS_PER_CHAR = 60
-SECRETS = ("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_API_BASE", "PUBLIC_URL", "EXOTEL_BASIC_AUTH")
+SECRETS = ("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_API_BASE", "PUBLIC_URL", "EXOTEL_BASIC_AUTH",
+           "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_BASE", "VONAGE_SIGNATURE_SECRET",
+           "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY", "VONAGE_PRIVATE_KEY_PATH", "VONAGE_API_HOST")
 
 
 @pytest.fixture(params=list(SIDES))
