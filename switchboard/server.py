@@ -70,7 +70,7 @@ from switchboard.telephony.dialing import DEFAULT_CARRIER, DIALERS, DialError, d
 from switchboard.telephony.exotel import ExotelCarrier
 from switchboard.telephony.plivo import PlivoCarrier
 from switchboard.telephony.twilio import TwilioCarrier
-from switchboard.telephony.vonage import VonageCarrier
+from switchboard.telephony.vonage.carrier import VonageCarrier
 from switchboard.telephony.webrtc import WebRTCCarrier
 from switchboard.web import Auth, Dashboard, LiveHub
 

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from switchboard.config import parse_config
 from switchboard.pipeline.call import Providers
 from switchboard.server import create_app, running
-from switchboard.telephony.base import DialError, DialNotConfigured, DialRefused
+from switchboard.telephony.dialing import DialError, DialNotConfigured, DialRefused
 from switchboard.telephony.plivo import PlivoLink, rest, wire
 from switchboard.telephony.plivo.rest import PlivoRest
 from switchboard.telephony.plivo.security import PlivoSignatures

@@ -19,8 +19,9 @@ from websockets.exceptions import InvalidStatus
 from switchboard.config import parse_config
 from switchboard.pipeline.call import Providers
 from switchboard.server import create_app, running
-from switchboard.telephony.base import DialNotConfigured, DialRefused
-from switchboard.telephony.vonage import VonageLink, rest, wire
+from switchboard.telephony.dialing import DialNotConfigured, DialRefused
+from switchboard.telephony.vonage import rest, wire
+from switchboard.telephony.vonage.carrier import VonageLink
 from switchboard.telephony.vonage.rest import VonageRest
 from switchboard.telephony.vonage.security import VonageSignatures
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
