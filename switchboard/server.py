@@ -54,6 +54,7 @@ from switchboard.core.carrier import (
     Stop,
 )
 from switchboard.core.context import CALL_ID
+from switchboard.core.deadline import ReceiveDeadline
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.ops import Operations, Refused
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
@@ -173,15 +174,15 @@ class CallHost:
         session: CallSession | None = None
         handled = 0
         drops = FrameDrops(self.drop_warnings)
+        deadline = ReceiveDeadline(self.start_timeout_s)  # then idle_timeout_s, once the call started
         try:
             while session is None or not session.closed.is_set():
                 try:
-                    wait_s = self.start_timeout_s if session is None else self.idle_timeout_s
-                    async with asyncio.timeout(wait_s):
-                        message = await websocket.receive()
+                    message = await deadline.receive(websocket.receive)
                 except TimeoutError:
                     log.warning("call %s: no %s for %.0f s: closing the socket",
-                                session.call_id if session else "-", "frame" if session else "start", wait_s)
+                                session.call_id if session else "-", "frame" if session else "start",
+                                deadline.wait_s)
                     await websocket.close(code=1000 if session else 1008)
                     break
                 if message["type"] == "websocket.disconnect":
@@ -212,12 +213,15 @@ class CallHost:
                     voices = [pipeline.tts[0].provider, *pipeline.fallback_tts]
                     await self.ops.refuse_stream(websocket, connection, event, refused, voices)
                     return
+                if session is not None:
+                    deadline.wait_s = self.idle_timeout_s
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
         except (WebSocketDisconnect, RuntimeError) as exc:
             log.info("call %s: socket closed: %s", session.call_id if session else "-", exc)
         finally:
+            deadline.close()
             drops.close(session.call_id if session else "-")
             if session is not None:
                 await self._end(session)

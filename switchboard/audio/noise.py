@@ -30,9 +30,15 @@ _QUIET_RMS = 100.0  # frames quieter than this (≈ -50 dBFS) say nothing either
 
 def loud_frames(pcm: np.ndarray) -> np.ndarray:
     """The 40 ms frames of `pcm` (8 kHz int16) louder than -50 dBFS, as float rows."""
+    return _loud(pcm)[0]
+
+
+def _loud(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`loud_frames`, and the index of each among all the 40 ms frames of `pcm`."""
     frames = len(pcm) // FRAME
     x = pcm[: frames * FRAME].astype(np.float64).reshape(frames, FRAME)
-    return x[np.sqrt(np.mean(x * x, axis=1)) >= _QUIET_RMS]
+    loud = np.flatnonzero(np.sqrt(np.mean(x * x, axis=1)) >= _QUIET_RMS)
+    return x[loud], loud
 
 
 def periodicity(frames: np.ndarray) -> np.ndarray:
@@ -61,18 +67,44 @@ def is_noise(pcm: np.ndarray) -> bool:
 
     Frames are judged a block at a time and the answer is "speech" as soon as there is enough varied
     voicing: a sentence costs one block (≈ 0.3 ms), only noise is read to its end (≈ 1 ms a second)."""
-    frames = loud_frames(pcm)
+    return judge(pcm)[0]
+
+
+def judge(pcm: np.ndarray) -> tuple[bool, int]:
+    """`is_noise(pcm)`, and when the answer is speech told by whole blocks, the samples of `pcm` that
+    told it: any longer audio starting with those samples is speech too (the same blocks come first and
+    end the reading at the same place), so it needs no reading again. 0 otherwise."""
+    frames, index = _loud(pcm)
     if len(frames) < 2:
-        return False  # nothing loud: not for this check to say
+        return False, 0  # nothing loud: not for this check to say
     periodic = np.zeros((0, FRAME))
     for start in range(0, len(frames), BLOCK_FRAMES):
         block = frames[start:start + BLOCK_FRAMES]
         periodic = np.concatenate([periodic, block[periodicity(block) > PERIODIC]])
         if len(periodic) >= MIN_PERIODIC_FRAMES and not _steady(periodic):
-            return False
+            whole = len(block) == BLOCK_FRAMES
+            return False, (int(index[start + BLOCK_FRAMES - 1]) + 1) * FRAME if whole else 0
     if len(periodic) > 1 and _steady(periodic):
-        return True  # a tone or a hum: periodic, but speech rises and falls with its syllables
-    return len(periodic) < MIN_PERIODIC_FRAMES and len(periodic) < MIN_PERIODIC_SHARE * len(frames)
+        return True, 0  # a tone or a hum: periodic, but speech rises and falls with its syllables
+    return len(periodic) < MIN_PERIODIC_FRAMES and len(periodic) < MIN_PERIODIC_SHARE * len(frames), 0
+
+
+class NoiseGate:
+    """`is_noise` for the utterances of one call. Speculation asks at every pause and the utterance is
+    asked again at its end: once its first blocks told speech, the same utterance (the same start) with
+    at least that audio is speech without reading it again."""
+
+    def __init__(self) -> None:
+        self._speech: tuple[float, int] | None = None  # (utterance start, samples that told speech)
+
+    def known_speech(self, pcm: np.ndarray, started: float) -> bool:
+        return self._speech is not None and self._speech[0] == started and len(pcm) >= self._speech[1]
+
+    def is_noise(self, pcm: np.ndarray, started: float) -> bool:
+        noise, told_by = judge(pcm)
+        if told_by:
+            self._speech = (started, told_by)
+        return noise
 
 
 def _steady(frames: np.ndarray) -> bool:

@@ -333,7 +333,9 @@ class Segmenter:
 
 
 def _level(frame: bytes) -> float:
-    return float(np.abs(np.frombuffer(frame, dtype=np.int16).astype(np.int32)).mean())
+    """The frame's mean |sample| (as .mean(), exactly: an integer sum, then one division; half the cost)."""
+    samples = np.frombuffer(frame, dtype=np.int16)
+    return int(np.abs(samples.astype(np.int32)).sum()) / len(samples)
 
 
 def _voice_end(utt: _OpenUtterance) -> float:

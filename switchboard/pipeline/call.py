@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from switchboard.audio import smart_turn
-from switchboard.audio.noise import is_noise
+from switchboard.audio.noise import NoiseGate
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
@@ -160,6 +160,7 @@ class CallSession:
         # a link that holds audio back to fill its carrier's chunks (Exotel) needs that much more lead
         lead_ms = config.player.lead_ms + link.holds_ms
         self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
+        self.noise_gate = NoiseGate()  # vad.noise_gate: an utterance with no voicing is not a turn
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
         # the audio end-of-turn model, one per process (loaded at start-up by the server's warm-up)
@@ -375,7 +376,7 @@ class CallSession:
                     self._echo = False
                     log.info("call %s: dropped %d ms of echo", self.call_id, event.voiced_ms)
                     continue
-                if await self._is_noise(event.pcm):
+                if await self._is_noise(event.pcm, event.speech_start):
                     log.info("call %s: dropped %d ms of noise (no voicing in it)", self.call_id,
                              event.voiced_ms)
                     await self._drop_speculation()
@@ -387,12 +388,12 @@ class CallSession:
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
 
-    async def _is_noise(self, pcm: np.ndarray) -> bool:
-        if not self.config.vad.noise_gate:
+    async def _is_noise(self, pcm: np.ndarray, started: float) -> bool:
+        if not self.config.vad.noise_gate or self.noise_gate.known_speech(pcm, started):
             return False
         if len(pcm) <= NOISE_CHECK_ON_LOOP_SAMPLES:  # speech is told at its first voiced block: < 1 ms
-            return is_noise(pcm)
-        return await asyncio.to_thread(is_noise, pcm)  # a long stretch may be noise, read to its end
+            return self.noise_gate.is_noise(pcm, started)
+        return await asyncio.to_thread(self.noise_gate.is_noise, pcm, started)  # noise is read to its end
 
     # --- backchannels: "yeah" while the bot talks ------------------------------------------------
 
@@ -568,7 +569,7 @@ class CallSession:
         """The caller paused: start on what they said so far, heard by nobody until they stay silent."""
         if self._ending or self.busy or self._speculation is not None or self._echo:
             return
-        if await self._is_noise(pause.pcm):
+        if await self._is_noise(pause.pcm, pause.speech_start):
             return
         heard = _joined(self._carried, Utterance(pause.pcm, pause.speech_start, pause.speech_end,
                                                  pause.voiced_ms, forced=False))

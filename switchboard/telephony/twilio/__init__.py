@@ -51,9 +51,10 @@ class TwilioLink:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
         self.rest = rest  # with credentials, hang-up goes through Twilio's REST API
+        self._media = wire.MediaMessages(stream_sid)
 
     async def send_audio(self, pcm: np.ndarray) -> None:
-        await self.sender.send(wire.media_message(self.stream_sid, pcm))
+        await self.sender.send(self._media(pcm))
 
     async def send_mark(self, name: str) -> None:
         await self.sender.send(wire.mark_message(self.stream_sid, name))

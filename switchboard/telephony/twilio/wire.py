@@ -6,7 +6,6 @@ malformed raises `BadFrame` with a reason, which the caller of `parse` logs and 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from urllib.parse import urlencode, urlsplit
@@ -75,8 +74,8 @@ def parse(raw: str | bytes) -> InboundEvent:
         payload = _field(media, "payload", str, "media")
         if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
             raise BadFrame(f"media.payload: {len(payload)} characters is too large for one frame")
-        try:
-            audio = base64.b64decode(payload, validate=True)
+        try:  # base64.b64decode(validate=True) is this plus a regex: 3x the cost, per frame of every call
+            audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError):
             raise BadFrame("media.payload: invalid base64") from None
         if not audio:
@@ -96,8 +95,20 @@ def parse(raw: str | bytes) -> InboundEvent:
 
 
 def media_message(stream_sid: str, pcm: np.ndarray) -> str:
-    payload = base64.b64encode(ulaw_encode(pcm)).decode("ascii")
-    return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
+    return MediaMessages(stream_sid)(pcm)
+
+
+class MediaMessages:
+    """One stream's media messages, as `json.dumps` writes them: the JSON around the payload is built
+    once per stream (base64 needs no escaping), not per 20 ms frame."""
+
+    def __init__(self, stream_sid: str) -> None:
+        text = json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": ""}})
+        self._head, self._tail = text[:-3], text[-3:]  # ...{"payload": "  and  "}}
+
+    def __call__(self, pcm: np.ndarray) -> str:
+        payload = binascii.b2a_base64(ulaw_encode(pcm), newline=False).decode("ascii")
+        return self._head + payload + self._tail
 
 
 def mark_message(stream_sid: str, name: str) -> str:
