@@ -574,8 +574,15 @@ def _fake_faults() -> dict[str, Any]:
     from tests.fakes.common import Faults
 
     class Forgetful(list):  # type: ignore[type-arg]
+        """Counts what is appended (the fault mix counts requests) and keeps none of it."""
+
+        count = 0
+
         def append(self, item: Any) -> None:
-            pass
+            self.count += 1
+
+        def __len__(self) -> int:
+            return self.count
 
     def faults(**kwargs: Any) -> Faults:
         made = Faults(**kwargs)

@@ -146,3 +146,14 @@ def test_the_openai_vendors_pipeline_is_a_valid_config() -> None:
             "vendor_urls": urls}
     config = parse_config(yaml.safe_dump({"pipelines": {"default": _pipeline_config(opts)}}))
     assert config.pipelines["default"].tts.provider == "openai"
+
+
+def test_the_openai_fakes_answer_every_request_at_their_fixed_latency() -> None:
+    from bench.calls import FAKE_STT_S, FAKE_TTS_FIRST_S, _fake_faults
+
+    faults = _fake_faults()
+    for stage, latency in (("stt", FAKE_STT_S), ("tts", FAKE_TTS_FIRST_S)):
+        for _ in range(3):
+            faults[stage].requests.append({"model": "m"})  # as the fake records each request
+            assert faults[stage].delay_s() == latency and not faults[stage].should_fail()
+        assert len(faults[stage].requests) == 3  # counted, though nothing is kept
