@@ -41,6 +41,7 @@ import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from switchboard import callers
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.audio.resample import resample
 from switchboard.audio.wav import read_wav, write_wav
@@ -86,7 +87,7 @@ MAX_MALFORMED_EXAMPLES = 5
 DEFAULT_VOICE = "piper"
 PIPER_PITCH = 1.2
 DEFAULT_CUSTOM_PARAMETERS = {"from": "+15550001111", "to": "+15550002222"}
-CARRIERS = ("twilio", "exotel")
+CARRIERS = ("twilio", "exotel", *callers.WIRES)
 
 
 # --------------------------------------------------------------------------------------------- script
@@ -708,7 +709,9 @@ def _json_object(raw: str | bytes, carrier: str) -> dict[str, Any] | str:
 
 
 def make_wire(carrier: str = "twilio", sample_rate: int = RATE) -> TwilioWire:
-    """The wire format of ``carrier`` ("twilio" or "exotel"; ``sample_rate`` is Exotel's)."""
+    """The wire format of ``carrier`` (one of CARRIERS; ``sample_rate`` is Exotel's or Vonage's)."""
+    if carrier in callers.WIRES:  # one module each (switchboard/callers/)
+        return callers.make(carrier, sample_rate)
     if carrier == "exotel":
         return ExotelWire(sample_rate)
     if carrier == "twilio":
@@ -765,10 +768,10 @@ class MediaSender:
         self._seq += 1
         return self._seq
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        if self._stopped:  # Twilio sends nothing after stop
+    async def _send(self, message: dict[str, Any] | str | bytes | None) -> None:
+        if self._stopped or message is None:  # Twilio sends nothing after stop; some carriers lack a message
             return
-        await self.ws.send(json.dumps(message))
+        await self.ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
 
     async def send_handshake(self) -> None:
         """Send `connected` and `start`."""
@@ -832,8 +835,9 @@ class MediaSender:
     async def send_stop(self) -> None:
         """Send `stop`; nothing is sent after it."""
         message = self.wire.stop(self._next_seq())
+        if message is not None:  # a carrier without one just closes the socket
+            await self._send(message)
         self._stopped = True
-        await self.ws.send(json.dumps(message))
 
 
 # --------------------------------------------------------------------------------------------- the call
@@ -1006,6 +1010,8 @@ class _Call:
 
     async def _echo(self, name: str, now: float, *, cleared: bool) -> None:
         if not self.echo_marks:  # a carrier that never confirms playback: the server must not wait forever
+            return
+        if cleared and not getattr(self.sender.wire, "echoes_cleared_marks", True):  # Plivo, Vonage
             return
         await self.sender.echo_mark(name)
         self.result.marks_echoed += 1
@@ -1198,7 +1204,10 @@ async def run_call(
     wire = make_wire(carrier, sample_rate)
     audio = [await asyncio.to_thread(prepare_audio, line, voice, rate) for line in lines]
 
-    async with websockets.connect(url, max_size=2**24) as ws:
+    headers: dict[str, str] = {}
+    if hasattr(wire, "open"):  # the carrier's answer webhook first (switchboard/callers/)
+        url, headers = await wire.open(url, params)
+    async with websockets.connect(url, max_size=2**24, additional_headers=headers) as ws:
         clock = SimClock(speed)
         sender = MediaSender(ws, clock, custom_parameters=params, silence_frames=silence_frames, wire=wire)
         call = _Call(
@@ -1274,14 +1283,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--carrier",
         choices=CARRIERS,
         default="twilio",
-        help="whose protocol to speak: twilio (default) or exotel (e.g. ws://127.0.0.1:8000/exotel)",
+        help="whose protocol to speak: twilio (default), exotel (e.g. ws://127.0.0.1:8000/exotel), or "
+             "plivo / vonage (the server's http address: the caller plays the answer webhook, signed with "
+             "PLIVO_AUTH_TOKEN / VONAGE_SIGNATURE_SECRET when set, then the socket it names)",
     )
     parser.add_argument(
         "--sample-rate",
         type=int,
         choices=(8000, 16000, 24000),
         default=RATE,
-        help="exotel only: the PCM rate negotiated in start.media_format (default 8000)",
+        help="exotel: the PCM rate negotiated in start.media_format; vonage at a ws:// URL: the L16 rate "
+             "(over http the NCCO says it) (default 8000)",
     )
     parser.add_argument(
         "--say",
@@ -1370,8 +1382,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if missing:
         print(f"no such WAV file: {', '.join(missing)}", file=sys.stderr)
         return 1
-    if args.carrier == "twilio" and args.sample_rate != RATE:
-        print("--sample-rate is for --carrier exotel (Twilio media is 8 kHz)", file=sys.stderr)
+    if args.carrier in ("twilio", "plivo") and args.sample_rate != RATE:
+        print("--sample-rate is for --carrier exotel or vonage (Twilio's and Plivo's media is 8 kHz μ-law)",
+              file=sys.stderr)
         return 1
     params = dict(DEFAULT_CUSTOM_PARAMETERS)
     params.update(dict(args.params or []))
