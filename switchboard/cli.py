@@ -11,6 +11,7 @@ switchboard report [--since 24h] [--pipeline NAME] [--variant NAME] [--db switch
                    [--config pipeline.yaml] [--json] [--html report.html] [--include-evals]
 switchboard report --evals RUN|latest [--json] [--html eval.html] [--gate "pass_rate>=0.9"]
 switchboard eval   [evals.yaml] [--pipeline A,B] [--concurrency N] [--url ws://…] [--db …] [--gate …]
+switchboard eval   --replay [--since 24h] --pipeline NAME [--from-pipeline NAME] [--limit 20]
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The eval report's statistics (switchboard/evals/stats.py) against scipy, the reference, on known samples."""
+"""The eval report's statistics (switchboard/evals/stats.py) against scipy, the reference, on known
+samples."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_the_bootstrap_interval_agrees_with_scipys_percentile_bootstrap():
     # different random resamples: the ends agree to within a few hundredths of a point
     assert ours == pytest.approx((reference.low, reference.high), abs=0.05)
     assert ours[0] < scores.mean() < ours[1]
-    assert bootstrap_mean_interval(scores) == bootstrap_mean_interval(scores)  # seeded: a report reads the same
+    assert bootstrap_mean_interval(scores) == bootstrap_mean_interval(scores)  # seeded: reads the same twice
     assert bootstrap_mean_interval([4.0]) is None
 
 

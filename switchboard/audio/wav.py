@@ -23,6 +23,12 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return _mix_to_mono(pcm), int(rate)
 
 
+def read_wav_channel(path: str | Path, channel: int = 0) -> tuple[np.ndarray, int]:
+    """One channel of a WAV file as int16 PCM (a recording's caller is channel 0); `(pcm, sample_rate)`."""
+    pcm, rate = sf.read(str(path), dtype="int16", always_2d=True)
+    return np.ascontiguousarray(pcm[:, min(channel, pcm.shape[1] - 1)]), int(rate)
+
+
 def write_wav(path: str | Path, pcm: np.ndarray, rate: int) -> None:
     """Write int16 PCM, mono ``(n,)`` or stereo ``(n, 2)``, as 16-bit PCM WAV."""
     pcm = np.asarray(pcm)

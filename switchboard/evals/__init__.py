@@ -5,6 +5,7 @@
     checks.py      the deterministic checks of one call (tools and arguments, end_call, transfer, turns...)
     judge.py       the LLM judge: JSON against a schema, retried once, else "unjudged" with the reason
     simulated.py   the LLM caller: hears the bot through a recogniser, speaks through a voice
+    replay.py      recorded calls replayed into another pipeline, paired turn by turn, judged pairwise
     stats.py       Wilson, bootstrap, Fisher's exact test, Mann-Whitney U
     summary.py     `switchboard report --evals RUN`: per arm and scenario, with intervals; `--gate`
 """

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0,
                         help="run the callers N times faster than real time (for pipelines that can)")
     parser.add_argument("--run-id", help="name the run (default: the time and a random suffix)")
+    parser.add_argument("--replay", action="store_true",
+                        help="replay recorded calls (record: true) into --pipeline instead of scenarios")
+    parser.add_argument("--since", default="24h", help="--replay: calls started this recently (default 24h)")
+    parser.add_argument("--from-pipeline", help="--replay: only calls recorded on this pipeline")
+    parser.add_argument("--limit", type=int, default=20,
+                        help="--replay: at most this many calls (default 20)")
     parser.add_argument("--gate", action="append", default=[], metavar="RULE",
                         help='fail (exit 1) when an arm falls short, e.g. "pass_rate>=0.9" (repeatable)')
     parser.add_argument("-v", "--verbose", action="store_true", help="show the server's log")
@@ -72,6 +78,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     config = load_config(args.config or default_config_path())
     names = [name.strip() for name in (args.pipeline or config.default_pipeline).split(",") if name.strip()]
+    if args.replay:
+        from switchboard.evals.replay import run_replay
+
+        return run_replay(args, config, names, _store_url(args, config), gates, out)
     from pathlib import Path
 
     path = Path(args.evals) if args.evals else Path(EVALS_FILE_NAME)

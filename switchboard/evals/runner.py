@@ -146,7 +146,7 @@ class Runner:
     async def run_all(self) -> list[EvalResult]:
         jobs = self.jobs()
         self.progress = self.progress or Progress(self.run, len(jobs))
-        async with self._server() as url:
+        async with self.server() as url:
             gate = asyncio.Semaphore(self.concurrency)
 
             async def one(job: Job) -> EvalResult:
@@ -160,7 +160,7 @@ class Runner:
             return list(await asyncio.gather(*(one(job) for job in jobs)))
 
     @contextlib.asynccontextmanager
-    async def _server(self) -> AsyncIterator[str]:
+    async def server(self) -> AsyncIterator[str]:
         if self.url is not None:
             yield self.url
             return
@@ -196,19 +196,19 @@ class Runner:
                 assert self.evals.caller is not None  # the file's validation asks for one
                 heard = await simulated_call(url, scenario, self.evals.caller, speed=self.speed,
                                              custom_parameters=params, hangup_timeout_s=HANGUP_AFTER_S)
-            record = await self._record(heard, scenario)
+            record = await self.record(heard, scenario)
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ProviderError) as exc:  # LLM caller too
             return EvalResult(self.run, job.arm, scenario.name, "-", [], None, 0.0,
                               error=f"{type(exc).__name__}: {exc}")
         checks = run_checks(scenario.expect, record)
-        judge = await judge_call(self.evals.judge, scenario, record, self._system_prompt(job.arm))
+        judge = await judge_call(self.evals.judge, scenario, record, self.system_prompt(job.arm))
         return EvalResult(self.run, job.arm, scenario.name, record.call_id, checks, judge, record.talk_over_s)
 
-    def _system_prompt(self, arm: str) -> str:
+    def system_prompt(self, arm: str) -> str:
         pipeline = self.config.pipelines.get(arm)
         return pipeline.system_prompt if isinstance(pipeline, PipelineConfig) else ""
 
-    async def _record(self, heard: caller.CallResult, scenario: Scenario) -> CallRecord:
+    async def record(self, heard: caller.CallResult, scenario: Scenario) -> CallRecord:
         call_id = heard.call_sid
         if self._host is not None:
             turns, transferred = await self._recorded_here(call_id)

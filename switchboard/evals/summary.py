@@ -30,6 +30,7 @@ from switchboard.evals.stats import (
 from switchboard.report import build_report, percentile
 
 ALPHA = 0.05
+ORIGINAL = "original"  # a replay's other side: the pipeline the recorded calls were answered by
 _GATE = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d*)?)\s*$")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, ">": operator.gt, "<": operator.lt}
@@ -136,6 +137,11 @@ def _arm(name: str, rows: list[dict[str, Any]], rubric: list[str], pricing: dict
         if values:
             arm.scores[item] = round(statistics.fmean(values), 2)
             arm.score_intervals[item] = bootstrap_mean_interval(values)
+    preferred = [pair["preferred"] for row in rows for pair in (row.get("judge") or {}).get("pairs") or []
+                 if pair.get("preferred") is not None]
+    if preferred:  # a replay: the judge's preference per caller turn between the original and this arm
+        wins = preferred.count("candidate") + 0.5 * preferred.count("tie")
+        arm.win_rates[ORIGINAL] = round(wins / len(preferred), 3)
     every = [float(v) for row in rows for v in (row.get("scores") or {}).values()]
     arm.score = round(statistics.fmean(every), 2) if every else None
     arm.quality = [_quality(row) for row in rows if row.get("passed") is not None or row.get("scores")]
@@ -168,8 +174,8 @@ def _cost_per_call(turns: list[dict[str, Any]], pricing: dict | None) -> float |
 def _compare(arms: list[Arm]) -> None:
     """Win rates between every pair; the best arm (highest pass rate, then score); tests against it."""
     for arm in arms:
-        arm.win_rates = {other.name: pairwise_win_rate(arm.quality, other.quality)
-                         for other in arms if other is not arm}
+        arm.win_rates.update({other.name: pairwise_win_rate(arm.quality, other.quality)
+                              for other in arms if other is not arm})
     rated = [arm for arm in arms if arm.overall.rate is not None]
     if not rated:
         return
@@ -259,6 +265,10 @@ def table(summary: Summary) -> list[tuple[str, list[str]]]:
             "" if arm is other else _num(None if arm.win_rates.get(other.name) is None
                                          else 100 * arm.win_rates[other.name], 0, "%")  # type: ignore[operator]
             for arm in arms]))
+    if any(ORIGINAL in arm.win_rates for arm in arms):
+        rows.append(("judge prefers it to the original", [
+            _num(None if arm.win_rates.get(ORIGINAL) is None else 100 * arm.win_rates[ORIGINAL],  # type: ignore[operator]
+                 0, "%") for arm in arms]))
     rows += [("voice-to-voice p50", [_num(arm.v2v_p50_ms, 0, " ms") for arm in arms]),
              ("talk-over per call", [_num(arm.talk_over_s, 2, " s") for arm in arms]),
              ("interruptions", [_num(arm.interruptions_pct, 1, "%") for arm in arms]),
