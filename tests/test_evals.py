@@ -287,3 +287,22 @@ def test_report_evals_prints_json_and_fails_its_gate(tmp_path, capsys):
                  "--config", str(BUNDLED_CONFIG)]) == 1
     assert "gate failed: a: pass_rate is 0.667, needs >= 0.9" in capsys.readouterr().err
     assert main(["report", "--evals", "nope", "--db", db]) == 2
+
+
+def test_a_split_pipeline_stands_for_its_arms_and_an_unknown_one_is_named():
+    from switchboard.config import parse_config
+    from switchboard.evals.runner import arms_of
+
+    config = parse_config("""
+pipelines:
+  default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, tts: {provider: espeak}}
+  other: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, tts: {provider: espeak}}
+  ab:
+    kind: split
+    variants: [{name: a, pipeline: default}, {name: b, pipeline: other}]
+""")
+    assert arms_of(config, ["ab"]) == ["default", "other"]
+    assert arms_of(config, ["other", "ab"]) == ["other", "default"]
+    with pytest.raises(ConfigError, match="--pipeline: no pipeline 'nope' in the pipeline file; it has "
+                                          "default, other, ab"):
+        arms_of(config, ["nope"])

@@ -195,10 +195,15 @@ def run_replay(args: argparse.Namespace, config: Config, names: list[str], db: s
     from switchboard.evals.summary import check_gates, format_summary
     from switchboard.report import parse_since
 
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        print(f"switchboard eval: --since: {exc}", file=sys.stderr)
+        return 2
     judge = None
     if args.evals or Path("evals.yaml").is_file():
         judge = load_evals(args.evals or "evals.yaml").judge
-    run, summary = asyncio.run(_replay_and_summarise(args, config, names, db, judge, parse_since(args.since)))
+    run, summary = asyncio.run(_replay_and_summarise(args, config, names, db, judge, since))
     print(format_summary(summary), file=out)
     print(f"\nstored as eval run {run}: `switchboard report --evals {run}`", file=out)
     failures = check_gates(summary, gates)
