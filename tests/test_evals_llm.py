@@ -153,7 +153,7 @@ async def test_an_llm_caller_hears_the_bot_through_its_recogniser_and_the_judge_
 
     # the caller LLM got what its recogniser heard, never the bot's text by another way
     heard = [m["content"] for m in caller_requests[-1] if m["role"] == "user"]
-    assert heard == ["Hello, Luigi's.", "We open at noon today.", "Goodbye!"]
+    assert heard == ["Hello, Luigi's.", "We open at noon today.", "Goodbye!"], row["turns"]
     assert len(script.uploads) == 3 and all(u["sample_rate"] == 16000 for u in script.uploads)
     # the bot heard the caller's two lines (Moonshine on the caller's voice) and answered them
     replies = [t for t in row["turns"] if t["kind"] == "reply"]

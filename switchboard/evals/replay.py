@@ -28,7 +28,15 @@ from switchboard.config import Config
 from switchboard.core.messages import Message
 from switchboard.evals.checks import CallRecord
 from switchboard.evals.judge import JudgeResult, _ask, parse_answer
-from switchboard.evals.runner import EVAL_FROM, EVAL_TO, HANGUP_AFTER_S, Runner, arms_of, new_run_id
+from switchboard.evals.runner import (
+    EVAL_FROM,
+    EVAL_TO,
+    HANGUP_AFTER_S,
+    REPLY_TIMEOUT_S,
+    Runner,
+    arms_of,
+    new_run_id,
+)
 from switchboard.evals.scenarios import EvalsFile, Judge, Scenario
 from switchboard.store import CallStore
 
@@ -127,7 +135,8 @@ async def replay_one(runner: Runner, url: str, call: dict[str, Any], arm: str, w
     params = {"from": EVAL_FROM, "to": EVAL_TO, "pipeline": arm, "eval_run": runner.run,
               "eval_scenario": "replay"}
     heard = await caller.run_call(url, lines, custom_parameters=params, speed=runner.speed,
-                                  on_event=lambda _event: None, hangup_timeout_s=HANGUP_AFTER_S)
+                                  on_event=lambda _event: None, hangup_timeout_s=HANGUP_AFTER_S,
+                                  reply_timeout_s=REPLY_TIMEOUT_S)
     scenario = Scenario(name="replay", script=[{"wav": line.wav} for line in lines])  # type: ignore[list-item]
     record: CallRecord = await runner.record(heard, scenario)
     original = (await runner.store.get_call(call["id"])) or {"turns": []}

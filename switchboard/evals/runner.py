@@ -34,7 +34,8 @@ from switchboard.evals.scenarios import EvalsFile, Scenario
 from switchboard.store import CallStore, turn_row
 
 HANGUP_AFTER_S = 10.0  # after its last line, a caller the bot did not hang up on waits this long, then stops
-SETTLE_S = 15.0  # at most this long for the server to close and record a call once the caller is done
+REPLY_TIMEOUT_S = 30.0  # a caller waits this long for the bot's reply before its next line (then: unanswered)
+SETTLE_S = 30.0  # at most this long for the server to close and record a call once the caller is done
 EVAL_FROM, EVAL_TO = "+15550000100", "+15550000200"
 
 
@@ -189,13 +190,15 @@ class Runner:
                 heard = await caller.run_call(
                     url, script_lines(scenario), speed=self.speed, custom_parameters=params,
                     voice=scenario.speech.voice, rate=scenario.speech.rate, noise_db=scenario.speech.noise_db,
-                    on_event=lambda _event: None, hangup_timeout_s=HANGUP_AFTER_S)
+                    on_event=lambda _event: None, hangup_timeout_s=HANGUP_AFTER_S,
+                    reply_timeout_s=REPLY_TIMEOUT_S)
             else:
                 from switchboard.evals.simulated import simulated_call
 
                 assert self.evals.caller is not None  # the file's validation asks for one
                 heard = await simulated_call(url, scenario, self.evals.caller, speed=self.speed,
-                                             custom_parameters=params, hangup_timeout_s=HANGUP_AFTER_S)
+                                             custom_parameters=params, hangup_timeout_s=HANGUP_AFTER_S,
+                                             reply_timeout_s=REPLY_TIMEOUT_S)
             record = await self.record(heard, scenario)
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ProviderError) as exc:  # LLM caller too
             return EvalResult(self.run, job.arm, scenario.name, "-", [], None, 0.0,

@@ -101,7 +101,8 @@ class Voice:
 
 
 async def simulated_call(url: str, scenario: Scenario, settings: CallerLLM, *, speed: float,
-                         custom_parameters: dict[str, str], hangup_timeout_s: float) -> caller.CallResult:
+                         custom_parameters: dict[str, str], hangup_timeout_s: float,
+                         reply_timeout_s: float = 30.0) -> caller.CallResult:
     """Place one call played by the LLM caller; what the caller measured, its lines included."""
     mind = CallerMind(registry.build("llm", settings.llm, shared=False), scenario)
     ears, voice = Ears(settings), Voice(settings, scenario)
@@ -120,4 +121,5 @@ async def simulated_call(url: str, scenario: Scenario, settings: CallerLLM, *, s
 
     return await caller.run_call(url, [], speed=speed, custom_parameters=custom_parameters, script=converse,
                                  on_event=lambda _event: None, hangup_timeout_s=hangup_timeout_s,
+                                 reply_timeout_s=reply_timeout_s,
                                  noise_db=scenario.speech.noise_db)
