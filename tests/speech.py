@@ -30,3 +30,27 @@ def quiet(seconds: float, rate: int = 8000, seed: int = 0, level: float = 3.0) -
 def espeak(text: str, voice: str = "en-us") -> tuple[np.ndarray, int]:
     """Synthesise ``text`` with the embedded TTS; returns ``(int16 pcm, sample_rate)`` (22,050 Hz)."""
     return synthesize(text, voice=voice), SAMPLE_RATE
+
+
+def hum(seconds: float, f0: float = 120.0, syllables: int = 1, level_dbfs: float = -20.0,
+        rate: int = 8000, seed: int = 0) -> np.ndarray:
+    """A hummed listener sound, "mm" (one syllable) or "mm-hmm" (two, the second rising): voiced with the
+    mouth closed, so the pitch and its first harmonics (falling 12 dB an octave, none above 900 Hz), a
+    slight pitch glide, each syllable swelling and fading, faint breath noise. Not a TTS reading letters."""
+    rng = np.random.default_rng(seed)
+    gap = 0.08 if syllables > 1 else 0.0
+    parts: list[np.ndarray] = []
+    for n in range(syllables):
+        length = round((seconds - gap * (syllables - 1)) / syllables * rate)
+        t = np.arange(length) / rate
+        rise = 1.3 if n == syllables - 1 and syllables > 1 else 1.05
+        pitch = f0 * (1 + (rise - 1) * t / t[-1])
+        phase = 2 * np.pi * np.cumsum(pitch) / rate
+        voice = sum(np.sin(k * phase) / k**2 for k in range(1, int(900 // (f0 * rise)) + 1))
+        parts.append(voice * np.hanning(length) ** 0.5)
+        if n < syllables - 1:
+            parts.append(np.zeros(round(gap * rate)))
+    signal = np.concatenate(parts)
+    signal = signal / np.sqrt(np.mean(signal**2)) * 10 ** (level_dbfs / 20) * 32768
+    signal += rng.normal(0, 10 ** ((level_dbfs - 40) / 20) * 32768, len(signal))
+    return np.clip(signal, -32768, 32767).astype(np.int16)

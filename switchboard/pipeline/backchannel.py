@@ -6,6 +6,10 @@ transcript and the configured words are reduced to lowercase words without punct
 Whatever is left over are the other words: fewer than `min_words` of them is still a backchannel, unless
 the utterance holds an interrupt word ("no", "wait", "hold on"): those interrupt however few the words
 (as Vapi's `interruptionPhrases` beside its `numWords`), so raising `min_words` never makes "stop" pass.
+
+A hummed "mm-hmm" has no words to read: recognisers write it as whatever words it sounds nearest to
+("You need.", "I am."), so a sound that audio/murmur.py hears as a hum is a backchannel whatever it was
+written as, unless that holds an interrupt word.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ def says_any(transcript: str, phrases: Sequence[str]) -> bool:
 
 
 def is_backchannel(transcript: str, backchannel_words: Sequence[str], min_words: int = 1,
-                   interrupt_words: Sequence[str] = ()) -> bool:
+                   interrupt_words: Sequence[str] = (), hummed: bool = False) -> bool:
     """True when `transcript` (what the caller said over the bot) should not stop it. No words at all (a
-    breath, a cough) is a backchannel too."""
+    breath, a cough) is a backchannel too, and so is a hum (`hummed`: audio/murmur.is_murmur) whatever
+    words the recogniser made of it, unless they hold an interrupt word."""
     if says_any(transcript, interrupt_words):  # the whole utterance: "oh no" holds "oh no" and "no"
         return False
-    return len(other_words(transcript, backchannel_words)) < min_words
+    return hummed or len(other_words(transcript, backchannel_words)) < min_words

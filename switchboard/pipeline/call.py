@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from switchboard.audio import smart_turn
+from switchboard.audio.murmur import is_murmur
 from switchboard.audio.noise import NoiseGate
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
@@ -454,7 +455,7 @@ class CallSession:
             return
         cfg = self.config.interruption
         if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words,
-                                               cfg.interrupt_words):
+                                               cfg.interrupt_words, hummed=is_murmur(pcm)):
             if not hold.backchannel:
                 hold.backchannel = True
                 if self._turn is not None:
