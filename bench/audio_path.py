@@ -9,7 +9,12 @@ The audio is eSpeak NG speech with pauses, so the segmenter opens, endpoints and
 a real call. Prints the median over repetitions of µs per frame for each direction and each stage, and
 the in+out total against the 100 µs budget.
 
-Run from the repository root:  python -m bench.audio_path [--frames 50000] [--repeats 5]
+`--carriers` then prints each carrier's own wire code per 20 ms frame, both ways (the carrier's parser
+from its message to the call's 8 kHz frame; its link's encoder from an 8 kHz frame to what goes on the
+socket), and the bytes a frame costs on the wire: Twilio and Plivo μ-law in base64 JSON, Exotel PCM16
+in base64 JSON (100 ms chunks in, ≥ 200 ms out), Vonage binary L16 at 8 or 16 kHz.
+
+Run from the repository root:  python -m bench.audio_path [--frames 50000] [--repeats 5] [--carriers]
 """
 
 from __future__ import annotations
@@ -165,10 +170,89 @@ def _stage_costs(messages: list[str], chunks: list[TtsChunk], tts_rate: int) -> 
     return {name: _median_us_per_frame(run, n, 3) for name, (run, n) in stages.items()}
 
 
+def _carrier_wires(pcm: np.ndarray) -> dict[str, tuple[Callable[[], object], Callable[[], object], int, int]]:
+    """Per carrier: (parse every inbound message, encode every outbound frame, in bytes, out bytes per
+    frame). `pcm` is the caller's 8 kHz audio; the same frames go out."""
+    from switchboard.telephony.exotel import wire as exotel
+    from switchboard.telephony.plivo import wire as plivo
+    from switchboard.telephony.twilio import wire as twilio
+    from switchboard.telephony.vonage import wire as vonage
+
+    frames = [pcm[i : i + FRAME] for i in range(0, len(pcm) - FRAME + 1, FRAME)]
+    wires = {}
+
+    twilio_in = _inbound_messages(pcm)
+    twilio_out = twilio.MediaMessages(STREAM_SID)
+    wires["twilio  μ-law JSON"] = (lambda: [twilio.parse(m) for m in twilio_in],
+                                   lambda: [twilio_out(f) for f in frames],
+                                   len(twilio_in[0]), len(twilio_out(frames[0])))
+
+    plivo_in = [json.dumps({"event": "media", "sequenceNumber": n, "streamId": STREAM_SID, "media": {
+        "track": "inbound", "timestamp": str(1_765_000_000_000 + 20 * n), "chunk": n,
+        "payload": base64.b64encode(ulaw_encode(f)).decode()}}) for n, f in enumerate(frames)]
+    plivo_out = plivo.PlayAudioMessages(STREAM_SID)
+    wires["plivo   μ-law JSON"] = (lambda: [plivo.parse(m) for m in plivo_in],
+                                   lambda: [plivo_out(f) for f in frames],
+                                   len(plivo_in[0]), len(plivo_out(frames[0])))
+
+    start = json.dumps({"event": "start", "stream_sid": STREAM_SID, "start": {
+        "stream_sid": STREAM_SID, "media_format": {"encoding": "audio/x-raw", "sample_rate": 8000}}})
+    chunk = 5 * FRAME  # Exotel sends 100 ms chunks
+    exotel_in = [json.dumps({"event": "media", "stream_sid": STREAM_SID, "media": {
+        "chunk": n, "timestamp": str(100 * n), "payload": base64.b64encode(pcm[i : i + chunk].astype("<i2")
+                                                                           .tobytes()).decode()}})
+                 for n, i in enumerate(range(0, len(pcm) - chunk + 1, chunk))]
+
+    def exotel_parse() -> object:
+        decoder = exotel.Decoder()
+        decoder.parse(start)
+        return [decoder.parse(m) for m in exotel_in]
+
+    def exotel_encode() -> object:
+        chunker = exotel.Chunker(8000)
+        return [exotel.media_message(STREAM_SID, p) for f in frames for p in chunker.push(f)]
+
+    wires["exotel  PCM16 JSON"] = (exotel_parse, exotel_encode, len(exotel_in[0]) // 5,
+                                   len(exotel.media_message(STREAM_SID, bytes(3200))) // 10)
+
+    for rate in vonage.SAMPLE_RATES:
+        connected = json.dumps({"event": "websocket:connected", "content-type": f"audio/l16;rate={rate}"})
+        wire_pcm = resample(pcm, RATE, rate) if rate != RATE else pcm
+        step = rate // 50
+        vonage_in = [wire_pcm[i : i + step].astype("<i2").tobytes()
+                     for i in range(0, len(wire_pcm) - step + 1, step)]
+
+        def vonage_parse(connected: str = connected, messages: list[bytes] = vonage_in) -> object:
+            decoder = vonage.Decoder()
+            decoder.parse(connected)
+            return [decoder.parse(m) for m in messages]
+
+        def vonage_encode(rate: int = rate) -> object:
+            framer = vonage.Framer(rate)
+            return [framer.push(f) for f in frames]
+
+        wires[f"vonage  L16 {rate // 1000} kHz binary"] = (vonage_parse, vonage_encode, 2 * step, 2 * step)
+    return wires
+
+
+def _carrier_costs(pcm: np.ndarray, repeats: int) -> None:
+    frames = len(pcm) // FRAME
+    print(f"carrier wires, µs per 20 ms frame (median of {repeats}) and bytes per frame on the socket:")
+    print(f"  {'':26s} {'in':>7s} {'out':>7s} {'in+out':>7s} {'bytes in':>9s} {'bytes out':>10s}")
+    for name, (parse, encode, bytes_in, bytes_out) in _carrier_wires(pcm).items():
+        parse()  # warm up
+        encode()
+        cost_in = _median_us_per_frame(parse, frames, repeats)
+        cost_out = _median_us_per_frame(encode, frames, repeats)
+        total = cost_in + cost_out
+        print(f"  {name:26s} {cost_in:7.2f} {cost_out:7.2f} {total:7.2f} {bytes_in:9d} {bytes_out:10d}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=50_000, help="20 ms frames per repetition")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--carriers", action="store_true", help="also each carrier's wire code, both ways")
     args = parser.parse_args()
 
     sentences, tts_rate = _sentences()
@@ -192,6 +276,8 @@ def main() -> None:
     print("stages alone:")
     for name, cost in _stage_costs(messages, chunks, tts_rate).items():
         print(f"  {name:34s} {cost:6.2f} µs/frame")
+    if args.carriers:
+        _carrier_costs(_caller_audio(sentences, tts_rate, args.frames), args.repeats)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,12 @@ class PlivoLink:
                  rest: PlivoRest | None = None, transfer_url: Callable[[str], str] | None = None) -> None:
         self.sender = WebSocketSender(websocket)
         self.stream_id, self.call_uuid = stream_id, call_uuid
+        self._play_audio = wire.PlayAudioMessages(stream_id)
         self.rest = rest  # with credentials, hang-up and transfer go through Plivo's REST API
         self.transfer_url = transfer_url  # target -> our /plivo/transfer URL for it
 
     async def send_audio(self, pcm: np.ndarray) -> None:
-        await self.sender.send(wire.play_audio_message(self.stream_id, pcm))
+        await self.sender.send(self._play_audio(pcm))
 
     async def send_mark(self, name: str) -> None:
         await self.sender.send(wire.checkpoint_message(self.stream_id, name))
