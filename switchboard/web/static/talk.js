@@ -68,11 +68,14 @@
     tick();
   }
 
-  function waitForIce(pc, limitMs) { // the server takes the offer whole (no trickle): gather first
+  // The server takes the offer whole (no trickle): gather first. Host candidates come at once, STUN's within
+  // a few hundred ms; some interfaces never finish, so stop once no candidate came for 500 ms (3 s at most).
+  function waitForIce(pc, quietMs, limitMs) {
     if (pc.iceGatheringState === "complete") return Promise.resolve();
     return new Promise((resolve) => {
-      const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
-      pc.addEventListener("icegatheringstatechange", done);
+      let quiet = setTimeout(resolve, limitMs);
+      pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
+      pc.addEventListener("icecandidate", () => { clearTimeout(quiet); quiet = setTimeout(resolve, quietMs); });
       setTimeout(resolve, limitMs);
     });
   }
@@ -113,7 +116,7 @@
       };
       say("connecting…");
       await pc.setLocalDescription(await pc.createOffer());
-      await waitForIce(pc, 3000);
+      await waitForIce(pc, 500, 3000);
       const response = await fetch("/webrtc/offer", {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", pipeline, arm: arm || undefined }) });
