@@ -16,7 +16,7 @@ import numpy as np
 
 from switchboard.audio import smart_turn
 from switchboard.config import Config, plain_config, stage_choices
-from switchboard.config.tools import ENV_REF
+from switchboard.config.tools import ENV_REF, ToolConfig
 from switchboard.core.errors import MissingCredential
 from switchboard.core.messages import Message
 from switchboard.core.settings import ProviderConfig, VendorConfig
@@ -78,6 +78,9 @@ def tool_lines(pipeline: Any) -> list[str]:
     """The pipeline's HTTP tools (their URL templates: `${VAR}` is shown, never its value) and where
     `transfer_call` is offered, and why not elsewhere."""
     lines = [f"  {'tool':<16} {tool.name:<13} {tool.http.method} {tool.http.url}{_unset(tool.http.url)}"
+             if isinstance(tool, ToolConfig) else
+             f"  {'mcp':<16} {tool.mcp.label}{_unset(tool.mcp.url or '')}"
+             f"{' (optional)' if tool.mcp.optional else ''}: its tools are listed at start-up"
              for tool in pipeline.tools]
     if pipeline.transfer is not None:
         targets = ", ".join(pipeline.transfer.targets)

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -55,10 +56,11 @@ from switchboard.core.carrier import (
 )
 from switchboard.core.context import CALL_ID
 from switchboard.core.deadline import ReceiveDeadline
+from switchboard.core.errors import StartupError
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.ops import Operations, Refused
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
-from switchboard.pipeline.build import build_providers
+from switchboard.pipeline.build import build_providers, build_tools, mcp_clients
 from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.lines import LineCache, greeting_is_fixed
 from switchboard.pipeline.realtime import RealtimeProviders, RealtimeSession
@@ -74,6 +76,9 @@ from switchboard.telephony.twilio import TwilioCarrier
 from switchboard.telephony.vonage.carrier import VonageCarrier
 from switchboard.telephony.webrtc import WebRTCCarrier
 from switchboard.web import Auth, Dashboard, LiveHub
+
+if TYPE_CHECKING:
+    from switchboard.pipeline.mcp import McpClients
 
 log = logging.getLogger("switchboard.server")
 
@@ -168,6 +173,7 @@ class CallHost:
         self.lines = LineCache()  # fixed lines (greetings, apologies...) from memory (pipeline/lines.py)
         self._background: set[asyncio.Task] = set()
         self.ops = Operations(config, self.calls, self.wait_idle, writer, self.lines)  # admission, drain...
+        self.mcp: McpClients | None = None  # the MCP servers' sessions, when a pipeline lists one
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
@@ -340,6 +346,21 @@ class CallHost:
         """Until no call is active: every call that started has ended and its last turn is recorded."""
         await self._idle.wait()
 
+    async def start_tools(self) -> None:
+        """Connect to the MCP servers and list their tools: one that can't be reached (unless optional)
+        or a listed name that is another tool's is a StartupError naming it."""
+        if self.mcp is None:
+            return
+        try:
+            await self.mcp.start()
+            boxes = [each.tools for each in self.pipelines.values() if each.tools is not None]
+            clashes = [line for box in boxes for line in box.clashes()]
+            if clashes:
+                raise StartupError("; ".join(dict.fromkeys(clashes)))
+        except BaseException:
+            await self.mcp.aclose()
+            raise
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "active_calls": len(self.calls)})
 
@@ -433,6 +454,9 @@ def create_app(
                      if not isinstance(pipeline, SplitPipelineConfig)}  # a split only draws the others
     pipelines = {name: given if isinstance(given, RealtimeProviders) else PipelineProviders.of(given)
                  for name, given in providers.items()}
+    mcp = mcp_clients(config.pipelines.values())  # one session per MCP server, shared by the pipelines
+    for name, each in pipelines.items():
+        each.tools = each.tools or build_tools(config.pipelines[name], mcp)
     writer = StoreWriter(CallStore(store_url)) if store_url else None
     if writer is not None:
         on_turn = _also(writer.turn, on_turn)
@@ -446,6 +470,7 @@ def create_app(
     hub = LiveHub()  # the dashboard's view of the active calls
     host = CallHost(config, pipelines, rng or random.Random(), _also(hub.turn, on_turn), writer, hub,
                     shadow_runner)
+    host.mcp = mcp
     host.on_turn = _also(host.ops.turn, host.on_turn)  # Prometheus (ops/metrics.py)
     host.ops.share_live_view(hub, store_url)  # PostgreSQL: every process's calls in the live view
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
@@ -464,6 +489,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await host.warm()
+        await host.start_tools()
         # Start-up objects (SDKs, models, config) live for the whole process: keep them out of the
         # collector's full passes, which otherwise stall every call's audio for tens of ms.
         gc.collect()
@@ -482,6 +508,8 @@ def create_app(
                 await writer.aclose()
                 await writer.store.close()
             await host.ops.aclose()
+            if host.mcp is not None:
+                await host.mcp.aclose()
 
     app = Starlette(
         lifespan=lifespan,
@@ -518,6 +546,7 @@ async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]
         while not server.started:
             if serving.done():
                 serving.result()  # raises what stopped it
+                raise RuntimeError("the server did not start (its lifespan failed: see the log)")
             await asyncio.sleep(0.01)
         yield sock.getsockname()[1]
     finally:

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from switchboard.config.messages import Problem, format_path
 from switchboard.config.tools import (
     ContextWebhookConfig,
+    McpToolsConfig,
     ToolConfig,
     ToolUseConfig,
     TransferConfig,
@@ -290,6 +291,19 @@ class IdleConfig(Strict):
     goodbye: str = "I haven't heard anything for a while, so I'll hang up now. Goodbye!"
 
 
+def _tool_kind(data: Any) -> str:
+    if isinstance(data, dict):
+        return "mcp" if "mcp" in data else "http"
+    return "mcp" if isinstance(data, McpToolsConfig) else "http"
+
+
+# a `tools:` entry: one HTTP tool, or `mcp:` (every tool of an MCP server)
+AnyTool = Annotated[
+    Union[Annotated[ToolConfig, Tag("http")], Annotated[McpToolsConfig, Tag("mcp")]],  # noqa: UP007
+    Discriminator(_tool_kind),
+]
+
+
 class PipelineConfig(Strict):
     """Everything one call needs: what to say, how to listen, which vendor does each stage."""
 
@@ -315,7 +329,8 @@ class PipelineConfig(Strict):
     shadow: list[ShadowConfig] = Field(default_factory=list)  # LLMs also asked every turn, never heard
     player: PlayerConfig = Field(default_factory=PlayerConfig)
     dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
-    tools: list[ToolConfig] = Field(default_factory=list)  # HTTP tools the LLM may call (config/tools.py)
+    # HTTP tools and MCP servers the LLM may call (config/tools.py)
+    tools: list[AnyTool] = Field(default_factory=list)
     tool_use: ToolUseConfig = Field(default_factory=ToolUseConfig)
     transfer: TransferConfig | None = None  # the built-in transfer_call tool, where the carrier can
     context_webhook: ContextWebhookConfig | None = None  # per-call {placeholders} for greeting and prompt
@@ -323,8 +338,9 @@ class PipelineConfig(Strict):
 
     @field_validator("tools")
     @classmethod
-    def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
-        return unique_names(tools, "tool names")
+    def _unique_tool_names(cls, tools: list[Any]) -> list[Any]:
+        unique_names([tool for tool in tools if isinstance(tool, ToolConfig)], "tool names")
+        return tools
 
     @model_validator(mode="after")
     def _placeholders_have_defaults(self) -> PipelineConfig:

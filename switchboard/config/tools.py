@@ -25,7 +25,7 @@ BUILTIN_TOOLS = ("end_call", "transfer_call")
 # `{name}` not preceded by `$` (that is an environment reference); `{{` / `}}` are literal braces
 ARGUMENT = re.compile(r"(?<![${])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 ENV_REF = re.compile(r"\$(\$\{)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+TOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 # header names whose value is a credential, and values that look like one whatever the header
 _SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie|signature", re.I)
@@ -76,7 +76,7 @@ def _check_url(url: str) -> None:
     check_http_url(shown, "https://api.example.com/bookings")
 
 
-def _check_headers(headers: dict[str, str]) -> None:
+def _check_headers(headers: dict[str, str], kind: str = "header") -> None:
     for name, value in headers.items():
         literal = ENV_REF.sub("", value)
         credential = _SCHEMES.sub("", literal).strip()
@@ -84,7 +84,7 @@ def _check_headers(headers: dict[str, str]) -> None:
             scheme = _SCHEMES.match(literal)
             example = f"{scheme.group(1)} ${{MY_API_KEY}}" if scheme else "${MY_API_KEY}"
             raise ValueError(
-                f"header {name!r} holds a secret written in clear in the file; put it in an environment "
+                f"{kind} {name!r} holds a secret written in clear in the file; put it in an environment "
                 f"variable and write {name}: \"{example}\" (read when the request is made, never logged)")
 
 
@@ -140,7 +140,7 @@ class ToolConfig(Strict):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
-        if not _TOOL_NAME.fullmatch(name):
+        if not TOOL_NAME.fullmatch(name):
             raise ValueError("must start with a letter and hold only letters, digits, '_' or '-' (at most "
                              "64), e.g. book_table: every LLM vendor accepts that")
         if name in BUILTIN_TOOLS:
@@ -195,6 +195,58 @@ def tool_warnings(pipelines: dict[str, Any]) -> list[str]:
             for name, pipeline in pipelines.items()
             for index, tool in enumerate(getattr(pipeline, "tools", None) or [])
             if isinstance(tool, ToolConfig) and (warning := tool.unused_arguments())]
+
+
+class McpServerConfig(Strict):
+    """An MCP server whose tools the pipeline's LLM may call: `url` (streamable HTTP) or `command` (a local
+    server over stdio). `${VAR}` in the url, headers and env is read when connecting, never held."""
+
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)  # sent with every HTTP request
+    command: list[str] | None = Field(None, min_length=1)  # the program and its arguments
+    env: dict[str, str] = Field(default_factory=dict)  # added to the stdio server's environment
+    allow: list[str] | None = None  # only these of its tools (None: all)
+    deny: list[str] = Field(default_factory=list)  # never these
+    optional: bool = False  # unreachable at start-up: a warning and no tools from it, not an error
+    timeout_s: float = Field(10.0, gt=0, le=120)  # one tool call, then the LLM hears it timed out
+
+    @model_validator(mode="after")
+    def _one_way_to_reach_it(self) -> McpServerConfig:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("give either url: (a streamable HTTP server, e.g. "
+                             "https://tools.example.com/mcp) or command: (a local stdio server, e.g. "
+                             "[python, -m, my_tools]), not both")
+        if self.url is not None:
+            _check_url(self.url)
+            _check_headers(self.headers)
+        elif self.headers:
+            raise ValueError("headers: are for a url: server; a command: server gets env: instead")
+        if self.env:
+            if self.url is not None:
+                raise ValueError("env: is for a command: server; a url: server gets headers: instead")
+            _check_headers(self.env, "variable")
+        both = sorted(set(self.allow or []) & set(self.deny))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both allow and deny: keep each name in one list")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name it: the URL template (`${VAR}` as written) or the command."""
+        return self.url if self.url is not None else " ".join(self.command or [])
+
+    def connection_key(self) -> str:
+        """What makes two entries one server (one session per process): how it is reached, not the filters."""
+        return self.model_dump_json(include={"url", "headers", "command", "env"})
+
+    def admits(self, name: str) -> bool:
+        return (self.allow is None or name in self.allow) and name not in self.deny
+
+
+class McpToolsConfig(Strict):
+    """`- mcp: {...}` in `tools:`: every tool an MCP server lists (through `allow`/`deny`)."""
+
+    mcp: McpServerConfig
 
 
 class ToolUseConfig(Strict):
@@ -283,4 +335,5 @@ def defers_env(path: tuple[str | int, ...]) -> bool:
     """Is this a key whose `${NAME}` is read at request time (a tool's http, the context webhook)?"""
     if len(path) < 4 or path[0] != "pipelines":
         return False
-    return path[2] == "context_webhook" or (path[2] == "tools" and len(path) > 4 and path[4] == "http")
+    deferred = ("http", "mcp")  # a tool's request, an MCP server's connection
+    return path[2] == "context_webhook" or (path[2] == "tools" and len(path) > 4 and path[4] in deferred)

@@ -5,15 +5,23 @@ turn's). Everything is built at start-up, so a bad setting or a missing key fail
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from switchboard.config import PipelineConfig, plain_config, stage_choices
 from switchboard.config.schema import RealtimePipelineConfig
+from switchboard.config.tools import McpToolsConfig
 from switchboard.core.errors import StartupError
 from switchboard.core.protocols import TTS
 from switchboard.core.settings import Timeouts, VendorConfig
 from switchboard.pipeline.realtime import RealtimeProviders
 from switchboard.pipeline.shadow import ShadowLLM
+from switchboard.pipeline.tools import ToolBox
 from switchboard.pipeline.variants import Arm, PipelineProviders
 from switchboard.providers import registry
+
+if TYPE_CHECKING:
+    from switchboard.pipeline.mcp import McpClients
 
 
 def build_providers(pipeline: PipelineConfig) -> PipelineProviders | RealtimeProviders:
@@ -35,6 +43,23 @@ def build_providers(pipeline: PipelineConfig) -> PipelineProviders | RealtimePro
                            _timeouts(plain_config(shadow)))
                  for shadow in pipeline.shadow],
     )
+
+
+def build_tools(pipeline: PipelineConfig, mcp: McpClients | None) -> ToolBox:
+    """The pipeline's tools, shared by its calls: its HTTP tools and its MCP servers' (sessions from
+    `mcp`, the host's, started in its lifespan)."""
+    servers = [tool.mcp for tool in pipeline.tools if isinstance(tool, McpToolsConfig)]
+    sources = [mcp.source(server) for server in servers] if mcp is not None else []
+    return ToolBox(pipeline.tools, pipeline.tool_use, list(sources))
+
+
+def mcp_clients(pipelines: Iterable[object]) -> McpClients | None:
+    """The process's MCP sessions, if a pipeline lists an MCP server (only then is the SDK imported)."""
+    if not any(isinstance(tool, McpToolsConfig) for each in pipelines for tool in getattr(each, "tools", [])):
+        return None
+    from switchboard.pipeline.mcp import McpClients
+
+    return McpClients()
 
 
 def build_realtime(pipeline: RealtimePipelineConfig) -> RealtimeProviders:

@@ -68,6 +68,7 @@ class Providers:
     fallback_stt: list[STT] = field(default_factory=list)
     fallback_llm: list[LLM] = field(default_factory=list)
     fallback_tts: list[TTS] = field(default_factory=list)
+    tools: ToolBox | None = None  # the pipeline's, shared by its calls (None: built from the call's config)
 
 
 @dataclass
@@ -166,7 +167,8 @@ class CallSession:
         self.history: list[Message] = []
         # the audio end-of-turn model, one per process (loaded at start-up by the server's warm-up)
         self.turn_model = smart_turn.shared() if config.turn.audio_model == "smart-turn-v3" else None
-        self.tools = ToolBox(config.tools, config.tool_use)  # pipeline/tools.py (none: unknown ones refused)
+        # pipeline/tools.py (none: unknown ones refused); the host's is shared and has the MCP servers' tools
+        self.tools = providers.tools or ToolBox(config.tools, config.tool_use)
         transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
         self.builtin_tools = [END_CALL_TOOL, *transfer]  # they end the bot's part of the call
         self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told

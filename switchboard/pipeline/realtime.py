@@ -64,7 +64,7 @@ from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.player import FRAME_SAMPLES, Player
 from switchboard.pipeline.realtime_tools import RealtimeTools, TooManyRounds
 from switchboard.pipeline.recorder import Recorder, save_recording
-from switchboard.pipeline.tools import transfer_target
+from switchboard.pipeline.tools import ToolBox, transfer_target
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -96,6 +96,7 @@ class RealtimeProviders:
     model: RealtimeModel
     voice: TTS
     shadows: list = field(default_factory=list)  # a speech-to-speech model has no shadow LLMs
+    tools: ToolBox | None = None  # the pipeline's, shared by its calls (None: built from the call's config)
 
     def pick(self, rng: object) -> tuple[str | None, RealtimeProviders]:
         return None, self
@@ -195,7 +196,7 @@ class RealtimeSession:
         self._asked = False  # we asked for a reply and nothing of it has come yet
         self._digits = ""
         self._digits_due: float | None = None
-        self.tools = RealtimeTools.of(config, link)  # pipeline/realtime_tools.py
+        self.tools = RealtimeTools.of(config, link, providers.tools)  # pipeline/realtime_tools.py
         self.call_info: dict[str, str] = {"call_id": call_id}  # what the context webhook is told
         self.context = CallContext(config)  # the greeting and instructions (pipeline/context.py)
         self.answered_by: str | None = None  # outbound with machine detection: Twilio's AnsweredBy

@@ -47,9 +47,10 @@ class RealtimeTools:
     builtin: list[Tool]
 
     @classmethod
-    def of(cls, config: PipelineConfig, link: CarrierLink) -> RealtimeTools:
+    def of(cls, config: PipelineConfig, link: CarrierLink, box: ToolBox | None = None) -> RealtimeTools:
+        """`box`: the pipeline's (with its MCP servers' tools), else one of the call's own."""
         transfer = [transfer_call_tool(config.transfer.targets)] if config.transfer and link.transfers else []
-        return cls(ToolBox(config.tools, config.tool_use), [END_CALL_TOOL, *transfer])
+        return cls(box or ToolBox(config.tools, config.tool_use), [END_CALL_TOOL, *transfer])
 
     @property
     def offered(self) -> list[Tool]:

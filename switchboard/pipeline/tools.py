@@ -27,7 +27,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import certifi
@@ -36,6 +36,7 @@ import jsonschema
 
 from switchboard.config.tools import (
     ARGUMENT,
+    BUILTIN_TOOLS,
     MissingVariable,
     ToolConfig,
     ToolUseConfig,
@@ -85,22 +86,82 @@ class ToolError(Exception):
 
 
 @dataclass
-class ToolBox:
-    """A pipeline's declared tools and how they are run."""
+class Listed:
+    """A tool as offered to the LLM, and the validator of its arguments."""
 
-    tools: list[ToolConfig]
+    tool: Tool
+    validator: jsonschema.Draft202012Validator
+
+
+class ToolSource(Protocol):
+    """Tools listed by a server rather than declared in the file: an MCP server (pipeline/mcp.py)."""
+
+    label: str  # how messages name it
+    timeout_s: float  # one call's limit
+    version: int  # changes whenever its list does
+
+    def listed(self) -> dict[str, Listed]: ...
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> str:
+        """The result as text; raises ToolError."""
+
+
+@dataclass
+class ToolBox:
+    """A pipeline's tools and how they are run: its declared HTTP tools (`tools`; `mcp:` entries there
+    come as `sources`, started by the host) and the tools its MCP servers list. Built once per pipeline
+    and shared by its calls (per call without a host: tests)."""
+
+    tools: list[Any]
     use: ToolUseConfig = field(default_factory=ToolUseConfig)
+    sources: list[ToolSource] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._specs = {tool.name: tool for tool in self.tools}
-        self._validators = {t.name: jsonschema.Draft202012Validator(t.parameters) for t in self.tools}
+        http = [tool for tool in self.tools if isinstance(tool, ToolConfig)]
+        self._specs = {tool.name: tool for tool in http}
+        self._own = {t.name: Listed(Tool(t.name, t.description, t.parameters),
+                                    jsonschema.Draft202012Validator(t.parameters)) for t in http}
+        self._table: dict[str, tuple[Listed, ToolSource | None]] = {}
+        self._versions: tuple[int, ...] | None = None
+
+    def table(self) -> dict[str, tuple[Listed, ToolSource | None]]:
+        """Every tool by name: the declared ones, then each source's in order; a listed tool whose name
+        is taken already is left out (logged once per list: `clashes` makes that a start-up error)."""
+        versions = tuple(source.version for source in self.sources)
+        if versions != self._versions:
+            table: dict[str, tuple[Listed, ToolSource | None]] = {n: (t, None) for n, t in self._own.items()}
+            for problem in self._merge(table):
+                log.error("%s: not offered", problem)
+            self._table, self._versions = table, versions
+        return self._table
+
+    def clashes(self) -> list[str]:
+        """A sentence per listed tool whose name is another tool's (start-up: an error naming both)."""
+        return self._merge({n: (t, None) for n, t in self._own.items()})
+
+    def _merge(self, table: dict[str, tuple[Listed, ToolSource | None]]) -> list[str]:
+        problems = []
+        for source in self.sources:
+            for name, listed in source.listed().items():
+                if name in BUILTIN_TOOLS:
+                    problems.append(f"MCP server {source.label}'s tool {name!r} has the name of the built-in "
+                                    f"{name} tool; leave it out with deny: [{name}]")
+                elif name in table:
+                    _, other = table[name]
+                    where = (f"the HTTP tool {name!r} in tools:" if other is None
+                             else f"MCP server {other.label}'s tool {name!r}")
+                    problems.append(f"MCP server {source.label}'s tool {name!r} clashes with {where}; "
+                                    f"leave one out with deny: [{name}] on its mcp: entry, or rename yours")
+                else:
+                    table[name] = (listed, source)
+        return problems
 
     @property
     def offered(self) -> list[Tool]:
-        return [Tool(t.name, t.description, t.parameters) for t in self.tools]
+        return [listed.tool for listed, _ in self.table().values()]
 
     def declares(self, name: str) -> bool:
-        return name in self._specs
+        return name in self.table()
 
     async def run(self, call: ToolCall) -> Outcome:
         """The call's result or error, as text for the LLM. Never raises but for cancellation."""
@@ -115,19 +176,23 @@ class ToolBox:
         return outcome
 
     async def _run(self, call: ToolCall) -> Outcome:
-        spec = self._specs.get(call.name)
-        if spec is None:
-            known = ", ".join(self._specs) or "none"
+        found = self.table().get(call.name)
+        if found is None:
+            known = ", ".join(self.table()) or "none"
             return Outcome(f"Error: there is no tool named {call.name!r}; the tools are: {known}.", "unknown")
-        problems = sorted(self._validators[call.name].iter_errors(call.arguments), key=lambda e: e.path)
+        listed, source = found
+        problems = sorted(listed.validator.iter_errors(call.arguments), key=lambda e: e.path)
         if problems:
             text = "; ".join(_schema_problem(problem) for problem in problems[:5])
             return Outcome(f"Error: the arguments do not match the tool's parameters: {text}. "
                            "Nothing was done; call it again with valid arguments.", "invalid")
-        limit = spec.http.timeout_s
+        limit = source.timeout_s if source is not None else self._specs[call.name].http.timeout_s
         try:
             async with asyncio.timeout(limit):
-                return Outcome(await self._request(spec, call.arguments), "ok")
+                if source is not None:
+                    answer = await source.call(call.name, call.arguments)
+                    return Outcome(_cut(answer, self.use.max_result_chars), "ok")
+                return Outcome(await self._request(self._specs[call.name], call.arguments), "ok")
         except TimeoutError:
             return Outcome(f"Error: the {call.name} service timed out after {limit:g} s; nothing is known "
                            "about the result.", "timeout")

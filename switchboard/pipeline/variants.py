@@ -18,6 +18,7 @@ from switchboard.config.schema import SplitPipelineConfig
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.pipeline.call import Providers
 from switchboard.pipeline.shadow import ShadowLLM
+from switchboard.pipeline.tools import ToolBox
 
 T = TypeVar("T")
 
@@ -45,6 +46,7 @@ class PipelineProviders:
     fallback_llm: list[LLM] = field(default_factory=list)
     fallback_tts: list[TTS] = field(default_factory=list)
     shadows: list[ShadowLLM] = field(default_factory=list)
+    tools: ToolBox | None = None  # the pipeline's tools, shared by its calls (set by the host)
 
     @classmethod
     def of(cls, providers: Providers | PipelineProviders) -> PipelineProviders:
@@ -55,6 +57,7 @@ class PipelineProviders:
             stt=[Arm(None, 1.0, providers.stt)], llm=[Arm(None, 1.0, providers.llm)],
             tts=[Arm(None, 1.0, providers.tts)], fallback_stt=list(providers.fallback_stt),
             fallback_llm=list(providers.fallback_llm), fallback_tts=list(providers.fallback_tts),
+            tools=providers.tools,
         )
 
     @property
@@ -68,7 +71,8 @@ class PipelineProviders:
                  if _varies(arms) and arm.name is not None]
         stt, llm, tts = chosen
         providers = Providers(stt.provider, llm.provider, tts.provider, fallback_stt=self.fallback_stt,
-                              fallback_llm=self.fallback_llm, fallback_tts=self.fallback_tts)
+                              fallback_llm=self.fallback_llm, fallback_tts=self.fallback_tts,
+                              tools=self.tools)
         return (SEPARATOR.join(names) or None), providers
 
     def all_stt(self) -> list[STT]:
