@@ -142,7 +142,7 @@ async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns
     with sqlite3.connect(path) as db:  # make it what Switchboard's first schema wrote
         for column in ("stt_ms", "speculated", "speculation_dropped", "reads", "backchannels", "undone",
                        "audio_tokens_in", "audio_tokens_out", "tool_calls", "tool_errors", "tool_invalid",
-                       "tool_ms", "tools_used", "sounds_finished"):
+                       "tool_ms", "tools_used", "sounds_finished", "hedges"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         drop_version_7(db)
         for column in ("tool_calls", "tool_invalid"):
@@ -169,7 +169,7 @@ async def test_a_version_4_database_gets_the_tool_columns(tmp_path):
     await store.close()
     with sqlite3.connect(path) as db:  # make it what schema version 4 wrote
         for column in ("tool_calls", "tool_errors", "tool_invalid", "tool_ms", "tools_used",
-                       "sounds_finished"):
+                       "sounds_finished", "hedges"):
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         drop_version_7(db)
         for column in ("tool_calls", "tool_invalid"):
@@ -201,6 +201,7 @@ async def test_a_version_5_database_gets_the_audio_end_of_turn_column(tmp_path):
     with sqlite3.connect(path) as db:  # make it what schema version 5 wrote
         db.execute("ALTER TABLE turns DROP COLUMN sounds_finished")
         drop_version_7(db)
+        db.execute("ALTER TABLE turns DROP COLUMN hedges")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (5, '2026-11-28 00:00:00')")
 
@@ -212,6 +213,27 @@ async def test_a_version_5_database_gets_the_audio_end_of_turn_column(tmp_path):
     rows = await upgraded.query_turns()
     await upgraded.close()
     assert [(r["reads"], r["sounds_finished"]) for r in rows] == [(None, None), ("complete", 0.061)]
+
+
+async def test_a_version_7_database_gets_the_hedges_column(tmp_path):
+    path = tmp_path / "v7.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.add_turn(a_turn())
+    await store.close()
+    with sqlite3.connect(path) as db:  # make it what schema version 7 wrote
+        db.execute("ALTER TABLE turns DROP COLUMN hedges")
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (7, '2026-12-07 00:00:00')")
+
+    upgraded = CallStore(str(path))
+    await upgraded.open()
+    turn = a_turn()
+    turn.hedges = ["tts openai/tts-1 -> openai/tts-1: won"]
+    await upgraded.add_turn(turn)
+    rows = await upgraded.query_turns()
+    await upgraded.close()
+    assert [r["hedges"] for r in rows] == [None, ["tts openai/tts-1 -> openai/tts-1: won"]]
 
 
 async def test_an_older_schema_is_upgraded_step_by_step(tmp_path):

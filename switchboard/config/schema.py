@@ -273,6 +273,24 @@ class FallbackConfig(Strict):
     tts: list[TTSConfig] = Field(default_factory=list)
 
 
+class HedgeAfter(Strict):
+    """Per stage: how long a cloud request may go without its first result (transcript, first token, first
+    audio byte) before the same request goes out again beside it. Unset: twice the provider's own p95 so
+    far (after 20 answers), never under 250 ms."""
+
+    stt: int | None = Field(None, ge=50, le=60000)
+    llm: int | None = Field(None, ge=50, le=60000)
+    tts: int | None = Field(None, ge=50, le=60000)
+
+
+class HedgingConfig(Strict):
+    """A stalled vendor request is hedged (pipeline/hedging.py): asked again of the next cloud provider in
+    the stage's chain (else the same one) beside it; whichever answers first is used, the other cancelled."""
+
+    enabled: bool = True  # false: a stalled request waits for its timeouts.first_token_s, as before
+    hedge_after_ms: HedgeAfter = Field(default_factory=HedgeAfter)
+
+
 class UnheardConfig(Strict):
     """Speech the recogniser made no words of: answered, so a caller is never met with silence."""
 
@@ -326,6 +344,7 @@ class PipelineConfig(Strict):
     llm: LLMStage
     tts: TTSStage
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    hedging: HedgingConfig = Field(default_factory=HedgingConfig)  # a stalled request asked again beside it
     shadow: list[ShadowConfig] = Field(default_factory=list)  # LLMs also asked every turn, never heard
     player: PlayerConfig = Field(default_factory=PlayerConfig)
     dtmf: DTMFConfig = Field(default_factory=DTMFConfig)
@@ -350,13 +369,31 @@ class PipelineConfig(Strict):
             raise ValueError(problem)
         return self
 
+    @model_validator(mode="after")
+    def _hedges_before_timeouts(self) -> PipelineConfig:
+        after = self.hedging.hedge_after_ms
+        for stage, ms in (("stt", after.stt), ("llm", after.llm), ("tts", after.tts)):
+            if ms is None or getattr(self, stage, None) is None:
+                continue
+            sections = [config for _, _, config in stage_choices(getattr(self, stage))]
+            sections += getattr(self.fallback, stage)
+            for section in sections:
+                timeouts = getattr(section, "timeouts", None)
+                if timeouts is not None and ms >= timeouts.first_token_s * 1000:
+                    raise ValueError(
+                        f"hedging.hedge_after_ms.{stage} is {ms} ms, not before {stage} provider "
+                        f"{section.provider!r}'s timeouts.first_token_s ({timeouts.first_token_s:g} s): the "
+                        f"request would time out before it is hedged; set it below "
+                        f"{timeouts.first_token_s * 1000:g} (or raise first_token_s)")
+        return self
+
     @field_validator("shadow")
     @classmethod
     def _unique_shadow_names(cls, shadows: list[Any]) -> list[Any]:
         return unique_names(shadows)
 
 
-_CASCADE_ONLY = ("stt", "llm", "tts", "fallback", "shadow")
+_CASCADE_ONLY = ("stt", "llm", "tts", "fallback", "shadow", "hedging")
 
 
 class RealtimePipelineConfig(PipelineConfig):

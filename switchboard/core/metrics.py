@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -49,6 +50,27 @@ def stage_spans(turn: dict) -> list[tuple[str, float, float]]:
     return spans
 
 
+# one entry of TurnMetrics.hedges (pipeline/failover.py writes it, the report and /metrics read it)
+HEDGE = re.compile(r"^(?P<stage>\w+) (?P<vendor>\S+) -> (?P<partner>\S+): (?P<outcome>\w+)$")
+
+
+def hedge_counts(turns: list[dict] | list[list[str]]) -> dict[str, dict[str, int]]:
+    """Hedged requests per "stage vendor/model" (the late one), from turns' `hedges` (summaries / store
+    rows, or the lists themselves): {"tts openai/tts-1": {"hedged": 3, "won": 2}} (won: the hedge
+    answered first)."""
+    counts: dict[str, dict[str, int]] = {}
+    for turn in turns:
+        entries = turn if isinstance(turn, list) else (turn.get("hedges") or [])
+        for entry in entries:
+            match = HEDGE.match(entry)
+            if match is None:
+                continue
+            count = counts.setdefault(f"{match['stage']} {match['vendor']}", {"hedged": 0, "won": 0})
+            count["hedged"] += 1
+            count["won"] += match["outcome"] == "won"
+    return dict(sorted(counts.items()))
+
+
 @dataclass
 class TurnMetrics:
     call_id: str
@@ -75,6 +97,9 @@ class TurnMetrics:
     ended_call: bool = False
     error: str | None = None  # what made the turn fail (the caller heard the apology)
     failures: list[str] = field(default_factory=list)  # every provider failure, recovered or not
+    # every stalled request hedged (pipeline/hedging.py): "stage late-vendor -> hedge-vendor: outcome",
+    # outcome won (the hedge answered first), lost (the late request did), failed or cancelled
+    hedges: list[str] = field(default_factory=list)
     vendors: dict[str, str] = field(default_factory=dict)  # stage -> "vendor/model"
     tokens_in: int | None = None
     tokens_out: int | None = None

@@ -24,7 +24,7 @@ from prometheus_client import generate_latest as render
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchboard.core.metrics import TurnMetrics
+from switchboard.core.metrics import HEDGE, TurnMetrics
 
 log = logging.getLogger("switchboard.ops")
 
@@ -73,6 +73,10 @@ class Metrics:
                                 "Provider failures, recovered or not", ["stage", "vendor", "kind"], **r)
         self.fallbacks = Counter("switchboard_fallbacks_total", "Stages served by a fallback provider",
                                  ["stage", "vendor"], **r)
+        self.hedges = Counter("switchboard_hedges_total",
+                              "Stalled requests hedged (asked again beside them), by the late vendor and "
+                              "outcome: won (the hedge answered first), lost, failed, cancelled",
+                              ["stage", "vendor", "outcome"], **r)
         self.refusals = Counter("switchboard_admission_refusals_total", "Calls refused (full or draining)",
                                 ["carrier", "where", "reason"], **r)
         self.loop_lag = Histogram("switchboard_event_loop_lag_seconds",
@@ -117,6 +121,9 @@ class Metrics:
                 continue
             self.failures.labels(match["stage"], match["vendor"], match["kind"]).inc()
             failed.setdefault(match["stage"], set()).add(match["vendor"])
+        for line in turn.hedges:
+            if (hedge := HEDGE.match(line)) is not None:
+                self.hedges.labels(hedge["stage"], hedge["vendor"], hedge["outcome"]).inc()
         for stage, vendors_failed in failed.items():
             served = vendors.get(stage)
             if served and served not in vendors_failed:

@@ -14,6 +14,7 @@ from switchboard.config.tools import McpToolsConfig
 from switchboard.core.errors import StartupError
 from switchboard.core.protocols import TTS
 from switchboard.core.settings import Timeouts, VendorConfig
+from switchboard.pipeline.hedging import Hedging
 from switchboard.pipeline.realtime import RealtimeProviders
 from switchboard.pipeline.shadow import ShadowLLM
 from switchboard.pipeline.tools import ToolBox
@@ -42,6 +43,7 @@ def build_providers(pipeline: PipelineConfig) -> PipelineProviders | RealtimePro
         shadows=[ShadowLLM(shadow.name, registry.build("llm", plain_config(shadow), shared=False),
                            _timeouts(plain_config(shadow)))
                  for shadow in pipeline.shadow],
+        hedging=Hedging(pipeline.hedging),
     )
 
 

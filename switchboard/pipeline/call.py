@@ -36,6 +36,7 @@ from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.endpointing import Endpointing
+from switchboard.pipeline.hedging import Hedging
 from switchboard.pipeline.lines import LineCache, greeting_is_fixed
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
@@ -69,6 +70,7 @@ class Providers:
     fallback_llm: list[LLM] = field(default_factory=list)
     fallback_tts: list[TTS] = field(default_factory=list)
     tools: ToolBox | None = None  # the pipeline's, shared by its calls (None: built from the call's config)
+    hedging: Hedging | None = None  # a stalled request asked again beside it (pipeline/hedging.py)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class CallSession:
         self.stt_chain = [providers.stt, *providers.fallback_stt]
         self.llm_chain = [providers.llm, *providers.fallback_llm]
         self.tts_chain = [providers.tts, *providers.fallback_tts]
+        self.hedging = providers.hedging
         self.link = link
         self.on_turn = on_turn
         vad = config.vad
@@ -520,7 +523,7 @@ class CallSession:
         scratch = TurnMetrics(call_id=self.call_id, index=-1)
         try:
             transcript = await failover.transcribe(self.stt_chain, lambda rate: resample(pcm, 8000, rate),
-                                                   scratch)
+                                                   scratch, self.hedging)
         except Exception as exc:
             log.warning("call %s: could not tell a backchannel from an interruption: %s", self.call_id, exc)
             return None
@@ -808,7 +811,7 @@ class CallSession:
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
         metrics.stt_start = time.monotonic()
         transcript = await failover.transcribe(
-            self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics
+            self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics, self.hedging
         )
         metrics.stt_done = time.monotonic()
         if not transcript.text.strip():
@@ -825,7 +828,7 @@ class CallSession:
         chunker = SentenceChunker()
         end_call: ToolCall | None = None
         events = rounds(self.llm_chain, messages, self.builtin_tools, self.tools, metrics, turn.exchanges,
-                        turn.committed.wait)
+                        turn.committed.wait, self.hedging)
         async with contextlib.aclosing(events):  # a failing TTS mid-reply must close the LLM stream
             async for _, event in events:
                 if isinstance(event, Pending):  # tools are about to run: say what the LLM said so far
@@ -887,8 +890,8 @@ class CallSession:
             self.player.enqueue(line_audio, first_frame_sent)
 
         samples = 0
-        voice = (self.lines.speak(self.tts_chain, text, metrics) if fixed and self.lines is not None
-                 else self._synthesize(text, metrics))
+        voice = (self.lines.speak(self.tts_chain, text, metrics, self.hedging)
+                 if fixed and self.lines is not None else self._synthesize(text, metrics))
         async with contextlib.aclosing(voice):
             async for line_audio in voice:
                 metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
@@ -906,7 +909,8 @@ class CallSession:
         """`text` from the TTS chain, at 8 kHz."""
         metrics.tts_chars += len(text)
         resampler: StreamResampler | None = None
-        async with contextlib.aclosing(failover.synthesize(self.tts_chain, text, metrics)) as pieces:
+        pieces = failover.synthesize(self.tts_chain, text, metrics, self.hedging)
+        async with contextlib.aclosing(pieces):
             async for tts, pcm in pieces:
                 resampler = self._line_resampler(tts.sample_rate)
                 yield resampler.process(pcm)

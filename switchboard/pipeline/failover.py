@@ -6,8 +6,13 @@ The rules, the same for STT, LLM and TTS:
 - a retryable error before the first result is retried once on the same provider;
 - any error before the first result moves on to the next provider in the chain;
 - an error after the first result has been passed on cannot be undone (the caller may have heard it):
-  it is raised, and the turn speaks its apology.
-Every failure, recovered or not, is noted on the turn's metrics, with the provider that served.
+  it is raised, and the turn speaks its apology;
+- a request whose first result is late (pipeline/hedging.py: `hedging.hedge_after_ms`, or twice the
+  provider's p95 so far) is hedged once: the next cloud provider in the chain, else the same one, is asked
+  beside it; whichever gives its first result first is used and the other is cancelled. While a hedge
+  runs, two requests stay in flight: one that fails is replaced by the next in the chain's order.
+Every failure, recovered or not, is noted on the turn's metrics, with the provider that served, and
+every hedge with its outcome (`TurnMetrics.hedges`: "tts openai/tts-1 -> openai/tts-1: won").
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,6 +30,8 @@ from switchboard.core.errors import ProviderError
 from switchboard.core.messages import LLMEvent, Message, Tool, Transcript
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import LLM, STT, TTS
+from switchboard.pipeline import hedging
+from switchboard.pipeline.hedging import Hedging
 
 log = logging.getLogger("switchboard.failover")
 
@@ -87,58 +95,178 @@ async def _timed_stream(provider: Any, stream: AsyncIterator[T]) -> AsyncIterato
             yield item
 
 
+async def _first_item(stream: AsyncIterator[T]) -> T:
+    return await anext(stream)
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One request of the stage: its provider's place in the chain, its stream and its first item."""
+
+    index: int
+    number: int  # 1, 2... on this provider
+    provider: Any
+    stream: AsyncIterator[Any]
+    started_at: float
+    first: asyncio.Task[Any]
+
+    async def close(self) -> None:
+        self.first.cancel()
+        await asyncio.gather(self.first, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()  # type: ignore[attr-defined]  # closes the vendor's stream
+
+
+class _Race:
+    """The attempts of one stage request: the primary, its retry and fallbacks in order, and at most one
+    hedge beside a late attempt (pipeline/hedging.py). Whichever attempt gives its first item wins."""
+
+    def __init__(self, stage: str, chain: list[Any], open_stream: Callable[[Any], AsyncIterator[Any]],
+                 metrics: TurnMetrics, hedging: Hedging | None) -> None:
+        self.stage, self.chain, self.open_stream = stage, chain, open_stream
+        self.metrics, self.hedging = metrics, hedging
+        self.running: list[_Attempt] = []
+        self.latest: tuple[int, int] = (0, 0)  # (index, number) of the attempt started last
+        self.hedge: str | None = None  # "stage slow -> partner", once hedged
+        self.late: _Attempt | None = None  # the attempt that was hedged
+        self.loop = asyncio.get_running_loop()
+
+    def start(self, index: int, number: int) -> None:
+        provider = self.chain[index]
+        stream = _timed_stream(provider, self.open_stream(provider))
+        first = asyncio.create_task(_first_item(stream))
+        self.running.append(_Attempt(index, number, provider, stream, self.loop.time(), first))
+        self.latest = (index, number)
+
+    def next_after(self, failed: _Attempt, error: ProviderError) -> tuple[int, int] | None:
+        """What to try after `failed`: its retry (a retryable error of the latest attempt's first try), else
+        the next provider after the latest attempt's."""
+        index, number = self.latest
+        if (failed.index, failed.number) == self.latest and number == 1 and error.retryable:
+            return index, 2
+        return (index + 1, 1) if index + 1 < len(self.chain) else None
+
+    def hedge_wait(self) -> float | None:
+        """Seconds until the one running attempt is late (None: it is never hedged)."""
+        if self.hedge is not None or self.hedging is None or len(self.running) != 1:
+            return None
+        attempt = self.running[0]
+        delay = self.hedging.delay_s(self.stage, attempt.provider)
+        return None if delay is None else max(0.0, attempt.started_at + delay - self.loop.time())
+
+    def start_hedge(self) -> None:
+        late = self.late = self.running[0]
+        index = hedging.partner(self.chain, late.index)
+        number = late.number + 1 if index == late.index else 1
+        self.hedge = f"{self.stage} {name(late.provider)} -> {name(self.chain[index])}"
+        log.warning("call %s turn %d: %s %s has no first result after %.0f ms: hedging with %s",
+                    self.metrics.call_id, self.metrics.index, self.stage, name(late.provider),
+                    (self.loop.time() - late.started_at) * 1000, name(self.chain[index]))
+        self.start(index, number)
+
+    async def winner(self) -> tuple[_Attempt, Any] | None:
+        """The first attempt to give a first item, and that item (None: one ended with none: done)."""
+        last_error: ProviderError | None = None
+        while True:
+            done, _ = await asyncio.wait([a.first for a in self.running], timeout=self.hedge_wait(),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                self.start_hedge()
+                continue
+            for attempt in [a for a in self.running if a.first in done]:
+                exc = attempt.first.exception()
+                if exc is None or isinstance(exc, StopAsyncIteration):
+                    self.running.remove(attempt)
+                    self._won(attempt)
+                    return None if exc is not None else (attempt, attempt.first.result())
+                self.running.remove(attempt)
+                await attempt.close()
+                error = _as_provider_error(attempt.provider, exc)
+                _note_failure(self.metrics, self.stage, attempt.provider, error, attempt.number)
+                last_error = error
+                # a hedged request keeps two going; otherwise one at a time, in the chain's order
+                if len(self.running) < (2 if self.hedge is not None else 1):
+                    following = self.next_after(attempt, error)
+                    if following is not None:
+                        self.start(*following)
+            if not self.running:
+                assert last_error is not None
+                self._settle("failed")
+                raise last_error
+
+    def _won(self, attempt: _Attempt) -> None:
+        self.metrics.vendors[self.stage] = name(attempt.provider)
+        if self.hedging is not None:
+            self.hedging.record(attempt.provider, self.loop.time() - attempt.started_at)
+        if self.hedge is not None:
+            self._settle("lost" if attempt is self.late else "won")
+
+    def _settle(self, outcome: str) -> None:
+        """The hedge's outcome on the turn: won (the hedge answered first), lost (the late request did)
+        or failed (neither answered)."""
+        if self.hedge is not None and not any(h.startswith(self.hedge) for h in self.metrics.hedges):
+            self.metrics.hedges.append(f"{self.hedge}: {outcome}")
+
+    async def aclose(self) -> None:
+        attempts, self.running = self.running, []
+        await asyncio.gather(*(attempt.close() for attempt in attempts))
+        if self.hedge is not None:
+            self._settle("cancelled")
+
+
 async def _stream_stage(
     stage: str,
     chain: list[Any],
     open_stream: Callable[[Any], AsyncIterator[T]],
     metrics: TurnMetrics,
+    hedging: Hedging | None = None,
 ) -> AsyncIterator[tuple[Any, T]]:
-    """Yield (provider, item) from the first provider in `chain` that gets going."""
-    last_error: ProviderError | None = None
-    for provider in chain:
-        for attempt in (1, 2):
-            started = False
-            try:
-                async for item in _timed_stream(provider, open_stream(provider)):
-                    if not started:
-                        started = True
-                        metrics.vendors[stage] = name(provider)
-                    yield provider, item
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = _as_provider_error(provider, exc)
-                _note_failure(metrics, stage, provider, error, attempt)
-                if started:
-                    raise error from exc
-                last_error = error
-                if not error.retryable:
-                    break
-    assert last_error is not None
-    raise last_error
+    """Yield (provider, item) from the first provider in `chain` that gets going (hedged when late)."""
+    race = _Race(stage, chain, open_stream, metrics, hedging)
+    race.start(0, 1)
+    try:
+        won = await race.winner()
+    finally:
+        await race.aclose()  # the losers, or every attempt when cancelled
+    if won is None:
+        return
+    attempt, first = won
+    async with contextlib.aclosing(attempt.stream) as stream:  # type: ignore[type-var]
+        try:
+            yield attempt.provider, first
+            async for item in stream:
+                yield attempt.provider, item
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:  # after the first result: can't be undone, the turn apologises
+            error = _as_provider_error(attempt.provider, exc)
+            _note_failure(metrics, stage, attempt.provider, error, attempt.number)
+            raise error from exc
 
 
 async def transcribe(
-    chain: list[STT], pcm_for: Callable[[int], np.ndarray], metrics: TurnMetrics
+    chain: list[STT], pcm_for: Callable[[int], np.ndarray], metrics: TurnMetrics,
+    hedging: Hedging | None = None,
 ) -> Transcript:
     """The first transcript any STT in the chain gives. `pcm_for(rate)` is the utterance at that rate."""
 
     async def one(stt: STT) -> AsyncIterator[Transcript]:
         yield await stt.transcribe(pcm_for(stt.sample_rate))
 
-    async with contextlib.aclosing(_stream_stage("stt", chain, one, metrics)) as results:
+    async with contextlib.aclosing(_stream_stage("stt", chain, one, metrics, hedging)) as results:
         async for _, transcript in results:
             return transcript
     raise AssertionError("unreachable: _stream_stage yields or raises")
 
 
 def stream_reply(
-    chain: list[LLM], messages: list[Message], tools: list[Tool], metrics: TurnMetrics
+    chain: list[LLM], messages: list[Message], tools: list[Tool], metrics: TurnMetrics,
+    hedging: Hedging | None = None,
 ) -> AsyncIterator[tuple[LLM, LLMEvent]]:
-    return _stream_stage("llm", chain, lambda llm: llm.stream(messages, tools), metrics)
+    return _stream_stage("llm", chain, lambda llm: llm.stream(messages, tools), metrics, hedging)
 
 
-def synthesize(chain: list[TTS], text: str, metrics: TurnMetrics) -> AsyncIterator[tuple[TTS, np.ndarray]]:
+def synthesize(chain: list[TTS], text: str, metrics: TurnMetrics,
+               hedging: Hedging | None = None) -> AsyncIterator[tuple[TTS, np.ndarray]]:
     """(tts, pcm at tts.sample_rate) chunks: a fallback TTS may speak at another rate."""
-    return _stream_stage("tts", chain, lambda tts: tts.stream(text), metrics)
+    return _stream_stage("tts", chain, lambda tts: tts.stream(text), metrics, hedging)

@@ -35,6 +35,7 @@ from switchboard.core.errors import ProviderError
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import TTS
 from switchboard.pipeline import failover
+from switchboard.pipeline.hedging import Hedging
 from switchboard.pipeline.text import speakable
 
 log = logging.getLogger("switchboard.lines")
@@ -87,7 +88,8 @@ class LineCache:
     def __contains__(self, key: tuple[TTS, str]) -> bool:
         return (id(key[0]), key[1]) in self._kept
 
-    async def speak(self, chain: list[TTS], text: str, metrics: TurnMetrics) -> AsyncIterator[np.ndarray]:
+    async def speak(self, chain: list[TTS], text: str, metrics: TurnMetrics,
+                    hedging: Hedging | None = None) -> AsyncIterator[np.ndarray]:
         """`text` in `chain`'s voice at 8 kHz: from memory, or from the fill synthesising it."""
         key = (id(chain[0]), text)
         kept = self._kept.get(key)
@@ -99,7 +101,7 @@ class LineCache:
             return
         fill = self._fills.get(key)
         if fill is None:
-            fill = self._start_fill(key, chain, text, metrics)
+            fill = self._start_fill(key, chain, text, metrics, hedging)
             metrics.tts_chars += len(text)  # this turn's request pays for it
         async for piece in fill.read():
             if fill.served_by is not None:
@@ -129,19 +131,20 @@ class LineCache:
 
         return asyncio.create_task(run(), name="warm-lines")
 
-    def _start_fill(self, key: tuple[int, str], chain: list[TTS], text: str, metrics: TurnMetrics) -> _Fill:
+    def _start_fill(self, key: tuple[int, str], chain: list[TTS], text: str, metrics: TurnMetrics,
+                    hedging: Hedging | None) -> _Fill:
         fill = _Fill()
         self._fills[key] = fill
         self.fills += 1
-        fill.task = asyncio.create_task(self._fill(key, fill, chain, text, metrics),
+        fill.task = asyncio.create_task(self._fill(key, fill, chain, text, metrics, hedging),
                                         name="fill-line")
         return fill
 
     async def _fill(self, key: tuple[int, str], fill: _Fill, chain: list[TTS], text: str,
-                    metrics: TurnMetrics) -> None:
+                    metrics: TurnMetrics, hedging: Hedging | None) -> None:
         resamplers: dict[int, StreamResampler] = {}
         try:
-            async for tts, pcm in failover.synthesize(chain, text, metrics):
+            async for tts, pcm in failover.synthesize(chain, text, metrics, hedging):
                 fill.served_by = tts
                 if tts.sample_rate not in resamplers:
                     resamplers[tts.sample_rate] = StreamResampler(tts.sample_rate, LINE_RATE)

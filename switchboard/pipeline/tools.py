@@ -48,6 +48,7 @@ from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCa
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import LLM
 from switchboard.pipeline import failover
+from switchboard.pipeline.hedging import Hedging
 
 log = logging.getLogger("switchboard.tools")
 # httpx logs every request's full URL at INFO: a tool's URL may carry a ${VAR} secret, read at request time
@@ -339,6 +340,7 @@ async def rounds(
     metrics: TurnMetrics,
     exchanges: list[Message],
     before_tools: Callable[[], Awaitable[None]],
+    hedging: Hedging | None = None,
 ) -> AsyncIterator[tuple[LLM | None, RoundEvent]]:
     """The turn's LLM events across tool rounds, as `failover.stream_reply` gives one request's.
 
@@ -352,7 +354,7 @@ async def rounds(
         tools = [*builtin, *box.offered] if box is not None and rounds_left else builtin
         calls: list[ToolCall] = []
         said, ends = "", False
-        events = failover.stream_reply(chain, messages, tools, metrics)
+        events = failover.stream_reply(chain, messages, tools, metrics, hedging)
         async with contextlib.aclosing(events):
             async for llm, event in events:
                 if isinstance(event, ToolCall) and not any(event.name == t.name for t in builtin):

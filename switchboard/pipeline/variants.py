@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from switchboard.config.schema import SplitPipelineConfig
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.pipeline.call import Providers
+from switchboard.pipeline.hedging import Hedging
 from switchboard.pipeline.shadow import ShadowLLM
 from switchboard.pipeline.tools import ToolBox
 
@@ -47,6 +48,7 @@ class PipelineProviders:
     fallback_tts: list[TTS] = field(default_factory=list)
     shadows: list[ShadowLLM] = field(default_factory=list)
     tools: ToolBox | None = None  # the pipeline's tools, shared by its calls (set by the host)
+    hedging: Hedging | None = None  # the pipeline's, shared by its calls (pipeline/hedging.py)
 
     @classmethod
     def of(cls, providers: Providers | PipelineProviders) -> PipelineProviders:
@@ -58,6 +60,7 @@ class PipelineProviders:
             tts=[Arm(None, 1.0, providers.tts)], fallback_stt=list(providers.fallback_stt),
             fallback_llm=list(providers.fallback_llm), fallback_tts=list(providers.fallback_tts),
             tools=providers.tools,
+            hedging=providers.hedging,
         )
 
     @property
@@ -72,7 +75,7 @@ class PipelineProviders:
         stt, llm, tts = chosen
         providers = Providers(stt.provider, llm.provider, tts.provider, fallback_stt=self.fallback_stt,
                               fallback_llm=self.fallback_llm, fallback_tts=self.fallback_tts,
-                              tools=self.tools)
+                              tools=self.tools, hedging=self.hedging)
         return (SEPARATOR.join(names) or None), providers
 
     def all_stt(self) -> list[STT]:

@@ -28,6 +28,8 @@ Figures, all in milliseconds (see pipeline/metrics.py; every reading is relative
                    (how well the tools work). Shadow rows: the tool calls of their one request per turn,
                    never run (no err %)
   $/call           estimated USD per call from `pricing:` (see below)
+Under the table: requests hedged per stage and vendor (pipeline/hedging.py: a request whose first
+result was late, asked again beside it), and how many of them the hedge answered first.
 Significance: each row's TTFT against the fastest row's (lowest TTFT p50) with a two-sided
 Mann-Whitney U test; p < `alpha` (0.05) is marked `*`. Rows with fewer than 2 samples are not tested.
 Percentiles interpolate linearly between samples (numpy's default).
@@ -62,6 +64,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from switchboard.core.metrics import hedge_counts
 
 # "vendor/model" or "model" -> prices in USD: input_per_1m / output_per_1m (LLM tokens), per_minute (STT
 # audio), per_1m_chars (TTS characters); any subset. pipeline.yaml's `pricing:` (pricing_from_config).
@@ -121,6 +125,7 @@ class Row:
 class Report:
     rows: list[Row]
     excluded_turns: int = 0  # turns without an LLM stage
+    hedges: dict[str, dict[str, int]] = field(default_factory=dict)  # "stage vendor" -> hedged, won
     filters: dict[str, str | None] = field(default_factory=dict)
     alpha: float = ALPHA
 
@@ -344,7 +349,10 @@ def build_report(
     live: dict[str, list[dict[str, Any]]] = {}
     without_llm: list[dict[str, Any]] = []
     owner: dict[str, tuple[int, str]] = {}  # call -> (index, LLM) of its first turn with an LLM
+    hedged: list[list[str]] = []  # every turn's hedges, greetings' too
     for turn in turns:
+        if turn.get("hedges"):
+            hedged.append(turn["hedges"])
         vendor = llm_of(turn)
         if vendor is None:
             without_llm.append(turn)
@@ -364,7 +372,8 @@ def build_report(
             for vendor, group in sorted(live.items())]
     rows += [_shadow_row(vendor, group, pricing) for vendor, group in sorted(shadow.items())]
     _mark_significance(rows, alpha)
-    return Report(rows=rows, excluded_turns=len(without_llm), filters=filters or {}, alpha=alpha)
+    return Report(rows=rows, excluded_turns=len(without_llm), filters=filters or {}, alpha=alpha,
+                  hedges=hedge_counts(hedged))
 
 
 def _mark_significance(rows: list[Row], alpha: float) -> None:
@@ -391,6 +400,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "alpha": report.alpha,
         "reference": None if reference is None else {"source": reference.source, "vendor": reference.vendor},
         "excluded_turns": report.excluded_turns,
+        "hedges": report.hedges,
         "rows": [{k: v for k, v in asdict(row).items() if k != "ttft_samples"} for row in report.rows],
     }
 
@@ -465,6 +475,10 @@ def legend_lines(report: Report) -> list[str]:
     if partial:
         lines.append("+ partial (a lower bound), no price for: " + "; ".join(
             f"{row.vendor} ({row.source}): {', '.join(row.cost_unpriced)}" for row in partial))
+    if report.hedges:
+        lines.append("hedged (a late first result asked again beside it; won = the hedge answered first): "
+                     + "; ".join(f"{key} {count['hedged']} (won {count['won']})"
+                                 for key, count in report.hedges.items()))
     if report.excluded_turns:
         lines.append(f"{report.excluded_turns} turns without an LLM stage (greetings) are not counted"
                      + (" in the figures; their STT and TTS count in their call's $/call"

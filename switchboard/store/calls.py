@@ -62,6 +62,7 @@ def turn_row(metrics: TurnMetrics, created_at: datetime | None = None) -> dict[s
     del row["id"]
     row.update(
         failures=list(metrics.failures),
+        hedges=list(metrics.hedges) or None,
         stt_vendor=metrics.vendors.get("stt"),
         llm_vendor=metrics.vendors.get("llm"),
         tts_vendor=metrics.vendors.get("tts"),

@@ -119,6 +119,8 @@ turns = Table(
     # version 6: the audio end-of-turn model's probability that the caller had finished, at the last pause
     Column("sounds_finished", Float),
     Column("tool_args", JSON),  # version 7: [{"name", "status", "arguments"}] of each tool call
+    # version 8: stalled requests hedged (pipeline/hedging.py), "stage vendor -> vendor: outcome" each
+    Column("hedges", JSON),
     Index("ix_turns_call_id", "call_id"),
     Index("ix_turns_created_at", "created_at"),
 )
@@ -206,9 +208,15 @@ def _add_eval_columns(connection: Connection) -> None:
     eval_results.create(connection, checkfirst=True)
 
 
+def _add_hedges_column(connection: Connection) -> None:
+    """Version 8: `turns.hedges`."""
+    connection.execute(text("ALTER TABLE turns ADD COLUMN hedges JSON"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
 MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns,
-                               _add_tool_columns, _add_sounds_finished_column, _add_eval_columns]
+                               _add_tool_columns, _add_sounds_finished_column, _add_eval_columns,
+                               _add_hedges_column]
 
 
 class SchemaError(RuntimeError):

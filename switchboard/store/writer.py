@@ -93,7 +93,7 @@ class StoreWriter:
         """Queue a finished turn (a copy: later changes to `metrics` are not seen). Fits `on_turn`."""
         try:
             snapshot = dataclasses.replace(metrics, failures=list(metrics.failures),
-                                           vendors=dict(metrics.vendors))
+                                           hedges=list(metrics.hedges), vendors=dict(metrics.vendors))
         except Exception:  # never raise into the call
             log.exception("call store: could not copy turn metrics; turn not recorded")
             return

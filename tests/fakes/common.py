@@ -56,20 +56,21 @@ class Faults:
     disconnects: int = 0  # streams the client closed before the end
     completed: int = 0  # streams sent to the end
 
-    def should_fail(self) -> bool:
+    def should_fail(self, n: int | None = None) -> bool:
+        """Does request `n` (1-based; default: the one just recorded) fail?"""
+        n = len(self.requests) if n is None else n
         if self.fail_every is not None:
-            return len(self.requests) % self.fail_every == 0
+            return n % self.fail_every == 0
         if self.status is None:
             return False
         if self.fail_times is None:
             return True
-        failed_so_far = len(self.requests) - 1
-        return failed_so_far < self.fail_times
+        return n - 1 < self.fail_times
 
 
-    def delay_s(self) -> float:
-        """How long the request just recorded waits before its response starts."""
-        n = len(self.requests)
+    def delay_s(self, n: int | None = None) -> float:
+        """How long request `n` (default: the one just recorded) waits before its response starts."""
+        n = len(self.requests) if n is None else n
         if n <= self.stall_first or (self.stall_every is not None and n % self.stall_every == 0):
             return self.stall_s
         return self.first_byte_delay_s

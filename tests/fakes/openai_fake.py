@@ -98,11 +98,12 @@ def make_app(faults: Faults, script: OpenAIScript) -> Starlette:
         faults.paths.append(request.url.path)
         faults.headers.append(dict(request.headers))
         faults.requests.append(body)
-        if delay_s := faults.delay_s():
+        n = len(faults.requests)  # this request's number (others may come in while it waits)
+        if delay_s := faults.delay_s(n):
             await asyncio.sleep(delay_s)
         if script.api_key is not None and request.headers.get("authorization") != f"Bearer {script.api_key}":
             return openai_error(401)
-        if faults.should_fail():
+        if faults.should_fail(n):
             return openai_error(faults.status or 500)
         return None
 
