@@ -72,6 +72,7 @@ from switchboard.telephony.base import Carrier
 from switchboard.telephony.dialing import DEFAULT_CARRIER, DIALERS, DialError, dial
 from switchboard.telephony.exotel import ExotelCarrier
 from switchboard.telephony.plivo import PlivoCarrier
+from switchboard.telephony.telnyx import TelnyxCarrier
 from switchboard.telephony.twilio import TwilioCarrier
 from switchboard.telephony.vonage.carrier import VonageCarrier
 from switchboard.telephony.webrtc import WebRTCCarrier
@@ -479,6 +480,8 @@ def create_app(
         TwilioCarrier(config.twilio, config.numbers, config.default_pipeline, insecure_dev,
                       busy=host.ops.admission.busy_at_webhook),
         ExotelCarrier(),
+        TelnyxCarrier(config.telnyx, config.numbers, config.default_pipeline,
+                      busy=host.ops.admission.busy_at_webhook),
         webrtc := WebRTCCarrier(config.webrtc, auth, config.arms()),
         PlivoCarrier(config.numbers, config.default_pipeline, insecure_dev,
                      busy=host.ops.admission.busy_at_webhook),

@@ -47,6 +47,7 @@ from tests.fakes.carrier_side import CarrierSide, PhoneCall, Refused, dominant_h
 from tests.fakes.exotel_side import ExotelSide
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.plivo_side import PlivoSide
+from tests.fakes.telnyx_side import TelnyxSide
 from tests.fakes.twilio_side import TwilioSide
 from tests.fakes.vonage_side import VonageSide
 from tests.speech import quiet, speech_like
@@ -56,6 +57,7 @@ SIDES: dict[str, Callable[[], CarrierSide]] = {
     "exotel": ExotelSide,
     "plivo": PlivoSide,
     "vonage": VonageSide,
+    "telnyx": TelnyxSide,
 }
 
 CALLER, MAIN, SALES = "+15550001111", "+15550002222", "+15550003333"
@@ -80,7 +82,8 @@ TONE_HZ = 300  # InstantTTS's voice
 MS_PER_CHAR = 60
 SECRETS = ("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_API_BASE", "PUBLIC_URL", "EXOTEL_BASIC_AUTH",
            "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_BASE", "VONAGE_SIGNATURE_SECRET",
-           "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY", "VONAGE_PRIVATE_KEY_PATH", "VONAGE_API_HOST")
+           "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY", "VONAGE_PRIVATE_KEY_PATH", "VONAGE_API_HOST",
+           "TELNYX_PUBLIC_KEY", "TELNYX_STREAM_TOKEN", "TELNYX_API_KEY")
 
 
 @pytest.fixture(params=list(SIDES))

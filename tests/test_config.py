@@ -284,7 +284,7 @@ pipelines:
             MINIMAL + "pipeline: {}\n",
             "pipeline: unknown key; allowed keys: busy_message, database_url, default_pipeline, "
             "drain_message, drain_timeout_s, max_concurrent_calls, numbers, pipelines, pricing, "
-            "shadow_max_concurrent, twilio, vonage, webrtc; did you mean 'pipelines'?",
+            "shadow_max_concurrent, telnyx, twilio, vonage, webrtc; did you mean 'pipelines'?",
         ),
         ("default_pipeline: default\n", "pipeline.yaml: missing required key 'pipelines'"),
         ("pipelines: {}\n", "pipelines: must not be empty"),

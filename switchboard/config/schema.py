@@ -30,6 +30,7 @@ from switchboard.core.carrier import E164
 from switchboard.core.settings import Strict, unique_names
 from switchboard.core.words import words
 from switchboard.providers import registry
+from switchboard.telephony.telnyx import TelnyxConfig
 from switchboard.telephony.twilio import TwilioConfig
 from switchboard.telephony.vonage import VonageConfig
 from switchboard.telephony.webrtc import WebRTCConfig
@@ -485,6 +486,7 @@ class Config(Strict):
     numbers: dict[str, str] = Field(default_factory=dict)  # called number (E.164) -> pipeline name
     pipelines: dict[str, AnyPipeline] = Field(min_length=1)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    telnyx: TelnyxConfig = Field(default_factory=TelnyxConfig)  # the stream's codec (telephony/telnyx)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)  # browser calls: STUN/TURN (telephony/webrtc)
     vonage: VonageConfig = Field(default_factory=VonageConfig)
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)  # "vendor/model" or model -> prices

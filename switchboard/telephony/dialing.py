@@ -17,6 +17,7 @@ DIALERS = {  # carrier -> the module whose `dial` places its calls
     "twilio": "switchboard.telephony.twilio.rest",
     "plivo": "switchboard.telephony.plivo.rest",
     "vonage": "switchboard.telephony.vonage.rest",
+    "telnyx": "switchboard.telephony.telnyx.rest",
 }
 DEFAULT_CARRIER = "twilio"
 
