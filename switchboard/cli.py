@@ -6,6 +6,7 @@ switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--amd] [--carri
 switchboard demo  [--record demo-call.wav] [--speed N]
 switchboard call ws://host:port/media-stream --say "…" [--barge-in "…"] [--wav f.wav] [--record call.wav]
                  [--carrier exotel [--sample-rate 16000]]   (e.g. ws://host:port/exotel)
+                 [--carrier plivo|vonage]                   (e.g. http://host:port: the answer webhook first)
 switchboard check [pipeline.yaml] [--ping]
 switchboard report [--since 24h] [--pipeline NAME] [--variant NAME] [--db switchboard.db]
                    [--config pipeline.yaml] [--json] [--html report.html] [--include-evals]

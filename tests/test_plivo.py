@@ -239,3 +239,20 @@ def test_dial_says_what_is_missing(monkeypatch):
         rest.dial("555", "default", ["default"])
     with pytest.raises(DialNotConfigured, match=r"PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN.*FROM_NUMBER.*PUBLIC"):
         rest.dial("+15551234567", "default", ["default"])
+
+
+async def test_post_api_calls_with_carrier_plivo(fake_plivo, monkeypatch):
+    monkeypatch.setenv("SWITCHBOARD_API_TOKEN", "api-token")
+    monkeypatch.setenv("PUBLIC_URL", "https://sb.example.com")
+    monkeypatch.setenv("PLIVO_FROM_NUMBER", "+15550001111")
+    app = instant_app()
+    async with running(app) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        placed = await http.post("/api/calls", headers={"Authorization": "Bearer api-token"},
+                                 json={"to": "+15551234567", "pipeline": "sales", "carrier": "plivo"})
+        amd = await http.post("/api/calls", headers={"Authorization": "Bearer api-token"},
+                              json={"to": "+15551234567", "carrier": "plivo", "machine_detection": True})
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["carrier"] == "plivo" and placed.json()["from"] == "+15550001111"
+    [create] = fake_plivo.requests
+    assert create.body["answer_url"] == "https://sb.example.com/plivo/answer?pipeline=sales"
+    assert amd.status_code == 400 and "not wired for Plivo" in amd.json()["error"]
