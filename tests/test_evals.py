@@ -306,3 +306,51 @@ pipelines:
     with pytest.raises(ConfigError, match="--pipeline: no pipeline 'nope' in the pipeline file; it has "
                                           "default, other, ab"):
         arms_of(config, ["nope"])
+
+
+def test_how_the_caller_speaks_rate_noise_and_talk_over():
+    import numpy as np
+
+    from switchboard.caller import (
+        CallerLine,
+        LineResult,
+        _Segment,
+        background_noise,
+        prepare_audio,
+        talk_over_s,
+    )
+
+    line = CallerLine(text="i would like to book a table for four")
+    normal, fast = prepare_audio(line, "en-us", 1.0), prepare_audio(line, "en-us", 1.6)
+    assert len(fast) < 0.8 * len(normal)  # a faster speaker's line is shorter
+    noise = background_noise(-40.0)(0, 8000).astype(float)
+    assert 20 * np.log10(np.sqrt((noise ** 2).mean()) / 32768) == pytest.approx(-40.0, abs=0.5)
+    said = [LineResult(0, "a", False, started_s=1.0, ended_s=3.0), LineResult(1, "b", True)]  # b never spoken
+    bot = [_Segment(0, np.ones(12000, np.int16)), _Segment(12000, np.ones(8000, np.int16)),  # 0-1.5-2.5 s
+           _Segment(40000, np.ones(8000, np.int16))]  # 5-6 s: after the line
+    assert talk_over_s(said, bot, now=10.0) == 1.5  # 1.0-2.5 s
+    assert talk_over_s(said, bot, now=2.0) == 1.0  # what had not played yet does not count
+
+
+async def test_a_running_server_is_evaluated_through_its_call_store(tmp_path, offline_providers):
+    from switchboard.server import create_app, running
+
+    db = str(tmp_path / "served.db")
+    config = load_config(BUNDLED_CONFIG)
+    app = create_app(config, store_url=db, providers=offline_providers)
+    text = FAILING.split("  - name: wants-the-impossible")[0].replace(
+        "tools: [{name: book_table, matching: {party_size: '^(four|4)$', time: 'seven|7'}}]", "no_tools: []"
+    ).replace("said: ['reference is \\w+']", "said: ['how many people']")
+    store = CallStore(db)
+    await store.open()  # the database exists before the server starts, as with a server already running
+    async with running(app) as port:
+        runner = Runner(parse_evals(text), config, ["default"], store, run="r-url",
+                        url=f"ws://127.0.0.1:{port}/media-stream")
+        [result] = await runner.run_all()
+        [row] = await store.query_eval_results("r-url")
+        calls = await store.query_calls()
+        await store.close()
+    assert result.passed, [c for c in result.checks if not c.passed]
+    tags = [(c["id"], c["eval_run"], c["eval_scenario"]) for c in calls]
+    assert tags == [(result.call_id, "r-url", "books")]  # the server stored the call as an eval call
+    assert [t["kind"] for t in row["turns"]] == ["greeting", "reply", "reply", "reply"]
