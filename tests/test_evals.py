@@ -174,6 +174,7 @@ async def test_a_version_6_store_gets_the_eval_columns_and_table(tmp_path):
         db.execute("ALTER TABLE calls DROP COLUMN eval_run")
         db.execute("ALTER TABLE calls DROP COLUMN eval_scenario")
         db.execute("ALTER TABLE turns DROP COLUMN tool_args")
+        db.execute("ALTER TABLE turns DROP COLUMN hedges")  # version 8
         db.execute("DROP TABLE eval_results")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (6, '2026-12-01 00:00:00')")
