@@ -384,7 +384,8 @@ def _turn_record(metrics: Any) -> dict[str, Any]:
     keys = ("speech_end", "endpoint", "stt_done", "llm_first_token", "first_chunk", "tts_first_byte",
             "first_audio_sent")
     record: dict[str, Any] = {key: getattr(metrics, key) for key in keys}
-    record.update(kind=metrics.kind, error=metrics.error, interrupted=metrics.interrupted)
+    record.update(kind=metrics.kind, error=metrics.error, interrupted=metrics.interrupted,
+                  hedges=list(getattr(metrics, "hedges", [])), failures=len(metrics.failures))
     return record
 
 
@@ -420,7 +421,9 @@ def _pipeline_config(opts: dict[str, Any]) -> dict[str, Any]:
             system_prompt="You answer the phone.",
             stt={"provider": "openai", "model": "whisper-1", "base_url": vendors["stt"]},
             llm={"provider": "openai", "model": "gpt-4o-mini", "base_url": vendors["llm"]},
-            tts={"provider": "openai", "model": "tts-1", "voice": "alloy", "base_url": vendors["tts"]})
+            tts={"provider": "openai", "model": "tts-1", "voice": "alloy", "base_url": vendors["tts"]},
+            hedging={"enabled": opts.get("hedging", "on") == "on",
+                     "hedge_after_ms": opts.get("hedge_after_ms") or {}})
     elif opts.get("embedded"):  # the bundled pipeline's real engines (Moonshine, the script, Piper)
         import yaml
 
@@ -568,9 +571,10 @@ async def _serve_main(opts: dict[str, Any]) -> None:
 FAKE_STT_S, FAKE_LLM_FIRST_S, FAKE_LLM_TOKEN_S, FAKE_TTS_FIRST_S = 0.3, 0.3, 0.015, 0.15
 
 
-def _fake_faults() -> dict[str, Any]:
+def _fake_faults(mix: bool = False) -> dict[str, Any]:
     """Each stage's fixed latency as `tests.fakes.common.Faults`, keeping no record of the requests (a
-    long run must not hoard them)."""
+    long run must not hoard them). `mix` (--faults mix): every 5th LLM request answers 500, every 7th TTS
+    request stalls 20 s before its first byte."""
     from tests.fakes.common import Faults
 
     class Forgetful(list):  # type: ignore[type-arg]
@@ -589,9 +593,11 @@ def _fake_faults() -> dict[str, Any]:
         made.requests, made.paths, made.headers = Forgetful(), Forgetful(), Forgetful()
         return made
 
+    llm_mix = {"fail_every": 5, "status": 500} if mix else {}
+    tts_mix = {"stall_every": 7, "stall_s": 20.0} if mix else {}
     return {"stt": faults(first_byte_delay_s=FAKE_STT_S),
-            "llm": faults(first_byte_delay_s=FAKE_LLM_FIRST_S, event_delay_s=FAKE_LLM_TOKEN_S),
-            "tts": faults(first_byte_delay_s=FAKE_TTS_FIRST_S)}
+            "llm": faults(first_byte_delay_s=FAKE_LLM_FIRST_S, event_delay_s=FAKE_LLM_TOKEN_S, **llm_mix),
+            "tts": faults(first_byte_delay_s=FAKE_TTS_FIRST_S, **tts_mix)}
 
 
 async def _fakes_main(opts: dict[str, Any]) -> None:
@@ -616,7 +622,7 @@ async def _fakes_main(opts: dict[str, Any]) -> None:
             return rendered[text, speed]
 
     logging.basicConfig(level=logging.WARNING)
-    faults = _fake_faults()
+    faults = _fake_faults(opts.get("faults") == "mix")
     script = Forgetting(reply=opts["reply"], transcript=opts["transcript"], ms_per_char=opts["ms_per_char"])
     async with contextlib.AsyncExitStack() as stack:
         urls = {}
@@ -626,7 +632,8 @@ async def _fakes_main(opts: dict[str, Any]) -> None:
         cpu0 = _cpu_s()
         _emit({"urls": urls, "pid": os.getpid()})
         await asyncio.to_thread(sys.stdin.read)  # until the orchestrator closes our stdin
-        _emit({"cpu_s": _cpu_s() - cpu0})
+        _emit({"cpu_s": _cpu_s() - cpu0,
+               "requests": {stage: len(faults[stage].requests) for stage in OPENAI_STAGES}})
 
 
 # ============================================================================================ callers
@@ -713,6 +720,7 @@ class SimCaller:
         self.error: str | None = None
         self.connected_at: float | None = None
         self.closed_at: float | None = None
+        self.greeting_ms: float | None = None  # start sent -> the greeting's first frame
 
     # --- wire -------------------------------------------------------------------------------------
 
@@ -871,6 +879,8 @@ class SimCaller:
         self.bot_frames_in_phase += 1
         if self.spurt_start is None:
             self.spurt_start, self.spurt_frames = now, 0
+            if not self.lines_spoken and self.greeting_ms is None:
+                self.greeting_ms = (now - self.t0) * 1000
             if self.phase == self.WAIT_BOT and self.lines_spoken:
                 self.answered += 1
                 self.stats.response_ms.append((now - self.line_end) * 1000)
@@ -890,6 +900,7 @@ class SimCaller:
             "unanswered": self.unanswered, "frames_sent": self.frame, "bot_frames": self.bot_frames,
             "marks_echoed": self.marks_echoed, "clears": self.clears, "gaps": self.gaps,
             "max_gap_ms": self.max_gap_ms, "hung_up": self.hung_up, "error": self.error,
+            "greeting_ms": self.greeting_ms,
         }
 
 
@@ -1218,7 +1229,8 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
     vendor_urls = None
     if args.vendors == "openai":
         vendors = Child("vendors", _self_argv("--fakes", json.dumps(
-            {"reply": args.reply, "transcript": DEFAULT_TRANSCRIPT, "ms_per_char": args.ms_per_char})))
+            {"reply": args.reply, "transcript": DEFAULT_TRANSCRIPT, "ms_per_char": args.ms_per_char,
+             "faults": args.faults})))
         vendor_urls = vendors.read()["urls"]
     server_opts = {
         "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
@@ -1226,6 +1238,7 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
         "tts_rate": 24000, "ms_per_char": args.ms_per_char, "loop": args.server_loop,
         "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
         "speculate_after_ms": args.speculate_after_ms, "vendor_urls": vendor_urls,
+        "hedging": getattr(args, "hedging_mode", "on"), "hedge_after_ms": args.hedge_after,
     }
     servers = [Child(f"server{k}", _server_argv(code, server_opts), code) for k in range(n_servers)]
     callers: list[Child] = []
@@ -1270,10 +1283,11 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
         server_result = merge_servers([server.read() for server in servers])
         if profile_top:
             server_result["profile_top"] = profile_top
-        vendors_cpu = None
+        vendors_cpu = vendor_requests = None
         if vendors is not None:
             vendors.close_stdin()
-            vendors_cpu = vendors.read()["cpu_s"]
+            vendors_end = vendors.read()
+            vendors_cpu, vendor_requests = vendors_end["cpu_s"], vendors_end.get("requests")
     finally:
         for child in (*callers, *servers, *([vendors] if vendors else [])):
             child.finish()
@@ -1284,7 +1298,8 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
                "steal_s": cpus * machine_wall * steal / total if total else None,
                "others_peak_pct": others_peak}
     return {"calls": n_calls, "caller_procs": len(callers), "servers": len(servers), "server": server_result,
-            "callers": caller_results, "machine": machine, "vendors_cpu_s": vendors_cpu}
+            "callers": caller_results, "machine": machine, "vendors_cpu_s": vendors_cpu,
+            "vendor_requests": vendor_requests}
 
 
 def merge_servers(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1452,6 +1467,36 @@ def analyse(run: dict[str, Any], end_silence_ms: int) -> dict[str, Any]:
         "hung_up_by_server": sum(c["hung_up"] for c in calls),
         "calls_left_open": server["calls_left_open"],
         "profile_top": server.get("profile_top"),
+        **_fault_figures(run, calls, response),
+    }
+
+
+TARGET_GREETING_MS = 1000.0  # --faults mix: every greeting heard within 1 s
+TARGET_REPLY_P90_MS, TARGET_REPLY_MAX_MS = 2500.0, 6000.0
+
+
+def _fault_figures(run: dict[str, Any], calls: list[dict[str, Any]], response: list[float]) -> dict[str, Any]:
+    """Under vendor faults: when each caller heard the greeting (the caller's clock from its start message;
+    the C callers don't time it: then the server's, greeting committed -> first frame sent), the reply
+    delays the callers measured, the hedges the server made and the requests each fake vendor got."""
+    greetings = [c["greeting_ms"] for c in calls if c.get("greeting_ms") is not None]
+    clock = "caller"
+    turns = run["server"]["turns"]
+    if not greetings and not any("greeting_ms" in c for c in calls):
+        clock = "server"
+        greetings = [(t["first_audio_sent"] - t["endpoint"]) * 1000 for t in turns
+                     if t["kind"] == "greeting" and t["first_audio_sent"] and t["endpoint"]]
+    hedges = [h for t in turns for h in t.get("hedges") or []]
+    return {
+        "greeting_clock": clock, "greetings_heard": len(greetings),
+        "greetings_within_1s": sum(ms <= TARGET_GREETING_MS for ms in greetings),
+        "greeting_p50_ms": _pct(greetings, 50), "greeting_max_ms": max(greetings) if greetings else None,
+        "caller_response_p90_ms": _pct(response, 90), "caller_response_max_ms": max(response, default=None),
+        "hedges": len(hedges),
+        "hedges_by_stage": {stage: sum(h.startswith(stage + " ") for h in hedges) for stage in OPENAI_STAGES},
+        "hedges_won": sum(h.endswith(": won") for h in hedges),
+        "turns_with_failures": sum(bool(t.get("failures")) for t in turns),
+        "vendor_requests": run.get("vendor_requests"),
     }
 
 
@@ -1518,8 +1563,51 @@ def report(fig: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     if fig["call_errors"]:
         rows.append(f"  first call error: {fig['call_errors'][0]}")
+    if args.vendors == "openai":
+        rows += fault_lines(fig)
     if fig["profile_top"]:
         rows += ["", "server profile (measured window):", fig["profile_top"]]
+    return "\n".join(rows)
+
+
+def fault_lines(fig: dict[str, Any]) -> list[str]:
+    """--vendors openai: the figures that matter when vendors misbehave, beside the targets."""
+    requests = fig.get("vendor_requests") or {}
+    within, heard = fig["greetings_within_1s"], fig["greetings_heard"]
+    return [
+        f"vendor faults: {fig.get('faults', 'none')}; hedging {fig.get('hedging', 'on')}"
+        + (f" (hedge_after_ms {fig['hedge_after_ms']})" if fig.get("hedge_after_ms") else ""),
+        f"  greeting heard within 1 s ({fig['greeting_clock']} clock): {within} of {fig['calls']} calls "
+        f"(heard {heard}; p50 {_ms(fig['greeting_p50_ms'])}, worst {_ms(fig['greeting_max_ms'])} ms)   "
+        f"target every call: {'met' if within == fig['calls'] else 'MISSED'}",
+        f"  reply (end of line -> first bot frame, caller) p50 {_ms(fig['caller_response_p50_ms'])}  "
+        f"p90 {_ms(fig['caller_response_p90_ms'])}  worst {_ms(fig['caller_response_max_ms'])} ms   targets "
+        f"p90 <= {TARGET_REPLY_P90_MS:.0f}: {_verdict(fig['caller_response_p90_ms'], TARGET_REPLY_P90_MS)}, "
+        f"worst <= {TARGET_REPLY_MAX_MS:.0f}: {_verdict(fig['caller_response_max_ms'], TARGET_REPLY_MAX_MS)}",
+        f"  lines answered {fig['answered']} of {fig['lines']} (unanswered {fig['unanswered']}); turns with "
+        f"a vendor failure {fig['turns_with_failures']}, turn errors (apology) {fig['turn_errors']}",
+        f"  hedges {fig['hedges']} ({', '.join(f'{k} {v}' for k, v in fig['hedges_by_stage'].items())}; "
+        f"the hedge answered first {fig['hedges_won']}); requests the fake vendors got: "
+        + (", ".join(f"{stage} {n}" for stage, n in requests.items()) or "n/a"),
+    ]
+
+
+def fault_table(figures: list[dict[str, Any]]) -> str:
+    """--hedging off,on: the fault figures of each run side by side."""
+    head = (f"{'calls':>5} {'faults':>6} {'hedging':>7}  {'greet<=1s':>9} {'greet max':>9}  {'reply p50':>9} "
+            f"{'p90':>7} {'worst':>7}  {'answered':>9}  {'hedges':>6}  requests stt/llm/tts")
+    rows = [head, "-" * len(head)]
+    for fig in figures:
+        requests = fig.get("vendor_requests") or {}
+        rows.append(
+            f"{fig['calls']:>5} {fig.get('faults', 'none'):>6} {fig.get('hedging', 'on'):>7}  "
+            f"{fig['greetings_within_1s']:>4}/{fig['calls']:<4} {_ms(fig['greeting_max_ms']):>9}  "
+            f"{_ms(fig['caller_response_p50_ms']):>9} {_ms(fig['caller_response_p90_ms']):>7} "
+            f"{_ms(fig['caller_response_max_ms']):>7}  {fig['answered']:>4}/{fig['lines']:<4}  "
+            f"{fig['hedges']:>6}  " + "/".join(str(requests.get(stage, "?")) for stage in OPENAI_STAGES))
+    rows.append(f"targets (--faults mix, 100 calls): every greeting within 1 s, reply p90 <= "
+                f"{TARGET_REPLY_P90_MS:.0f} ms, worst <= {TARGET_REPLY_MAX_MS:.0f} ms, every line answered; "
+                "with no faults, hedging makes no extra request")
     return "\n".join(rows)
 
 
@@ -1690,9 +1778,28 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "alternating with this tree's run by run, and print the figures side by side "
                              "with ratios")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # internal: server process
+    parser.add_argument("--faults", choices=("none", "mix"), default="none",
+                        help="--vendors openai: mix = every 5th LLM request answers 500 and every 7th TTS "
+                             "request stalls 20 s before its first byte (default none)")
+    parser.add_argument("--hedging", default="on", metavar="on|off[,...]",
+                        help="--vendors openai: the pipeline's hedging (pipelines.<name>.hedging.enabled); "
+                             "a comma list (off,on) runs each size with each, side by side (default on)")
+    parser.add_argument("--hedge-after-ms", default=None, metavar="STAGE=MS[,...]",
+                        help="--vendors openai: hedging.hedge_after_ms per stage (llm=1200,tts=600); "
+                             "unset: twice each vendor's p95 so far")
     parser.add_argument("--fakes", default=None, help=argparse.SUPPRESS)  # internal: --vendors openai
     parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
     args = parser.parse_args(argv)
+    args.hedging_modes = [mode.strip() for mode in args.hedging.split(",") if mode.strip()]
+    if not args.hedging_modes or any(mode not in ("on", "off") for mode in args.hedging_modes):
+        parser.error("--hedging takes on, off or both (off,on)")
+    try:
+        args.hedge_after = {stage.strip(): int(ms) for stage, _, ms in
+                            (item.partition("=") for item in (args.hedge_after_ms or "").split(",") if item)}
+    except ValueError:
+        parser.error("--hedge-after-ms takes stage=ms pairs, e.g. llm=1200,tts=600")
+    if set(args.hedge_after) - set(OPENAI_STAGES):
+        parser.error(f"--hedge-after-ms: stages are {', '.join(OPENAI_STAGES)}")
     if args.repeat < 1:
         parser.error("--repeat must be 1 or more")
     if args.caller_nice < 0:
@@ -1754,6 +1861,8 @@ def main(argv: list[str] | None = None) -> None:
             if rev.strip():
                 codes.append((rev.strip(), stack.enter_context(_checkout(rev.strip()))))
         figures = _run_all(args, sizes, codes)
+    if args.vendors == "openai" and (len(args.hedging_modes) > 1 or args.faults != "none"):
+        print(fault_table(figures))
     if args.compare:
         print(compare_table(figures, [name for name, _ in codes]))
     elif len(figures) > 1:
@@ -1783,20 +1892,23 @@ def _run_all(args: argparse.Namespace, sizes: list[int], codes: list[tuple[str, 
         n_calls = size * n_servers if args.per_server else size
         args.seed = base_seed + repeat  # each repeat starts its calls at other moments
         order = codes if repeat % 2 == 0 else codes[::-1]
-        for name, code in order:
+        modes = args.hedging_modes if repeat % 2 == 0 else args.hedging_modes[::-1]  # side by side
+        for (name, code), hedging in itertools.product(order, modes):
+            args.hedging_mode = hedging
             for attempt in range(1 + args.retry_noisy):
                 if args.wait_quiet:
                     wait_for_quiet(QUIET_CORES, args.wait_quiet)
                 fig = analyse(run_once(n_calls, n_servers, args, code), args.end_silence_ms)
                 fig["seed"], fig["code"] = args.seed, name
+                fig.update(hedging=hedging, faults=args.faults, hedge_after_ms=args.hedge_after)
                 if _quiet(fig) or attempt == args.retry_noisy:
                     break
                 print(f"(discarded a {n_calls}-call run: other processes used {fig['other_load_pct']:.0f} % "
                       f"of a core during it (busiest second {fig.get('others_peak_pct') or 0:.0f} %), steal "
                       f"{fig['steal_pct']:.0f} %; running it again)", file=sys.stderr, flush=True)
             figures.append(fig)
-            if len(codes) > 1:
-                print(f"-- code: {name} --", flush=True)
+            if len(codes) > 1 or len(modes) > 1:
+                print(f"-- code: {name}, hedging {hedging} --", flush=True)
             print(report(fig, args), flush=True)
             print(flush=True)
     return figures

@@ -152,8 +152,9 @@ def test_hedging_waits_for_twice_the_providers_own_p95():
     for _ in range(MIN_SAMPLES - 1):
         hedging.record(cloud, 0.3)
     assert hedging.delay_s("tts", cloud) is None  # too few answers to know its usual time
+    assert hedging.learning("tts", cloud)  # a request waiting meanwhile looks again
     hedging.record(cloud, 0.3)
-    assert hedging.delay_s("tts", cloud) == pytest.approx(0.6)
+    assert hedging.delay_s("tts", cloud) == pytest.approx(0.6) and not hedging.learning("tts", cloud)
     fast = Cloud()
     for _ in range(MIN_SAMPLES):
         hedging.record(fast, 0.01)

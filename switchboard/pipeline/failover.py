@@ -152,7 +152,16 @@ class _Race:
             return None
         attempt = self.running[0]
         delay = self.hedging.delay_s(self.stage, attempt.provider)
-        return None if delay is None else max(0.0, attempt.started_at + delay - self.loop.time())
+        if delay is None:  # no figures yet: look again soon, or never
+            return hedging.RECHECK_S if self.hedging.learning(self.stage, attempt.provider) else None
+        return max(0.0, attempt.started_at + delay - self.loop.time())
+
+    def _late(self) -> bool:
+        """Is the one running attempt late now (its provider's figures may have come in meanwhile)?"""
+        assert self.hedging is not None
+        attempt = self.running[0]
+        delay = self.hedging.delay_s(self.stage, attempt.provider)
+        return delay is not None and self.loop.time() - attempt.started_at >= delay
 
     def start_hedge(self) -> None:
         late = self.late = self.running[0]
@@ -171,7 +180,8 @@ class _Race:
             done, _ = await asyncio.wait([a.first for a in self.running], timeout=self.hedge_wait(),
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                self.start_hedge()
+                if self._late():
+                    self.start_hedge()
                 continue
             for attempt in [a for a in self.running if a.first in done]:
                 exc = attempt.first.exception()

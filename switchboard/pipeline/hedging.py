@@ -6,8 +6,8 @@ production, and waiting out `timeouts.first_token_s` costs the caller seconds of
 
 - `hedging.hedge_after_ms.<stage>` in pipeline.yaml, when set; else
 - `FACTOR` × the provider's own p95 first-result latency so far (of its last `WINDOW` answers in this
-  process), once it has answered `MIN_SAMPLES` times, and never under `FLOOR_S`. Before that, no hedge: a
-  stage without its own figures and without a configured time waits for its timeout as before.
+  process), once it has answered `MIN_SAMPLES` times, and never under `FLOOR_S`. Before that, no hedge
+  (a request waiting then looks again every `RECHECK_S`, and is hedged once the figures say it is late).
 
 Only a cloud provider (one with `timeouts`) is hedged: an embedded engine's slowness is our own CPU, and a
 second run would only add to it. The hedge goes to the next cloud provider in the chain (a configured
@@ -28,6 +28,7 @@ FLOOR_S = 0.25  # ... and never less than this (a fast local fake's p95 is a few
 MIN_SAMPLES = 20  # answers before its own p95 is trusted
 WINDOW = 200  # the last answers it is computed over
 RECOMPUTE_EVERY = 10  # answers between recomputing the p95 (a sort of WINDOW floats)
+RECHECK_S = 0.25  # a request waiting while its provider has no figures yet looks again this often
 
 
 class _Latencies:
@@ -70,6 +71,13 @@ class Hedging:
         entry = self._latencies.get(id(provider))
         p95 = entry[1].p95 if entry is not None else None
         return None if p95 is None else max(FACTOR * p95, FLOOR_S)
+
+    def learning(self, stage: str, provider: Any) -> bool:
+        """Would `provider` be hedged once it has its figures (its p95 is not known yet)? Then a request
+        already waiting looks again every `RECHECK_S`: in a cold process's first burst of calls, a request
+        that stalls before the first 20 answers are in is still hedged once they are."""
+        return (self.enabled and provider.timeouts is not None and self.after_s.get(stage) is None
+                and self.p95_s(provider) is None)
 
     def record(self, provider: Any, seconds: float) -> None:
         """`provider` gave its first result `seconds` after the request went out."""
