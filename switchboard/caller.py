@@ -1285,7 +1285,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="twilio",
         help="whose protocol to speak: twilio (default), exotel (e.g. ws://127.0.0.1:8000/exotel), or "
              "plivo / vonage (the server's http address: the caller plays the answer webhook, signed with "
-             "PLIVO_AUTH_TOKEN / VONAGE_SIGNATURE_SECRET when set, then the socket it names)",
+             "PLIVO_AUTH_TOKEN / VONAGE_SIGNATURE_SECRET when set, then the socket it names), or telnyx "
+             "(its TeXML webhook, unsigned, then its stream; or the ws:// stream URL)",
     )
     parser.add_argument(
         "--sample-rate",
@@ -1293,7 +1294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=(8000, 16000, 24000),
         default=RATE,
         help="exotel: the PCM rate negotiated in start.media_format; vonage at a ws:// URL: the L16 rate "
-             "(over http the NCCO says it) (default 8000)",
+             "(over http the NCCO says it); telnyx: 16000 speaks L16 at 16 kHz, not PCMU (default 8000)",
     )
     parser.add_argument(
         "--say",
@@ -1383,8 +1384,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"no such WAV file: {', '.join(missing)}", file=sys.stderr)
         return 1
     if args.carrier in ("twilio", "plivo") and args.sample_rate != RATE:
-        print("--sample-rate is for --carrier exotel or vonage (Twilio's and Plivo's media is 8 kHz μ-law)",
-              file=sys.stderr)
+        print("--sample-rate is for --carrier exotel, vonage or telnyx (Twilio's and Plivo's media is 8 kHz "
+              "μ-law)", file=sys.stderr)
+        return 1
+    if args.carrier == "telnyx" and args.sample_rate == 24000:
+        print("--sample-rate for telnyx: 8000 (PCMU) or 16000 (L16)", file=sys.stderr)
         return 1
     params = dict(DEFAULT_CUSTOM_PARAMETERS)
     params.update(dict(args.params or []))

@@ -410,3 +410,52 @@ class httpx_fake:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(5)
+
+
+# --- switchboard call --carrier telnyx ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("codec", "rate"), [("PCMU", 8000), ("L16", 16000)])
+async def test_the_simulated_caller_plays_telnyx(codec, rate, monkeypatch, speech_wav):
+    from switchboard.caller import CallerLine, run_call
+
+    turns = []
+    app = create_app(config(codec, rate), on_turn=turns.append, providers=providers())
+    async with running(app) as port:  # the webhook first (unsigned: no TELNYX_PUBLIC_KEY), then its stream
+        monkeypatch.setenv("PUBLIC_URL", f"http://127.0.0.1:{port}")
+        result = await run_call(
+            f"http://127.0.0.1:{port}",
+            [CallerLine(wav=speech_wav)],
+            carrier="telnyx",
+            sample_rate=rate,
+            hangup_timeout_s=1.0,
+            on_event=lambda event: None,
+            custom_parameters={"from": "+15550001111", "to": "+15550003333"},
+        )
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    assert [t.reply_heard for t in turns] == ["Sales here.", "It is noon."]  # routed by the number called
+    assert result.malformed_count == 0, result.malformed_examples
+    assert result.marks_received >= 2 and result.marks_echoed == result.marks_received
+
+
+async def test_the_simulated_caller_brings_the_stream_token_and_reports_broken_rules(monkeypatch, speech_wav):
+    from switchboard.caller import CallerLine, run_call
+    from switchboard.callers.telnyx import Wire
+
+    monkeypatch.setenv("TELNYX_STREAM_TOKEN", STREAM_TOKEN)
+    app = create_app(config(), providers=providers())
+    async with running(app) as port:
+        result = await run_call(
+            f"ws://127.0.0.1:{port}/telnyx/media-stream",
+            [CallerLine(wav=speech_wav)],
+            carrier="telnyx",
+            hangup_timeout_s=1.0,
+            on_event=lambda event: None,
+        )
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    assert result.lines[0].response_delay_ms is not None and result.malformed_count == 0
+    wire = Wire()
+    short = json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 80).decode()}})
+    assert wire.check(short) == "media: 80 bytes of PCMU: 10.0 ms (Telnyx: 20 ms-30 s)"
+    assert wire.check('{"event": "playAudio"}').startswith("unknown event 'playAudio'")
+    assert wire.check(b"\x00") == "binary frame (Telnyx takes JSON text frames only)"

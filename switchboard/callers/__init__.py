@@ -27,6 +27,7 @@ from typing import Any
 WIRES = {  # carrier -> module with its `Wire`
     "plivo": "switchboard.callers.plivo",
     "vonage": "switchboard.callers.vonage",
+    "telnyx": "switchboard.callers.telnyx",
 }
 
 Checked = tuple[str, Any] | str
