@@ -355,3 +355,17 @@ async def test_a_running_server_is_evaluated_through_its_call_store(tmp_path, of
     tags = [(c["id"], c["eval_run"], c["eval_scenario"]) for c in calls]
     assert tags == [(result.call_id, "r-url", "books")]  # the server stored the call as an eval call
     assert [t["kind"] for t in row["turns"]] == ["greeting", "reply", "reply", "reply"]
+
+
+def test_the_eval_command_refuses_a_broken_file_an_unknown_pipeline_and_a_bad_gate(tmp_path, capsys):
+    from switchboard.cli import main
+
+    broken = tmp_path / "evals.yaml"
+    broken.write_text("scenarios:\n  - name: a\n    script: [{sya: hi}]\n", encoding="utf-8")
+    assert main(["eval", str(broken), "--db", str(tmp_path / "x.db")]) == 2
+    assert ("scenarios[0].script[0].sya: unknown key; allowed keys: backchannel, interrupt, say, wav; "
+            "did you mean 'say'?") in capsys.readouterr().err
+    assert main(["eval", str(BUNDLED_EVALS), "--pipeline", "nope", "--db", str(tmp_path / "x.db")]) == 2
+    assert "no pipeline 'nope' in the pipeline file; it has default" in capsys.readouterr().err
+    assert main(["eval", "--gate", "pass>1", "--db", str(tmp_path / "x.db")]) == 2
+    assert "--gate 'pass>1': write FIGURE OP NUMBER" in capsys.readouterr().err
