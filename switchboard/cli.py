@@ -1,6 +1,6 @@
 """The `switchboard` command: serve, demo, call, check.
 
-switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--workers N] [--insecure-dev]
+switchboard serve [--config pipeline.yaml] [--host H] [--port P] [--workers N] [--watch] [--insecure-dev]
 switchboard dial  +15551234567 [--pipeline NAME] [--from +1…] [--amd] [--carrier twilio|…]
                   [--config pipeline.yaml]
 switchboard demo  [--record demo-call.wav] [--speed N]
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=int(os.environ.get("SWITCHBOARD_WORKERS", "1")),
                        help="server processes on the port (default $SWITCHBOARD_WORKERS or 1); more than one "
                             "needs a PostgreSQL database_url")
+    serve.add_argument("--watch", action="store_true",
+                       help="reload pipeline.yaml whenever it changes (development; SIGHUP always reloads)")
     serve.add_argument(
         "--insecure-dev", action="store_true",
         help="do not check Twilio request signatures (local development only; logs a loud warning)",
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             from switchboard.server import serve as run_server
 
             return run_server(args.config, args.host, args.port, insecure_dev=args.insecure_dev,
-                              workers=args.workers)
+                              workers=args.workers, watch=args.watch)
         if args.command == "dial":
             return run_dial(args.config, args.to, args.pipeline, args.from_, args.machine_detection,
                             args.carrier)

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from switchboard import logs
 from switchboard.audio import smart_turn
 from switchboard.config import Config, PipelineConfig, default_config_path, load_config
+from switchboard.config.loading import short_hash
 from switchboard.config.schema import SplitPipelineConfig
 from switchboard.config.tools import detection_mode
 from switchboard.core.carrier import (
@@ -59,6 +60,7 @@ from switchboard.core.deadline import ReceiveDeadline
 from switchboard.core.errors import StartupError
 from switchboard.core.metrics import ShadowResult, TurnMetrics
 from switchboard.ops import Operations, Refused
+from switchboard.ops.reload import Reloader, versions
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
 from switchboard.pipeline.build import build_providers, build_tools, mcp_clients
 from switchboard.pipeline.call import CallSession, Providers
@@ -175,6 +177,8 @@ class CallHost:
         self._background: set[asyncio.Task] = set()
         self.ops = Operations(config, self.calls, self.wait_idle, writer, self.lines)  # admission, drain...
         self.mcp: McpClients | None = None  # the MCP servers' sessions, when a pipeline lists one
+        # each call records which configuration answered it (ops/reload.py swaps these with the pipelines)
+        self.versions, self.config_file = versions(config), ""
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
@@ -313,7 +317,8 @@ class CallHost:
             params = start.custom_parameters
             evals = {key: params[key] for key in EVAL_TAGS if params.get(key)}
             self.writer.call_started(call_id, name, **numbers, carrier=connection.carrier, variant=variant,
-                                     eval_tags=evals or None)  # a call `switchboard eval` placed
+                                     eval_tags=evals or None,  # a call `switchboard eval` placed
+                                     config_version=(self.versions.get(answering, ""), self.config_file))
         log.info("call %s: stream %s started on pipeline %r", call_id, start.stream_sid, name)
         session.call_info.update(  # for the context webhook (both engines)
             {"from": numbers["from_number"], "to": numbers["to_number"], "pipeline": answering,
@@ -372,9 +377,9 @@ class CallHost:
         if any(isinstance(p, PipelineConfig) and p.kind == "cascade" and p.turn.audio_model == "smart-turn-v3"
                for p in self.config.pipelines.values()):  # a realtime model does its own turn-taking
             await asyncio.to_thread(smart_turn.warm)  # a missing model fails here, at start-up
-        self._warm_lines()
+        self.warm_lines()
 
-    def _warm_lines(self) -> None:
+    def warm_lines(self) -> None:
         """Embedded voices say every pipeline's greeting into memory now, in the background (cloud voices
         fill at the first call that needs a line: pipeline/lines.py)."""
         for name, pipeline in self.pipelines.items():
@@ -441,6 +446,9 @@ def create_app(
     store_url: str | None = None,
     on_shadow: Callable[[ShadowResult], None] | None = None,
     rng: random.Random | None = None,
+    config_path: str | Path | None = None,
+    watch: bool = False,
+    reload_on_sighup: bool = False,
 ) -> Starlette:
     """Build the app. Providers are built here, so a bad provider setting fails at start-up.
 
@@ -449,7 +457,9 @@ def create_app(
     `on_shadow` gets every shadow LLM's result (they are also stored, with `store_url`).
     `insecure_dev` turns off Twilio signature checks (otherwise on whenever TWILIO_AUTH_TOKEN is set).
     Twilio credentials, PUBLIC_URL and SWITCHBOARD_API_TOKEN are read from the environment here.
-    `store_url` records every call and turn in the call store (off the audio path); None = no store."""
+    `store_url` records every call and turn in the call store (off the audio path); None = no store.
+    `config_path`: the file `config` was read from, which `POST /api/config/reload` (and SIGHUP with
+    `reload_on_sighup`, a change with `watch`) reads again (ops/reload.py)."""
     if providers is None:
         providers = {name: build_providers(pipeline) for name, pipeline in config.pipelines.items()
                      if not isinstance(pipeline, SplitPipelineConfig)}  # a split only draws the others
@@ -472,6 +482,9 @@ def create_app(
     host = CallHost(config, pipelines, rng or random.Random(), _also(hub.turn, on_turn), writer, hub,
                     shadow_runner)
     host.mcp = mcp
+    reloader = Reloader(host, config_path) if config_path is not None else None
+    if config_path is not None:
+        host.config_file = short_hash(Path(config_path).read_text(encoding="utf-8"))
     host.on_turn = _also(host.ops.turn, host.on_turn)  # Prometheus (ops/metrics.py)
     host.ops.share_live_view(hub, store_url)  # PostgreSQL: every process's calls in the live view
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
@@ -501,9 +514,15 @@ def create_app(
             writer.close_lost_calls()
             await writer.start()  # opens the store itself, retrying while the database is down
         await host.ops.start()
+        if reloader is not None and reload_on_sighup:
+            reloader.on_sighup(asyncio.get_running_loop())
+        if reloader is not None and watch:
+            reloader.watch()
         try:
             yield
         finally:
+            if reloader is not None:
+                await reloader.aclose()
             await webrtc.aclose()  # browser calls still open are hung up
             await shadow_runner.aclose()  # shadows still asking are not recorded
             await host.lines.aclose()
@@ -520,6 +539,7 @@ def create_app(
             *(route for carrier in carriers for route in carrier.routes(host.serve_stream)),
             call_api(config, auth),
             Route("/healthz", host.healthz),
+            *([reloader.route(auth)] if reloader is not None else []),
             *host.ops.routes(auth),
             *Dashboard(hub, auth, writer.store if writer else None, list(config.pipelines),
                        pricing_from_config(config), talk=config.arms(),
@@ -579,8 +599,10 @@ def serve(
     port: int | None = None,
     insecure_dev: bool = False,
     workers: int = 1,
+    watch: bool = False,
 ) -> int:
-    """`switchboard serve`: one process, or `workers` processes on one socket (ops/workers.py)."""
+    """`switchboard serve`: one process, or `workers` processes on one socket (ops/workers.py). SIGHUP
+    reloads the file (every worker's); `watch`: so does a change to it (ops/reload.py)."""
     logs.configure(logging.INFO)  # every line, uvicorn's too, through the secret redaction
     host = host or os.environ.get("HOST", "0.0.0.0")
     port = port or int(os.environ.get("PORT", "5050"))
@@ -589,25 +611,26 @@ def serve(
     config = load_config(path)
     check_workers(config, workers)
     if workers > 1:
-        return run_workers(workers, host, port, functools.partial(_worker, path, insecure_dev))
-    return 0 if _serve_one(config, insecure_dev, host=host, port=port) else STARTUP_FAILURE
+        return run_workers(workers, host, port, functools.partial(_worker, path, insecure_dev, watch))
+    return 0 if _serve_one(config, path, insecure_dev, watch, host=host, port=port) else STARTUP_FAILURE
 
 
-def _worker(config_path: str, insecure_dev: bool, sock: socket.socket) -> None:
+def _worker(config_path: str, insecure_dev: bool, watch: bool, sock: socket.socket) -> None:
     """One of `serve --workers N`'s processes (spawned: it builds its own app)."""
     logs.configure(logging.INFO)
-    if not _serve_one(load_config(config_path), insecure_dev, sock=sock):
+    if not _serve_one(load_config(config_path), config_path, insecure_dev, watch, sock=sock):
         sys.exit(STARTUP_FAILURE)
 
 
-def _serve_one(config: Config, insecure_dev: bool, host: str = "", port: int = 0,
-               sock: socket.socket | None = None) -> bool:
+def _serve_one(config: Config, config_path: str, insecure_dev: bool, watch: bool, host: str = "",
+               port: int = 0, sock: socket.socket | None = None) -> bool:
     """Serve until stopped (SIGTERM drains); False if it never started (the port taken, start-up failed)."""
     import uvicorn
 
     from switchboard.ops.serving import DrainingServer
 
-    app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None)
+    app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None,
+                     config_path=config_path, watch=watch, reload_on_sighup=True)
 
     async def drain() -> None:  # SIGTERM: ops/drain.py
         await app.state.ops.drain.run()

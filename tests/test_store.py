@@ -66,7 +66,8 @@ async def round_trip(url: str) -> None:
             "id": call_id, "pipeline": "support", "started_at": started,
             "ended_at": datetime(2025, 3, 1, 12, 1, tzinfo=UTC), "from_number": "+15550001",
             "to_number": "+15550002", "carrier": "twilio", "variant": "b", "summary": summary,
-            "recording": "r/x.wav", "eval_run": None, "eval_scenario": None,
+            "recording": "r/x.wav", "eval_run": None, "eval_scenario": None, "config_version": None,
+            "config_file": None,
         }]
         turns = [t for t in await store.query_turns(variant="b") if t["call_id"] == call_id]
         assert [t["index"] for t in turns] == [0, 1]  # oldest first
@@ -127,10 +128,36 @@ async def test_schema_version_recorded_and_open_is_idempotent(tmp_path):
 
 
 def drop_version_7(db: sqlite3.Connection) -> None:
-    """Undo schema version 7 (the eval tags, tool arguments and eval results)."""
+    """Undo schema versions 9 (the configuration versions) and 7 (the eval tags, tool arguments and eval
+    results)."""
+    drop_version_9(db)
     for table, column in (("calls", "eval_run"), ("calls", "eval_scenario"), ("turns", "tool_args")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     db.execute("DROP TABLE eval_results")
+
+
+def drop_version_9(db: sqlite3.Connection) -> None:
+    for column in ("config_version", "config_file"):
+        db.execute(f"ALTER TABLE calls DROP COLUMN {column}")
+
+
+async def test_a_version_8_database_gets_the_config_version_columns(tmp_path):
+    path = tmp_path / "v8.db"
+    store = CallStore(str(path))
+    await store.open()
+    await store.start_call("CA-old", "default")
+    await store.close()
+    with sqlite3.connect(path) as db:  # make it what schema version 8 wrote
+        drop_version_9(db)
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (8, '2026-12-01 00:00:00')")
+    upgraded = CallStore(str(path))
+    await upgraded.open()
+    await upgraded.start_call("CA-new", "default", config_version=("0123456789", "abcdefabcd"))
+    rows = {row["id"]: row for row in await upgraded.recent_calls()}
+    await upgraded.close()
+    assert (rows["CA-old"]["config_version"], rows["CA-old"]["config_file"]) == (None, None)
+    assert (rows["CA-new"]["config_version"], rows["CA-new"]["config_file"]) == ("0123456789", "abcdefabcd")
 
 
 async def test_a_version_1_database_gets_the_turn_taking_and_backchannel_columns(tmp_path):
@@ -223,6 +250,7 @@ async def test_a_version_7_database_gets_the_hedges_column(tmp_path):
     await store.close()
     with sqlite3.connect(path) as db:  # make it what schema version 7 wrote
         db.execute("ALTER TABLE turns DROP COLUMN hedges")
+        drop_version_9(db)
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (7, '2026-12-07 00:00:00')")
 

@@ -5,6 +5,7 @@ cross-key checks, then the schema. `load_config` / `parse_config` return a `Conf
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -52,6 +53,11 @@ def default_config_path() -> Path:
 
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a pipeline file (default: `default_config_path()`); raise ConfigError."""
+    return load_versioned(path)[0]
+
+
+def load_versioned(path: str | Path | None = None) -> tuple[Config, str]:
+    """`load_config`, and the file's `short_hash` (of the text that was validated)."""
     path = Path(path) if path is not None else default_config_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -59,7 +65,18 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file: {exc.strerror or exc}", str(path)) from None
-    return parse_config(text, source=str(path))
+    return parse_config(text, source=str(path)), short_hash(text)
+
+
+def short_hash(text: str) -> str:
+    """10 hex digits of the text's SHA-256: a configuration's version, as stored with each call."""
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def pipeline_version(pipeline: Any) -> str:
+    """The `short_hash` of a pipeline's effective settings (defaults included, `${VAR}` names not values):
+    equal for two files that differ only elsewhere, or in comments, order or spelled-out defaults."""
+    return short_hash(pipeline.model_dump_json())
 
 
 def parse_config(text: str, source: str = CONFIG_FILE_NAME) -> Config:

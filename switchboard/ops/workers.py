@@ -2,10 +2,11 @@
 
 The parent binds the socket, starts N worker processes (multiprocessing "spawn": each imports and builds
 its own app), and only supervises: SIGTERM and SIGINT are passed on to every worker (each drains its own
-calls, ops/drain.py), a worker that dies unasked is replaced, and the parent exits once every worker has
-(0 when all of them exited 0). Workers share state only through the call store, so N > 1 needs a
-PostgreSQL `database_url` (`check_workers`); Prometheus metrics are summed over the workers through
-PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless it is set, then emptied at start).
+calls, ops/drain.py), SIGHUP too (each reloads pipeline.yaml, ops/reload.py), a worker that dies unasked
+is replaced, and the parent exits once every worker has (0 when all of them exited 0). Workers share
+state only through the call store, so N > 1 needs a PostgreSQL `database_url` (`check_workers`);
+Prometheus metrics are summed over the workers through PROMETHEUS_MULTIPROC_DIR (a fresh temporary
+directory unless it is set, then emptied at start).
 """
 
 from __future__ import annotations
@@ -89,9 +90,16 @@ class Supervisor:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, sig)  # each worker drains its own calls
 
+    def _on_sighup(self, sig: int, frame: FrameType | None) -> None:
+        log.warning("SIGHUP: every worker reloads the configuration")
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)  # each reloads its own (ops/reload.py)
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_sighup)
         self.processes = [self._start_one() for _ in range(self.count)]
         if self.stopping is not None:  # asked to stop while they were starting: tell them all
             self._on_signal(self.stopping, None)

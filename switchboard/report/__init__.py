@@ -611,6 +611,29 @@ async def load(
     return sorted(turns, key=oldest_first), sorted(shadows, key=oldest_first)
 
 
+def by_config_version(turns: list[dict[str, Any]], shadows: list[dict[str, Any]], pricing: Pricing | None,
+                      filters: dict[str, str | None], as_json: bool = False) -> str:
+    """One report per configuration version (`calls.config_version`: the pipeline's settings' hash),
+    oldest first, each headed by its version, the file's hash and when its turns were."""
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for turn in turns:
+        groups.setdefault(turn.get("config_version"), []).append(turn)
+    sections = []
+    for version, group in groups.items():
+        files = sorted({turn.get("config_file") or "?" for turn in group})
+        report = build_report(group, [s for s in shadows if s.get("config_version") == version], pricing,
+                              filters={**filters, "config_version": version})
+        first, last = group[0]["created_at"], group[-1]["created_at"]
+        sections.append((version or "unrecorded", files, first, last, report))
+    if as_json:
+        return json.dumps([{"config_version": version, "config_files": files, "first": first.isoformat(),
+                            "last": last.isoformat(), **report_json(report)}
+                           for version, files, first, last, report in sections], indent=2) + "\n"
+    return "\n".join(f"config {version} (file {', '.join(files)}): turns {first:%Y-%m-%d %H:%M} to "
+                     f"{last:%Y-%m-%d %H:%M} UTC\n{format_table(report)}"
+                     for version, files, first, last, report in sections) or "no turns\n"
+
+
 def load_pricing(path: str | Path | None = None, err: TextIO | None = None) -> Pricing:
     """`pricing:` of pipeline.yaml at `path` (default: as `serve` finds it). A missing file is a warning on
     `err` (stderr): the report goes on without prices. A file that is there but broken is an error
@@ -637,6 +660,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="database URL or SQLite path (default: switchboard.db)")
     parser.add_argument("--config",
                         help="pipeline.yaml whose `pricing:` prices the calls (default: as for serve)")
+    parser.add_argument("--config-version", action="store_true",
+                        help="split the figures by the configuration that answered the calls (the hash of "
+                             "the pipeline's settings each call recorded; it changes with a reload)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--html", metavar="PATH",
                         help="also write the report with charts to this HTML file (opens offline)")
@@ -662,6 +688,9 @@ def run(args: argparse.Namespace, pricing: Pricing | None = None, out: TextIO | 
         return 1
     filters = {"since": since.isoformat() if since else None, "pipeline": args.pipeline,
                "variant": args.variant}
+    if getattr(args, "config_version", False):
+        out.write(by_config_version(turns, shadows, pricing, filters, as_json=args.json))
+        return 0
     report = build_report(turns, shadows, pricing, filters=filters)
     if args.json:
         out.write(json.dumps(report_json(report), indent=2) + "\n")

@@ -125,6 +125,7 @@ class CallStore:
         carrier: str = "",
         variant: str | None = None,
         eval_tags: dict[str, str] | None = None,
+        config_version: tuple[str, str] | None = None,
     ) -> None:
         """Record a call that has just started (UTC wall time now unless `started_at` is given).
         `eval_tags`: `eval_run` and `eval_scenario` of a call `switchboard eval` placed."""
@@ -135,6 +136,8 @@ class CallStore:
             await connection.execute(insert(schema.calls).values(
                 id=call_id, pipeline=pipeline, started_at=_utc(started_at or datetime.now(UTC)),
                 from_number=from_number, to_number=to_number, carrier=carrier, variant=variant, **tags,
+                config_version=config_version[0] if config_version else None,
+                config_file=config_version[1] if config_version else None,
             ))
 
     async def add_turn(self, metrics: TurnMetrics, *, created_at: datetime | None = None) -> None:
@@ -322,8 +325,8 @@ class CallStore:
                             variant: str | None, after_id: int | None = None,
                             limit: int | None = None, evals: bool | str = False) -> list[dict[str, Any]]:
         c, calls = table.c, schema.calls.c
-        query = _filtered(select(table, calls.pipeline, calls.variant, calls.carrier), table, since, pipeline,
-                          variant, evals)
+        query = _filtered(select(table, calls.pipeline, calls.variant, calls.carrier, calls.config_version,
+                                 calls.config_file), table, since, pipeline, variant, evals)
         if limit is None:
             query = query.order_by(c.created_at, c.id)
         else:

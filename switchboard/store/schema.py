@@ -59,6 +59,10 @@ calls = Table(
     # version 7: a call placed by `switchboard eval` (evals/): its run and scenario; NULL for live traffic
     Column("eval_run", String(64)),
     Column("eval_scenario", String(128)),
+    # version 9: which configuration answered: a short hash of the pipeline's effective settings, and of
+    # the file (`switchboard report --config-version` splits by the first)
+    Column("config_version", String(16)),
+    Column("config_file", String(16)),
     Index("ix_calls_started_at", "started_at"),
 )
 
@@ -213,10 +217,16 @@ def _add_hedges_column(connection: Connection) -> None:
     connection.execute(text("ALTER TABLE turns ADD COLUMN hedges JSON"))
 
 
+def _add_config_version_columns(connection: Connection) -> None:
+    """Version 9: `calls.config_version` and `calls.config_file`."""
+    for ddl in ("config_version VARCHAR(16)", "config_file VARCHAR(16)"):
+        connection.execute(text(f"ALTER TABLE calls ADD COLUMN {ddl}"))
+
+
 # MIGRATIONS[i] upgrades a database from version i + 1 to i + 2. Version 1 needs no step.
 MIGRATIONS: list[Migration] = [_add_turn_taking_columns, _add_backchannels_column, _add_audio_token_columns,
                                _add_tool_columns, _add_sounds_finished_column, _add_eval_columns,
-                               _add_hedges_column]
+                               _add_hedges_column, _add_config_version_columns]
 
 
 class SchemaError(RuntimeError):

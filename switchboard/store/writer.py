@@ -81,12 +81,14 @@ class StoreWriter:
         carrier: str = "",
         variant: str | None = None,
         eval_tags: dict[str, str] | None = None,
+        config_version: tuple[str, str] | None = None,
     ) -> None:
-        """Queue the call's row (started now, UTC). `eval_tags`: eval_run, eval_scenario of an eval call."""
+        """Queue the call's row (started now, UTC). `eval_tags`: eval_run, eval_scenario of an eval call;
+        `config_version`: the hashes of the pipeline's settings and of the file that answered it."""
         started_at = datetime.now(UTC)
         self._put(lambda store: store.start_call(
             call_id, pipeline, started_at=started_at, from_number=from_number, to_number=to_number,
-            carrier=carrier, variant=variant, eval_tags=eval_tags,
+            carrier=carrier, variant=variant, eval_tags=eval_tags, config_version=config_version,
         ), f"start of call {call_id}")
 
     def turn(self, metrics: TurnMetrics) -> None:
