@@ -39,8 +39,10 @@ def good_verdict(met: bool = True) -> str:
     return json.dumps({
         "scores": {"goal": {"score": 5, "evidence": "bot: We open at noon"},
                    "faithful": {"score": 4, "evidence": "noon is in the prompt"},
-                   "spoken_style": {"score": 5, "evidence": "one short sentence"}},
-        "criteria": {CRITERION: {"met": met, "evidence": "bot: We open at noon"}}})
+                   "spoken_style": {"score": 5, "evidence": "one short sentence"},
+                   "made_up": {"score": 1, "evidence": "a rubric item nobody asked for is left out"}},
+        "criteria": {CRITERION: {"met": met, "evidence": "bot: We open at noon"},
+                     "A criterion nobody asked for": {"met": False, "evidence": "left out"}}})
 
 
 def is_judge(body: dict[str, Any]) -> bool:

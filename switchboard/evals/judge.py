@@ -128,7 +128,7 @@ async def judge_call(judge: Judge | None, scenario: Scenario, record: CallRecord
             text = await asyncio.wait_for(_ask(llm, messages, result), JUDGE_TIMEOUT_S)
             answer, problem = parse_answer(text, schema)
             if answer is not None:
-                _fill(result, answer)
+                _fill(result, answer, list(judge.rubric), scenario.judged)
                 break
             log.warning("judge: call %s, attempt %d: %s", record.call_id, attempt, problem)
             result.unjudged = f"malformed answer twice: {problem}"
@@ -144,14 +144,15 @@ async def judge_call(judge: Judge | None, scenario: Scenario, record: CallRecord
     return result
 
 
-def _fill(result: JudgeResult, answer: dict[str, Any]) -> None:
+def _fill(result: JudgeResult, answer: dict[str, Any], rubric: list[str], criteria: list[str]) -> None:
+    """The answer's scores and verdicts on what was asked (anything else it made up is left out)."""
     result.unjudged = None
-    for name, item in answer["scores"].items():
-        result.scores[name] = int(item["score"])
-        result.evidence[name] = str(item["evidence"])
-    for text, item in answer["criteria"].items():
-        result.criteria[text] = bool(item["met"])
-        result.evidence[text] = str(item["evidence"])
+    for name in rubric:
+        result.scores[name] = int(answer["scores"][name]["score"])
+        result.evidence[name] = str(answer["scores"][name]["evidence"])
+    for text in criteria:
+        result.criteria[text] = bool(answer["criteria"][text]["met"])
+        result.evidence[text] = str(answer["criteria"][text]["evidence"])
 
 
 def _cost(judge: Judge, result: JudgeResult) -> float | None:
