@@ -327,3 +327,50 @@ async def test_an_offer_without_the_token_is_refused_and_a_bad_one_says_why(monk
             assert ice.json() == {"iceServers": []}
             assert (await client.get(f"{base}/webrtc/ice")).status_code == 401
         assert app.state.calls == {}
+
+
+async def test_a_browser_call_can_pick_an_arm_of_a_split(tmp_path, monkeypatch):
+    """"Talk to it" per arm: the offer names the arm; the call is recorded under the split with that arm
+    as its variant, whatever the draw would have given."""
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    config = parse_config("""
+pipelines:
+  default:
+    kind: split
+    variants:
+      - {name: first, weight: 1000, pipeline: one}
+      - {name: second, weight: 1, pipeline: two}
+  one:
+    greeting: "One here."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+  two:
+    greeting: "Two here, a longer greeting."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+""")
+    app = create_app(config, providers={"one": instant(), "two": instant()},
+                     store_url=str(tmp_path / "calls.db"))
+    async with running(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as client:
+            wrong = await client.post(f"{base}/webrtc/offer", json={"sdp": "v=0\r\n", "pipeline": "default",
+                                                                     "arm": "third"})
+            assert wrong.status_code == 400 and "its arms: first, second" in wrong.json()["error"]
+        caller = BrowserCaller(base)
+        call_id = await caller.call("default", arm="second")
+        try:
+            await caller.bot_spoke(after=0)
+        finally:
+            await caller.hang_up()
+        await asyncio.wait_for(app.state.host.wait_idle(), 10)
+    store = CallStore(str(tmp_path / "calls.db"))
+    await store.open()
+    try:
+        stored = await store.get_call(call_id)
+    finally:
+        await store.close()
+    assert stored["pipeline"] == "default" and stored["variant"] == "second"
+    assert stored["turns"][0]["reply_text"].startswith("Two here")
