@@ -24,6 +24,7 @@ import gc
 import logging
 import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -629,6 +630,7 @@ def _serve_one(config: Config, config_path: str, insecure_dev: bool, watch: bool
 
     from switchboard.ops.serving import DrainingServer
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's lifespan reloads on it: not a kill
     app = create_app(config, insecure_dev=insecure_dev, store_url=config.database_url or None,
                      config_path=config_path, watch=watch, reload_on_sighup=True)
 

@@ -163,3 +163,43 @@ async def test_a_reload_that_drops_a_routed_pipeline_is_refused(tmp_path) -> Non
     result = await Reloader(app.state.host, path).reload()
     assert result.error is not None and "default_pipeline routes calls to 'default'" in result.error
     assert list(app.state.host.pipelines) == ["default"]
+
+
+async def test_every_worker_reloads_on_the_supervisors_sighup(tmp_path) -> None:
+    import httpx2
+
+    from tests.test_ops_drain import free_port, wait_up
+    from tests.test_ops_workers import serve
+
+    path = tmp_path / "pipeline.yaml"
+    first = PIPELINE.format(greeting="One.", reminder="R.", end_silence_ms=600)
+    path.write_text('database_url: ""\n' + first)
+    port = free_port()
+    server = serve(path, port, workers=2)  # no store: N workers need none to reload
+    seen: list[str] = []
+
+    def read_until_reloaded() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            seen.append(line)
+            if sum("config reloaded from" in each for each in seen) == 2:
+                return
+
+    try:
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            await wait_up(http, server, timeout_s=120)
+            pids = set()
+            async with asyncio.timeout(120):
+                while len(pids) < 2:  # the kernel hands each connection to either worker
+                    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}") as fresh:
+                        pids.add((await fresh.get("/readyz")).json()["pid"])
+        path.write_text('database_url: ""\n' + PIPELINE.format(greeting="Two.", reminder="R.",
+                                                               end_silence_ms=600))
+        server.send_signal(signal.SIGHUP)
+        await asyncio.wait_for(asyncio.to_thread(read_until_reloaded), 120)
+        assert sum("config reloaded from" in line for line in seen) == 2  # one per worker
+        assert any("SIGHUP: every worker reloads the configuration" in line for line in seen)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+        server.communicate()
