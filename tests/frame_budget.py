@@ -14,6 +14,7 @@ fails when a part grows by more than `MARGIN` over the figure recorded in tests/
 
     python -m tests.frame_budget           # print the counts
     python -m tests.frame_budget --write   # record them as the new budget (after rerunning the bench)
+    python -m tests.frame_budget --cpu 20  # CPU µs per frame instead (median of 20 calls), to compare trees
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import asyncio
 import base64
 import json
 import logging
+import statistics
 import sys
+import time
 import types
 from collections import Counter
 from collections.abc import Callable, Coroutine, Generator
@@ -121,10 +124,13 @@ def _caller_messages(stream_sid: str) -> list[str]:
 
 
 class _Counter:
-    """Function calls made while `count(part, fn, ...)` runs fn, per part."""
+    """Function calls made while `count(part, fn, ...)` runs fn, per part; or, with `timed`, the CPU
+    seconds it took (no profiler then)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timed: bool = False) -> None:
         self.calls: Counter[str] = Counter()
+        self.cpu_s: Counter[str] = Counter()
+        self.timed = timed
         self._part = ""
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
@@ -133,6 +139,12 @@ class _Counter:
             self.calls[self._part] += 1
 
     def count(self, part: str, fn: Callable[[], Any]) -> Any:
+        if self.timed:
+            started = time.process_time()
+            try:
+                return fn()
+            finally:
+                self.cpu_s[part] += time.process_time() - started
         self._part = part
         sys.setprofile(self._profile)
         try:
@@ -169,20 +181,25 @@ def _deliver(serving: Coroutine[Any, Any, Any], raw: str) -> None:
         raise AssertionError(f"the call loop waited for {waited!r}: the count would depend on the loop")
 
 
-async def measure() -> dict[str, int]:
-    """Function calls per part over the 10-second call (see the module's docstring)."""
+async def measure(timed: bool = False) -> dict[str, Any]:
+    """Function calls per part over the 10-second call (see the module's docstring); `timed`: CPU
+    seconds per part instead."""
     clock = _Clock()
 
     async def sleep(seconds: float) -> None:
         await _Sleep(clock.now + seconds)
 
     saved = player_module.time, player_module.asyncio
+    logger = logging.getLogger("switchboard")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the same count whatever the logging set-up (a test's, the CLI's)
     player_module.time = clock  # type: ignore[assignment]
     player_module.asyncio = types.SimpleNamespace(**{**vars(asyncio), "sleep": sleep})  # type: ignore[assignment]
     try:
-        return await _measure(clock)
+        return await _measure(clock, timed)
     finally:
         player_module.time, player_module.asyncio = saved
+        logger.setLevel(level)
 
 
 def _start_message(stream_sid: str) -> str:
@@ -192,7 +209,7 @@ def _start_message(stream_sid: str) -> str:
                                                 "channels": 1}}})
 
 
-async def _measure(clock: _Clock) -> dict[str, int]:
+async def _measure(clock: _Clock, timed: bool) -> dict[str, Any]:
     config = parse_config(CONFIG)
     providers = {"default": Providers(InstantSTT(), InstantLLM(), InstantTTS())}
     host = create_app(config, providers=providers, insecure_dev=True).state.host
@@ -219,7 +236,7 @@ async def _measure(clock: _Clock) -> dict[str, int]:
         session.player.enqueue(tone[second * 8000 : (second + 1) * 8000])
         session.player.enqueue_mark()
     sender = session.player._send_loop()
-    counter = _Counter()
+    counter = _Counter(timed)
     waiting: Any = counter.count("player", lambda: _step(sender))
     next_tick = T0 + TICK_S
     for k, raw in enumerate(_caller_messages("MZguard")):
@@ -235,15 +252,26 @@ async def _measure(clock: _Clock) -> dict[str, int]:
     serving.close()
     assert session.player.frames_sent == BOT_TALKS_S / FRAME_S, "the bot's reply did not all go out"
     assert socket.sent >= BOT_TALKS_S / FRAME_S, "the bot's frames did not reach the socket"
-    return dict(counter.calls)
+    return dict(counter.cpu_s) if timed else dict(counter.calls)
 
 
 def budget() -> dict[str, int]:
     return json.loads(BUDGET_FILE.read_text())["calls"]
 
 
+def cpu_per_frame(repeats: int) -> dict[str, float]:
+    """CPU µs per 20 ms frame of each part, the median over `repeats` calls (timed, not counted: for
+    comparing two trees side by side, not for CI)."""
+    runs = [asyncio.run(measure(timed=True)) for _ in range(repeats)]
+    frames = CALL_S / FRAME_S
+    return {part: statistics.median(run[part] for run in runs) / frames * 1e6 for part in runs[0]}
+
+
 def main() -> None:
-    logging.getLogger("switchboard").setLevel(logging.ERROR)  # the app's start-up warnings
+    if "--cpu" in sys.argv[1:]:
+        us = cpu_per_frame(int(sys.argv[sys.argv.index("--cpu") + 1]))
+        print(json.dumps({part: round(value, 1) for part, value in sorted(us.items())}))
+        return
     counts = asyncio.run(measure())
     frames = int(CALL_S / FRAME_S)
     for part, calls in sorted(counts.items()):
