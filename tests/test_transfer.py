@@ -133,3 +133,19 @@ def test_targets_must_be_numbers_or_sip_uris():
     assert caught.value.problems == [
         "pipelines.default.transfer.targets: '555-1234' is neither an E.164 number ('+' then digits, e.g. "
         "'+15551234567') nor a SIP URI (e.g. 'sip:desk@example.com')"]
+
+
+def test_check_says_where_plivo_and_vonage_transfer(monkeypatch):
+    for name in ("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY",
+                 "VONAGE_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    text = "\n".join(describe(parse_config(CONFIG))[0])
+    assert "NOT offered on Plivo calls: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN" in text
+    assert "NOT offered on Vonage calls: set VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY" in text
+    monkeypatch.setenv("PLIVO_AUTH_ID", "MAZDQ1ZJIYMDZKMTGWNZ")
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "token")
+    monkeypatch.setenv("VONAGE_APPLICATION_ID", "app")
+    monkeypatch.setenv("VONAGE_PRIVATE_KEY_PATH", "/etc/vonage.key")
+    text = "\n".join(describe(parse_config(CONFIG))[0])
+    assert "offered on Plivo calls" in text and "NOT offered on Plivo" not in text
+    assert "offered on Vonage calls" in text and "NOT offered on Vonage" not in text
