@@ -421,9 +421,10 @@ def _pipeline_config(opts: dict[str, Any]) -> dict[str, Any]:
             system_prompt="You answer the phone.",
             stt={"provider": "openai", "model": "whisper-1", "base_url": vendors["stt"]},
             llm={"provider": "openai", "model": "gpt-4o-mini", "base_url": vendors["llm"]},
-            tts={"provider": "openai", "model": "tts-1", "voice": "alloy", "base_url": vendors["tts"]},
-            hedging={"enabled": opts.get("hedging", "on") == "on",
-                     "hedge_after_ms": opts.get("hedge_after_ms") or {}})
+            tts={"provider": "openai", "model": "tts-1", "voice": "alloy", "base_url": vendors["tts"]})
+        if opts.get("hedging") == "off" or opts.get("hedge_after_ms"):  # (left out: --compare's older code)
+            pipeline["hedging"] = {"enabled": opts.get("hedging", "on") == "on",
+                                   "hedge_after_ms": opts.get("hedge_after_ms") or {}}
     elif opts.get("embedded"):  # the bundled pipeline's real engines (Moonshine, the script, Piper)
         import yaml
 
