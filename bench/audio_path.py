@@ -12,7 +12,8 @@ the in+out total against the 100 µs budget.
 `--carriers` then prints each carrier's own wire code per 20 ms frame, both ways (the carrier's parser
 from its message to the call's 8 kHz frame; its link's encoder from an 8 kHz frame to what goes on the
 socket), and the bytes a frame costs on the wire: Twilio and Plivo μ-law in base64 JSON, Exotel PCM16
-in base64 JSON (100 ms chunks in, ≥ 200 ms out), Vonage binary L16 at 8 or 16 kHz.
+in base64 JSON (100 ms chunks in, ≥ 200 ms out), Vonage binary L16 at 8 or 16 kHz, Telnyx PCMU or
+big-endian L16 at 16 kHz in base64 JSON.
 
 Run from the repository root:  python -m bench.audio_path [--frames 50000] [--repeats 5] [--carriers]
 """
@@ -175,6 +176,7 @@ def _carrier_wires(pcm: np.ndarray) -> dict[str, tuple[Callable[[], object], Cal
     frame). `pcm` is the caller's 8 kHz audio; the same frames go out."""
     from switchboard.telephony.exotel import wire as exotel
     from switchboard.telephony.plivo import wire as plivo
+    from switchboard.telephony.telnyx import wire as telnyx
     from switchboard.telephony.twilio import wire as twilio
     from switchboard.telephony.vonage import wire as vonage
 
@@ -232,6 +234,31 @@ def _carrier_wires(pcm: np.ndarray) -> dict[str, tuple[Callable[[], object], Cal
             return [framer.push(f) for f in frames]
 
         wires[f"vonage  L16 {rate // 1000} kHz binary"] = (vonage_parse, vonage_encode, 2 * step, 2 * step)
+
+    for codec in (telnyx.Codec("PCMU", 8000), telnyx.Codec("L16", 16000)):
+        telnyx_start = json.dumps({"event": "start", "stream_id": STREAM_SID, "start": {
+            "call_control_id": "v3:bench",
+            "media_format": {"encoding": codec.name, "sample_rate": codec.rate}}})
+        wire_pcm = resample(pcm, RATE, codec.rate) if codec.rate != RATE else pcm
+        step = codec.rate // 50
+        telnyx_in = [json.dumps({"event": "media", "sequence_number": str(n), "stream_id": STREAM_SID,
+                                 "media": {"track": "inbound", "chunk": str(n), "timestamp": str(20 * n),
+                                           "payload": base64.b64encode(codec.encode(wire_pcm[i : i + step]))
+                                           .decode()}})
+                     for n, i in enumerate(range(0, len(wire_pcm) - step + 1, step))]
+
+        def telnyx_parse(start: str = telnyx_start, messages: list[str] = telnyx_in) -> object:
+            decoder = telnyx.Decoder()
+            decoder.parse(start)
+            return [decoder.parse(m) for m in messages]
+
+        def telnyx_encode(codec: telnyx.Codec = codec) -> object:
+            encoder = telnyx.Encoder(codec)
+            return [telnyx.media_message(encoder.encode(f)) for f in frames]
+
+        out_bytes = len(telnyx.media_message(codec.encode(np.zeros(step, np.int16))))
+        label = "PCMU JSON" if codec.name == "PCMU" else "L16 16 kHz JSON"
+        wires[f"telnyx  {label}"] = (telnyx_parse, telnyx_encode, len(telnyx_in[0]), out_bytes)
     return wires
 
 

@@ -5,7 +5,8 @@ The server is the real app (``server.create_app``, in process, signatures on for
 them) with instant providers (tests/fakes/instant.py: a fixed transcript, a fixed reply, a 300 Hz tone
 as the voice), so everything measured is endpointing, the player and the carrier's wire. The caller is
 the simulated caller (switchboard/caller.py, real time) speaking each carrier's protocol: Twilio and
-Exotel on their sockets, Plivo and Vonage through their signed answer webhooks first. Per call:
+Exotel on their sockets (Telnyx on its socket too, with its stream token), Plivo and Vonage through
+their signed answer webhooks first. Per call:
 
   line 1   1.2 s of speech-like sound, then silence: **voice-to-voice** = the caller's first bot audio
            after the line's last sample (endpointing + reply + the carrier's framing)
@@ -15,7 +16,7 @@ Exotel on their sockets, Plivo and Vonage through their signed answer webhooks f
 Prints per carrier the median (min–max) of each over ``--calls`` calls and the difference from Twilio's
 median. Run from the repository root:
 
-    python -m bench.carriers [--calls 5] [--carriers twilio,plivo,vonage,vonage16k,exotel]
+    python -m bench.carriers [--calls 5] [--carriers twilio,plivo,vonage,vonage16k,exotel,telnyx,telnyx16k]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tests.speech import quiet, speech_like
 
 CONFIG = """
 vonage: {{sample_rate: {rate}}}
+telnyx: {{codec: {telnyx_codec}, sample_rate: {rate}}}
 pipelines:
   default:
     greeting: "Hi."
@@ -55,9 +57,12 @@ CARRIERS = {
     "vonage": ("vonage", "http", "", 8000),
     "vonage16k": ("vonage", "http", "", 16000),
     "exotel": ("exotel", "ws", "/exotel", 8000),
+    "telnyx": ("telnyx", "ws", "/telnyx/media-stream", 8000),  # PCMU (the caller brings the stream token)
+    "telnyx16k": ("telnyx", "ws", "/telnyx/media-stream", 16000),  # L16 at 16 kHz
 }
 KEYS = {"PLIVO_AUTH_TOKEN": "bench-plivo-token",
-        "VONAGE_SIGNATURE_SECRET": "bench-vonage-signature-secret-32b"}
+        "VONAGE_SIGNATURE_SECRET": "bench-vonage-signature-secret-32b",
+        "TELNYX_STREAM_TOKEN": "bench-telnyx-stream-token"}
 REPLY = "Yes, we are open every day from noon. " * 6
 
 
@@ -78,11 +83,12 @@ def signed_env() -> Iterator[None]:
 async def one_call(carrier: str, lines: list[CallerLine]) -> tuple[float | None, float | None, int]:
     name, scheme, path, rate = CARRIERS[carrier]
     providers = Providers(InstantSTT("what are your hours"), InstantLLM(REPLY), InstantTTS(ms_per_char=50))
-    app = create_app(parse_config(CONFIG.format(rate=rate)), providers={"default": providers})
+    config = CONFIG.format(rate=rate, telnyx_codec="L16" if rate == 16000 else "PCMU")
+    app = create_app(parse_config(config), providers={"default": providers})
     async with running(app) as port:
         result = await run_call(f"{scheme}://127.0.0.1:{port}{path}", lines, carrier=name,
                                 hangup_timeout_s=1.0, on_event=lambda event: None,
-                                sample_rate=rate if name == "vonage" else 8000)
+                                sample_rate=rate if name in ("vonage", "telnyx") else 8000)
         await asyncio.wait_for(app.state.host.wait_idle(), 10)
     question, barge_in = result.lines
     return question.response_delay_ms, barge_in.clear_after_onset_ms, result.malformed_count

@@ -80,3 +80,26 @@ def test_rejects_non_int16_and_stereo() -> None:
         resampler.process(np.zeros(100, dtype=np.float32))
     with pytest.raises(ValueError):
         resampler.process(np.zeros((100, 2), dtype=np.int16))
+
+
+def test_halfband_holds_nothing_back_and_keeps_the_voice_band():
+    from switchboard.audio.resample import HalfbandResampler
+
+    def tone(hz: float, rate: int, seconds: float = 1.0) -> np.ndarray:
+        return (np.sin(2 * np.pi * hz * np.arange(int(rate * seconds)) / rate) * 10000).astype(np.int16)
+
+    def level_db(pcm: np.ndarray) -> float:
+        return 20 * np.log10(np.sqrt(np.mean(pcm[400:].astype(np.float64) ** 2)) + 1e-9)
+
+    for hz, kept in ((300, True), (3400, True), (4500, False), (6000, False)):
+        down = HalfbandResampler(up=False)
+        wide = tone(hz, 16000)
+        chunks = [down.process(wide[i : i + 320]) for i in range(0, len(wide), 320)]
+        assert {len(c) for c in chunks} == {160}  # a 20 ms frame out for every 20 ms in: nothing held
+        loss = level_db(np.concatenate(chunks)) - level_db(wide)
+        assert (abs(loss) < 0.5) if kept else loss < -60, (hz, loss)  # above 4 kHz would alias: removed
+    up = HalfbandResampler(up=True)
+    impulse = np.zeros(1600, np.int16)
+    impulse[800] = 10000
+    out = np.concatenate([up.process(impulse[i : i + 160]) for i in range(0, 1600, 160)])
+    assert len(out) == 3200 and 0 < (np.argmax(out) - 1600) / 16 < 4  # the filter's own 3 ms, no more

@@ -65,26 +65,20 @@ class TelnyxConfig(Strict):
 class TelnyxLink:
     """The call's way back to Telnyx: our audio in the stream's codec, marks, clear, hang-up, transfer."""
 
+    holds_ms = 0  # every 20 ms frame goes out as it comes (Telnyx takes 20 ms to 30 s a message)
+
 
     def __init__(self, websocket: WebSocket, start: Start, codec: wire.Codec,
                  rest: TelnyxRest | None = None) -> None:
         self.sender = WebSocketSender(websocket)
         self.call_sid, self.account_sid = start.call_sid, start.account_sid
         self.encoder = wire.Encoder(codec)
-        # G.711: every 20 ms frame goes out as it comes; 16 kHz L16: the resampler's output waits for a
-        # whole 20 ms (Telnyx takes 20 ms to 30 s a message)
-        self.holds_ms = self.encoder.holds_ms
         self.rest = rest  # rest.TelnyxRest with TELNYX_API_KEY, else None
 
     async def send_audio(self, pcm: np.ndarray) -> None:
-        payload = self.encoder.encode(pcm)
-        if payload:
-            await self.sender.send(wire.media_message(payload))
+        await self.sender.send(wire.media_message(self.encoder.encode(pcm)))
 
     async def send_mark(self, name: str) -> None:
-        tail = self.encoder.flush()
-        if tail:
-            await self.sender.send(wire.media_message(tail))
         await self.sender.send(wire.mark_message(name))
 
     async def send_clear(self) -> None:
