@@ -257,3 +257,30 @@ async def test_an_http_server_that_dies_mid_call_is_an_error_not_a_hang() -> Non
     finally:
         process.kill()
         process.wait()
+
+
+async def test_a_realtime_model_is_offered_and_runs_mcp_tools(fake, speech_wav, monkeypatch) -> None:
+    from tests.fakes import openai_realtime_fake
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-realtime-mcp")
+    script = openai_realtime_fake.RealtimeScript(api_key="sk-test-realtime-mcp", ms_per_char=20)
+    script.replies = [("book_table", {"party_size": 4, "time": "19:00"}), "Booked: {output}"]
+    async with running(openai_realtime_fake.make_app(script)) as port:
+        yaml = f"""
+pipelines:
+  default:
+    kind: realtime
+    greeting: "Hi there."
+    realtime: {{provider: openai, base_url: "http://127.0.0.1:{port}/v1", timeouts: {{first_token_s: 15}},
+               turn_detection: {{type: server_vad, silence_duration_ms: 250}}}}
+    tools:
+{mcp_entry(fake.url)}
+"""
+        _, turns = await calls.place_call(parse_config(yaml), [CallerLine(wav=speech_wav)],
+                                          on_event=lambda event: None, hangup_timeout_s=2)
+    offered = {tool["name"] for tool in script.of_type("session.update")[0]["session"]["tools"]}
+    assert {"end_call", "opening_hours", "book_table", "broken", "slow", "die"} == offered
+    (output,) = script.tool_outputs
+    assert json.loads(output["output"]) == {"reference": "MCP-1", "party_size": 4, "time": "19:00"}
+    assert turns[-1].tools_used == ["book_table:ok"]
+    assert turns[-1].reply_heard == f"Booked: {output['output']}"
