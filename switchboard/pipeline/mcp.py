@@ -317,6 +317,7 @@ class McpClients:
 
     sessions: dict[str, McpSession] = field(default_factory=dict)
     required: dict[str, bool] = field(default_factory=dict)  # a non-optional entry lists it
+    started: set[str] = field(default_factory=set)
 
     def source(self, config: McpServerConfig) -> McpSource:
         key = config.connection_key()
@@ -325,15 +326,19 @@ class McpClients:
         return McpSource(session, config)
 
     async def start(self) -> None:
-        """Connect to every server and list its tools (concurrently). Raise McpUnavailable naming each
-        required server that can't be reached; an optional one is a warning."""
-        keys = list(self.sessions)
+        """Connect to every server not started yet and list its tools (concurrently): at start-up all of
+        them, at a reload the new ones (a running one that is reconnecting is not a reason to refuse
+        it). Raise McpUnavailable naming each required server that can't be reached; an optional one is
+        a warning."""
+        keys = [key for key in self.sessions if key not in self.started]
+        self.started.update(keys)
         results = await asyncio.gather(*(self.sessions[key].start() for key in keys), return_exceptions=True)
         problems = []
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, McpUnavailable):
                 if self.required[key]:
                     problems.append(str(result))
+                    self.started.discard(key)  # asked again by the next start (a reload retried)
                 else:
                     log.warning("%s (optional: no tools from it until it answers)", result)
             elif isinstance(result, BaseException):
