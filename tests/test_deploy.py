@@ -128,7 +128,8 @@ def test_the_image_installs_through_the_script_ci_runs() -> None:
     for sources in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
         for source in sources.split():
             assert (REPO / source).exists(), source
-    assert re.search(r"^deploy/install\.sh \.venv test --editable\b", (REPO / ".ci" / "run").read_text(), re.M)
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^deploy/install\.sh \.venv test --editable\b", ci, re.M)
     dry_run = {**os.environ, "SWITCHBOARD_INSTALL_DRY_RUN": "1"}
     dry = subprocess.run(["sh", str(DEPLOY / "install.sh"), "/opt/switchboard"], capture_output=True,
                          text=True, env=dry_run, check=True, timeout=30)
