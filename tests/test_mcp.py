@@ -284,3 +284,27 @@ pipelines:
     assert json.loads(output["output"]) == {"reference": "MCP-1", "party_size": 4, "time": "19:00"}
     assert turns[-1].tools_used == ["book_table:ok"]
     assert turns[-1].reply_heard == f"Booked: {output['output']}"
+
+
+async def test_a_reload_lists_a_new_mcp_server_before_the_switch(fake, tmp_path) -> None:
+    from switchboard.config import load_config
+    from switchboard.ops.reload import Reloader
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(pipeline_yaml("      []"), encoding="utf-8")
+    app = create_app(load_config(path), providers={"default": instant()}, config_path=path)
+    host = app.state.host
+    reloader = Reloader(host, path)
+    try:
+        dead = f"http://127.0.0.1:{free_port()}/mcp"
+        path.write_text(pipeline_yaml(mcp_entry(dead)), encoding="utf-8")
+        refused = await reloader.reload()
+        assert refused.error is not None and f"MCP server {dead}: cannot list its tools" in refused.error
+        assert host.pipelines["default"].tools.offered == []  # nothing changed
+        path.write_text(pipeline_yaml(mcp_entry(fake.url, ", allow: [opening_hours]")), encoding="utf-8")
+        reloaded = await reloader.reload()
+        assert reloaded.error is None and reloaded.changed == ["default"]
+        assert [tool.name for tool in host.pipelines["default"].tools.offered] == ["opening_hours"]
+    finally:
+        if host.mcp is not None:
+            await host.mcp.aclose()

@@ -121,11 +121,16 @@ class Reloader:
             pipelines[name] = built
         await _warm(config, [pipelines[name] for name in changed if name in pipelines])
         if mcp is not None:
-            await mcp.start()  # the servers new in this file; a running one is not asked again
-            clashes = [line for name in changed if name in pipelines and pipelines[name].tools is not None
-                       for line in pipelines[name].tools.clashes()]
-            if clashes:
-                raise StartupError("; ".join(dict.fromkeys(clashes)))
+            try:
+                await mcp.start()  # the servers new in this file; a running one is not asked again
+                clashes = [line for name in changed if name in pipelines and pipelines[name].tools is not None
+                           for line in pipelines[name].tools.clashes()]
+                if clashes:
+                    raise StartupError("; ".join(dict.fromkeys(clashes)))
+            except BaseException:
+                if mcp is not host.mcp:  # made for this reload: its sessions go with it
+                    await mcp.aclose()
+                raise
         # the switch: no await from here on, so no call starts halfway through it
         host.config, host.pipelines, host.mcp = config, pipelines, mcp
         host.versions, host.config_file = new_versions, file_hash
