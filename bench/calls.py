@@ -385,7 +385,9 @@ def _turn_record(metrics: Any) -> dict[str, Any]:
             "first_audio_sent")
     record: dict[str, Any] = {key: getattr(metrics, key) for key in keys}
     record.update(kind=metrics.kind, error=metrics.error, interrupted=metrics.interrupted,
-                  hedges=list(getattr(metrics, "hedges", [])), failures=len(metrics.failures))
+                  hedges=list(getattr(metrics, "hedges", [])),
+                  failures=[failure.split(":")[0] + ": " + failure.split(":")[1].strip()
+                            for failure in metrics.failures if ":" in failure])
     return record
 
 
@@ -1488,6 +1490,7 @@ def _fault_figures(run: dict[str, Any], calls: list[dict[str, Any]], response: l
         greetings = [(t["first_audio_sent"] - t["endpoint"]) * 1000 for t in turns
                      if t["kind"] == "greeting" and t["first_audio_sent"] and t["endpoint"]]
     hedges = [h for t in turns for h in t.get("hedges") or []]
+    replies = [t for t in turns if t["kind"] == "reply" and t["first_audio_sent"] and t["speech_end"]]
     return {
         "greeting_clock": clock, "greetings_heard": len(greetings),
         "greetings_within_1s": sum(ms <= TARGET_GREETING_MS for ms in greetings),
@@ -1498,6 +1501,10 @@ def _fault_figures(run: dict[str, Any], calls: list[dict[str, Any]], response: l
         "hedges_won": sum(h.endswith(": won") for h in hedges),
         "turns_with_failures": sum(bool(t.get("failures")) for t in turns),
         "vendor_requests": run.get("vendor_requests"),
+        "slowest_replies": [  # what held up the three slowest replies (server clock: speech end -> audio)
+            {"ms": round((t["first_audio_sent"] - t["speech_end"]) * 1000), "failures": t.get("failures"),
+             "hedges": t.get("hedges")}
+            for t in sorted(replies, key=lambda t: t["speech_end"] - t["first_audio_sent"])[:3]],
     }
 
 
@@ -1590,6 +1597,8 @@ def fault_lines(fig: dict[str, Any]) -> list[str]:
         f"  hedges {fig['hedges']} ({', '.join(f'{k} {v}' for k, v in fig['hedges_by_stage'].items())}; "
         f"the hedge answered first {fig['hedges_won']}); requests the fake vendors got: "
         + (", ".join(f"{stage} {n}" for stage, n in requests.items()) or "n/a"),
+        *(f"  slow reply {turn['ms']} ms (server clock): failures {turn['failures'] or 'none'}; hedges "
+          f"{turn['hedges'] or 'none'}" for turn in fig.get("slowest_replies") or []),
     ]
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from switchboard.caller import CallerLine, run_call
@@ -176,3 +177,35 @@ def test_a_hedge_after_the_timeout_is_a_config_error():
     with pytest.raises(ConfigError) as caught:
         parse_config(text.replace("tts: 400}", "tss: 400}"))
     assert "hedge_after_ms.tss" in str(caught.value)
+
+
+async def test_a_request_waiting_before_its_vendor_has_figures_is_hedged_once_they_come():
+    """A cold process's first burst: the stalled request started before its vendor's p95 was known looks
+    again every 250 ms, and is hedged once 20 answers are in (here recorded while it waits)."""
+    from switchboard.pipeline import failover
+
+    class StallingOnce:
+        vendor, model, sample_rate = "cloud", "voice", 8000
+        timeouts = Timeouts(first_token_s=30)
+
+        def __init__(self) -> None:
+            self.requests = 0
+
+        async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+            self.requests += 1
+            if self.requests == 1:
+                await asyncio.sleep(30)  # the stall; cancelled when the hedge answers
+            yield np.zeros(80, dtype=np.int16)
+
+    tts, hedging, metrics = StallingOnce(), Hedging(), TurnMetrics(call_id="c", index=0)
+
+    async def answers_come_in() -> None:
+        await asyncio.sleep(0.1)
+        for _ in range(MIN_SAMPLES):
+            hedging.record(tts, 0.05)
+
+    filler = asyncio.create_task(answers_come_in())
+    pieces = [pcm async for _, pcm in failover.synthesize([tts], "Hi.", metrics, hedging)]
+    await filler
+    assert len(pieces) == 1 and tts.requests == 2
+    assert metrics.hedges == ["tts cloud/voice -> cloud/voice: won"] and not metrics.failures
