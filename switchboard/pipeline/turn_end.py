@@ -87,6 +87,37 @@ def reads_finished(transcript: str) -> Finished:
     return Finished.UNKNOWN
 
 
+# "I would like to book a table." reads finished, and callers go on: "...for two, tonight at eight". A
+# request that names what is wanted but none of its details may be the first half of one.
+_REQUEST = re.compile(r"^(?:(?:so|um|uh|yes|yeah|hi|hello|okay|ok|and|well)\s+)*(?:i|we)"
+                      r"(?:\s+(?:would|will))?(?:'d|'ll)?\s+(?:really\s+)?"
+                      r"(?:like|love|want|wanted|need|needed|wanna|have to|am calling|'m calling|am looking"
+                      r"|'m looking|was hoping|were hoping|was wondering|am trying|'m trying)\b")
+DETAIL_WORDS = frozenset("""
+    for at on in to with from by about near around before after until this next tonight today tomorrow
+    morning afternoon evening night week weekend please thanks thank monday tuesday wednesday thursday
+    friday saturday sunday january february march april may june july august september october
+    november december o'clock pm am
+""".split())
+REQUEST_MAX_WORDS = 10  # a longer request has said enough
+
+
+def asks_without_details(transcript: str) -> bool:
+    """Does the last sentence ask for something ("I'd like to book a table.") but name none of its details
+    (no time, number, place, "please")? A full stop after it is weak evidence of an end."""
+    sentences = [s for s in re.split(r"[.?!]+", transcript) if s.strip()]
+    if not sentences or transcript.rstrip().endswith("?"):
+        return False
+    last = " ".join(sentences[-1].lower().replace("’", "'").split())
+    match = _REQUEST.match(last)
+    if match is None:
+        return False
+    rest = _WORD.findall(last[match.end():])
+    rest = rest[1:] if rest[:1] == ["to"] else rest  # "like to book": the verb's "to", not a place
+    return (len(_WORD.findall(last)) <= REQUEST_MAX_WORDS
+            and not any(w in DETAIL_WORDS or _is_number(w) for w in rest))
+
+
 def _is_number(word: str) -> bool:
     return word.isdigit() or word in NUMBER_WORDS
 
