@@ -53,20 +53,20 @@ def test_after_a_misjudged_pause_the_callers_pauses_are_waited_out():
 
 
 async def test_a_caller_who_pauses_between_sentences_is_cut_in_on_once_not_twice():
-    # the same caller twice: "I want to book a table." [1.0 s / 0.8 s] "For two people on Friday." The
+    # the same caller twice: "It is about my booking." [1.0 s / 0.8 s] "The one on Friday." The
     # first pause reads finished, is committed after 300 ms and the bot starts; the caller goes on, the
     # reply is undone. The second, shorter pause is waited out: no bot audio while they still speak
-    stt = PhrasesSTT(["I want to book a table.", "For two people on Friday."])
+    stt = PhrasesSTT(["It is about my booking.", "The one on Friday."])
     llm = InstantLLM("Lovely, what time would you like?")
-    lines = [CallerLine(text="i want to book a table [1.0s] for two people on friday"),
-             CallerLine(text="i want to book a table [0.8s] for two people on friday")]
+    lines = [CallerLine(text="it is about my booking [1.0s] the one on friday"),
+             CallerLine(text="it is about my booking [0.8s] the one on friday")]
     result, turns, events = await place_call(Providers(stt, llm, InstantTTS()), lines)
 
     cut_in = bot_audio_while_speaking(events)
     assert len(cut_in) == 1 and cut_in[0] < result.lines[1].started_s  # in the first line only
-    assert [t.transcript for t in turns if t.undone] == ["I want to book a table."]
+    assert [t.transcript for t in turns if t.undone] == ["It is about my booking."]
     answered = [t.transcript for t in turns if t.reply_heard and not t.undone]
-    assert answered == ["I want to book a table. For two people on Friday."] * 2
+    assert answered == ["It is about my booking. The one on Friday."] * 2
 
 
 class _ClipsSTT(PhrasesSTT):

@@ -131,14 +131,14 @@ class Sounds:
 
 @pytest.mark.parametrize("model", ["none", "smart-turn-v3"])
 async def test_a_fragment_read_as_finished_but_sounding_unfinished_is_not_answered(model, monkeypatch):
-    # the recogniser puts a full stop on the first half ("I want to book a table."), which reads
+    # the recogniser puts a full stop on the first half ("It is about my booking."), which reads
     # finished; the caller goes on after 0.5 s. Words alone commit at 300 ms and the bot starts talking
     # over them; with the voice heard as trailing off the pause must last vad.end_silence_ms
     sounds = Sounds(0.04)
     monkeypatch.setattr(smart_turn, "shared", lambda: sounds)
-    stt = PhrasesSTT(["I want to book a table.", "For two."], style="stop")
+    stt = PhrasesSTT(["It is about my booking.", "The one on Friday."], style="stop")
     llm = InstantLLM("Sure.")
-    line = CallerLine(text="i want to book a table [0.5s] for two")
+    line = CallerLine(text="it is about my booking [0.5s] the one on friday")
     events: list = []
     _, turns = await calls.place_call(parse_config(CONFIG.replace("MODEL", model)), [line],
                                       Providers(stt, llm, InstantTTS()), hangup_timeout_s=2,
@@ -150,7 +150,7 @@ async def test_a_fragment_read_as_finished_but_sounding_unfinished_is_not_answer
         return
     assert bot_audio_while_speaking(events) == []
     (turn,) = [t for t in replies if t.reply_heard]
-    assert turn.transcript == "I want to book a table. For two." and not turn.undone
+    assert turn.transcript == "It is about my booking. The one on Friday." and not turn.undone
     assert sounds.heard >= 2 and turn.sounds_finished == 0.04 and turn.reads == "complete"
 
 

@@ -127,13 +127,13 @@ async def test_a_complete_sounding_pause_then_more_speech_is_one_turn_if_the_bot
     # the first half reads finished and is committed once its transcript is in (slow STT: 0.65 s after
     # the voice ends), but the caller went on at 0.5 s: the reply waits for them, then the committed
     # turn is taken back unheard and the caller's words are answered together
-    stt = PhrasesSTT(["I want to book a table.", "For two."], delay_s=0.5, style=style)
+    stt = PhrasesSTT(["It is about my booking.", "The one on Friday."], delay_s=0.5, style=style)
     llm = InstantLLM("Sure.")
-    line = CallerLine(text="i want to book a table [0.5s] for two")
+    line = CallerLine(text="it is about my booking [0.5s] the one on friday")
     _, turns, events = await place_call(Providers(stt, llm, InstantTTS()), [line])
 
     answered = [t for t in turns if t.reply_heard]
-    assert [t.transcript for t in answered] == [stt.styled("I want to book a table. For two.")]
+    assert [t.transcript for t in answered] == [stt.styled("It is about my booking. The one on Friday.")]
     assert bot_audio_while_speaking(events) == []
 
 
@@ -158,18 +158,18 @@ async def test_the_bots_echo_does_not_interrupt_it_but_the_caller_does():
 
 
 async def test_a_caller_who_goes_on_as_the_bot_starts_answering_gets_one_answer_to_the_whole():
-    # "I want to book a table." reads finished: committed after 300 ms of silence and answered; the caller
+    # "It is about my booking." reads finished: committed after 300 ms of silence and answered; the caller
     # goes on 1 s into their pause, just after the bot started: it stops at once, its reply is undone
     # (not in the history), and the whole sentence is answered once
-    stt = PhrasesSTT(["I want to book a table.", "For two people on Friday."])
+    stt = PhrasesSTT(["It is about my booking.", "The one on Friday."])
     llm = InstantLLM("Lovely, what time would you like?")
-    line = CallerLine(text="i want to book a table [1.0s] for two people on friday")
+    line = CallerLine(text="it is about my booking [1.0s] the one on friday")
     result, turns, _ = await place_call(Providers(stt, llm, InstantTTS()), [line])
 
     undone = [t for t in turns if t.undone]
-    assert len(undone) == 1 and undone[0].interrupted and undone[0].transcript == "I want to book a table."
+    assert len(undone) == 1 and undone[0].interrupted and undone[0].transcript == "It is about my booking."
     answered = [t for t in turns if t.reply_heard and not t.undone]
-    assert [t.transcript for t in answered] == ["I want to book a table. For two people on Friday."]
+    assert [t.transcript for t in answered] == ["It is about my booking. The one on Friday."]
     last_request = llm.requests[-1]
     assert [m.role for m in last_request[1:]] == ["assistant", "user"]  # the greeting, then the whole
     assert result.lines[0].clear_received
