@@ -65,6 +65,7 @@ MIN_RUN_FRAMES = 2  # voiced frames in a row before they count as speech
 TRAIL_KEEP_MS = 100  # silence kept after the last speech frame of an endpointed utterance
 TAIL_LEVEL = 0.05  # a trailing frame quieter than this fraction of the loudest (-26 dB) is VAD hangover
 VAD_RATES = (8000, 16000, 32000, 48000)
+_INT16 = np.dtype(np.int16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,7 @@ class Segmenter:
     def push(self, pcm: np.ndarray, now: float) -> list[SegmenterEvent]:
         """Add caller audio (mono int16, any length) that arrived at monotonic time ``now``."""
         pcm = np.asarray(pcm)
-        if pcm.dtype != np.int16 or pcm.ndim != 1:
+        if pcm.dtype != _INT16 or pcm.ndim != 1:  # a dtype, not np.int16: no conversion per frame
             raise TypeError(f"expected mono int16 PCM, got {pcm.dtype} with shape {pcm.shape}")
         if pcm.size == 0:
             return []

@@ -51,6 +51,23 @@ def _field(obj: dict, key: str, kind: type, where: str) -> object:
 def parse(raw: str | bytes) -> InboundEvent:
     """Turn one WebSocket message from Twilio into an event, or raise BadFrame."""
     msg = json_object(raw, "Twilio")
+    if msg.get("event") == "media":  # 50 a second per call: its fields checked inline, first
+        media = msg.get("media")
+        payload = media.get("payload") if type(media) is dict else None
+        if type(payload) is not str:  # not as expected: the checks that say why
+            media = _field(msg, "media", dict, "media")
+            payload = _field(media, "payload", str, "media")
+        if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+            raise BadFrame(f"media.payload: {len(payload)} characters is too large for one frame")
+        try:  # base64.b64decode(validate=True) is this plus a regex: 3x the cost, per frame of every call
+            audio = binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise BadFrame("media.payload: invalid base64") from None
+        if not audio:
+            raise BadFrame("media.payload: empty")
+        timestamp = media.get("timestamp")
+        timestamp_ms = frame_number(timestamp, "media.timestamp") if timestamp is not None else None
+        return Media(pcm=ulaw_decode(audio), timestamp_ms=timestamp_ms)
     event = _field(msg, "event", str, "message")
     if event == "connected":
         return Connected()
@@ -69,20 +86,6 @@ def parse(raw: str | bytes) -> InboundEvent:
             account_sid=caller_text(start.get("accountSid", ""), ID_CHARS),
             custom_parameters=caller_parameters(params),
         )
-    if event == "media":
-        media = _field(msg, "media", dict, "media")
-        payload = _field(media, "payload", str, "media")
-        if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
-            raise BadFrame(f"media.payload: {len(payload)} characters is too large for one frame")
-        try:  # base64.b64decode(validate=True) is this plus a regex: 3x the cost, per frame of every call
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raise BadFrame("media.payload: invalid base64") from None
-        if not audio:
-            raise BadFrame("media.payload: empty")
-        timestamp = media.get("timestamp")
-        timestamp_ms = frame_number(timestamp, "media.timestamp") if timestamp is not None else None
-        return Media(pcm=ulaw_decode(audio), timestamp_ms=timestamp_ms)
     if event == "mark":
         mark = _field(msg, "mark", dict, "mark")
         return Mark(name=str(_field(mark, "name", str, "mark")))
