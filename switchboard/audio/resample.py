@@ -80,12 +80,11 @@ class HalfbandResampler:
         cutoff = 3800 / 16000  # of the 16 kHz rate
         taps = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(self.TAPS, 8.0)
         taps /= taps.sum()
-        if up:  # zero-stuffing halves the level: each phase sums to 1
-            self._phases = (2 * taps[0::2], 2 * taps[1::2])
-            self._tail = np.zeros(self.TAPS // 2 - 1)  # the last input samples (8 kHz)
-        else:
-            self._taps = taps
-            self._tail = np.zeros(self.TAPS - 2)  # the last input samples (16 kHz), an even count
+        # polyphase: going up, each output phase is one half of the filter over the 8 kHz input (zero-stuffing
+        # halves the level: each half sums to 1); going down, only the kept outputs are computed, the
+        # filter's even taps over the odd input samples plus its odd taps over the even ones
+        self._phases = (2 * taps[0::2], 2 * taps[1::2]) if up else (taps[0::2], taps[1::2])
+        self._tail = np.zeros(self.TAPS // 2 - 1 if up else self.TAPS - 2)  # the last input samples
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
         pcm = _as_mono_int16(pcm)
@@ -93,13 +92,15 @@ class HalfbandResampler:
             raise ValueError("HalfbandResampler down: chunks must hold an even number of samples")
         signal = np.concatenate([self._tail, pcm])
         self._tail = signal[len(signal) - len(self._tail):]
+        even, odd = self._phases
         if self.up:
             out = np.empty(2 * len(pcm))
-            out[0::2] = np.convolve(signal, self._phases[0], mode="valid")
-            out[1::2] = np.convolve(signal, self._phases[1], mode="valid")
+            out[0::2] = np.convolve(signal, even, mode="valid")
+            out[1::2] = np.convolve(signal, odd, mode="valid")
         else:
-            out = np.convolve(signal, self._taps, mode="valid")[::2]
-        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+            out = np.convolve(signal[1::2], even, mode="valid") + np.convolve(signal[0::2], odd, mode="valid")
+        np.rint(out, out=out)
+        return np.clip(out, -32768, 32767, out=out).astype(np.int16)
 
     def reset(self) -> None:
         self._tail = np.zeros(len(self._tail))
