@@ -90,10 +90,11 @@ def tool_lines(pipeline: Any) -> list[str]:
                   "Twilio's REST API)")
         lines.append(f"  {'transfer_call':<16} {targets}: {twilio}")
         lines.append(f"  {'':<16} not offered on Exotel calls: {EXOTEL_TRANSFER_UNSUPPORTED}")
-        # the carriers' REST credentials (telephony/plivo/rest.py, telephony/vonage/rest.py; named here so
+        # the carriers' REST credentials (telephony/plivo, vonage, telnyx rest.py; named here so
         # that `check` does not import their SDKs)
         for carrier, needed in (("Plivo", ("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")),
-                                ("Vonage", ("VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY"))):
+                                ("Vonage", ("VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY")),
+                                ("Telnyx", ("TELNYX_API_KEY",))):
             unset = [name for name in needed if not os.environ.get(name)
                      and not (name == "VONAGE_PRIVATE_KEY" and os.environ.get("VONAGE_PRIVATE_KEY_PATH"))]
             why = (f"offered on {carrier} calls" if not unset else

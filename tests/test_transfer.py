@@ -149,3 +149,12 @@ def test_check_says_where_plivo_and_vonage_transfer(monkeypatch):
     text = "\n".join(describe(parse_config(CONFIG))[0])
     assert "offered on Plivo calls" in text and "NOT offered on Plivo" not in text
     assert "offered on Vonage calls" in text and "NOT offered on Vonage" not in text
+
+
+def test_check_says_where_telnyx_transfers(monkeypatch):
+    monkeypatch.delenv("TELNYX_API_KEY", raising=False)
+    text = "\n".join(describe(parse_config(CONFIG))[0])
+    assert "NOT offered on Telnyx calls: set TELNYX_API_KEY (the call is transferred through Telnyx" in text
+    monkeypatch.setenv("TELNYX_API_KEY", "KEY0123")
+    text = "\n".join(describe(parse_config(CONFIG))[0])
+    assert "offered on Telnyx calls" in text and "NOT offered on Telnyx" not in text
