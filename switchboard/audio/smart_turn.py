@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +26,9 @@ import numpy as np
 
 from switchboard.audio.resample import resample
 
-__all__ = ["MODEL_RATE", "SmartTurn", "SmartTurnUnavailable", "log_mel", "model_path"]
+__all__ = ["MODEL_RATE", "SmartTurn", "SmartTurnUnavailable", "finished_or_none", "log_mel", "model_path"]
+
+log = logging.getLogger("switchboard.smart_turn")
 
 MODEL_RATE = 16000
 WINDOW_S = 8  # the model reads the last 8 s; a shorter turn is padded with silence in front
@@ -153,3 +156,13 @@ def shared() -> SmartTurn:
 def warm() -> None:
     """Load the model and run it once (the first inference is the slowest)."""
     shared().probability(np.zeros(MODEL_RATE // 2, dtype=np.int16), MODEL_RATE)
+
+
+def finished_or_none(model: SmartTurn, pcm: np.ndarray, call_id: str) -> float | None:
+    """(In a worker thread.) `model`'s probability that the caller (8 kHz `pcm`) has finished; None if it
+    failed (logged), and then the words alone decide."""
+    try:
+        return model.probability(pcm, 8000)
+    except Exception:
+        log.exception("call %s: the audio end-of-turn model failed", call_id)
+        return None

@@ -586,8 +586,8 @@ class CallSession:
         self.segmenter.set_end_silence(self.endpointing.pending_ms())
         turn.task = asyncio.create_task(self._run_turn(turn), name=f"speculation-{self.call_id}")
         if self.turn_model is not None:  # how it sounds, heard beside the recogniser (≈ 0.1 s of a core)
-            turn.sounds = asyncio.get_running_loop().run_in_executor(smart_turn.executor(),
-                                                                     self._sounds_finished, heard.pcm)
+            turn.sounds = asyncio.get_running_loop().run_in_executor(
+                smart_turn.executor(), smart_turn.finished_or_none, self.turn_model, heard.pcm, self.call_id)
             turn.sounds.add_done_callback(lambda _: self._judge_pause(turn))
 
     async def _drop_speculation(self) -> None:
@@ -791,16 +791,6 @@ class CallSession:
         reads, silence_ms = self.endpointing.judge(turn.metrics.transcript, probability)
         turn.metrics.reads = reads.value
         self.segmenter.set_end_silence(silence_ms)
-
-    def _sounds_finished(self, pcm: np.ndarray) -> float | None:
-        """(In a worker thread.) The audio model's probability that the caller has finished; None if it
-        failed, and then the words alone decide."""
-        assert self.turn_model is not None
-        try:
-            return self.turn_model.probability(pcm, 8000)
-        except Exception:
-            log.exception("call %s: the audio end-of-turn model failed", self.call_id)
-            return None
 
     def _start_shadows(self, metrics: TurnMetrics) -> None:
         """Ask the shadow LLMs what the live one is about to be asked, in the background; never waits."""
