@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from switchboard.audio.resample import resample
 from switchboard.audio.wav import write_wav
@@ -158,6 +159,7 @@ async def stored_call(store_url: str, call_id: str) -> dict:
     return stored
 
 
+@pytest.mark.timeout(360)  # two calls on the embedded engines: ~110 s on a machine loaded 10 on 2 cores
 async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch):
     try:
         from playwright.async_api import async_playwright
