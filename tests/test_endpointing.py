@@ -101,7 +101,7 @@ async def test_a_real_speakers_pause_between_sentences_is_learned(tmp_path):
     config = parse_config(_CONFIG)
     events: list = []
     result, turns = await calls.place_call(config, [CallerLine(wav=str(line)), CallerLine(wav=str(line))],
-                                           Providers(stt, InstantLLM("I see."), InstantTTS()),
+                                           Providers(stt, InstantLLM(REPLY), InstantTTS()),
                                            hangup_timeout_s=2, on_event=events.append, voice=CALLER_VOICE)
     replies = [t for t in turns if t.kind == "reply"]
     cut_in = bot_audio_while_speaking(events)
@@ -111,6 +111,8 @@ async def test_a_real_speakers_pause_between_sentences_is_learned(tmp_path):
     assert any(t.undone for t in replies)
     assert replies[-1].transcript == " ".join(stt.phrases) and replies[-1].reply_heard
 
+
+REPLY = "I see. Thank you for telling me."  # 2 s: still playing when the caller goes on
 
 _CONFIG = """
 pipelines:

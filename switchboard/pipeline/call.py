@@ -355,7 +355,8 @@ class CallSession:
                     log.info("call %s: the bot's own voice is coming back on the line (echo): ignored",
                              self.call_id)
                 elif self._just_started_answering():
-                    self._learn_went_on()
+                    if self.busy:  # its reply is cut (not a new line after a short reply that ended)
+                        self._learn_went_on()
                     await self._undo_reply()
                 elif self._hold is not None and self._hold.heard is not None:
                     await self._caller_went_on(spoke_again_at=event.at)
