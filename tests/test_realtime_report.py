@@ -63,6 +63,11 @@ async def test_a_version_3_database_gets_the_audio_token_columns(tmp_path) -> No
             db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
         for column in ("tool_calls", "tool_invalid"):
             db.execute(f"ALTER TABLE shadow_results DROP COLUMN {column}")
+        for column in ("tool_args", "hedges"):  # versions 7-8
+            db.execute(f"ALTER TABLE turns DROP COLUMN {column}")
+        for column in ("eval_run", "eval_scenario", "config_version", "config_file"):  # versions 7 and 9
+            db.execute(f"ALTER TABLE calls DROP COLUMN {column}")
+        db.execute("DROP TABLE eval_results")
         db.execute("DELETE FROM schema_version")
         db.execute("INSERT INTO schema_version VALUES (3, '2026-11-20 00:00:00')")
     upgraded = CallStore(str(path))

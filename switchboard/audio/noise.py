@@ -9,7 +9,8 @@ hum, a tone: speech rises and falls with its syllables).
 Measured on the telephone path (8 kHz μ-law; tests/test_noise.py, bench/noise.py): the real recordings
 in ../shared/speech have 29-83 % periodic frames (29 %: speech in heavy noise), and still 8 % or more
 with white or pink noise added at 0 dB SNR; white, pink, brown, gusting and 50 Hz hum noise at -35 to -10
-dBFS are all noise. Music and babble are periodic and varied: they pass as speech (the recogniser then
+dBFS are all noise. The real listener sounds (a quarter-second "mm", "yeah", "um" from a meeting)
+keep enough voicing down to 10 dB SNR, not at 5 dB: a breathy "yeah" there has no voiced frame left. Music and babble are periodic and varied: they pass as speech (the recogniser then
 finds words or none). Speech buried deeper than 0 dB SNR in hiss is taken for noise.
 """
 
@@ -84,8 +85,10 @@ def judge(pcm: np.ndarray) -> tuple[bool, int]:
         if len(periodic) >= MIN_PERIODIC_FRAMES and not _steady(periodic):
             whole = len(block) == BLOCK_FRAMES
             return False, (int(index[start + BLOCK_FRAMES - 1]) + 1) * FRAME if whole else 0
-    if len(periodic) > 1 and _steady(periodic):
-        return True, 0  # a tone or a hum: periodic, but speech rises and falls with its syllables
+    if len(periodic) >= MIN_PERIODIC_FRAMES and _steady(periodic):
+        # a tone or a hum: periodic, but speech rises and falls with its syllables. Two or three voiced
+        # frames say nothing about that (a real "um" in hiss kept two, 0.3 dB apart: taken for a hum)
+        return True, 0
     return len(periodic) < MIN_PERIODIC_FRAMES and len(periodic) < MIN_PERIODIC_SHARE * len(frames), 0
 
 
