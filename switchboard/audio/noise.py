@@ -10,8 +10,9 @@ Measured on the telephone path (8 kHz μ-law; tests/test_noise.py, bench/noise.p
 in ../shared/speech have 29-83 % periodic frames (29 %: speech in heavy noise), and still 8 % or more
 with white or pink noise added at 0 dB SNR; white, pink, brown, gusting and 50 Hz hum noise at -35 to -10
 dBFS are all noise. The real listener sounds (a quarter-second "mm", "yeah", "um" from a meeting)
-keep enough voicing down to 10 dB SNR, not at 5 dB: a breathy "yeah" there has no voiced frame left. Music and babble are periodic and varied: they pass as speech (the recogniser then
-finds words or none). Speech buried deeper than 0 dB SNR in hiss is taken for noise.
+keep enough voicing down to 10 dB SNR, not at 5 dB: a breathy "yeah" there has no voiced frame left.
+Music and babble are periodic and varied: they pass as speech (the recogniser then finds words or
+none). Speech buried deeper than 0 dB SNR in hiss is taken for noise.
 """
 
 from __future__ import annotations
