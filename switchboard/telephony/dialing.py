@@ -13,6 +13,8 @@ import importlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from switchboard.core.carrier import E164
+
 DIALERS = {  # carrier -> the module whose `dial` places its calls
     "twilio": "switchboard.telephony.twilio.rest",
     "plivo": "switchboard.telephony.plivo.rest",
@@ -20,6 +22,18 @@ DIALERS = {  # carrier -> the module whose `dial` places its calls
     "telnyx": "switchboard.telephony.telnyx.rest",
 }
 DEFAULT_CARRIER = "twilio"
+
+
+def request_problems(to: str, from_: str, pipeline: str, pipelines: Collection[str]) -> list[str]:
+    """What is wrong with a dial request whichever carrier places it: the numbers and the pipeline."""
+    problems = []
+    if not E164.fullmatch(to or ""):
+        problems.append(f"'to' {to!r} is not an E.164 number (e.g. +15551234567)")
+    if from_ and not E164.fullmatch(from_):
+        problems.append(f"'from' {from_!r} is not an E.164 number (e.g. +15551234567)")
+    if pipeline not in pipelines:
+        problems.append(f"unknown pipeline {pipeline!r}; defined: {', '.join(pipelines)}")
+    return problems
 
 
 class DialError(Exception):

@@ -21,8 +21,13 @@ from collections.abc import Collection, Mapping
 import httpx
 import telnyx
 
-from switchboard.core.carrier import E164
-from switchboard.telephony.dialing import DialError, DialNotConfigured, DialRefused, PlacedCall
+from switchboard.telephony.dialing import (
+    DialError,
+    DialNotConfigured,
+    DialRefused,
+    PlacedCall,
+    request_problems,
+)
 from switchboard.telephony.telnyx import wire
 
 log = logging.getLogger("switchboard.telnyx_rest")
@@ -106,13 +111,7 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     to our /telnyx/media-stream on `pipeline`. Blocking; raises DialError naming what is wrong."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = []
-    if not E164.fullmatch(to or ""):
-        problems.append(f"'to' {to!r} is not an E.164 number (e.g. +15551234567)")
-    if from_ and not E164.fullmatch(from_):
-        problems.append(f"'from' {from_!r} is not an E.164 number (e.g. +15551234567)")
-    if pipeline not in pipelines:
-        problems.append(f"unknown pipeline {pipeline!r}; defined: {', '.join(pipelines)}")
+    problems = request_problems(to, from_, pipeline, pipelines)
     if machine_detection:
         problems.append("answering machine detection is not wired for Telnyx here (Twilio only): dial "
                         "without it")

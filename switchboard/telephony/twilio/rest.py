@@ -20,8 +20,13 @@ from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from switchboard.core.carrier import E164
-from switchboard.telephony.dialing import DialError, DialNotConfigured, DialRefused, PlacedCall
+from switchboard.telephony.dialing import (
+    DialError,
+    DialNotConfigured,
+    DialRefused,
+    PlacedCall,
+    request_problems,
+)
 from switchboard.telephony.twilio import wire
 
 __all__ = ["DialError", "DialNotConfigured", "DialRefused", "PlacedCall", "TwilioRest", "dial"]
@@ -121,13 +126,7 @@ def dial(
     `answered_by` parameter, and the pipeline's `voicemail:` says what the call does."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = []
-    if not E164.fullmatch(to or ""):
-        problems.append(f"'to' {to!r} is not an E.164 number (e.g. +15551234567)")
-    if from_ and not E164.fullmatch(from_):
-        problems.append(f"'from' {from_!r} is not an E.164 number (e.g. +15551234567)")
-    if pipeline not in pipelines:
-        problems.append(f"unknown pipeline {pipeline!r}; defined: {', '.join(pipelines)}")
+    problems = request_problems(to, from_, pipeline, pipelines)
     if problems:
         raise DialError("; ".join(problems))
 

@@ -27,8 +27,13 @@ from vonage_voice.models.common import Phone
 from vonage_voice.models.requests import CreateCallRequest, ToPhone
 from vonage_voice.voice import Voice
 
-from switchboard.core.carrier import E164
-from switchboard.telephony.dialing import DialError, DialNotConfigured, DialRefused, PlacedCall
+from switchboard.telephony.dialing import (
+    DialError,
+    DialNotConfigured,
+    DialRefused,
+    PlacedCall,
+    request_problems,
+)
 from switchboard.telephony.vonage import wire
 
 log = logging.getLogger("switchboard.vonage_rest")
@@ -132,13 +137,7 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     connects it to the socket on `pipeline`). Blocking; raises DialError naming what is wrong."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = []
-    if not E164.fullmatch(to or ""):
-        problems.append(f"'to' {to!r} is not an E.164 number (e.g. +15551234567)")
-    if from_ and not E164.fullmatch(from_):
-        problems.append(f"'from' {from_!r} is not an E.164 number (e.g. +15551234567)")
-    if pipeline not in pipelines:
-        problems.append(f"unknown pipeline {pipeline!r}; defined: {', '.join(pipelines)}")
+    problems = request_problems(to, from_, pipeline, pipelines)
     if machine_detection:
         problems.append("answering machine detection is not wired for Vonage (it reports on a separate "
                         "webhook after the call is connected; docs/carriers.md)")
