@@ -209,3 +209,44 @@ async def test_a_request_waiting_before_its_vendor_has_figures_is_hedged_once_th
     await filler
     assert len(pieces) == 1 and tts.requests == 2
     assert metrics.hedges == ["tts cloud/voice -> cloud/voice: won"] and not metrics.failures
+
+
+async def test_a_hedge_that_stalls_too_is_hedged_once_more_and_no_further():
+    """Under a stalling vendor the hedge itself stalls now and then (bench/calls.py's fault mix: 3 of 56
+    hedged turns then waited out the whole first-result timeout). A late hedge gets one more beside it;
+    beyond `MAX_HEDGES` nothing more is sent, whatever stalls."""
+    from switchboard.pipeline import failover
+    from switchboard.pipeline.hedging import MAX_HEDGES
+
+    class Stalling:
+        vendor, model, sample_rate = "cloud", "voice", 8000
+        timeouts = Timeouts(first_token_s=30)
+
+        def __init__(self, answering: set[int]) -> None:
+            self.requests, self.answering = 0, answering
+
+        async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+            self.requests += 1
+            if self.requests not in self.answering:
+                await asyncio.sleep(30)  # the stall; cancelled when another request answers
+            yield np.zeros(80, dtype=np.int16)
+
+    def warmed(tts: Stalling) -> Hedging:
+        hedging = Hedging()
+        for _ in range(MIN_SAMPLES):
+            hedging.record(tts, 0.05)  # its usual time: late after FLOOR_S
+        return hedging
+
+    tts, metrics = Stalling(answering={3}), TurnMetrics(call_id="c", index=0)
+    pieces = [pcm async for _, pcm in failover.synthesize([tts], "Hi.", metrics, warmed(tts))]
+    assert len(pieces) == 1 and tts.requests == 3 and not metrics.failures
+    assert metrics.hedges == ["tts cloud/voice -> cloud/voice: lost", "tts cloud/voice -> cloud/voice: won"]
+
+    never = Stalling(answering=set())
+    never.timeouts = Timeouts(first_token_s=1.0)
+    metrics = TurnMetrics(call_id="c", index=1)
+    with pytest.raises(Exception, match="no first result"):
+        async for _ in failover.synthesize([never], "Hi.", metrics, warmed(never)):
+            pass
+    assert MAX_HEDGES == 2 and never.requests == 1 + MAX_HEDGES  # the hedges stand in for the retry
+    assert metrics.hedges == ["tts cloud/voice -> cloud/voice: failed"] * 2

@@ -8,9 +8,11 @@ The rules, the same for STT, LLM and TTS:
 - an error after the first result has been passed on cannot be undone (the caller may have heard it):
   it is raised, and the turn speaks its apology;
 - a request whose first result is late (pipeline/hedging.py: `hedging.hedge_after_ms`, or twice the
-  provider's p95 so far) is hedged once: the next cloud provider in the chain, else the same one, is asked
-  beside it; whichever gives its first result first is used and the other is cancelled. While a hedge
-  runs, two requests stay in flight: one that fails is replaced by the next in the chain's order.
+  provider's p95 so far) is hedged: the next cloud provider in the chain, else the same one, is asked
+  beside it; whichever gives its first result first is used and the others are cancelled. A hedge that is
+  late in turn is hedged once more (a stalled vendor stalls a second request too, now and then), so at
+  most `hedging.MAX_HEDGES` extra requests. While hedged, two requests stay in flight: one that fails is
+  replaced by the next in the chain's order.
 Every failure, recovered or not, is noted on the turn's metrics, with the provider that served, and
 every hedge with its outcome (`TurnMetrics.hedges`: "tts openai/tts-1 -> openai/tts-1: won").
 """
@@ -118,8 +120,9 @@ class _Attempt:
 
 
 class _Race:
-    """The attempts of one stage request: the primary, its retry and fallbacks in order, and at most one
-    hedge beside a late attempt (pipeline/hedging.py). Whichever attempt gives its first item wins."""
+    """The attempts of one stage request: the primary, its retry and fallbacks in order, and up to
+    `hedging.MAX_HEDGES` hedges, each beside the newest attempt once it is late (pipeline/hedging.py).
+    Whichever attempt gives its first item wins."""
 
     def __init__(self, stage: str, chain: list[Any], open_stream: Callable[[Any], AsyncIterator[Any]],
                  metrics: TurnMetrics, hedging: Hedging | None) -> None:
@@ -127,16 +130,18 @@ class _Race:
         self.metrics, self.hedging = metrics, hedging
         self.running: list[_Attempt] = []
         self.latest: tuple[int, int] = (0, 0)  # (index, number) of the attempt started last
-        self.hedge: str | None = None  # "stage slow -> partner", once hedged
-        self.late: _Attempt | None = None  # the attempt that was hedged
+        self.hedges: list[tuple[_Attempt, str]] = []  # each hedge and its "stage late -> partner"
+        self.settled = False
         self.loop = asyncio.get_running_loop()
 
-    def start(self, index: int, number: int) -> None:
+    def start(self, index: int, number: int) -> _Attempt:
         provider = self.chain[index]
         stream = _timed_stream(provider, self.open_stream(provider))
         first = asyncio.create_task(_first_item(stream))
-        self.running.append(_Attempt(index, number, provider, stream, self.loop.time(), first))
+        attempt = _Attempt(index, number, provider, stream, self.loop.time(), first)
+        self.running.append(attempt)
         self.latest = (index, number)
+        return attempt
 
     def next_after(self, failed: _Attempt, error: ProviderError) -> tuple[int, int] | None:
         """What to try after `failed`: its retry (a retryable error of the latest attempt's first try), else
@@ -146,32 +151,43 @@ class _Race:
             return index, 2
         return (index + 1, 1) if index + 1 < len(self.chain) else None
 
-    def hedge_wait(self) -> float | None:
-        """Seconds until the one running attempt is late (None: it is never hedged)."""
-        if self.hedge is not None or self.hedging is None or len(self.running) != 1:
+    def _newest(self) -> _Attempt | None:
+        """The attempt a hedge would go beside: the newest one running (None: no more hedges)."""
+        if self.hedging is None or len(self.hedges) >= hedging.MAX_HEDGES or not self.running:
             return None
-        attempt = self.running[0]
+        newest = max(self.running, key=lambda attempt: attempt.started_at)
+        if self.hedges and newest.started_at < self.hedges[-1][0].started_at:
+            return None  # the last hedge failed outright: the late request it was beside is not hedged again
+        return newest
+
+    def hedge_wait(self) -> float | None:
+        """Seconds until the newest running attempt is late (None: it is never hedged)."""
+        attempt = self._newest()
+        if attempt is None:
+            return None
+        assert self.hedging is not None
         delay = self.hedging.delay_s(self.stage, attempt.provider)
         if delay is None:  # no figures yet: look again soon, or never
             return hedging.RECHECK_S if self.hedging.learning(self.stage, attempt.provider) else None
         return max(0.0, attempt.started_at + delay - self.loop.time())
 
-    def _late(self) -> bool:
-        """Is the one running attempt late now (its provider's figures may have come in meanwhile)?"""
+    def _late(self) -> _Attempt | None:
+        """The newest running attempt, if it is late now (its provider's figures may have come in)."""
+        attempt = self._newest()
+        if attempt is None:
+            return None
         assert self.hedging is not None
-        attempt = self.running[0]
         delay = self.hedging.delay_s(self.stage, attempt.provider)
-        return delay is not None and self.loop.time() - attempt.started_at >= delay
+        return attempt if delay is not None and self.loop.time() - attempt.started_at >= delay else None
 
-    def start_hedge(self) -> None:
-        late = self.late = self.running[0]
+    def start_hedge(self, late: _Attempt) -> None:
         index = hedging.partner(self.chain, late.index)
-        number = late.number + 1 if index == late.index else 1
-        self.hedge = f"{self.stage} {name(late.provider)} -> {name(self.chain[index])}"
+        number = max(a.number for a in self.running if a.index == index) + 1 if index == late.index else 1
+        label = f"{self.stage} {name(late.provider)} -> {name(self.chain[index])}"
         log.warning("call %s turn %d: %s %s has no first result after %.0f ms: hedging with %s",
                     self.metrics.call_id, self.metrics.index, self.stage, name(late.provider),
                     (self.loop.time() - late.started_at) * 1000, name(self.chain[index]))
-        self.start(index, number)
+        self.hedges.append((self.start(index, number), label))
 
     async def winner(self) -> tuple[_Attempt, Any] | None:
         """The first attempt to give a first item, and that item (None: one ended with none: done)."""
@@ -180,8 +196,9 @@ class _Race:
             done, _ = await asyncio.wait([a.first for a in self.running], timeout=self.hedge_wait(),
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                if self._late():
-                    self.start_hedge()
+                late = self._late()
+                if late is not None:
+                    self.start_hedge(late)
                 continue
             for attempt in [a for a in self.running if a.first in done]:
                 exc = attempt.first.exception()
@@ -195,33 +212,33 @@ class _Race:
                 _note_failure(self.metrics, self.stage, attempt.provider, error, attempt.number)
                 last_error = error
                 # a hedged request keeps two going; otherwise one at a time, in the chain's order
-                if len(self.running) < (2 if self.hedge is not None else 1):
+                if len(self.running) < (2 if self.hedges else 1):
                     following = self.next_after(attempt, error)
                     if following is not None:
                         self.start(*following)
             if not self.running:
                 assert last_error is not None
-                self._settle("failed")
+                self._settle(lambda _: "failed")
                 raise last_error
 
     def _won(self, attempt: _Attempt) -> None:
         self.metrics.vendors[self.stage] = name(attempt.provider)
         if self.hedging is not None:
             self.hedging.record(attempt.provider, self.loop.time() - attempt.started_at)
-        if self.hedge is not None:
-            self._settle("lost" if attempt is self.late else "won")
+        self._settle(lambda hedge: "won" if hedge is attempt else "lost")
 
-    def _settle(self, outcome: str) -> None:
-        """The hedge's outcome on the turn: won (the hedge answered first), lost (the late request did)
-        or failed (neither answered)."""
-        if self.hedge is not None and not any(h.startswith(self.hedge) for h in self.metrics.hedges):
-            self.metrics.hedges.append(f"{self.hedge}: {outcome}")
+    def _settle(self, outcome: Callable[[_Attempt], str]) -> None:
+        """Each hedge's outcome on the turn: won (that hedge answered first), lost (another request did),
+        failed (none did) or cancelled."""
+        if self.settled:
+            return
+        self.settled = True
+        self.metrics.hedges.extend(f"{label}: {outcome(hedge)}" for hedge, label in self.hedges)
 
     async def aclose(self) -> None:
         attempts, self.running = self.running, []
         await asyncio.gather(*(attempt.close() for attempt in attempts))
-        if self.hedge is not None:
-            self._settle("cancelled")
+        self._settle(lambda _: "cancelled")
 
 
 async def _stream_stage(
