@@ -165,6 +165,7 @@ def test_hedging_waits_for_twice_the_providers_own_p95():
     configured = Hedging(parse_config(text).pipelines["default"].hedging)
     assert configured.delay_s("tts", Cloud()) == 0.4
     assert partner([Cloud(), Embedded()], 0) == 0 and partner([Cloud(), Cloud(), Embedded()], 0) == 1
+    assert partner([Cloud(), Embedded()], 0, second=True) == 1  # a late hedge: the machine's own voice
 
 
 def test_a_hedge_after_the_timeout_is_a_config_error():
@@ -241,6 +242,19 @@ async def test_a_hedge_that_stalls_too_is_hedged_once_more_and_no_further():
     pieces = [pcm async for _, pcm in failover.synthesize([tts], "Hi.", metrics, warmed(tts))]
     assert len(pieces) == 1 and tts.requests == 3 and not metrics.failures
     assert metrics.hedges == ["tts cloud/voice -> cloud/voice: lost", "tts cloud/voice -> cloud/voice: won"]
+
+    class Embedded:
+        vendor, model, sample_rate, timeouts = "embedded", "piper", 8000, None
+
+        async def stream(self, text: str) -> AsyncIterator[np.ndarray]:
+            yield np.ones(80, dtype=np.int16)
+
+    stalled, metrics = Stalling(answering=set()), TurnMetrics(call_id="c", index=2)
+    pieces = [pcm async for _, pcm in failover.synthesize([stalled, Embedded()], "Hi.", metrics,
+                                                          warmed(stalled))]
+    assert stalled.requests == 2 and pieces[0][0] == 1 and metrics.vendors["tts"] == "embedded/piper"
+    assert metrics.hedges == ["tts cloud/voice -> cloud/voice: lost",
+                              "tts cloud/voice -> embedded/piper: won"]
 
     never = Stalling(answering=set())
     never.timeouts = Timeouts(first_token_s=1.0)

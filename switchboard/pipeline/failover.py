@@ -10,9 +10,9 @@ The rules, the same for STT, LLM and TTS:
 - a request whose first result is late (pipeline/hedging.py: `hedging.hedge_after_ms`, or twice the
   provider's p95 so far) is hedged: the next cloud provider in the chain, else the same one, is asked
   beside it; whichever gives its first result first is used and the others are cancelled. A hedge that is
-  late in turn is hedged once more (a stalled vendor stalls a second request too, now and then), so at
-  most `hedging.MAX_HEDGES` extra requests. While hedged, two requests stay in flight: one that fails is
-  replaced by the next in the chain's order.
+  late in turn is hedged once more (a stalled vendor stalls a second request too, now and then), this time
+  with the embedded last resort when the chain has one; at most `hedging.MAX_HEDGES` extra requests.
+  While hedged, two requests stay in flight: one that fails is replaced by the next in the chain's order.
 Every failure, recovered or not, is noted on the turn's metrics, with the provider that served, and
 every hedge with its outcome (`TurnMetrics.hedges`: "tts openai/tts-1 -> openai/tts-1: won").
 """
@@ -181,7 +181,7 @@ class _Race:
         return attempt if delay is not None and self.loop.time() - attempt.started_at >= delay else None
 
     def start_hedge(self, late: _Attempt) -> None:
-        index = hedging.partner(self.chain, late.index)
+        index = hedging.partner(self.chain, late.index, second=bool(self.hedges))
         number = max(a.number for a in self.running if a.index == index) + 1 if index == late.index else 1
         label = f"{self.stage} {name(late.provider)} -> {name(self.chain[index])}"
         log.warning("call %s turn %d: %s %s has no first result after %.0f ms: hedging with %s",

@@ -12,10 +12,11 @@ production, and waiting out `timeouts.first_token_s` costs the caller seconds of
 Only a cloud provider (one with `timeouts`) is hedged: an embedded engine's slowness is our own CPU, and a
 second run would only add to it. The hedge goes to the next cloud provider in the chain (a configured
 fallback), else to the same provider again; failover.py races the two, takes whichever answers first and
-cancels the other. A hedge that is late too is hedged once more, from its own start: under a stalling vendor
-a second request stalls now and then (1 in 7 in bench/calls.py's fault mix, 3 of 56 hedged turns waited out
-the whole first-result timeout when a request was hedged only once). With healthy vendors nothing is late
-by that much, so hedging sends no extra request.
+cancels the other. A hedge that is late too is hedged once more, from its own start, and this second hedge
+may go to the chain's embedded last resort: under a stalling vendor a second request stalls now and then
+(bench/calls.py's fault mix, 40 calls: 3 of 56 hedged turns waited out the whole 5 s first-result timeout
+when a request was hedged only once; and a third request to the same vendor stalled as well). With healthy
+vendors nothing is late by that much, so hedging sends no extra request.
 """
 
 from __future__ import annotations
@@ -94,10 +95,12 @@ class Hedging:
         return entry[1].p95 if entry is not None else None
 
 
-def partner(chain: list[Any], index: int) -> int:
+def partner(chain: list[Any], index: int, *, second: bool = False) -> int:
     """Where a late request of `chain[index]` is hedged: the next cloud provider in the chain (a fallback
-    the operator chose; never the last-resort embedded voice, which would always win), else itself."""
+    the operator chose; not the last-resort embedded engine, which would always win), else itself. The
+    `second` hedge (the first one is late too: the vendor is stalling now, not one request) may go to the
+    embedded engine: a voice from this machine beats waiting out the cloud's timeout."""
     for later in range(index + 1, len(chain)):
-        if chain[later].timeouts is not None:
+        if second or chain[later].timeouts is not None:
             return later
     return index
