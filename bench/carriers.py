@@ -4,7 +4,7 @@ carrier, beside Twilio's, on the same pipeline.
 The server is the real app (``server.create_app``, in process, signatures on for every carrier that has
 them) with instant providers (tests/fakes/instant.py: a fixed transcript, a fixed reply, a 300 Hz tone
 as the voice), so everything measured is endpointing, the player and the carrier's wire. The caller is
-the simulated caller (switchboard/caller.py, real time) speaking each carrier's protocol: Twilio and
+the simulated caller (switchboard/caller/, real time) speaking each carrier's protocol: Twilio and
 Exotel on their sockets (Telnyx on its socket too, with its stream token), Plivo and Vonage through
 their signed answer webhooks first. Per call:
 

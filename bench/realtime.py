@@ -11,7 +11,7 @@ Both run in the real app (``server.create_app``) against fakes with fixed latenc
   gemini    the Gemini Live adapter on tests/fakes/gemini_live_fake.py (TLS): the same 500 ms and 0.45 s,
             its audio at 24 kHz resampled to 8 kHz, the caller's at 16 kHz
 
-The caller (switchboard/caller.py, real time, eSpeak NG voice) asks QUESTIONS, one per line, then, in
+The caller (switchboard/caller/, real time, eSpeak NG voice) asks QUESTIONS, one per line, then, in
 separate calls, a question and a line spoken over the bot's long reply 1 s into it. Per kind:
 
   voice-to-voice   the server's TurnMetrics (first audio frame sent − the caller's speech end by our

@@ -10,7 +10,7 @@ pointed at three fakes of OpenAI's API (tests/fakes/openai_fake.py) with fixed l
 so the vendor chain for a short reply is ≈ 0.85 s, as in the turn-taking issue. The fake STT cannot
 recognise speech; it "hears" the phrases of the line being spoken whose audio the upload contains
 (``tests.fakes.instant.spoken_bursts``), so a pause's speculative transcript is the part said so far,
-punctuated like Whisper's. The caller (telephony/caller.py, real time, eSpeak NG voice) plays:
+punctuated like Whisper's. The caller (switchboard/caller/, real time, eSpeak NG voice) plays:
 
   questions  short questions, each once the bot has finished; the bot's voice comes back on the line
              as echo (120 ms, -15 dB): caller-measured first bot audio after the line's last word

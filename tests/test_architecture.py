@@ -20,7 +20,7 @@ MAY_IMPORT = {
     "audio": {"audio", "core"},
     "providers": {"providers", "core", "audio"},
     "telephony": {"telephony", "core", "audio"},
-    "callers": {"callers", "core", "audio"},  # the simulated caller's carrier wires (caller.py uses them)
+    "callers": {"callers", "core", "audio"},  # the simulated caller's carrier wires (caller/ uses them)
     "store": {"store", "core"},
     "config": {"config", "core", "providers", "telephony"},
     "pipeline": {"pipeline", "core", "audio", "config", "providers"},

@@ -1,6 +1,6 @@
 """CallSession over a real WebSocket with instant providers: the call logic, independent of recognition.
 
-Each test places a simulated Twilio call (telephony/caller.py) against the real server on 127.0.0.1.
+Each test places a simulated Twilio call (switchboard/caller/) against the real server on 127.0.0.1.
 """
 
 import asyncio

@@ -46,7 +46,7 @@ def tone(seconds: float, rate: int = 8000, freq: float = 440.0, amplitude: float
 @pytest.fixture(autouse=True)
 def stub_tts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Caller lines become a 0.6 s 300 Hz tone at 22.05 kHz (deterministic; eSpeak is tested separately)."""
-    monkeypatch.setattr(caller, "synthesize_line",
+    monkeypatch.setattr(caller.lines, "synthesize_line",  # the module whose prepare_audio calls it
                         lambda text, voice, rate=1.0: (tone(LINE_S, 22050, 300.0), 22050))
 
 

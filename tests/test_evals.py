@@ -317,7 +317,7 @@ def test_how_the_caller_speaks_rate_noise_and_talk_over():
     from switchboard.caller import (
         CallerLine,
         LineResult,
-        _Segment,
+        Segment,
         background_noise,
         prepare_audio,
         talk_over_s,
@@ -329,8 +329,8 @@ def test_how_the_caller_speaks_rate_noise_and_talk_over():
     noise = background_noise(-40.0)(0, 8000).astype(float)
     assert 20 * np.log10(np.sqrt((noise ** 2).mean()) / 32768) == pytest.approx(-40.0, abs=0.5)
     said = [LineResult(0, "a", False, started_s=1.0, ended_s=3.0), LineResult(1, "b", True)]  # b never spoken
-    bot = [_Segment(0, np.ones(12000, np.int16)), _Segment(12000, np.ones(8000, np.int16)),  # 0-1.5-2.5 s
-           _Segment(40000, np.ones(8000, np.int16))]  # 5-6 s: after the line
+    bot = [Segment(0, np.ones(12000, np.int16)), Segment(12000, np.ones(8000, np.int16)),  # 0-1.5-2.5 s
+           Segment(40000, np.ones(8000, np.int16))]  # 5-6 s: after the line
     assert talk_over_s(said, bot, now=10.0) == 1.5  # 1.0-2.5 s
     assert talk_over_s(said, bot, now=2.0) == 1.0  # what had not played yet does not count
 

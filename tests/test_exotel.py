@@ -1,6 +1,6 @@
 """Exotel's Voicebot applet: the wire module, and whole calls on `WS /exotel` from the simulated caller.
 
-The simulated caller (telephony/caller.py with carrier="exotel") checks every outbound media message
+The simulated caller (switchboard/caller/ with carrier="exotel") checks every outbound media message
 against Exotel's size rules itself and reports a violation as a malformed message; the tests also record
 each payload's size to assert the rules on every message.
 """

@@ -1,7 +1,7 @@
-"""The simulated caller's side of each carrier beyond Twilio and Exotel (whose wires live in caller.py):
+"""The simulated caller's side of each carrier beyond Twilio and Exotel (whose wires live in caller/wire.py):
 one module per carrier, named in `WIRES`, imported when `switchboard call --carrier X` picks it.
 
-A wire is what `caller.MediaSender` and `caller._Call` use to speak the carrier's protocol:
+A wire is what `caller.sender.MediaSender` and `caller.session._Call` use to speak the carrier's protocol:
 
 - `name`, `frame_samples` (8 kHz samples of caller audio per inbound media message), `stream_sid`,
   `account_sid`, `call_sid`;
