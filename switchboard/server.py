@@ -60,6 +60,7 @@ from switchboard.core.context import CALL_ID
 from switchboard.core.deadline import ReceiveDeadline
 from switchboard.core.errors import StartupError
 from switchboard.core.metrics import ShadowResult, TurnMetrics
+from switchboard.core.verdicts import HeldStart, MachineVerdicts
 from switchboard.ops import Operations, Refused
 from switchboard.ops.reload import Reloader, versions
 from switchboard.ops.workers import STARTUP_FAILURE, check_workers, run_workers
@@ -180,10 +181,12 @@ class CallHost:
         self.mcp: McpClients | None = None  # the MCP servers' sessions, when a pipeline lists one
         # each call records which configuration answered it (ops/reload.py swaps these with the pipelines)
         self.versions, self.config_file = versions(config), ""
+        self.verdicts = MachineVerdicts()  # machine detection's verdicts posted apart (core/verdicts.py)
 
     async def serve_stream(self, websocket: WebSocket, connection: Connection) -> None:
         """One carrier connection: parse each frame, hand it to the call; the same for every carrier."""
         session: CallSession | None = None
+        held: HeldStart | None = None  # a start waiting for its machine detection's verdict
         handled = 0
         drops = FrameDrops(self.drop_warnings)
         deadline = ReceiveDeadline(self.start_timeout_s)  # then idle_timeout_s, once the call started
@@ -213,6 +216,14 @@ class CallHost:
                     reason = event.reason  # Exotel says why
                     log.info("call %s: caller hung up (stop%s)", session.call_id, reason and f": {reason}")
                     break
+                if held is not None:  # what the line carries before the verdict is not the call's
+                    if not held.ready():
+                        continue
+                    event, held = held.release(), None
+                elif session is None and isinstance(event, Start):
+                    held = self.verdicts.hold(event)
+                    if held is not None:
+                        continue
                 try:
                     session = await self._dispatch(event, session, connection, drops)
                 except DuplicateCall as exc:
@@ -233,6 +244,8 @@ class CallHost:
         except (WebSocketDisconnect, RuntimeError) as exc:
             log.info("call %s: socket closed: %s", session.call_id if session else "-", exc)
         finally:
+            if held is not None:
+                held.cancel()
             deadline.close()
             drops.close(session.call_id if session else "-")
             if session is not None:
@@ -495,12 +508,12 @@ def create_app(
                       busy=host.ops.admission.busy_at_webhook),
         ExotelCarrier(),
         TelnyxCarrier(config.telnyx, config.numbers, config.default_pipeline,
-                      busy=host.ops.admission.busy_at_webhook),
+                      busy=host.ops.admission.busy_at_webhook, verdicts=host.verdicts),
         webrtc := WebRTCCarrier(config.webrtc, auth, config.arms()),
         PlivoCarrier(config.numbers, config.default_pipeline, insecure_dev,
-                     busy=host.ops.admission.busy_at_webhook),
+                     busy=host.ops.admission.busy_at_webhook, verdicts=host.verdicts),
         VonageCarrier(config.vonage, config.numbers, config.default_pipeline, insecure_dev,
-                      busy=host.ops.admission.busy_at_webhook),
+                      busy=host.ops.admission.busy_at_webhook, verdicts=host.verdicts),
     ]
 
     @contextlib.asynccontextmanager

@@ -253,6 +253,9 @@ async def test_post_api_calls_with_carrier_plivo(fake_plivo, monkeypatch):
                               json={"to": "+15551234567", "carrier": "plivo", "machine_detection": True})
     assert placed.status_code == 201, placed.text
     assert placed.json()["carrier"] == "plivo" and placed.json()["from"] == "+15550001111"
-    [create] = fake_plivo.requests
+    create, with_amd = fake_plivo.requests
     assert create.body["answer_url"] == "https://sb.example.com/plivo/answer?pipeline=sales"
-    assert amd.status_code == 400 and "not wired for Plivo" in amd.json()["error"]
+    assert "machine_detection" not in create.body
+    assert amd.status_code == 201, amd.text  # tests/test_carrier_amd.py: the call it places
+    assert with_amd.body["machine_detection"] == "true"
+    assert with_amd.body["machine_detection_url"] == "https://sb.example.com/plivo/amd"

@@ -379,8 +379,11 @@ def test_dial_places_a_texml_call_that_streams_to_us(monkeypatch):
             dial(
                 "telnyx", "+15557654321", "sales", ["sales"], environ={**environ, "TELNYX_CONNECTION_ID": ""}
             )
-        with pytest.raises(DialError, match="answering machine detection is not wired for Telnyx"):
-            dial("telnyx", "+15557654321", "sales", ["sales"], environ=environ, machine_detection="Enable")
+        assert "MachineDetection" not in request.body and "AsyncAmd" not in request.body
+        dial("telnyx", "+15557654321", "sales", ["sales"], environ=environ, machine_detection="Enable")
+        amd = fake.requests[-1].body  # tests/test_carrier_amd.py: the call it places
+        assert (amd["MachineDetection"], amd["AsyncAmd"]) == ("Enable", True)
+        assert amd["AsyncAmdStatusCallback"] == "https://bot.example.com/telnyx/amd"
         fake.status, fake.error_code = 422, "10015"
         with pytest.raises(DialError, match="Telnyx refused the call: HTTP 422, Telnyx error 10015"):
             dial("telnyx", "+15557654321", "sales", ["sales"], environ=environ)
@@ -459,3 +462,70 @@ async def test_the_simulated_caller_brings_the_stream_token_and_reports_broken_r
     assert wire.check(short) == "media: 80 bytes of PCMU: 10.0 ms (Telnyx: 20 ms-30 s)"
     assert wire.check('{"event": "playAudio"}').startswith("unknown event 'playAudio'")
     assert wire.check(b"\x00") == "binary frame (Telnyx takes JSON text frames only)"
+
+
+# --- Call Control: an inbound call answered and streamed ------------------------------------------------
+
+
+async def call_control_app(monkeypatch, fake: FakeTelnyx, busy: bool = False):
+    side = TelnyxSide()
+    for name, value in side.server_env().items():
+        monkeypatch.setenv(name, value)
+    app = create_app(config(), providers=providers())
+    if busy:
+        app.state.ops.admission.draining = True
+    return side, app
+
+
+async def test_call_control_answers_and_streams_an_incoming_call(fake_telnyx, monkeypatch):
+    side, app = await call_control_app(monkeypatch, fake_telnyx)
+    async with running(app) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        monkeypatch.setenv("PUBLIC_URL", f"http://127.0.0.1:{port}")
+        body, headers = side.call_initiated("+15550003333", "+15550001111")
+        forged = await http.post("/telnyx/call-control", content=body,
+                                 headers=signed_headers(Ed25519PrivateKey.generate(), body))
+        assert forged.status_code == 403 and fake_telnyx.requests == []
+        assert (await http.post("/telnyx/call-control", content=body, headers=headers)).status_code == 200
+        for _ in range(200):
+            if len(fake_telnyx.requests) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        answer, stream = fake_telnyx.requests
+        assert answer.path == f"/calls/{side.call_control_id}/actions/answer"
+        assert stream.path == f"/calls/{side.call_control_id}/actions/streaming_start"
+        command = stream.body
+        assert command["stream_url"] == f"ws://127.0.0.1:{port}/telnyx/media-stream"  # no token in the URL
+        assert (command["stream_track"], command["stream_bidirectional_mode"]) == ("inbound_track", "rtp")
+        assert command["stream_bidirectional_codec"] == "PCMU"
+        assert command["stream_bidirectional_sampling_rate"] == 8000
+        assert command["stream_auth_token"] == STREAM_TOKEN
+        call = PhoneCall(side, await side.run_streaming_start(command))
+        await call.begin()
+        await call.until_quiet()
+        await call.hang_up()
+        await asyncio.wait_for(app.state.host.wait_idle(), 5)
+    assert side.parameters == {"pipeline": "sales", "from": "+15550001111", "to": "+15550003333"}
+    heard, rate = call.heard()
+    assert len(heard) / rate == pytest.approx(len("Sales here.") * 0.06, abs=0.05)  # the sales greeting
+    assert call.violations == []
+
+
+async def test_call_control_turns_a_call_away_when_busy_and_logs_other_events(fake_telnyx, monkeypatch,
+                                                                              caplog):
+    caplog.set_level(logging.INFO)
+    side, app = await call_control_app(monkeypatch, fake_telnyx, busy=True)
+    async with running(app) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        body, headers = side.call_initiated("+15550003333", "+15550001111")
+        assert (await http.post("/telnyx/call-control", content=body, headers=headers)).status_code == 200
+        for _ in range(200):
+            if fake_telnyx.requests:
+                break
+            await asyncio.sleep(0.02)
+        hangup = json.dumps({"data": {"event_type": "call.hangup", "payload": {
+            "call_control_id": side.call_control_id, "hangup_cause": "normal_clearing"}}}).encode()
+        signed = {**signed_headers(side.key, hangup), "content-type": "application/json"}
+        assert (await http.post("/telnyx/call-control", content=hangup, headers=signed)).status_code == 200
+    [reject] = fake_telnyx.requests
+    assert reject.path == f"/calls/{side.call_control_id}/actions/reject"
+    assert reject.body == {"cause": "USER_BUSY"}
+    assert f"call.hangup for call {side.call_control_id}" in caplog.text

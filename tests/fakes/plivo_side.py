@@ -23,6 +23,7 @@ import json
 import secrets
 import xml.etree.ElementTree as ET
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import numpy as np
@@ -37,8 +38,13 @@ AUTH_TOKEN = "conformance-plivo-token"
 
 
 def v3_signature(token: str, url: str, params: dict[str, str], nonce: str) -> str:
-    """Plivo's V3 signature of a POST to `url` (no query string) with form `params`."""
-    base = url + "?" + "".join(f"{key}{params[key]}" for key in sorted(params))
+    """Plivo's V3 signature of a POST to `url` with form `params`: the URL without its query, "?", its
+    query's name=value pairs sorted and joined by "&" then "." (when it has one), the form's sorted
+    name+value pairs."""
+    path, _, query = url.partition("?")
+    pairs = "&".join(f"{key}={value}" for key, value in sorted(parse_qsl(query, keep_blank_values=True)))
+    form = "".join(f"{key}{params[key]}" for key in sorted(params))
+    base = path + "?" + (f"{pairs}." if pairs else "") + form
     digest = hmac.new(token.encode(), f"{base}.{nonce}".encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
@@ -58,11 +64,14 @@ class PlivoSide:
     def server_env(self) -> dict[str, str]:
         return {"PLIVO_AUTH_TOKEN": AUTH_TOKEN}
 
-    async def answer(self, base_url: str, to: str, from_: str, *, signed: bool = True) -> str:
-        """POST the answer URL as Plivo does; returns the `<Stream>`'s URL."""
-        url = f"{base_url}/plivo/answer"
+    async def answer(self, base_url: str, to: str, from_: str, *, signed: bool = True,
+                     url: str | None = None) -> str:
+        """POST the answer URL (ours, or the `answer_url` an outbound call was placed with) as Plivo does;
+        returns the `<Stream>`'s URL."""
+        direction = "outbound" if url else "inbound"
+        url = url or f"{base_url}/plivo/answer"
         form = {"CallUUID": self.call_uuid, "From": from_.lstrip("+"), "To": to.lstrip("+"),
-                "Direction": "inbound", "CallStatus": "in-progress", "Event": "StartApp"}
+                "Direction": direction, "CallStatus": "in-progress", "Event": "StartApp"}
         nonce = str(secrets.randbelow(10**20))
         token = AUTH_TOKEN if signed else "not-the-token"
         headers = {"X-Plivo-Signature-V3": v3_signature(token, url, form, nonce),
@@ -78,8 +87,9 @@ class PlivoSide:
             raise Violation(f"a contentType this fake does not speak: {stream.get('contentType')}")
         return (stream.text or "").strip()
 
-    async def open(self, base_url: str, to: str, from_: str, *, signed: bool = True) -> Any:
-        self.stream_url = await self.answer(base_url, to, from_, signed=signed)
+    async def open(self, base_url: str, to: str, from_: str, *, signed: bool = True,
+                   url: str | None = None) -> Any:
+        self.stream_url = await self.answer(base_url, to, from_, signed=signed, url=url)
         try:
             return await websockets.connect(self.stream_url)
         except InvalidStatus as refused:

@@ -78,14 +78,47 @@ class TelnyxSide:
                                      headers=signed_headers(signer, body))
         if answer.status_code != 200:
             raise Refused(answer.status_code, "the webhook")
-        stream = ET.fromstring(answer.text).find("./Connect/Stream")
+        return await self.run_texml(answer.text)
+
+    async def run_texml(self, texml: str) -> Any:
+        """What Telnyx does with a call's TeXML (the webhook's answer, or an outbound call's inline
+        `Texml`): open its `<Connect><Stream>` with its `<Parameter>`s."""
+        stream = ET.fromstring(texml).find("./Connect/Stream")
         if stream is None:
-            raise Violation(f"the webhook's TeXML has no <Connect><Stream>: {answer.text}")
+            raise Violation(f"the TeXML has no <Connect><Stream>: {texml}")
         if stream.get("bidirectionalMode") != "rtp" or stream.get("bidirectionalCodec", "PCMU") != self.codec:
-            raise Violation(f"not a bidirectional {self.codec} RTP stream: {answer.text}")
+            raise Violation(f"not a bidirectional {self.codec} RTP stream: {texml}")
         self.parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
         try:
             return await websockets.connect(stream.get("url", ""))
+        except InvalidStatus as refused:
+            raise Refused(refused.response.status_code, "the media socket") from None
+
+    def call_initiated(self, to: str, from_: str) -> tuple[bytes, dict[str, str]]:
+        """A Call Control application's `call.initiated` webhook for an incoming call (JSON, signed);
+        developers.telnyx.com/api-reference/callbacks/call-initiated."""
+        self.to, self.from_ = to, from_
+        payload = {"call_control_id": self.call_control_id, "connection_id": "7267xxxxxxxxxxxxxx",
+                   "call_leg_id": secrets.token_hex(8), "call_session_id": secrets.token_hex(8),
+                   "client_state": None, "direction": "incoming", "from": from_, "to": to, "state": "parked",
+                   "start_time": "2026-12-07T18:00:00.000000Z"}
+        body = json.dumps({"data": {"record_type": "event", "event_type": "call.initiated",
+                                    "id": secrets.token_hex(8), "occurred_at": "2026-12-07T18:00:00.000000Z",
+                                    "payload": payload}, "meta": {"attempt": 1}}).encode()
+        return body, {**signed_headers(self.key, body), "content-type": "application/json"}
+
+    async def run_streaming_start(self, command: dict[str, Any]) -> Any:
+        """What Telnyx does with a Call Control `streaming_start`: open `stream_url` with the
+        `stream_auth_token` in the `x-telnyx-streaming-auth-token` header; `custom_parameters` come back in
+        `start`."""
+        mode, codec = command.get("stream_bidirectional_mode"), command.get("stream_bidirectional_codec")
+        if mode != "rtp" or codec != self.codec:
+            raise Violation(f"not a bidirectional {self.codec} RTP stream: {command}")
+        self.parameters = {each["name"]: each["value"] for each in command.get("custom_parameters") or []}
+        token = command.get("stream_auth_token")
+        try:
+            return await websockets.connect(command["stream_url"], additional_headers=(
+                {"x-telnyx-streaming-auth-token": token} if token else {}))
         except InvalidStatus as refused:
             raise Refused(refused.response.status_code, "the media socket") from None
 

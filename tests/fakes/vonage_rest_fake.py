@@ -4,6 +4,12 @@
 "ncco": […]}}`, 204); 404 with a problem-details body for a call that has ended. Requests must carry
 `Authorization: Bearer <JWT>` signed RS256 by the application's private key (checked with its public key).
 
+A call placed with `advanced_machine_detection` {behavior continue | hangup, mode detect | detect_beep
+(synchronous: the NCCO runs once the verdict is in) | default (asynchronous), beep_timeout} posts a
+human/machine event to its `event_url` ("Voicemail Detection" and the webhook reference: `call_uuid`,
+`conversation_uuid`, `status` human | machine, `sub_state` beep_start | beep_timeout when listening for
+the beep, `timestamp`), signed like every Vonage webhook: `detection_event`.
+
 The SDK speaks https only: `serving_tls` serves the fake with a self-signed certificate for 127.0.0.1
 and points REQUESTS_CA_BUNDLE at it; Switchboard then reaches it with `VONAGE_API_HOST=127.0.0.1:<port>`.
 """
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import json
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,6 +38,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.vonage_side import signed_jwt
 
 
 def private_key_pem() -> tuple[str, Any]:
@@ -53,6 +63,7 @@ class FakeVonage:
     public_key: Any
     status: int | None = None  # answer every request with this error instead (404, 500 ...)
     requests: list[Recorded] = field(default_factory=list)
+    placed: list[str] = field(default_factory=list)  # the uuid of each call placed
 
     def app(self) -> Starlette:
         return Starlette(routes=[
@@ -87,12 +98,27 @@ class FakeVonage:
         if refused is not None:
             return refused
         uuid = secrets.token_hex(16)
+        self.placed.append(uuid)
         return JSONResponse({"uuid": uuid, "status": "started", "direction": "outbound",
                              "conversation_uuid": "CON-" + uuid}, status_code=201)
 
     async def _modify(self, request: Request) -> Response:
         recorded = await self._record(request)
         return self._answer(recorded) or Response(status_code=204)
+
+    async def detection_event(self, status: str, secret: str, sub_state: str | None = None) -> int:
+        """The human/machine event of the last call placed, to its `event_url`, signed; returns the status
+        the application answered."""
+        placed = next(each for each in reversed(self.requests) if each.path == "/v1/calls")
+        uuid = self.placed[-1]
+        event = {"call_uuid": uuid, "conversation_uuid": "CON-" + uuid, "status": status,
+                 "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+                 **({"sub_state": sub_state} if sub_state else {})}
+        body = json.dumps(event).encode()
+        async with httpx.AsyncClient() as http:
+            response = await http.post(placed.body["event_url"][0], content=body, headers={
+                "Authorization": f"Bearer {signed_jwt(secret, body)}", "Content-Type": "application/json"})
+        return response.status_code
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -55,13 +55,15 @@ class VonageSide:
     def server_env(self) -> dict[str, str]:
         return {"VONAGE_SIGNATURE_SECRET": SIGNATURE_SECRET}
 
-    async def answer(self, base_url: str, to: str, from_: str, *, signed: bool = True) -> dict[str, Any]:
-        """POST the answer URL as Vonage does; returns the NCCO's websocket endpoint."""
+    async def answer(self, base_url: str, to: str, from_: str, *, signed: bool = True,
+                     url: str | None = None) -> dict[str, Any]:
+        """POST the answer URL (ours, or the `answer_url` an outbound call was placed with) as Vonage
+        does; returns the NCCO's websocket endpoint."""
         body = json.dumps({"uuid": self.uuid, "conversation_uuid": "CON-" + self.uuid,
                            "from": from_.lstrip("+"), "to": to.lstrip("+"), "region_url": ""}).encode()
         token = signed_jwt(SIGNATURE_SECRET if signed else "not-the-signature-secret-of-32-bytes", body)
         async with httpx.AsyncClient() as client:
-            response = await client.post(f"{base_url}/vonage/answer", content=body, headers={
+            response = await client.post(url or f"{base_url}/vonage/answer", content=body, headers={
                 "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         if response.status_code != 200:
             raise Refused(response.status_code, "the answer URL")
@@ -77,8 +79,9 @@ class VonageSide:
             raise Violation(f"a content-type Vonage does not stream: {content_type!r}")
         return endpoint
 
-    async def open(self, base_url: str, to: str, from_: str, *, signed: bool = True) -> Any:
-        endpoint = await self.answer(base_url, to, from_, signed=signed)
+    async def open(self, base_url: str, to: str, from_: str, *, signed: bool = True,
+                   url: str | None = None) -> Any:
+        endpoint = await self.answer(base_url, to, from_, signed=signed, url=url)
         self.rate = int(endpoint["content-type"].rpartition("=")[2])
         self.headers = endpoint.get("headers") or {}
         authorization = (endpoint.get("authorization") or {})

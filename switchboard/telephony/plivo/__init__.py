@@ -5,8 +5,10 @@ POST /plivo/answer     the answer URL: Plivo XML `<Stream bidirectional="true">`
                        (or, when the server is full or draining, `<Speak>` its busy message)
 WS   /plivo/stream     Plivo Audio Streaming (wire.py), one call per connection
 POST /plivo/transfer   the XML a transferred call is sent to: `<Dial>` the target
+POST /plivo/amd        the machine_detection_url of a call we placed with answering machine detection:
+                       Plivo posts `Machine=true` when it hears a machine (and nothing for a person)
 
-With PLIVO_AUTH_TOKEN set, both webhooks must carry Plivo's V3 signature and the socket our token
+With PLIVO_AUTH_TOKEN set, the webhooks must carry Plivo's V3 signature and the socket our token
 (security.py); refused with 403 / close code 1008 and a logged reason otherwise. Hang-up and transfer go
 through the REST API (rest.py) when PLIVO_AUTH_ID is set too; closing the stream ends the call either way
 (the XML hangs up once the stream is gone).
@@ -25,7 +27,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from switchboard.core.carrier import NUMBER_CHARS, BadFrame, Connection, InboundEvent, Start, caller_text
+from switchboard.core.carrier import (
+    ID_CHARS,
+    NUMBER_CHARS,
+    BadFrame,
+    Connection,
+    InboundEvent,
+    Start,
+    caller_text,
+)
+from switchboard.core.verdicts import ANSWERED_BY, WAIT_PARAMETER, MachineVerdicts
 from switchboard.telephony.base import ServeStream, WebSocketSender, external_url, peer
 from switchboard.telephony.plivo import wire
 from switchboard.telephony.plivo.rest import AUTH_TOKEN_ENV, PUBLIC_URL_ENV, PlivoRest
@@ -106,8 +117,10 @@ class PlivoCarrier:
     name = "plivo"
 
     def __init__(self, numbers: Mapping[str, str], default_pipeline: str, insecure_dev: bool = False,
-                 busy: Callable[[str], str | None] | None = None) -> None:
+                 busy: Callable[[str], str | None] | None = None,
+                 verdicts: MachineVerdicts | None = None) -> None:
         self.numbers, self.default_pipeline, self.busy = numbers, default_pipeline, busy
+        self.verdicts = verdicts or MachineVerdicts()
         self.checker = signature_checker(insecure_dev)
         self.rest = PlivoRest.from_env()
 
@@ -135,14 +148,15 @@ class PlivoCarrier:
             Route("/plivo/answer", self.answer, methods=["GET", "POST"]),
             WebSocketRoute("/plivo/stream", stream),
             Route("/plivo/transfer", self.transfer_xml, methods=["GET", "POST"]),
+            Route("/plivo/amd", self.machine_detection, methods=["GET", "POST"]),
         ]
 
     def _parser(self, query: Mapping[str, str]) -> Callable[[str | bytes], InboundEvent]:
         """The stream's parser: `start` gets the call's pipeline and numbers from the (token-checked)
         stream URL, and must be the call the URL was made for."""
         call = query.get("call", "")
-        parameters = {key: caller_text(query[key], NUMBER_CHARS) for key in ("pipeline", "from", "to")
-                      if query.get(key)}
+        parameters = {key: caller_text(query[key], NUMBER_CHARS)
+                      for key in ("pipeline", "from", "to", WAIT_PARAMETER, ANSWERED_BY) if query.get(key)}
 
         def parse(raw: str | bytes) -> InboundEvent:
             event = wire.parse(raw)
@@ -189,11 +203,23 @@ class PlivoCarrier:
                     "incoming call %s: no route for the called number %r in numbers:, using pipeline %r",
                     call_uuid, called, self.default_pipeline)
         query = {"call": call_uuid, "pipeline": pipeline or self.default_pipeline, "from": caller,
-                 "to": called}
+                 "to": called, **_detection(request.query_params, params)}
         query_string = self.checker.stream_query(query) if self.checker else urlencode(query)
         base = _websocket_base(os.environ.get(PUBLIC_URL_ENV), request.headers, request.url.scheme)
         log.info("incoming call %s from %s to %s", call_uuid, caller, called)
         return Response(wire.stream_xml(f"{base}/plivo/stream?{query_string}"), media_type=XML)
+
+    async def machine_detection(self, request: Request) -> Response:
+        """Plivo heard a machine on `CallUUID` (`Machine=true`, `Event=MachineDetection`)."""
+        params, refused = await self._verified(request, "plivo/amd")
+        if refused is not None:
+            return refused
+        call_uuid = caller_text(params.get("CallUUID", ""), ID_CHARS)
+        answered_by = _answered_by(params.get("Machine"))
+        log.info("Plivo call %s: answered by %s (machine detection)", call_uuid, answered_by or "?")
+        if answered_by:
+            self.verdicts.record(call_uuid, answered_by)
+        return Response(status_code=204)
 
     async def transfer_xml(self, request: Request) -> Response:
         _params, refused = await self._verified(request, "plivo/transfer")
@@ -201,6 +227,22 @@ class PlivoCarrier:
             return refused
         target = request.query_params.get("target", "")
         return Response(wire.dial_xml(target), media_type=XML)
+
+
+def _answered_by(machine: object) -> str:
+    """Plivo's `Machine` in Twilio's words (Plivo detects no beep: a machine is `machine_start`)."""
+    text = str(machine or "").lower()
+    return "machine_start" if text == "true" else "human" if text == "false" else ""
+
+
+def _detection(query: Mapping[str, str], params: Mapping[str, str]) -> dict[str, str]:
+    """What the stream needs of an outbound call's machine detection: how long to wait for the verdict
+    (our dialer's answer URL says), or the verdict when the answer request already says a machine
+    (`Machine=true`; a `false` there may only mean Plivo is still listening)."""
+    if _answered_by(params.get("Machine")) == "machine_start":
+        return {ANSWERED_BY: "machine_start"}
+    wait = query.get(WAIT_PARAMETER, "")
+    return {WAIT_PARAMETER: wait[:8]} if wait else {}
 
 
 def _number(value: object) -> str:

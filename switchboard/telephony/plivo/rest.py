@@ -21,6 +21,7 @@ import plivo.rest.client as plivo_client
 import requests
 from plivo.exceptions import PlivoRestError, ResourceNotFoundError
 
+from switchboard.core.verdicts import WAIT_PARAMETER
 from switchboard.telephony.dialing import (
     DialError,
     DialNotConfigured,
@@ -37,6 +38,9 @@ FROM_NUMBER_ENV = "PLIVO_FROM_NUMBER"
 API_BASE_ENV = "PLIVO_API_BASE"
 PUBLIC_URL_ENV = "PUBLIC_URL"
 TIMEOUT_S = 10.0  # per REST request
+AMD_PATH = "/plivo/amd"
+DETECTION_MS = 4000  # machine_detection_time: how long Plivo listens (2,000-10,000; its default 5,000)
+VERDICT_MARGIN_S = 1.0  # the held start waits this much longer (Plivo posts only when it hears a machine)
 
 
 def _use_api_base(api_base: str) -> None:
@@ -96,11 +100,16 @@ class PlivoRest:
             return False
         return True
 
-    def create_call(self, to: str, from_: str, answer_url: str) -> str:
-        """Place a call whose answer XML comes from `answer_url`; returns its request uuid. Raises
-        PlivoRestError / RequestException."""
+    def create_call(self, to: str, from_: str, answer_url: str,
+                    machine_detection_url: str | None = None) -> str:
+        """Place a call whose answer XML comes from `answer_url`; returns its request uuid. With
+        `machine_detection_url` Plivo listens for an answering machine (`DETECTION_MS`) and posts there
+        when it hears one. Raises PlivoRestError / RequestException."""
+        detection = {} if machine_detection_url is None else {
+            "machine_detection": "true", "machine_detection_time": DETECTION_MS,
+            "machine_detection_url": machine_detection_url, "machine_detection_method": "POST"}
         response = self._client.calls.create(from_=from_.lstrip("+"), to_=to.lstrip("+"),
-                                             answer_url=answer_url, answer_method="POST")
+                                             answer_url=answer_url, answer_method="POST", **detection)
         return str(getattr(response, "request_uuid", "") or "")
 
 
@@ -110,10 +119,15 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def answer_url(public_url: str, pipeline: str) -> str:
-    """Our /plivo/answer at PUBLIC_URL, for an outbound call, naming the pipeline that answers."""
-    base = public_url if "://" in public_url else f"https://{public_url}"
-    return f"{base.rstrip('/')}/plivo/answer?{urlencode({'pipeline': pipeline})}"
+def _base(public_url: str) -> str:
+    return (public_url if "://" in public_url else f"https://{public_url}").rstrip("/")
+
+
+def answer_url(public_url: str, pipeline: str, verdict_wait_s: float | None = None) -> str:
+    """Our /plivo/answer at PUBLIC_URL, for an outbound call, naming the pipeline that answers (and, with
+    machine detection, how long its stream waits for the verdict)."""
+    query = {"pipeline": pipeline, **({WAIT_PARAMETER: f"{verdict_wait_s:g}"} if verdict_wait_s else {})}
+    return f"{_base(public_url)}/plivo/answer?{urlencode(query)}"
 
 
 def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None = None,
@@ -123,9 +137,6 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
     problems = request_problems(to, from_, pipeline, pipelines)
-    if machine_detection:
-        problems.append("answering machine detection is not wired for Plivo (it reports on a separate "
-                        "webhook after the call is connected; docs/carriers.md)")
     if problems:
         raise DialError("; ".join(problems))
     missing = [name for name in (AUTH_ID_ENV, AUTH_TOKEN_ENV) if not environ.get(name)]
@@ -143,9 +154,12 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     if rest is None:
         raise DialNotConfigured(f"{AUTH_ID_ENV} is not a Plivo auth id (MA… or SA…, 20 characters)")
     assert public_url
+    wait_s = DETECTION_MS / 1000 + VERDICT_MARGIN_S if machine_detection else None
     try:
-        request_uuid = rest.create_call(to, from_, answer_url(public_url, pipeline))
+        request_uuid = rest.create_call(to, from_, answer_url(public_url, pipeline, wait_s),
+                                        f"{_base(public_url)}{AMD_PATH}" if machine_detection else None)
     except (PlivoRestError, requests.RequestException) as exc:
         raise DialRefused(f"Plivo refused the call: {_describe(exc)}") from None
-    log.info("placed call %s to %s from %s on pipeline %r through Plivo", request_uuid, to, from_, pipeline)
+    log.info("placed call %s to %s from %s on pipeline %r through Plivo%s", request_uuid, to, from_, pipeline,
+             " (machine detection)" if machine_detection else "")
     return PlacedCall(request_uuid, to, from_, pipeline, carrier="plivo")

@@ -4,18 +4,27 @@ POST /telnyx/incoming-call   the TeXML application's voice URL: TeXML that conne
                              WebSocket (bidirectional RTP in the configured codec), routed by `numbers:`,
                              then hangs up; or, when the server is full or draining, the busy message
 WS   /telnyx/media-stream    Telnyx media streaming (wire.py), one call per connection
+POST /telnyx/call-control    a Call Control application's webhook: `call.initiated` (incoming) is answered and
+                             streamed (`streaming_start`, bidirectional RTP) to the media socket, with the
+                             routed pipeline and the numbers as the stream's custom parameters; or rejected
+                             (busy) when the server is full or draining. Other events are logged.
+POST /telnyx/amd             TeXML's asynchronous answering machine detection callback (`AnsweredBy`) for
+                             a call we placed with it: the verdict its held start waits for
 
 Trust: with TELNYX_PUBLIC_KEY set (the account's base64 Ed25519 key), the webhook must carry Telnyx's
 signature (`telnyx-signature-ed25519` over `telnyx-timestamp|body`, the timestamp within 5 minutes;
 checked by the `telnyx` SDK), else 403. With TELNYX_STREAM_TOKEN set, the media socket's upgrade must
 carry it (the `token` query parameter our TeXML puts in the stream URL, or Telnyx's
 `x-telnyx-streaming-auth-token` header), else 403. Either unset: a loud warning at start-up.
-Hang-up, transfer and outbound calls go through the REST API (rest.py) with TELNYX_API_KEY.
+Hang-up, transfer, outbound calls and Call Control's answer and streaming go through the REST API (rest.py)
+with TELNYX_API_KEY.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -29,8 +38,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from switchboard.core.carrier import Connection, Start
+from switchboard.core.carrier import ID_CHARS, NUMBER_CHARS, Connection, Start, caller_text
 from switchboard.core.settings import Strict
+from switchboard.core.verdicts import MachineVerdicts
 from switchboard.telephony.base import ServeStream, WebSocketSender, peer
 from switchboard.telephony.telnyx import wire
 
@@ -43,6 +53,8 @@ PUBLIC_KEY_ENV = "TELNYX_PUBLIC_KEY"
 STREAM_TOKEN_ENV = "TELNYX_STREAM_TOKEN"
 PUBLIC_URL_ENV = "PUBLIC_URL"
 TOKEN_HEADER = "x-telnyx-streaming-auth-token"
+AMD_PATH = "/telnyx/amd"  # rest.AMD_PATH (rest.py imports the SDK: not imported here)
+CALL_CONTROL_PATH = "/telnyx/call-control"
 
 
 class TelnyxConfig(Strict):
@@ -118,6 +130,17 @@ def signature_problem(body: bytes, headers: Mapping[str, str], public_key: str) 
     return None
 
 
+def _refused(request: Request, body: bytes, where: str) -> Response | None:
+    """A 403 (the reason logged) for a webhook without Telnyx's signature while TELNYX_PUBLIC_KEY is set."""
+    public_key = os.environ.get(PUBLIC_KEY_ENV)
+    problem = signature_problem(body, request.headers, public_key) if public_key else None
+    if problem is None:
+        return None
+    client = request.client.host if request.client else "?"
+    log.warning("telnyx %s: rejected a request from %s: %s", where, client, problem)
+    return Response("invalid Telnyx signature", status_code=403, media_type="text/plain")
+
+
 def token_ok(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
@@ -128,8 +151,11 @@ class TelnyxCarrier:
     name = "telnyx"
 
     def __init__(self, config: TelnyxConfig, numbers: Mapping[str, str], default_pipeline: str,
-                 busy: Callable[[str], str | None] | None = None) -> None:
+                 busy: Callable[[str], str | None] | None = None,
+                 verdicts: MachineVerdicts | None = None) -> None:
         self.config, self.numbers, self.default_pipeline, self.busy = config, numbers, default_pipeline, busy
+        self.verdicts = verdicts or MachineVerdicts()
+        self._commands: set[asyncio.Task] = set()  # Call Control answers in flight (after the webhook's 200)
         self.rest: TelnyxRest | None = None
         # the SDK costs ~6 s of CPU to import: at start-up when it will be used, never on a call's path
         if os.environ.get(PUBLIC_KEY_ENV):
@@ -161,18 +187,82 @@ class TelnyxCarrier:
             await serve(websocket, Connection(self.name, decoder.parse, link))
 
         return [Route(wire.WEBHOOK_PATH, self.incoming_call, methods=["POST"]),
-                WebSocketRoute(wire.STREAM_PATH, media_stream)]
+                WebSocketRoute(wire.STREAM_PATH, media_stream),
+                Route(CALL_CONTROL_PATH, self.call_control, methods=["POST"]),
+                Route(AMD_PATH, self.machine_detection, methods=["POST"])]
+
+    async def _verified_form(self, request: Request, where: str) -> tuple[dict[str, str], Response | None]:
+        """The webhook's form fields, and a 403 to send instead when TELNYX_PUBLIC_KEY is set and the
+        request lacks Telnyx's signature."""
+        body = await request.body()
+        refused = _refused(request, body, where)
+        if refused is not None:
+            return {}, refused
+        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)), None
+
+    async def machine_detection(self, request: Request) -> Response:
+        """TeXML's AsyncAmdStatusCallback: `CallSid` (the call_control_id) was answered by `AnsweredBy`
+        (human, machine_start, machine_end_beep, machine_end_silence, machine_end_other, fax, unknown)."""
+        form, refused = await self._verified_form(request, "amd")
+        if refused is not None:
+            return refused
+        call = caller_text(form.get("CallSid", ""), ID_CHARS)
+        answered_by = caller_text(form.get("AnsweredBy", ""), 32)
+        log.info("Telnyx call %s: answered by %s (machine detection)", call, answered_by or "?")
+        self.verdicts.record(call, answered_by)
+        return Response(status_code=204)
+
+    async def call_control(self, request: Request) -> Response:
+        """A Call Control webhook (`{"data": {"event_type", "payload": {call_control_id, direction, from,
+        to, …}}}`, signed as every Telnyx webhook): an incoming `call.initiated` is answered and streamed
+        to /telnyx/media-stream in the background (Telnyx wants the webhook answered at once)."""
+        body = await request.body()
+        refused = _refused(request, body, "call-control")
+        if refused is not None:
+            return refused
+        try:
+            data = json.loads(body).get("data") or {}
+            event, payload = str(data.get("event_type", "")), data.get("payload") or {}
+            call = caller_text(payload.get("call_control_id", ""), ID_CHARS)
+        except (ValueError, AttributeError):
+            log.warning("telnyx call-control: not a Call Control event: %s", caller_text(body, 80))
+            return Response("expected a Call Control event", status_code=400, media_type="text/plain")
+        if event != "call.initiated" or payload.get("direction") != "incoming" or not call:
+            log.info("telnyx call-control: %s for call %s", caller_text(event, 60) or "?", call or "?")
+            return Response(status_code=200)
+        if self.rest is None:
+            log.error("telnyx call-control: cannot answer call %s: TELNYX_API_KEY is not set", call)
+            return Response(status_code=200)
+        task = asyncio.create_task(self._answer(call, payload, request))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+        return Response(status_code=200)
+
+    async def _answer(self, call: str, payload: Mapping, request: Request) -> None:
+        assert self.rest is not None
+        if self.busy is not None and self.busy(self.name) is not None:
+            log.info("incoming Telnyx call %s: rejected, the server is busy", call)
+            await self.rest.reject(call)
+            return
+        caller = caller_text(payload.get("from", ""), NUMBER_CHARS)
+        called = caller_text(payload.get("to", ""), NUMBER_CHARS)
+        pipeline = self.numbers.get(called)
+        if pipeline is None:
+            log.log(logging.WARNING if self.numbers else logging.INFO,
+                    "incoming Telnyx call %s: no route for the called number %r in numbers:, using %r",
+                    call, called, self.default_pipeline)
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
+        proto = request.headers.get("x-forwarded-proto")
+        url = wire.stream_url(os.environ.get(PUBLIC_URL_ENV), host, proto, None)  # its token goes as a header
+        parameters = {"pipeline": pipeline or self.default_pipeline, "from": caller, "to": called}
+        log.info("incoming Telnyx call %s (Call Control) from %s to %s", call, caller, called)
+        await self.rest.answer_and_stream(call, url, self.config.stream_codec(),
+                                          os.environ.get(STREAM_TOKEN_ENV), parameters)
 
     async def incoming_call(self, request: Request) -> Response:
-        body = await request.body()
-        client = request.client.host if request.client else "?"
-        public_key = os.environ.get(PUBLIC_KEY_ENV)
-        if public_key:
-            problem = signature_problem(body, request.headers, public_key)
-            if problem:
-                log.warning("telnyx incoming-call: rejected a request from %s: %s", client, problem)
-                return Response("invalid Telnyx signature", status_code=403, media_type="text/plain")
-        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        form, refused = await self._verified_form(request, "incoming-call")
+        if refused is not None:
+            return refused
         call = form.get("CallSid", "")[:128]
         busy = self.busy(self.name) if self.busy is not None else None
         if busy is not None:

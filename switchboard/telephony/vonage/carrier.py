@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from switchboard.core.carrier import NUMBER_CHARS, Connection, InboundEvent, Start, caller_text
+from switchboard.core.carrier import ID_CHARS, NUMBER_CHARS, Connection, InboundEvent, Start, caller_text
+from switchboard.core.verdicts import WAIT_PARAMETER, MachineVerdicts
 from switchboard.telephony.base import ServeStream, WebSocketSender, external_url, peer
 from switchboard.telephony.vonage import VonageConfig, wire
 from switchboard.telephony.vonage.rest import PUBLIC_URL_ENV, VonageRest
@@ -92,8 +93,10 @@ class VonageCarrier:
     name = "vonage"
 
     def __init__(self, config: VonageConfig, numbers: Mapping[str, str], default_pipeline: str,
-                 insecure_dev: bool = False, busy: Callable[[str], str | None] | None = None) -> None:
+                 insecure_dev: bool = False, busy: Callable[[str], str | None] | None = None,
+                 verdicts: MachineVerdicts | None = None) -> None:
         self.sample_rate = config.sample_rate
+        self.verdicts = verdicts or MachineVerdicts()
         self.numbers, self.default_pipeline, self.busy = numbers, default_pipeline, busy
         self.checker = signature_checker(insecure_dev)
         self.rest = VonageRest.from_env()
@@ -124,7 +127,8 @@ class VonageCarrier:
         """The socket's parser; with a verified token, the call, pipeline and numbers come from it (the
         endpoint's headers in `websocket:connected` are only the caller's word when the route is open)."""
         decoder = wire.Decoder()
-        trusted = {key: caller_text(claims[key], NUMBER_CHARS) for key in ("call", "pipeline", "from", "to")
+        keys = ("call", "pipeline", "from", "to", WAIT_PARAMETER)
+        trusted = {key: caller_text(claims[key], NUMBER_CHARS) for key in keys
                    if isinstance(claims.get(key), str)}
 
         def parse(raw: str | bytes) -> InboundEvent:
@@ -177,6 +181,9 @@ class VonageCarrier:
                     "incoming call %s: no route for the called number %r in numbers:, using pipeline %r",
                     uuid, called, self.default_pipeline)
         headers = {"call": uuid, "pipeline": pipeline or self.default_pipeline, "from": caller, "to": called}
+        wait = request.query_params.get(WAIT_PARAMETER, "")  # an outbound call with machine detection
+        if wait:
+            headers[WAIT_PARAMETER] = wait[:8]
         token = self.checker.stream_token(headers) if self.checker is not None else None
         base = external_url("/vonage/stream", "", request.headers, request.url.scheme,
                             os.environ.get(PUBLIC_URL_ENV))
@@ -188,6 +195,20 @@ class VonageCarrier:
         fields, refused = await self._verified(request, "vonage/event")
         if refused is not None:
             return refused
-        log.info("vonage event: call %s is %s", caller_text(fields.get("uuid", "?"), 128),
-                 caller_text(fields.get("status", "?"), 40))
+        uuid = caller_text(fields.get("uuid") or fields.get("call_uuid") or "?", ID_CHARS)
+        status = caller_text(fields.get("status", "?"), 40)
+        log.info("vonage event: call %s is %s", uuid, status)
+        answered_by = _answered_by(status, fields.get("sub_state", ""))
+        if answered_by:  # advanced machine detection's verdict
+            self.verdicts.record(uuid, answered_by)
         return Response(status_code=204)
+
+
+def _answered_by(status: str, sub_state: str) -> str:
+    """A `human` / `machine` event in Twilio's words (beep_start: the greeting ended with a beep)."""
+    if status == "human":
+        return "human"
+    if status != "machine":
+        return ""
+    beep = {"beep_start": "machine_end_beep", "beep_timeout": "machine_end_other"}
+    return beep.get(sub_state, "machine_start")

@@ -23,10 +23,11 @@ import requests
 from vonage_http_client import Auth, HttpClient, HttpClientOptions
 from vonage_http_client.errors import HttpRequestError, NotFoundError
 from vonage_utils.errors import VonageError
-from vonage_voice.models.common import Phone
+from vonage_voice.models.common import AdvancedMachineDetection, Phone
 from vonage_voice.models.requests import CreateCallRequest, ToPhone
 from vonage_voice.voice import Voice
 
+from switchboard.core.verdicts import WAIT_PARAMETER
 from switchboard.telephony.dialing import (
     DialError,
     DialNotConfigured,
@@ -45,6 +46,11 @@ FROM_NUMBER_ENV = "VONAGE_FROM_NUMBER"
 API_HOST_ENV = "VONAGE_API_HOST"
 PUBLIC_URL_ENV = "PUBLIC_URL"
 TIMEOUT_S = 10
+EVENT_PATH = "/vonage/event"
+# Twilio's MachineDetection mode -> Vonage's advanced machine detection mode (both synchronous: Vonage runs
+# the NCCO, our socket, only once it has posted `human` / `machine` to the event URL)
+DETECTION_MODES = {"Enable": "detect", "DetectMessageEnd": "detect_beep"}
+VERDICT_WAIT_S = 10.0  # the held start's wait, for a verdict that comes after the socket opens after all
 
 
 def private_key(environ: Mapping[str, str]) -> str | None:
@@ -108,12 +114,18 @@ class VonageRest:
             return False
         return True
 
-    def create_call(self, to: str, from_: str, answer_url: str) -> str:
-        """Place a call whose NCCO comes from `answer_url`; returns its uuid. Raises VonageError /
-        RequestException."""
+    def create_call(self, to: str, from_: str, answer_url: str, machine_detection: str | None = None,
+                    event_url: str | None = None) -> str:
+        """Place a call whose NCCO comes from `answer_url`; returns its uuid. With `machine_detection`
+        (Twilio's mode names) Vonage's advanced machine detection runs first and posts its verdict to
+        `event_url`. Raises VonageError / RequestException."""
+        detection = {} if not machine_detection else {
+            "advanced_machine_detection": AdvancedMachineDetection(
+                behavior="continue", mode=DETECTION_MODES.get(machine_detection, "detect")),
+            "event_url": [event_url], "event_method": "POST"}
         request = CreateCallRequest(to=[ToPhone(number=to.lstrip("+"))],
                                     from_=Phone(number=from_.lstrip("+")),
-                                    answer_url=[answer_url], answer_method="POST")
+                                    answer_url=[answer_url], answer_method="POST", **detection)
         return self._voice.create_call(request).uuid
 
 
@@ -125,10 +137,15 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def answer_url(public_url: str, pipeline: str) -> str:
-    """Our /vonage/answer at PUBLIC_URL, for an outbound call, naming the pipeline that answers."""
-    base = public_url if "://" in public_url else f"https://{public_url}"
-    return f"{base.rstrip('/')}/vonage/answer?{urlencode({'pipeline': pipeline})}"
+def _base(public_url: str) -> str:
+    return (public_url if "://" in public_url else f"https://{public_url}").rstrip("/")
+
+
+def answer_url(public_url: str, pipeline: str, verdict_wait_s: float | None = None) -> str:
+    """Our /vonage/answer at PUBLIC_URL, for an outbound call, naming the pipeline that answers (and, with
+    machine detection, how long its socket's start waits for the verdict)."""
+    query = {"pipeline": pipeline, **({WAIT_PARAMETER: f"{verdict_wait_s:g}"} if verdict_wait_s else {})}
+    return f"{_base(public_url)}/vonage/answer?{urlencode(query)}"
 
 
 def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None = None,
@@ -138,9 +155,6 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
     problems = request_problems(to, from_, pipeline, pipelines)
-    if machine_detection:
-        problems.append("answering machine detection is not wired for Vonage (it reports on a separate "
-                        "webhook after the call is connected; docs/carriers.md)")
     if problems:
         raise DialError("; ".join(problems))
     if not environ.get(APPLICATION_ID_ENV) or private_key(environ) is None:
@@ -159,8 +173,11 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
         raise DialNotConfigured(f"{PRIVATE_KEY_ENV} is not a usable private key")
     assert public_url
     try:
-        uuid = rest.create_call(to, from_, answer_url(public_url, pipeline))
+        uuid = rest.create_call(to, from_, answer_url(public_url, pipeline,
+                                                      VERDICT_WAIT_S if machine_detection else None),
+                                machine_detection, f"{_base(public_url)}{EVENT_PATH}")
     except (VonageError, requests.RequestException) as exc:
         raise DialRefused(f"Vonage refused the call: {_describe(exc)}") from None
-    log.info("placed call %s to %s from %s on pipeline %r through Vonage", uuid, to, from_, pipeline)
+    log.info("placed call %s to %s from %s on pipeline %r through Vonage%s", uuid, to, from_, pipeline,
+             f" (machine detection: {machine_detection})" if machine_detection else "")
     return PlacedCall(uuid, to, from_, pipeline, carrier="vonage")
