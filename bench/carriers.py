@@ -16,7 +16,8 @@ their signed answer webhooks first. Per call:
 Prints per carrier the median (min–max) of each over ``--calls`` calls and the difference from Twilio's
 median. Run from the repository root:
 
-    python -m bench.carriers [--calls 5] [--carriers twilio,plivo,vonage,vonage16k,exotel,telnyx,telnyx16k]
+    python -m bench.carriers [--calls 5] \
+        [--carriers twilio,plivo,vonage,vonage16k,exotel,exotel16k,telnyx,telnyx16k]
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ CARRIERS = {
     "vonage": ("vonage", "http", "", 8000),
     "vonage16k": ("vonage", "http", "", 16000),
     "exotel": ("exotel", "ws", "/exotel", 8000),
+    "exotel16k": ("exotel", "ws", "/exotel", 16000),  # PCM16 at 16 kHz (start.media_format)
     "telnyx": ("telnyx", "ws", "/telnyx/media-stream", 8000),  # PCMU (the caller brings the stream token)
     "telnyx16k": ("telnyx", "ws", "/telnyx/media-stream", 16000),  # L16 at 16 kHz
 }
@@ -88,7 +90,7 @@ async def one_call(carrier: str, lines: list[CallerLine]) -> tuple[float | None,
     async with running(app) as port:
         result = await run_call(f"{scheme}://127.0.0.1:{port}{path}", lines, carrier=name,
                                 hangup_timeout_s=1.0, on_event=lambda event: None,
-                                sample_rate=rate if name in ("vonage", "telnyx") else 8000)
+                                sample_rate=rate if name in ("vonage", "telnyx", "exotel") else 8000)
         await asyncio.wait_for(app.state.host.wait_idle(), 10)
     question, barge_in = result.lines
     return question.response_delay_ms, barge_in.clear_after_onset_ms, result.malformed_count

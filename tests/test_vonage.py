@@ -24,6 +24,7 @@ from switchboard.telephony.vonage import rest, wire
 from switchboard.telephony.vonage.carrier import VonageLink
 from switchboard.telephony.vonage.rest import VonageRest
 from switchboard.telephony.vonage.security import VonageSignatures
+from tests.fakes.carrier_side import dominant_hz
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.vonage_rest_fake import FakeVonage, private_key_pem, serving_tls
 from tests.fakes.vonage_side import SIGNATURE_SECRET, VonageSide, signed_jwt
@@ -74,7 +75,8 @@ def test_connected_then_binary_audio_at_8k(rate):
     step = rate // 50
     out = [decoder.parse(tone[i:i + step].tobytes()).pcm for i in range(0, rate, step)]
     got = sum(len(p) for p in out)
-    assert 8000 - 250 < got <= 8000  # one second at 8 kHz (less what soxr still holds at 16 kHz)
+    assert got == 8000  # one second at 8 kHz, all of it out at once: the half-band filter holds nothing back
+    assert dominant_hz(np.concatenate(out)[800:], 8000) == pytest.approx(300, abs=3)  # still 300 Hz
 
 
 def test_events():
@@ -122,7 +124,9 @@ def test_framer_sends_only_20_ms_frames(rate):
     assert pushed / 8000 - 0.001 <= sent_s <= pushed / 8000 + 4 * 0.02 + 0.03
     framer.push(np.ones(100, dtype=np.int16))
     framer.clear()
-    assert framer.flush() == [] or rate == 16000  # at 16 kHz the resampler restarts from silence
+    assert framer.flush() == [] and framer.holds_ms == 0
+    # a 20 ms frame in is a 20 ms frame out at once, at either rate (16 kHz: the half-band filter)
+    assert [len(f) for f in framer.push(np.ones(160, dtype=np.int16))] == [rate // 50 * 2]
 
 
 def test_nccos():

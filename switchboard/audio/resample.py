@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-__all__ = ["HalfbandResampler", "StreamResampler", "resample"]
+__all__ = ["HalfbandResampler", "StreamResampler", "line_resampler", "resample"]
 
 DEFAULT_QUALITY = "HQ"  # QQ has no anti-alias filter and LQ dulls 3.4 kHz: stay at MQ or above
 
@@ -53,6 +53,11 @@ class StreamResampler:
         # soxr refuses input after last=True; clear() makes the same stream reusable.
         self._stream.clear()
         return tail
+
+    def reset(self) -> None:
+        """Drop what is held back: the next chunk starts a fresh signal (a clear on a live line)."""
+        if self._stream is not None:
+            self._stream.clear()
 
 
 def resample(pcm: np.ndarray, in_rate: int, out_rate: int, quality: str = DEFAULT_QUALITY) -> np.ndarray:
@@ -102,5 +107,20 @@ class HalfbandResampler:
         np.rint(out, out=out)
         return np.clip(out, -32768, 32767, out=out).astype(np.int16)
 
+    def flush(self) -> np.ndarray:
+        """Nothing is held back: no samples (StreamResampler's interface). The filter's state is kept, so
+        the next chunk goes on from this one's end."""
+        return np.zeros(0, dtype=np.int16)
+
     def reset(self) -> None:
         self._tail = np.zeros(len(self._tail))
+
+
+def line_resampler(in_rate: int, out_rate: int,
+                   quality: str = DEFAULT_QUALITY) -> HalfbandResampler | StreamResampler:
+    """A live line's resampler, chunk by chunk: the half-band filter between 8 and 16 kHz (3 ms, nothing
+    held back), soxr's stream otherwise (e.g. 24 kHz). Going down from 16 kHz, chunks must hold an even
+    number of samples."""
+    if {in_rate, out_rate} == {8000, 16000}:
+        return HalfbandResampler(up=out_rate > in_rate)
+    return StreamResampler(in_rate, out_rate, quality)

@@ -30,7 +30,7 @@ from vonage_voice.models.common import WebsocketAuthorization
 from vonage_voice.models.connect_endpoints import PhoneEndpoint, SipEndpoint, WebsocketEndpoint
 from vonage_voice.models.ncco import Connect, Talk
 
-from switchboard.audio.resample import StreamResampler
+from switchboard.audio.resample import HalfbandResampler, StreamResampler, line_resampler
 from switchboard.core.carrier import (
     ID_CHARS,
     LINE_RATE,
@@ -54,7 +54,7 @@ from switchboard.core.carrier import (
 SAMPLE_RATES = (8000, 16000)
 CONTENT_TYPE = "audio/l16;rate={rate}"
 FRAME_MS = 20
-RESAMPLE_QUALITY = "MQ"  # as Exotel's: anti-aliased, flat to 3.4 kHz, 26 ms of soxr delay
+RESAMPLE_QUALITY = "MQ"  # for a rate the half-band filter does not serve (line_resampler): flat to 3.4 kHz
 MAX_AUDIO_BYTES = 16000 * 2  # one second at 16 kHz: anything bigger is not a real Vonage frame
 
 
@@ -122,12 +122,13 @@ def audio(raw: bytes, rate: int) -> np.ndarray:
 
 
 class Decoder:
-    """One connection's inbound side: text events, and binary audio brought to 8 kHz (one soxr stream
-    for the call, so frame edges leave no artefacts)."""
+    """One connection's inbound side: text events, and binary audio brought to 8 kHz (16 kHz through the
+    half-band filter, 3 ms and nothing held back; its state carried across frames, so their edges leave
+    no artefacts)."""
 
     def __init__(self) -> None:
         self.sample_rate: int | None = None
-        self._to_line: StreamResampler | None = None
+        self._to_line: HalfbandResampler | StreamResampler | None = None
 
     def parse(self, raw: str | bytes) -> InboundEvent:
         if isinstance(raw, (bytes, bytearray)):
@@ -135,6 +136,8 @@ class Decoder:
                 raise BadFrame("audio before websocket:connected")
             pcm = audio(bytes(raw), self.sample_rate)
             if self._to_line is not None:
+                if len(pcm) % 2:
+                    raise BadFrame(f"binary frame of {len(pcm)} samples at 16 kHz: not whole 8 kHz samples")
                 pcm = self._to_line.process(pcm)
             return Media(pcm=pcm, timestamp_ms=None)
         if len(raw) > MAX_FRAME_CHARS:
@@ -143,27 +146,28 @@ class Decoder:
         if isinstance(event, Start) and self.sample_rate is None:
             self.sample_rate = event.sample_rate
             if event.sample_rate != LINE_RATE:
-                self._to_line = StreamResampler(event.sample_rate, LINE_RATE, RESAMPLE_QUALITY)
+                self._to_line = line_resampler(event.sample_rate, LINE_RATE, RESAMPLE_QUALITY)
         return event
 
 
 class Framer:
     """Our 8 kHz frames -> binary 20 ms frames at the call's rate, as Vonage wants them.
 
-    At 8 kHz every player frame is one wire frame; at 16 kHz the resampler's output is cut into
-    640-byte frames and a partial one waits (at most 20 ms) for the next; `flush` (before a notify)
-    pads it with silence; `clear` drops it."""
+    At 8 kHz every player frame is one wire frame; at 16 kHz the half-band filter doubles each 20 ms
+    frame into one 640-byte frame at once (nothing held: `holds_ms` 0); what does not fill a frame (a
+    chunk that is not whole frames) waits for the next; `flush` (before a notify) pads it with silence;
+    `clear` drops it and the filter's state."""
 
     def __init__(self, sample_rate: int = LINE_RATE) -> None:
         self.sample_rate = sample_rate
         self.size = frame_bytes(sample_rate)
-        self._to_wire = (StreamResampler(LINE_RATE, sample_rate, RESAMPLE_QUALITY)
+        self._to_wire = (line_resampler(LINE_RATE, sample_rate, RESAMPLE_QUALITY)
                          if sample_rate != LINE_RATE else None)
         self._held = bytearray()
 
     @property
     def holds_ms(self) -> int:
-        return 0 if self._to_wire is None else FRAME_MS
+        return FRAME_MS if isinstance(self._to_wire, StreamResampler) else 0
 
     def push(self, pcm: np.ndarray) -> list[bytes]:
         if self._to_wire is None and not self._held and len(pcm) * 2 == self.size:  # 8 kHz: the frame is it
@@ -180,7 +184,7 @@ class Framer:
 
     def clear(self) -> None:
         if self._to_wire is not None:
-            self._to_wire.flush()
+            self._to_wire.reset()
         self._held.clear()
 
     def _take(self, size: int) -> list[bytes]:
