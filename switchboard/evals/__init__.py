@@ -6,8 +6,8 @@
     judge.py       the LLM judge: JSON against a schema, retried once, else "unjudged" with the reason
     simulated.py   the LLM caller: hears the bot through a recogniser, speaks through a voice
     replay.py      recorded calls replayed into another pipeline, paired turn by turn, judged pairwise
-    stats.py       Wilson, bootstrap, Fisher's exact test, Mann-Whitney U
-    summary.py     `switchboard report --evals RUN`: per arm and scenario, with intervals; `--gate`
+    (the run's summary, its statistics and `--gate` are report/evals.py and report/eval_stats.py: the
+    dashboard shows eval runs too; summary.py and stats.py here re-export them)
 """
 
 from switchboard.evals.cli import add_arguments, add_report_arguments, run, run_report

@@ -48,7 +48,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gates(rules: list[str], command: str) -> list[tuple[str, str, float]] | None:
-    from switchboard.evals.summary import parse_gates
+    from switchboard.report.evals import parse_gates
 
     try:
         return parse_gates(rules)
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """`switchboard eval`; exit 0, 1 when a --gate fails, 2 on a bad file or option."""
     from switchboard.config import default_config_path, load_config
     from switchboard.evals.scenarios import BUNDLED_EVALS, EVALS_FILE_NAME, load_evals
-    from switchboard.evals.summary import check_gates
     from switchboard.logs import configure as configure_logs
+    from switchboard.report.evals import check_gates
 
     out = out or sys.stdout
     configure_logs(logging.INFO if args.verbose else logging.WARNING)
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 async def _evaluate(args: argparse.Namespace, config: object, names: list[str], evals: object,
                     out: TextIO) -> object:
     from switchboard.evals.runner import Runner, arms_of, new_run_id
-    from switchboard.evals.summary import build_summary, format_summary
+    from switchboard.report import pricing_from_config
+    from switchboard.report.evals import build_summary, format_summary
     from switchboard.store import CallStore
 
     arms = arms_of(config, names)  # type: ignore[arg-type]
@@ -111,7 +112,8 @@ async def _evaluate(args: argparse.Namespace, config: object, names: list[str], 
                         concurrency=args.concurrency, speed=args.speed, url=args.url)
         print(f"eval {runner.run}: {len(runner.jobs())} call(s) on {', '.join(arms)}", file=sys.stderr)
         await runner.run_all()
-        summary = build_summary(runner.run, await store.query_eval_results(runner.run))
+        summary = build_summary(runner.run, await store.query_eval_results(runner.run),
+                                pricing_from_config(config))
     finally:
         await store.close()
     print(format_summary(summary), file=out)
@@ -124,13 +126,8 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     import json
     from pathlib import Path
 
-    from switchboard.evals.summary import (
-        build_summary,
-        check_gates,
-        format_summary,
-        summary_html,
-        summary_json,
-    )
+    from switchboard.report.evals import build_summary, check_gates, format_summary, summary_json
+    from switchboard.report.evals_html import summary_html
 
     out = out or sys.stdout
     gates = _gates(args.gate, "report")

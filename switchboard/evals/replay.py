@@ -201,8 +201,8 @@ def run_replay(args: argparse.Namespace, config: Config, names: list[str], db: s
                gates: list[tuple[str, str, float]], out: TextIO) -> int:
     """`switchboard eval --replay`: the judge comes from the evals file, when one is given or found."""
     from switchboard.evals.scenarios import load_evals
-    from switchboard.evals.summary import check_gates, format_summary
     from switchboard.report import parse_since
+    from switchboard.report.evals import check_gates, format_summary
 
     try:
         since = parse_since(args.since)
@@ -223,13 +223,14 @@ def run_replay(args: argparse.Namespace, config: Config, names: list[str], db: s
 
 async def _replay_and_summarise(args: argparse.Namespace, config: Config, names: list[str], db: str,
                                 judge: Judge | None, since: Any) -> tuple[str, Any]:
-    from switchboard.evals.summary import build_summary
+    from switchboard.report import pricing_from_config
+    from switchboard.report.evals import build_summary
 
     store = CallStore(db)
     await store.open()
     try:
         run = await replay(config, names, store, since=since, from_pipeline=args.from_pipeline,
                            limit=args.limit, judge=judge, url=args.url, run=args.run_id)
-        return run, build_summary(run, await store.query_eval_results(run))
+        return run, build_summary(run, await store.query_eval_results(run), pricing_from_config(config))
     finally:
         await store.close()

@@ -321,6 +321,19 @@ class CallStore:
         async with self._engine.connect() as connection:
             return [row[0] for row in (await connection.execute(query)).all()]
 
+    async def eval_run_rows(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The verdicts of the latest `limit` eval runs, without their calls' turns (the dashboard's list of
+        runs): run, scenario, arm, kind, passed, created_at, in order."""
+        results = schema.eval_results.c
+        latest = (select(results.run).group_by(results.run).order_by(func.max(results.id).desc())
+                  .limit(limit).subquery())
+        query = (select(results.run, results.scenario, results.arm, results.kind, results.passed,
+                        results.created_at)
+                 .where(results.run.in_(select(latest.c.run))).order_by(results.id))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [{**row, "created_at": _utc(row["created_at"])} for row in rows]
+
     async def _query_joined(self, table: Any, since: datetime | None, pipeline: str | None,
                             variant: str | None, after_id: int | None = None,
                             limit: int | None = None, evals: bool | str = False) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ GET  /api/calls/{id}                       a call with its turns and shadow resu
 GET  /api/calls/{id}/recording             the call's WAV, if the store recorded one and it still exists
 GET  /api/report?since=&pipeline=&variant= `switchboard report --json` for those filters
 GET  /api/live                             text/event-stream: a snapshot, then call_started/turn/call_ended
+GET  /dashboard/evals[/{run}], /api/evals[/{run}]   eval runs and one run per arm (web/evals.py)
 
 Every page and API route goes through `Auth` (SWITCHBOARD_API_TOKEN); the static files do not.
 Without a call store (store_url None) the live view works and the store's pages say the store is off.
@@ -42,6 +43,7 @@ from switchboard.report import Pricing, build_report, parse_since, report_json
 from switchboard.store.calls import CallStore
 from switchboard.web import pages
 from switchboard.web.auth import Auth
+from switchboard.web.evals import EvalViews
 from switchboard.web.live import LiveHub, jsonable
 
 log = logging.getLogger("switchboard.web")
@@ -145,6 +147,7 @@ class Dashboard:
             Route("/api/calls/{call_id}", api(self.api_call), methods=["GET"]),
             Route("/api/report", api(self.api_report), methods=["GET"]),
             Route("/api/live", api(self.api_live), methods=["GET"]),
+            *EvalViews(self).routes(),
         ]
 
     # --- guards --------------------------------------------------------------------------------------------
@@ -309,6 +312,11 @@ class Dashboard:
             from switchboard.report.html import REPORT_CSS
 
             return Response(REPORT_CSS, media_type="text/css; charset=utf-8",
+                            headers={"Cache-Control": "no-cache"})
+        if name == "evals.css":  # an eval run's styles (report/evals_html.py)
+            from switchboard.report.evals_html import EVALS_CSS
+
+            return Response(EVALS_CSS, media_type="text/css; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
         if name not in STATIC_TYPES:
             return Response("not found", status_code=404, media_type="text/plain")

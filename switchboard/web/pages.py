@@ -37,7 +37,8 @@ def layout(title: str, body: str, *, active: str = "", logout: bool = False, scr
            css: Sequence[str] = ()) -> str:
     nav = "".join(
         f'<a href="{href}"{" aria-current=page" if key == active else ""}>{label}</a>'
-        for key, href, label in (("live", "/dashboard", "Live"), ("report", "/dashboard/report", "Report"))
+        for key, href, label in (("live", "/dashboard", "Live"), ("report", "/dashboard/report", "Report"),
+                                 ("evals", "/dashboard/evals", "Evals"))
     )
     if logout:
         nav += ('<form method="post" action="/logout" class="logout">'
@@ -228,6 +229,11 @@ def call_page(call: dict[str, Any], live: bool, has_recording: bool, logout: boo
              f'</audio>' if has_recording else "<p>no recording for this call</p>")
     live_note = ('<p class="note">This call is in progress: <a href="/dashboard">watch it live</a>.</p>'
                  if live else "")
+    if call.get("eval_run"):
+        run = call["eval_run"]
+        live_note += (f'<p class="note eval-tag">Placed by <code>switchboard eval</code>: run '
+                      f'<a href="/dashboard/evals/{quote(run, safe="")}">{esc(run)}</a>, '
+                      f'scenario {esc(call.get("eval_scenario"))}.</p>')
     items = "".join(turn_item(turn, shadows.get(turn.get("index"), ())) for turn in turns)
     body = f"""<h1>Call {esc(call_id)}</h1>{live_note}
 <div class="facts"><table class="facts">{facts_html}</table>
