@@ -5,8 +5,9 @@ The page's audio is measured in the page with Web Audio: the greeting arrives, t
 caller's question (Chromium's fake microphone playing a WAV file); the transcript appears on the page and
 the stored call has the turn with its transcript. A second call barges in: its microphone is a Web Audio
 stream the test speaks into once the reply has been audible for a second (a WAV's fixed timeline can't
-land inside a reply whose start depends on the machine's load), and the bot's audio stops. An offer
-without the token is refused.
+land inside a reply whose start depends on the machine's load; the lines are put into the page before the
+call, and the page notes when it began each one), and the bot's audio stops in the page within
+STOP_WITHIN_MS of the page's first word, measured in the page. An offer without the token is refused.
 
 Gated like tests/test_dashboard_browser.py: skips when Playwright or Chromium is missing, unless
 SWITCHBOARD_REQUIRE_BROWSER=1 (CI, once it installed chromium). SWITCHBOARD_SCREENSHOTS=dir keeps the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,29 +45,41 @@ INTERRUPTION = "where are you located and is there any parking near you"  # ~3 s
 # a question over its end is fine: the bot hears it)
 QUESTION_AT_S = 14.0
 AUDIBLE = 0.02  # RMS (of full scale) of 20 ms of the page's audio that is the bot speaking
+# Talked over, the bot is silent in the page this soon: the server hears 200 ms of speech
+# (vad.barge_in_min_ms) and drops what its track holds; the page hears the last of it after the browser's
+# jitter buffer (240-300 ms at load average 10-12 on 2 cores: the bot went silent 0.53-0.64 s after the page
+# began talking). The rest is margin for a loaded machine, whose event loop stalls for a second and more.
+STOP_WITHIN_MS = 1200
 
 # Installed in the page before its scripts: notes when the microphone opened (the fake one starts its WAV
-# then), and, with window.scriptedMic set, gives a Web Audio stream instead, which window.say() speaks into.
+# then), and, with window.scriptedMic set, gives a Web Audio stream instead. window.load() puts a line into
+# the page ahead of time (a long line takes seconds to pass in); window.say() speaks it at once and gives
+# when it started (ms since the microphone opened), so the test knows when the page really talked.
 MIC = """(() => {
   const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-  navigator.mediaDevices.getUserMedia = async (constraints) => {
-    let stream;
-    if (window.scriptedMic) {
-      const context = new AudioContext({ sampleRate: 48000 });
-      const mic = context.createMediaStreamDestination();
-      window.say = (samples, rate) => new Promise((resolve) => {
-        const buffer = context.createBuffer(1, samples.length, rate);
-        buffer.copyToChannel(Float32Array.from(samples), 0);
-        const source = context.createBufferSource();
-        source.buffer = buffer;
-        source.connect(mic);
-        source.onended = () => resolve(performance.now() - window.micAt);
-        source.start();
-      });
-      stream = mic.stream;
-    } else {
-      stream = await open(constraints);
+  let context = null, mic = null;
+  const lines = {};
+  const micContext = () => {
+    if (!context) {
+      context = new AudioContext({ sampleRate: 48000 });
+      mic = context.createMediaStreamDestination();
     }
+    return context;
+  };
+  window.load = (name, samples, rate) => {
+    const buffer = micContext().createBuffer(1, samples.length, rate);
+    buffer.copyToChannel(Float32Array.from(samples), 0);
+    lines[name] = buffer;
+  };
+  window.say = (name) => {
+    const source = micContext().createBufferSource();
+    source.buffer = lines[name];
+    source.connect(mic);
+    source.start();
+    return performance.now() - window.micAt;
+  };
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = window.scriptedMic ? (micContext(), mic.stream) : await open(constraints);
     window.micAt = performance.now();
     return stream;
   };
@@ -107,6 +121,11 @@ def caller_wav(path: Path) -> None:
                                     quiet(15.0, RATE, seed=1)]), RATE)
 
 
+def stop_ms(heard: list[list[float]], start: float, end: float) -> float:
+    """How long after `start` the bot was last audible before `end` (0: not at all)."""
+    return max((at - start for at, rms in heard if start <= at < end and rms >= AUDIBLE), default=0.0)
+
+
 def audible_ms(heard: list[list[float]], start: float, end: float) -> float:
     """How long the bot was audible between `start` and `end`: 20 ms samples at speech level."""
     return sum(20 for at, rms in heard if start <= at < end and rms >= AUDIBLE)
@@ -143,9 +162,23 @@ async def until_heard(page, test, what: str, timeout_s: float = 30.0):
     raise AssertionError(what)
 
 
-def line_for_page(text: str) -> tuple[list[float], int]:
+@dataclass
+class PageLine:
+    """A line the page's scripted microphone speaks: its samples, and where its speech starts and ends."""
+
+    samples: list[float]
+    rate: int
+    onset_ms: float  # Piper's leading silence: the caller starts talking this long after the line starts
+    ms: float
+
+
+def line_for_page(text: str) -> PageLine:
     pcm, rate = synthesize_line(text, "piper")
-    return (pcm.astype(np.float32) / 32768).round(5).tolist(), rate
+    samples = pcm.astype(np.float32) / 32768
+    block = rate // 100  # 10 ms
+    levels = [float(np.sqrt(np.mean(samples[at:at + block] ** 2))) for at in range(0, len(samples), block)]
+    onset = next(index for index, level in enumerate(levels) if level >= AUDIBLE / 2) * 10.0
+    return PageLine(samples.round(5).tolist(), rate, onset, len(samples) / rate * 1000)
 
 
 async def stored_call(store_url: str, call_id: str) -> dict:
@@ -178,8 +211,7 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     full_reply_ms = len(speaker.render(hours_reply)) / speaker.sample_rate * 1000
     wav = tmp_path / "caller.wav"
     await asyncio.to_thread(caller_wav, wav)
-    question, question_rate = line_for_page(QUESTION)
-    interruption, interruption_rate = line_for_page(INTERRUPTION)
+    question, interruption = line_for_page(QUESTION), line_for_page(INTERRUPTION)
     store_url = str(tmp_path / "calls.db")
     app = create_app(config, store_url=store_url)
 
@@ -228,16 +260,18 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
 
             # 2. Barge-in: ask, and talk over the reply once it has been audible for a second.
             await page.evaluate("() => { window.scriptedMic = true; }")
+            for name, said in (("question", question), ("interruption", interruption)):
+                await page.evaluate("([n, s, r]) => window.load(n, s, r)", [name, said.samples, said.rate])
             await page.click('button.talk[data-pipeline="default"]')
             assert await page.evaluate(MEASURE) == "running"
             await until_heard(page, lambda found, now: found[0] if found and now - found[0][1] > 700
                               else None, "no greeting")
-            asked = await page.evaluate("([s, r]) => window.say(s, r)", [question, question_rate])
+            asked = await page.evaluate("() => window.say('question')") + question.ms
             await until_heard(page, lambda found, now: next(
                 (span for span in found if span[0] > asked and span[1] - span[0] > 1000), None), "no reply")
-            talked_over = await page.evaluate("() => performance.now() - window.micAt")
-            await page.evaluate("([s, r]) => window.say(s, r)", [interruption, interruption_rate])
-            stopped_talking = talked_over + len(interruption) / interruption_rate * 1000  # (onended lags)
+            started = await page.evaluate("() => window.say('interruption')")
+            talked_over = started + interruption.onset_ms  # when the page's words begin
+            stopped_talking = started + interruption.ms
             await page.wait_for_function(SAID, arg="located")
             second_heard = await page.evaluate("() => window.heard")
             second_call = await page.locator("#talk-call").get_attribute("data-call-id")
@@ -252,7 +286,7 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     greeting_ms = len(speaker.render(default.greeting)) / speaker.sample_rate * 1000
     greeted = spoken_ms(first_heard, 0, QUESTION_AT_S * 1000)
     assert greeted > min(0.7 * greeting_ms, 1000), spans(first_heard)
-    asked_until = QUESTION_AT_S * 1000 + len(question) / question_rate * 1000
+    asked_until = QUESTION_AT_S * 1000 + question.ms
     assert spoken_ms(first_heard, asked_until, 1e9) > 0.7 * full_reply_ms, spans(first_heard)
     assert "Hello, thanks for calling Luigi's" in transcript or greeted < 0.9 * greeting_ms  # heard, or cut
     assert re.search(r"(?i)what are your opening hour", transcript)
@@ -261,20 +295,23 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     hours = next(turn for turn in stored["turns"] if "opening hour" in (turn["transcript"] or "").lower())
     assert hours["reply_heard"] == hours_reply and hours["voice_to_voice_ms"] > 0
 
-    # 2. Talked over, the reply stopped: the bot kept quiet while the caller went on talking (without the
-    # barge-in the ~9 s reply would have filled those seconds), and it was heard only in part.
+    # 2. Talked over, the reply stopped at once: the bot kept quiet while the caller went on talking
+    # (without the barge-in the ~9 s reply would have filled those seconds), and it was heard only in part.
     assert stopped_talking - talked_over > 2500
     # (the reply was playing: on a starved machine Piper falls behind real time, so it comes in bursts)
     assert spoken_ms(second_heard, talked_over - 2000, talked_over) >= 500, spans(second_heard)
-    late_ms = audible_ms(second_heard, talked_over + 1200, stopped_talking)
+    print(f"barge-in: the bot's audio stopped {stop_ms(second_heard, talked_over, stopped_talking):.0f} ms "
+          "after the page began talking over it")
+    late_ms = audible_ms(second_heard, talked_over + STOP_WITHIN_MS, stopped_talking)
+    assert late_ms <= 60, (f"the bot's audio was still heard {late_ms:.0f} ms in the window from "
+                           f"{STOP_WITHIN_MS} ms after the caller talked over it (at {talked_over:.0f} ms) "
+                           f"to when they stopped: {spans(second_heard)}")
     stored = await stored_call(store_url, second_call)
     said = [turn for turn in stored["turns"] if turn["transcript"]]
-    hours = next(turn for turn in said if turn["reply_text"] == hours_reply)  # (heard as "...opening our?")
+    # the turn the hours reply answered (heard as "...opening our?" at times), its text as far as it was
+    # written before the barge-in dropped the rest
+    hours = next((turn for turn in said if turn["reply_text"] and hours_reply.startswith(turn["reply_text"])),
+                 None)
+    assert hours is not None, [(turn["transcript"], turn["reply_text"]) for turn in stored["turns"]]
     assert hours["interrupted"] and len(hours["reply_heard"]) < len(hours_reply)
     assert any("located" in turn["transcript"].lower() for turn in said)
-    if late_ms > 100:
-        # Known and open: in Chromium the bot's audio went on 1.6-1.7 s after the page started talking
-        # over it (2 runs of 2 on a quiet machine), where an aiortc caller hears it stop within 0.25 s
-        # (tests/test_webrtc.py). Everything above still holds; this one figure is recorded, not hidden.
-        pytest.xfail(f"the bot's audio was still heard {late_ms:.0f} ms in the window from 1.2 s after the "
-                     f"caller talked over it: {spans(second_heard)}, talked over at {talked_over:.0f} ms")

@@ -139,14 +139,31 @@ async def test_clear_stops_the_bot_at_once_and_hands_back_its_marks():
     assert track.queued_ms == 0
 
 
-async def test_a_stalled_sender_restarts_its_clock_instead_of_bursting():
+async def test_a_stalled_sender_skips_the_time_it_lost_instead_of_bursting():
+    """After a stall, the bot's next frame is stamped with the time it goes out (a gap the browser hears
+    as a short silence), not where the stream left off: a browser's jitter buffer would take the stall
+    for network delay and play the rest of the call that much later, barge-ins included."""
+    clock, marks = FakeClock(), []
+    track = BotTrack(marks.append, clock=clock, sleep=clock.sleep)
+    track.push(tone(300, 1.0, 8000))
+    before = await _drain(track, 2)
+    clock.now += 5.0  # the loop stalled
+    clock.slept.clear()
+    after = await _drain(track, 3)
+    assert clock.slept == pytest.approx([0.02, 0.02])  # paced again from the stall, no burst
+    assert [f.pts for f in before] == [0, 160]
+    assert [f.pts for f in after] == [8000 * 5 + 160 * k for k in (1, 2, 3)]  # 5.02 s: the slot of now
+    assert all(np.abs(f.to_ndarray()).max() > 1000 for f in after)  # the bot's audio resumes, none lost
+
+
+async def test_a_sender_a_little_late_catches_up_with_its_timestamps_running_on():
     clock, marks = FakeClock(), []
     track = BotTrack(marks.append, clock=clock, sleep=clock.sleep)
     await _drain(track, 2)
-    clock.now += 5.0  # the loop stalled
+    clock.now += 0.05  # a little late (the loop was busy): within MAX_BEHIND_S, the frames go out at once
     clock.slept.clear()
-    await _drain(track, 3)
-    assert clock.slept == pytest.approx([0.02, 0.02])
+    frames = await _drain(track, 3)
+    assert [f.pts for f in frames] == [320, 480, 640] and clock.slept == pytest.approx([0.01])
 
 
 # --- the wire -------------------------------------------------------------------------------------

@@ -7,9 +7,15 @@ pipeline's 20 ms frames (mono, 8 kHz, 160 samples), through one soxr stream per 
 (through `WebRTCLink`); aiortc's sender asks for one 20 ms frame at a time and encodes it to Opus at
 48 kHz (its encoder resamples; the frame is stereo with equal sides: its mono upmix costs 3 dB).
 `recv` is paced at real time by the track's own clock and sends silence when nothing is queued, so the
-stream never stalls. A mark comes back once the audio before it has gone out (one frame time after its
-last frame was handed over); `clear` (barge-in) drops everything queued, so the very next frame is
-silence, and hands back the marks it dropped (as Twilio echoes cleared marks).
+stream never stalls. Each frame's timestamp is its slot on that clock: a sender held up longer than
+`MAX_BEHIND_S` (the event loop stalled) does not burst to catch up, and its next frame's timestamp jumps
+over the slots it missed, so the browser hears a short gap where it stalled. With timestamps that ran on
+as if nothing happened, the browser's jitter buffer (NetEq) takes the stall for network delay and plays
+everything after it that much later, for good: after a stall of 1.7 s it held 1.6-1.9 s of audio, and
+the bot went on that long after the caller talked over it. A mark comes back once the audio before it
+has gone out (one frame time after its last frame was handed over); `clear` (barge-in) drops everything
+queued, so the very next frame is silence, and hands back the marks it dropped (as Twilio echoes cleared
+marks).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from switchboard.core.carrier import LINE_RATE
 
 FRAME_SAMPLES = LINE_RATE // 50  # 20 ms at 8 kHz
 FRAME_S = 0.020
-MAX_BEHIND_S = 0.2  # a sender this late (a stalled loop) starts its clock again instead of bursting
+MAX_BEHIND_S = 0.1  # a sender this late (a stalled loop) skips the slots it missed instead of bursting
 TIME_BASE = fractions.Fraction(1, LINE_RATE)
 
 
@@ -78,9 +84,8 @@ class BotTrack(MediaStreamTrack):
         self._clock, self._sleep = clock, sleep
         self._queue: deque[np.ndarray | str] = deque()  # 20 ms frames and mark names, in order
         self._partial = np.zeros(0, dtype=np.int16)
-        self._start: float | None = None
-        self._sent = 0  # frames since the clock (re)started
-        self._pts = 0
+        self._start: float | None = None  # when slot 0 was due
+        self._slot = 0  # the next frame's slot on the track's clock: its time and its timestamp
         self.frames_sent = 0
         self.audio_frames_sent = 0  # frames that carried the bot's audio (not silence)
 
@@ -117,22 +122,23 @@ class BotTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = self._clock()
-        if self._start is None or now - (self._start + self._sent * FRAME_S) > MAX_BEHIND_S:
-            self._start, self._sent = now, 0
-        else:
-            wait = self._start + self._sent * FRAME_S - now
-            if wait > 0:
-                await self._sleep(wait)
-        self._sent += 1
+        if self._start is None:
+            self._start = now
+        behind = now - (self._start + self._slot * FRAME_S)
+        if behind > MAX_BEHIND_S:  # stalled: this frame takes the slot of now, the missed ones stay empty
+            self._slot = round((now - self._start) / FRAME_S)
+        elif behind < 0:
+            await self._sleep(-behind)
+        slot = self._slot
+        self._slot += 1
         self._marks_reached()  # what was before them has had its frame time
         pcm = self._next_frame()
         self.frames_sent += 1
         # stereo with equal sides: aiortc's encoder would upmix mono at -3 dB
         frame = AudioFrame.from_ndarray(np.repeat(pcm, 2).reshape(1, -1), format="s16", layout="stereo")
         frame.sample_rate = LINE_RATE
-        frame.pts = self._pts
+        frame.pts = slot * FRAME_SAMPLES
         frame.time_base = TIME_BASE
-        self._pts += FRAME_SAMPLES
         return frame
 
     def _marks_reached(self) -> None:
