@@ -326,8 +326,14 @@ class Row:
     over: list[float] = field(default_factory=list)  # per paused line: talk-over, s
     false_starts: list[int] = field(default_factory=list)  # per paused line
     delays: list[float | None] = field(default_factory=list)  # per paused line, ms
-    reference_s: float | None = None  # the answer's audio with nothing said over it
+    reference_s: float | None = None  # the answer's audio with nothing said over it (the last run's)
     sounds: list[Sound] = field(default_factory=list)
+    runs: int = 1  # the lists hold this many runs, one after the other
+
+    def merge(self, other: Row) -> Row:
+        return Row(self.over + other.over, self.false_starts + other.false_starts,
+                   self.delays + other.delays, other.reference_s, self.sounds + other.sounds,
+                   self.runs + other.runs)
 
 
 @dataclass
@@ -337,6 +343,7 @@ class Sound:
     played_s: float  # the call's bot audio that played
     clear_ms: float | None  # the first clear after the sound's onset
     pause_s: float | None  # from that clear to the bot's audio going on
+    reference_s: float  # the answer's audio in the same run with nothing said over it
 
 
 def manifest_rows(categories: tuple[str, ...] = ("pauses", "accent")) -> list[tuple[str, str]]:
@@ -399,7 +406,8 @@ def false_starts(events: list[CallerEvent]) -> list[int]:
     return out
 
 
-def sound_outcome(name: str, kind: str, result: CallResult, events: list[CallerEvent]) -> Sound:
+def sound_outcome(name: str, kind: str, result: CallResult, events: list[CallerEvent],
+                  reference_s: float) -> Sound:
     onset = next((e.t for e in events if isinstance(e, LineStarted) and e.index == 1), None)
     clear = next((e.t for e in events if isinstance(e, ClearReceived) and onset is not None
                   and e.t >= onset), None)
@@ -407,19 +415,19 @@ def sound_outcome(name: str, kind: str, result: CallResult, events: list[CallerE
                     and e.t > clear), None)
     clear_ms = (clear - onset) * 1000 if clear is not None and onset is not None else None
     pause = resumed - clear if clear is not None and resumed is not None else None
-    return Sound(name, kind, result.bot_audio_played_s, clear_ms, pause)
+    return Sound(name, kind, result.bot_audio_played_s, clear_ms, pause, reference_s)
 
 
-def kept(sound: Sound, reference_s: float) -> bool:
+def kept(sound: Sound) -> bool:
     """The answer went on: all of it played (within the tolerance; a few words said again are fine) after
     a pause of at most 1 s. (A new answer in its place is the short one: far less audio.)"""
-    whole = sound.played_s >= reference_s - KEPT_TOLERANCE_S
+    whole = sound.played_s >= sound.reference_s - KEPT_TOLERANCE_S
     return whole and (sound.clear_ms is None or (sound.pause_s is not None and sound.pause_s <= MAX_PAUSE_S))
 
 
-def stopped(sound: Sound, reference_s: float) -> bool:
+def stopped(sound: Sound) -> bool:
     """A clear came and the answer did not go on to its end."""
-    return sound.clear_ms is not None and sound.played_s < reference_s - KEPT_TOLERANCE_S
+    return sound.clear_ms is not None and sound.played_s < sound.reference_s - KEPT_TOLERANCE_S
 
 
 async def call(url: str, vendors: Vendors, lines: list[Line], **options: Any) -> tuple[CallResult, list]:
@@ -455,7 +463,8 @@ async def run_row(row: str, vendors: Vendors, urls: dict[str, str], scenarios: l
                     if kind == "reference":
                         out.reference_s = result.bot_audio_played_s
                     else:
-                        out.sounds.append(sound_outcome(name, kind, result, events))
+                        assert out.reference_s is not None  # the first call
+                        out.sounds.append(sound_outcome(name, kind, result, events, out.reference_s))
                     log(f"  {row}: {name}: {result.bot_audio_played_s:.2f} s of bot audio played")
     return out
 
@@ -485,15 +494,21 @@ def summary(rows: dict[str, Row]) -> list[tuple[str, list[str]]]:
         out.append((what, [_s(value(r)) + ("" if r is base else _ratio(value(r), ref))
                            for r in rows.values()]))
 
+    def scripted(r: Row) -> float:  # the first line of each run
+        per_run = len(r.over) // r.runs
+        return sum(r.over[::per_run])
+
     def median_delay(r: Row) -> float | None:
         known = [d / 1000 for d in r.delays if d is not None]
         return statistics.median(known) if known else None
 
     if any(r.over for r in rows.values()):
         figure("median reply delay (paused lines)", median_delay)
-        figure("talk-over, all paused lines", lambda r: sum(r.over) if r.over else None)
-        figure("talk-over, real recordings only", lambda r: sum(r.over[1:]) if r.over else None)
-        figure("talk-over, scripted 450 ms pause", lambda r: r.over[0] if r.over else None)
+        figure("talk-over, all paused lines (per run)", lambda r: sum(r.over) / r.runs if r.over else None)
+        figure("talk-over, real recordings only (per run)",
+               lambda r: (sum(r.over) - scripted(r)) / r.runs if r.over else None)
+        figure("talk-over, scripted 450 ms pause (per run)",
+               lambda r: scripted(r) / r.runs if r.over else None)
         figure("talk-over per line, mean", lambda r: statistics.mean(r.over) if r.over else None)
         figure("talk-over per line, worst", lambda r: max(r.over) if r.over else None)
         out.append(("false starts (lines with one)", [
@@ -501,8 +516,8 @@ def summary(rows: dict[str, Row]) -> list[tuple[str, list[str]]]:
             for r in rows.values()]))
     if any(r.sounds for r in rows.values()):
         def stops(r: Row) -> list[float]:
-            return [s.clear_ms / 1000 for s in r.sounds if s.kind == "interruption" and s.clear_ms is not None
-                    and r.reference_s is not None and stopped(s, r.reference_s)]
+            return [s.clear_ms / 1000 for s in r.sounds
+                    if s.kind == "interruption" and s.clear_ms is not None and stopped(s)]
 
         figure("stop after a real interruption, median",
                lambda r: statistics.median(stops(r)) if stops(r) else None)
@@ -514,7 +529,7 @@ def summary(rows: dict[str, Row]) -> list[tuple[str, list[str]]]:
             for r in rows.values():
                 these = [s for s in r.sounds if s.kind == kind]
                 test = stopped if kind == "interruption" else kept
-                good = sum(test(s, r.reference_s) for s in these) if r.reference_s is not None else 0
+                good = sum(test(s) for s in these)
                 cells.append(f"{good} of {len(these)}" if these else "-")
             if any(c != "-" for c in cells):
                 out.append((what, cells))
@@ -552,29 +567,45 @@ def print_tables(rows: dict[str, Row], names: list[str]) -> None:
                 cell = "-" if s is None else f"{s.played_s:.2f} / {_n(s.clear_ms, 1, 0)} / {_n(s.pause_s)}"
                 cells += f"{cell:>{width}s}"
             print(f"{sound.kind[:5]} {sound.name[:38]:38s}{cells}")
-    print(f"\n{'side by side (ratios: to pipecat)':44s}" + "".join(f"{row:>{width + 6}s}" for row in rows))
+    print_summary(rows)
+
+
+def print_summary(rows: dict[str, Row]) -> None:
+    width = 26
+    print(f"\n{'side by side (ratios: to pipecat)':44s}" + "".join(f"{row:>{width}s}" for row in rows))
     for what, cells in summary(rows):
-        print(f"{what:44s}" + "".join(f"{cell:>{width + 6}s}" for cell in cells))
+        print(f"{what:44s}" + "".join(f"{cell:>{width}s}" for cell in cells))
 
 
-async def main(rows: list[str], scenarios: list[str], synthetic: bool, verbose: bool) -> None:
+async def main(rows: list[str], scenarios: list[str], synthetic: bool, verbose: bool, repeat: int) -> None:
     if not SPEECH.is_dir():
         raise SystemExit(f"the real recordings are not at {SPEECH}")
     if "pipecat" in rows:
         pipecat_python()  # install before anything is timed
     log = print if verbose else (lambda _text: None)
     vendors = Vendors()
-    results: dict[str, Row] = {}
+    runs: list[dict[str, Row]] = []
     async with vendors.serving() as urls:
-        for row in rows:
-            print(f"running {row} …", flush=True)
-            results[row] = await run_row(row, vendors, urls, scenarios, synthetic, log)
+        for run in range(repeat):
+            runs.append({})
+            for row in rows:  # the rows take turns, run by run (the machine's load changes)
+                print(f"run {run + 1} of {repeat}: {row} …", flush=True)
+                runs[-1][row] = await run_row(row, vendors, urls, scenarios, synthetic, log)
     with tempfile.TemporaryDirectory() as name:
         names = [line.name for line in paused_lines(Path(name))] if "pauses" in scenarios else []
+    for run, results in enumerate(runs):
+        print(f"\n===== run {run + 1} of {repeat}")
+        print_tables(results, names)
+    if repeat > 1:
+        merged = {row: runs[0][row] for row in rows}
+        for results in runs[1:]:
+            merged = {row: merged[row].merge(results[row]) for row in rows}
+        print(f"\n===== all {repeat} runs together")
+        print_summary(merged)
     print(f"\nfixed-latency OpenAI fakes: STT {STT_S * 1000:.0f} ms, LLM {LLM_FIRST_S * 1000:.0f} ms + "
           f"{LLM_TOKEN_S * 1000:.0f} ms/token, TTS {TTS_FIRST_S * 1000:.0f} ms to the first byte; "
-          "embedded: Moonshine, the bundled script, Piper (no fakes)")
-    print_tables(results, names)
+          "embedded: Moonshine, the bundled script, Piper (no fakes); the machine is shared: read the "
+          "ratios")
 
 
 if __name__ == "__main__":
@@ -583,10 +614,12 @@ if __name__ == "__main__":
     parser.add_argument("--scenarios", default="pauses,over")
     parser.add_argument("--synthetic", action="store_true", help="synthetic hums as listener sounds too")
     parser.add_argument("--install-only", action="store_true", help="install Pipecat's venv and stop")
+    parser.add_argument("--repeat", type=int, default=1, help="runs, the rows alternating (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.install_only:
         print(pipecat_python())
     else:
-        asyncio.run(main(args.rows.split(","), args.scenarios.split(","), args.synthetic, args.verbose))
+        asyncio.run(main(args.rows.split(","), args.scenarios.split(","), args.synthetic, args.verbose,
+                         args.repeat))

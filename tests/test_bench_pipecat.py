@@ -65,25 +65,28 @@ def test_false_starts_count_bot_audio_starting_mid_line():
 
 
 def test_a_listener_sound_is_kept_only_when_the_answer_goes_on_after_a_short_pause():
-    reference = 8.0
-    assert kept(Sound("mm", "listener", 8.1, None, None), reference)  # never stopped
-    assert kept(Sound("mm", "listener", 8.3, 180.0, 0.6), reference)  # paused 0.6 s, went on
-    assert not kept(Sound("mm", "listener", 8.3, 180.0, 1.7), reference)  # paused too long
-    assert not kept(Sound("mm", "listener", 3.2, 400.0, 0.9), reference)  # a new, short answer instead
-    assert stopped(Sound("no", "interruption", 2.4, 210.0, 0.8), reference)
-    assert not stopped(Sound("no", "interruption", 8.0, 210.0, 0.4), reference)  # the answer went on
+    assert kept(Sound("mm", "listener", 8.1, None, None, 8.0))  # never stopped
+    assert kept(Sound("mm", "listener", 8.3, 180.0, 0.6, 8.0))  # paused 0.6 s, went on
+    assert not kept(Sound("mm", "listener", 8.3, 180.0, 1.7, 8.0))  # paused too long
+    assert not kept(Sound("mm", "listener", 3.2, 400.0, 0.9, 8.0))  # a new, short answer instead
+    assert stopped(Sound("no", "interruption", 2.4, 210.0, 0.8, 8.0))
+    assert not stopped(Sound("no", "interruption", 8.0, 210.0, 0.4, 8.0))  # the answer went on
 
 
 def test_the_summary_gives_each_row_its_figures_and_its_ratio_to_pipecats():
     pipecat = Row(over=[0.4, 0.2, 0.0], false_starts=[1, 1, 0], delays=[1200.0, 1000.0, 1100.0],
-                  reference_s=8.0, sounds=[Sound("mm", "listener", 3.0, 400.0, 0.9),
-                                           Sound("no", "interruption", 2.0, 500.0, 0.9)])
+                  reference_s=8.0, sounds=[Sound("mm", "listener", 3.0, 400.0, 0.9, 8.0),
+                                           Sound("no", "interruption", 2.0, 500.0, 0.9, 8.0)])
     ours = Row(over=[0.0, 0.1, 0.0], false_starts=[0, 1, 0], delays=[900.0, 950.0, 1000.0],
-               reference_s=8.0, sounds=[Sound("mm", "listener", 8.2, 150.0, 0.5),
-                                        Sound("no", "interruption", 2.5, 200.0, 0.9)])
+               reference_s=8.0, sounds=[Sound("mm", "listener", 8.2, 150.0, 0.5, 8.0),
+                                        Sound("no", "interruption", 2.5, 200.0, 0.9, 8.0)])
     figures = dict(summary({"pipecat": pipecat, "openai": ours}))
     assert figures["median reply delay (paused lines)"] == ["1.10 s", "0.95 s (0.86x)"]
-    assert figures["talk-over, all paused lines"] == ["0.60 s", "0.10 s (0.17x)"]
+    assert figures["talk-over, all paused lines (per run)"] == ["0.60 s", "0.10 s (0.17x)"]
+    assert figures["talk-over, scripted 450 ms pause (per run)"] == ["0.40 s", "0.00 s (0.00x)"]
+    twice = dict(summary({"pipecat": pipecat.merge(pipecat), "openai": ours.merge(ours)}))
+    assert twice["talk-over, all paused lines (per run)"] == figures["talk-over, all paused lines (per run)"]
+    assert twice["talk-over, scripted 450 ms pause (per run)"] == ["0.40 s", "0.00 s (0.00x)"]
     assert figures["false starts (lines with one)"] == ["2 (2 of 3)", "1 (1 of 3)"]
     assert figures["stop after a real interruption, median"] == ["0.50 s", "0.20 s (0.40x)"]
     assert figures["real listener sounds kept (pause <= 1 s)"] == ["0 of 1", "1 of 1"]
