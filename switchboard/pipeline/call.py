@@ -5,6 +5,11 @@ flight (one asyncio task), the outbound player, barge-in and the per-turn metric
 (telephony/*) feeds it decoded audio, marks and digits, and gives it a `CarrierLink` to answer on.
 
 Read it top to bottom: inbound audio → `_on_events` → `_start_turn` → `_reply` → `_speak` → player.
+
+Its parts, each a job, are mixins of this one class: `call_interruptions.Interruptions` (barge-in,
+backchannel holds, echo), `call_voice.Voice` (`_speak`: synthesis, the 8 kHz queue, marks, waiting until
+heard, hang-up and hand-over), `call_own_lines.OwnLines` (greeting, reminders, goodbyes, voicemail);
+`call_turn.py` holds the `Turn` and what is said in it.
 """
 
 from __future__ import annotations
@@ -13,14 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from switchboard.audio import smart_turn
-from switchboard.audio.murmur import is_murmur
 from switchboard.audio.noise import NoiseGate
 from switchboard.audio.resample import StreamResampler, resample
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
@@ -32,29 +36,27 @@ from switchboard.core.metrics import TurnMetrics, call_summary
 from switchboard.core.protocols import LLM, STT, TTS
 from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL, transfer_call_tool
 from switchboard.pipeline import failover
-from switchboard.pipeline.backchannel import is_backchannel
+from switchboard.pipeline.call_interruptions import Hold, Interruptions
+from switchboard.pipeline.call_own_lines import OwnLines
+from switchboard.pipeline.call_turn import Keypad, Turn, joined
+from switchboard.pipeline.call_voice import Voice
 from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
 from switchboard.pipeline.endpointing import Endpointing
 from switchboard.pipeline.hedging import Hedging
-from switchboard.pipeline.lines import LineCache, greeting_is_fixed
+from switchboard.pipeline.lines import LineCache
 from switchboard.pipeline.player import Player
 from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
-from switchboard.pipeline.text import SentenceChunker, speakable
-from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds, transfer_target
+from switchboard.pipeline.text import SentenceChunker
+from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
 
 log = logging.getLogger("switchboard.call")
 
-MARK_GRACE_S = 5.0  # how long past its audio's end we wait for a mark before giving up on it
-FLOOR_POLL_S = 0.02  # how often a ready reply checks whether the caller has stopped talking
-ECHO_WINDOW_MS = 300  # the caller's latest audio compared with the bot's
 MAX_KEYPAD_ENTRY = 32  # keys in one keypad entry; more are ignored (a phone number is at most 15 digits)
-ECHO_RECHECK_EVERY = 5  # frames between checks of an utterance taken for echo
 # within turn.undo_reply_within_ms of the bot starting a reply, this much of the caller's speech (not
 # vad.barge_in_min_ms) is enough to stop it
 EARLY_BARGE_IN_MS = 120  # 60 let the bot's own echo start turns on a speakerphone (tests/test_turn_taking.py)
-TIME_LIMIT_GRACE_S = 30.0  # past max_call_duration_s, a bot still talking is cut off for the goodbye
 CARRIED_GRACE_S = 0.3  # silent and idle this long after a sound that cut an answer: it was not speech
 NOISE_CHECK_ON_LOOP_SAMPLES = 8000 * 3  # longer utterances are checked for noise in a worker thread
 
@@ -73,61 +75,7 @@ class Providers:
     hedging: Hedging | None = None  # a stalled request asked again beside it (pipeline/hedging.py)
 
 
-@dataclass
-class _Spoken:
-    mark: str
-    text: str
-    audio_s: float
-
-
-@dataclass
-class Keypad:
-    """Digits the caller pressed, and the user message they become (the pipeline's `dtmf.format`)."""
-
-    digits: str
-    text: str
-
-
-@dataclass(eq=False)
-class _Hold:
-    """The caller started talking over the bot: it is paused (the caller hears nothing) until their words
-    say whether it was a backchannel (it goes on) or an interruption (its reply is dropped)."""
-
-    since: float
-    judging: asyncio.Task | None = None
-    backchannel: bool = False  # judged so: the bot has gone on
-    heard: Utterance | None = None  # what they finished saying over it so far, judged with what follows
-
-
-def _joined(first: Utterance | None, then: Utterance) -> Utterance:
-    """Two utterances, one after the other, as one (for the recogniser and the turn); `then` alone when
-    there is no `first` (nothing carried, nothing said before on the hold)."""
-    if first is None:
-        return then
-    return Utterance(np.concatenate([first.pcm, then.pcm]), first.speech_start, then.speech_end,
-                     first.voiced_ms + then.voiced_ms, then.forced)
-
-
-@dataclass(eq=False)
-class _Turn:
-    """A turn in the making. Nobody hears it until `committed` is set: a speculative turn, started at a
-    pause, transcribes, asks the LLM and synthesises its first chunk meanwhile, and is cancelled
-    unheard if the caller goes on."""
-
-    metrics: TurnMetrics
-    heard: Utterance | Keypad | None  # None: the greeting
-    committed: asyncio.Event = field(default_factory=asyncio.Event)
-    spoken: list[_Spoken] = field(default_factory=list)
-    user: Message | None = None  # what the caller said, once known
-    in_history: bool = False
-    playing: bool = False  # its first audio has been queued for the caller
-    undone: bool = False  # the caller went on right after it started: as if it had never been said
-    task: asyncio.Task | None = None
-    exchanges: list[Message] = field(default_factory=list)  # its tool calls and their results
-    sounds: asyncio.Future[float | None] | None = None  # at a pause: the audio model's "finished" probability
-
-
-class CallSession:
+class CallSession(Interruptions, OwnLines, Voice):
     def __init__(
         self,
         call_id: str,
@@ -179,8 +127,8 @@ class CallSession:
         self.answered_by: str | None = None  # outbound with machine detection: Twilio's AnsweredBy
         self.voicemail: str | None = None  # a machine answered: "left_message" or "hung_up"
         self.turns: list[TurnMetrics] = []
-        self._turn: _Turn | None = None  # the turn the caller hears (or is about to)
-        self._speculation: _Turn | None = None  # prepared at a pause in the utterance being heard
+        self._turn: Turn | None = None  # the turn the caller hears (or is about to)
+        self._speculation: Turn | None = None  # prepared at a pause in the utterance being heard
         self._speculated = self._dropped = 0  # speculative turns started / dropped for that utterance
         self._carried: Utterance | None = None  # an utterance cut before the caller heard a reply to it
         self._owed_since: float | None = None  # carried words or the greeting owed, caller silent, bot idle
@@ -189,7 +137,7 @@ class CallSession:
         self._greeted_again = False
         self._barging_in = 0
         self._echo = False  # the utterance being heard is the bot's own voice coming back
-        self._hold: _Hold | None = None  # the bot paused while the caller talks over it
+        self._hold: Hold | None = None  # the bot paused while the caller talks over it
         self._judging: asyncio.Task | None = None  # the latest judge of words said over the bot
         self._echo_checks = 0
         self._ticker: asyncio.Task | None = None
@@ -291,62 +239,6 @@ class CallSession:
             await self._start_turn(Keypad(digits, self.config.dtmf.format.format(digits=digits)))
         await self._check_idle(now)
 
-    async def _check_idle(self, now: float) -> None:
-        """Remind a silent caller, then say goodbye; end a call that reached its time limit."""
-        if self._ending:
-            return
-        limit = self.config.max_call_duration_s
-        over_limit = limit > 0 and now - self.started_at >= limit
-        if over_limit and (not self.busy or now - self.started_at >= limit + TIME_LIMIT_GRACE_S):
-            log.info("call %s: reached max_call_duration_s (%g s): saying goodbye", self.call_id, limit)
-            await self._say_line("time_limit", self.config.time_limit_goodbye, hang_up=True)
-            return
-        if self.busy or self.segmenter.in_utterance or self._digits or self._hold is not None:
-            self._quiet_since = now
-            return
-        idle = self.config.idle
-        if idle.reminder_after_s <= 0 or now - self._quiet_since < idle.reminder_after_s:
-            return
-        self._quiet_since = now
-        if self._reminders < idle.max_reminders:
-            self._reminders += 1
-            log.info("call %s: the caller has been silent %.0f s: reminder %d", self.call_id,
-                     idle.reminder_after_s, self._reminders)
-            await self._say_line("reminder", idle.reminder)
-        else:
-            log.info("call %s: the caller stayed silent after %d reminders: hanging up", self.call_id,
-                     self._reminders)
-            await self._say_line("idle_goodbye", idle.goodbye, hang_up=True)
-
-    async def _say_line(self, kind: str, text: str, hang_up: bool = False) -> _Turn:
-        """The bot says a line of its own (not an answer) as a turn of kind `kind`, then maybe hangs up."""
-        if self.busy:
-            await self._barge_in()  # only when ending the call: cut off to say goodbye
-        if hang_up:
-            self._ending = True
-        turn = self._new_turn(kind)
-        self._commit(turn)
-        turn.task = asyncio.create_task(self._say(turn, text, hang_up), name=f"{kind}-{self.call_id}")
-        return turn
-
-    async def _say(self, turn: _Turn, text: str, hang_up: bool, fixed: bool = True) -> None:
-        turn.metrics.reply_text = text
-        try:
-            if not hang_up:
-                await self._speak(text, turn, fixed)
-                await self._wait_heard(turn.spoken)
-                return
-            turn.metrics.ended_call = True
-            try:
-                await self._speak(text, turn, fixed)
-                await self._wait_heard(turn.spoken, watchdog_s=self.config.end_call_watchdog_s)
-            except Exception as exc:  # no voice left: hang up all the same
-                log.warning("call %s: could not say %r: %s", self.call_id, text, exc)
-                turn.metrics.error = f"{type(exc).__name__}: {exc}"
-            await self._hang_up(turn.spoken)
-        finally:
-            self._finish(turn)
-
     async def _on_events(self, events: list[SegmenterEvent]) -> None:
         for event in events:
             if isinstance(event, SpeechStarted):
@@ -402,151 +294,6 @@ class CallSession:
             return self.noise_gate.is_noise(pcm, started)
         return await asyncio.to_thread(self.noise_gate.is_noise, pcm, started)  # noise is read to its end
 
-    # --- backchannels: "yeah" while the bot talks ------------------------------------------------
-
-    def _just_started_answering(self) -> bool:
-        turn = self._turn
-        started = turn.metrics.first_audio_sent if turn is not None else None
-        window_s = self.config.turn.undo_reply_within_ms / 1000
-        return (turn is not None and turn.metrics.kind == "reply" and started is not None
-                and not self._ending and time.monotonic() - started <= window_s)
-
-    def _learn_went_on(self) -> None:
-        """The caller speaks again just as the bot answers what it took for their whole turn: they had only
-        paused. Endpointing learns how long (from their last word to this one)."""
-        turn, start = self._turn, self.segmenter.speech_start
-        if turn is None or turn.metrics.kind != "reply" or turn.metrics.speech_end is None or start is None:
-            return
-        self.endpointing.went_on((start - turn.metrics.speech_end) * 1000)
-
-    async def _undo_reply(self) -> None:
-        """The caller was not done: stop at once, and make it as if the bot had said nothing."""
-        assert self._turn is not None
-        self._turn.undone = self._turn.metrics.undone = True
-        log.info("call %s: the caller went on as the bot started answering: reply undone", self.call_id)
-        await self._barge_in()
-
-    def _may_hold(self) -> bool:
-        """Speech over the bot's reply: pause it and listen first, rather than drop the reply at once?"""
-        turn = self._turn
-        return (self.config.interruption.backchannels and not self._ending and self._hold is None
-                and turn is not None and turn.playing and self.player.audible)
-
-    async def _hold_for_words(self, at: float) -> None:
-        self._hold = _Hold(since=at)
-        await self.player.pause()  # the caller stops hearing the bot now; nothing is dropped yet
-        log.info("call %s: the caller talks over the bot: paused until their words say why", self.call_id)
-
-    def _judge_hold(self, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        """Transcribe what the caller said over the bot (at a pause in it, or once it ended) and act;
-        what they finished saying before, while the bot stayed paused, is judged with it."""
-        hold = self._hold
-        assert hold is not None
-        if hold.judging is not None:
-            hold.judging.cancel()
-        if utterance is not None:
-            hold.heard = _joined(hold.heard, utterance)
-            utterance, pcm = hold.heard, hold.heard.pcm
-        elif hold.heard is not None:
-            pcm = np.concatenate([hold.heard.pcm, pcm])
-        self._start_judging(hold, pcm, utterance)
-
-    def _start_judging(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        hold.judging = self._judging = asyncio.create_task(self._judge(hold, pcm, utterance),
-                                                           name=f"judge-{self.call_id}")
-
-    async def _judge(self, hold: _Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        said = await self._transcribe_aside(pcm)
-        if hold is not self._hold:
-            return
-        cfg = self.config.interruption
-        if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words,
-                                               cfg.interrupt_words, hummed=is_murmur(pcm)):
-            if not hold.backchannel:
-                hold.backchannel = True
-                if self._turn is not None:
-                    self._turn.metrics.backchannels += 1
-                log.info("call %s: backchannel %r: the bot goes on", self.call_id, said)
-                self.player.resume()
-            if utterance is not None:
-                self._hold = None
-            return
-        if utterance is None:
-            return  # at a pause the words so far may be the start of "I see": wait for the end (or the cap)
-        log.info("call %s: interrupted by %r", self.call_id, said)
-        self._hold = None
-        await self._barge_in()
-        await self._start_turn(utterance)
-
-    async def _caller_went_on(self, spoke_again_at: float | None = None) -> None:
-        """The caller talks on over the bot: after a pause in their words (`Resumed`), or speaking again
-        after those words ended but before they were judged (`spoke_again_at`: their new start). What was
-        being judged is void (all they said is judged together later), and the bot is paused again if it
-        went on meanwhile. A new stretch of speech has its own `max_backchannel_ms`."""
-        hold = self._hold
-        assert hold is not None
-        if hold.judging is not None:
-            hold.judging.cancel()
-            hold.judging = None
-        if spoke_again_at is not None or hold.backchannel:
-            hold.since = spoke_again_at if spoke_again_at is not None else time.monotonic()
-        if hold.backchannel:
-            hold.backchannel = False
-            await self._pause_if_talking()
-
-    async def _pause_if_talking(self) -> None:
-        """Pause the bot again for the caller's words, if it is still talking: a player paused with nothing
-        to say would hold back the next answer, as nothing resumes it."""
-        if self.player.audible:
-            await self.player.pause()
-
-    async def _check_hold(self, now: float) -> None:
-        hold = self._hold
-        assert hold is not None
-        judging = hold.judging is not None and not hold.judging.done()
-        if self.segmenter.in_utterance:
-            too_long = now - hold.since > self.config.interruption.max_backchannel_ms / 1000
-            if too_long and not hold.backchannel and not judging:
-                log.info("call %s: the caller kept talking over the bot: interrupted", self.call_id)
-                self._hold = None
-                if hold.heard is not None:  # answered with the rest, once it ends
-                    self._carried = _joined(self._carried, hold.heard)
-                await self._barge_in()
-        elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
-            if hold.heard is not None:  # ...after words still to be judged
-                self._start_judging(hold, hold.heard.pcm, hold.heard)
-                return
-            self._hold = None
-            self.player.resume()
-
-    async def _transcribe_aside(self, pcm: np.ndarray) -> str | None:
-        """What the caller said, outside any turn; None if recognition failed (taken as an interruption)."""
-        scratch = TurnMetrics(call_id=self.call_id, index=-1)
-        try:
-            transcript = await failover.transcribe(self.stt_chain, lambda rate: resample(pcm, 8000, rate),
-                                                   scratch, self.hedging)
-        except Exception as exc:
-            log.warning("call %s: could not tell a backchannel from an interruption: %s", self.call_id, exc)
-            return None
-        return transcript.text.strip()
-
-    # --- echo ---------------------------------------------------------------------------------------
-
-    def _sounds_like_echo(self) -> bool:
-        """Is the caller's latest audio the bot's own recent audio coming back?"""
-        caller_audio = self.segmenter.recent_audio(ECHO_WINDOW_MS)
-        return self.player.echoes(caller_audio, self.config.turn.echo_similarity)
-
-    async def _recheck_echo(self) -> None:
-        """An utterance taken for echo may turn into the caller talking over it: check it again."""
-        self._echo_checks += 1
-        if self._echo_checks % ECHO_RECHECK_EVERY or not self.segmenter.voiced_now:
-            return  # only voice can be the caller: a quiet stretch says nothing
-        if not self._sounds_like_echo():
-            self._echo = False
-            log.info("call %s: the caller is talking over the echo", self.call_id)
-            await self._barge_in()
-
     # --- turns ------------------------------------------------------------------------------------
 
     @property
@@ -555,30 +302,13 @@ class CallSession:
         task = self._turn.task if self._turn is not None else None
         return (task is not None and not task.done()) or self.player.audible
 
-    async def _barge_in(self) -> None:
-        """The caller talks over the bot: stop talking at once and drop the turn in flight."""
-        if self._ending or not self.busy:
-            return
-        log.info("call %s: barge-in", self.call_id)
-        task = self._turn.task if self._turn is not None else None
-        if task is not None:
-            task.cancel()  # it can't queue more audio now: it wakes up to CancelledError
-        self._barging_in += 1  # whoever barges in goes on to a turn of its own: nobody else starts one
-        try:
-            await self.player.clear()  # the clear goes out before we wait for the turn to unwind
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-        finally:
-            self._barging_in -= 1
-        self._flush_line_resamplers()
-
     async def _speculate(self, pause: Pause) -> None:
         """The caller paused: start on what they said so far, heard by nobody until they stay silent."""
         if self._ending or self.busy or self._speculation is not None or self._echo:
             return
         if await self._is_noise(pause.pcm, pause.speech_start):
             return
-        heard = _joined(self._carried, Utterance(pause.pcm, pause.speech_start, pause.speech_end,
+        heard = joined(self._carried, Utterance(pause.pcm, pause.speech_start, pause.speech_end,
                                                  pause.voiced_ms, forced=False))
         turn = self._new_turn("reply", heard)
         self._speculation = turn
@@ -622,7 +352,7 @@ class CallSession:
             if self._ending or self.closed.is_set():  # a goodbye or the hang-up came meanwhile
                 return
         if isinstance(heard, Utterance):
-            heard = _joined(self._carried, heard)
+            heard = joined(self._carried, heard)
         turn = self._new_turn("reply" if isinstance(heard, Utterance) else "keypad", heard)
         self._reminders = 0
         self._commit(turn)
@@ -656,7 +386,7 @@ class CallSession:
         # once: if that answer is cut the same way (an echo, a noise that repeats), wait for the caller
         self._carried_answered_again = True
 
-    def _new_turn(self, kind: str, heard: Utterance | Keypad | None = None) -> _Turn:
+    def _new_turn(self, kind: str, heard: Utterance | Keypad | None = None) -> Turn:
         metrics = TurnMetrics(call_id=self.call_id, index=len(self.turns), kind=kind, variant=self.variant)
         metrics.vendors = {  # the primaries; a fallback that serves replaces its stage's entry
             stage: f"{chain[0].vendor}/{chain[0].model}"
@@ -664,9 +394,9 @@ class CallSession:
         }
         if isinstance(heard, Utterance):
             metrics.speech_start, metrics.speech_end = heard.speech_start, heard.speech_end
-        return _Turn(metrics, heard)
+        return Turn(metrics, heard)
 
-    def _commit(self, turn: _Turn) -> None:
+    def _commit(self, turn: Turn) -> None:
         """This is the turn now: it is recorded, may be heard, and its words join the history."""
         metrics = turn.metrics
         metrics.index = len(self.turns)
@@ -681,7 +411,7 @@ class CallSession:
         turn.committed.set()
         self._add_user_words(turn)
 
-    def _add_user_words(self, turn: _Turn) -> None:
+    def _add_user_words(self, turn: Turn) -> None:
         """Once a turn is committed and transcribed, what the caller said joins the history."""
         if turn.user is None or turn.in_history or not turn.committed.is_set():
             return
@@ -689,45 +419,20 @@ class CallSession:
         self.history.append(turn.user)
         self._start_shadows(turn.metrics)
 
-    def _take_back(self, turn: _Turn) -> None:
+    def _take_back(self, turn: Turn) -> None:
         """A turn cut before the caller heard any of it: its audio and words become part of the next.
         Not one whose tools ran: asked again, they would run again (a second booking)."""
         if turn.exchanges:
             return
         if isinstance(turn.heard, Utterance):  # it holds what was carried into it; then what came since
             later = self._carried
-            self._carried = turn.heard if later is None else _joined(turn.heard, later)
+            self._carried = turn.heard if later is None else joined(turn.heard, later)
             self._owed_since = None
         if turn.in_history:
             self.history[:] = [m for m in self.history if m is not turn.user]
             turn.in_history = False
 
-    async def _greet(self, turn: _Turn) -> None:
-        """The greeting, once the context webhook (if any) has filled it in (pipeline/context.py)."""
-        try:
-            try:
-                await self.context.ready()
-            except asyncio.CancelledError:
-                self._finish(turn)
-                raise
-            if self.context.error is not None:
-                turn.metrics.failures.append(f"context_webhook: {self.context.error}")
-            await self._say(turn, self.context.greeting, hang_up=False, fixed=greeting_is_fixed(self.config))
-        except asyncio.CancelledError:
-            if turn.metrics.first_audio_sent is None and not self.closed.is_set():
-                self._greeting_owed = True  # said once the sound that cut it proves not to be the caller
-            raise
-
-    async def _leave_voicemail(self) -> None:
-        """A machine answered our outbound call: say `voicemail.message` (detection waited for the beep)
-        and hang up, or hang up at once. Nothing on the line interrupts it."""
-        voicemail = self.config.voicemail
-        leave = voicemail.action == "leave_message"
-        self.voicemail = "left_message" if leave else "hung_up"
-        log.info("call %s: answered by %s: %s", self.call_id, self.answered_by, self.voicemail)
-        await self._say_line("voicemail", voicemail.message if leave else "", hang_up=True)
-
-    async def _run_turn(self, turn: _Turn) -> None:
+    async def _run_turn(self, turn: Turn) -> None:
         """Answer what the caller said (an utterance, transcribed here) or keyed in (digits).
 
         A speculative turn runs the same code before it is committed: everything up to the first chunk
@@ -777,7 +482,7 @@ class CallSession:
             if turn.committed.is_set():  # a speculative turn dropped unheard leaves no record
                 self._finish(turn)
 
-    def _judge_pause(self, turn: _Turn) -> None:
+    def _judge_pause(self, turn: Turn) -> None:
         """The pause's transcript is in (and, with an audio model, maybe how it sounds): does the caller
         sound finished? That sets how long the pause must last. Called when the transcript comes, and
         again when the model's verdict does if the turn is not committed by then: a slow model never
@@ -809,7 +514,7 @@ class CallSession:
             log.info("call %s: %d ms of speech, no words", self.call_id, utterance.voiced_ms)
         return transcript.text.strip()
 
-    async def _reply(self, turn: _Turn) -> ToolCall | None:
+    async def _reply(self, turn: Turn) -> ToolCall | None:
         """Stream the LLM's answer into speech, sentence by sentence. Returns an end_call, if asked."""
         assert turn.user is not None
         metrics = turn.metrics
@@ -854,111 +559,7 @@ class CallSession:
                 await self._speak(farewell, turn, fixed)
         return end_call
 
-    async def _speak(self, text: str, turn: _Turn, fixed: bool = False) -> None:
-        """Synthesise one chunk (a `fixed` line, the same on every call, comes from memory), queue it for
-        the caller at 8 kHz, and put a mark after it.
-
-        Until the turn may play (`_may_play`) the audio is held back, and the chunk waits: a speculative
-        turn prepares its first chunk of speech and no more."""
-        text = speakable(text)
-        if not text:
-            return
-        metrics = turn.metrics
-        metrics.first_chunk = metrics.first_chunk or time.monotonic()
-        held: list[np.ndarray] = []
-
-        def first_frame_sent(at: float) -> None:
-            metrics.first_audio_sent = metrics.first_audio_sent or at
-
-        def play(line_audio: np.ndarray) -> None:
-            if not self._may_play(turn):
-                held.append(line_audio)
-                return
-            turn.playing = True
-            for earlier in held:
-                self.player.enqueue(earlier, first_frame_sent)
-            held.clear()
-            self.player.enqueue(line_audio, first_frame_sent)
-
-        samples = 0
-        voice = (self.lines.speak(self.tts_chain, text, metrics, self.hedging)
-                 if fixed and self.lines is not None else self._synthesize(text, metrics))
-        async with contextlib.aclosing(voice):
-            async for line_audio in voice:
-                metrics.tts_first_byte = metrics.tts_first_byte or time.monotonic()
-                samples += len(line_audio)
-                play(line_audio)
-        metrics.bot_audio_ms += samples // 8
-        while not self._may_play(turn):
-            await turn.committed.wait()
-            if not self._may_play(turn):
-                await asyncio.sleep(FLOOR_POLL_S)
-        play(np.zeros(0, dtype=np.int16))
-        turn.spoken.append(_Spoken(self.player.enqueue_mark(), text, samples / 8000))
-
-    async def _synthesize(self, text: str, metrics: TurnMetrics) -> AsyncIterator[np.ndarray]:
-        """`text` from the TTS chain, at 8 kHz."""
-        metrics.tts_chars += len(text)
-        resampler: StreamResampler | None = None
-        pieces = failover.synthesize(self.tts_chain, text, metrics, self.hedging)
-        async with contextlib.aclosing(pieces):
-            async for tts, pcm in pieces:
-                resampler = self._line_resampler(tts.sample_rate)
-                yield resampler.process(pcm)
-        if resampler is not None:
-            yield resampler.flush()  # soxr holds back tens of ms until flushed
-
-    def _may_play(self, turn: _Turn) -> bool:
-        """A turn starts talking once committed, and not while the caller is in the middle of saying
-        something (that utterance will supersede it, or turn out to be a cough)."""
-        return turn.committed.is_set() and (turn.playing or not self.segmenter.in_utterance)
-
-    def _flush_line_resamplers(self) -> None:
-        for resampler in self.to_line_rate.values():
-            resampler.flush()  # drop what a cut chunk left inside it
-
-    def _line_resampler(self, rate: int) -> StreamResampler:
-        if rate not in self.to_line_rate:
-            self.to_line_rate[rate] = StreamResampler(rate, 8000)
-        return self.to_line_rate[rate]
-
-    async def _wait_heard(self, spoken: list[_Spoken], watchdog_s: float | None = None) -> None:
-        """Wait until the caller has heard the last chunk, it was cleared, or its mark is overdue."""
-        if spoken:
-            overdue_s = watchdog_s or sum(s.audio_s for s in spoken) + MARK_GRACE_S
-            await self.player.wait_mark(spoken[-1].mark, within_s=overdue_s)
-
-    async def _hang_up(self, spoken: list[_Spoken]) -> None:
-        if spoken and not self.player.heard(spoken[-1].mark):
-            log.warning("call %s: farewell not acknowledged; hanging up anyway", self.call_id)
-        log.info("call %s: hanging up (end_call)", self.call_id)
-        await self.link.hang_up()
-
-    async def _hand_over(self, turn: _Turn, call: ToolCall) -> None:
-        """transfer_call, its line said: the carrier hands the call over, or the caller hears it failed."""
-        assert self.config.transfer is not None
-        transfer, metrics = self.config.transfer, turn.metrics
-        target = transfer_target(call, transfer.targets, self.call_id)
-        if await self.link.transfer(target):
-            metrics.transferred_to = target
-            return
-        metrics.failures.append(f"transfer to {target} failed")
-        metrics.ended_call, self._ending = False, False  # the caller is still with us
-        metrics.reply_text += " " + transfer.failed
-        await self._speak(transfer.failed, turn, fixed=True)
-        await self._wait_heard(turn.spoken)
-
-    async def say_goodbye(self, text: str) -> None:
-        """End the call from our side (the server is draining): stop the turn in flight, say `text` (a turn
-        of kind "goodbye"), wait for its mark (`end_call_watchdog_s` at most) and hang up."""
-        if self._ending or self.closed.is_set():
-            return  # already hanging up (end_call) or gone
-        await self._drop_speculation()
-        turn = await self._say_line("goodbye", text, hang_up=True)
-        turn.playing = True  # heard even if the caller is mid-sentence: the line is about to close
-        await asyncio.gather(turn.task, return_exceptions=True)
-
-    def _finish(self, turn: _Turn) -> None:
+    def _finish(self, turn: Turn) -> None:
         """Record the turn; history keeps only what the caller actually heard."""
         metrics, spoken = turn.metrics, turn.spoken
         metrics.turn_done = time.monotonic()

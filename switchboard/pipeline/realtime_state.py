@@ -95,7 +95,6 @@ class Turn:
     finishing: asyncio.Task | None = None
 
 
-
 class RealtimeState:
     """What every part of a realtime call reads and writes: set up here, once."""
 
@@ -165,7 +164,6 @@ class RealtimeState:
         self.context = CallContext(config)  # the greeting and instructions (pipeline/context.py)
         self.answered_by: str | None = None  # outbound with machine detection: Twilio's AnsweredBy
         self.voicemail: str | None = None  # a machine answered: "left_message" or "hung_up"
-
 
 
 def heard_words(text: str, heard_ms: int, total_ms: int) -> str:
