@@ -313,9 +313,9 @@ PIPELINE = ("pipelines:\n  default:\n    stt: {provider: pocketsphinx}\n    llm:
 def test_progress_goes_to_stderr_and_json_stays_clean(tmp_path, monkeypatch, capsys):
     path = tmp_path / "switchboard.db"
     asyncio.run(write_fixture(path))  # 32 turns
-    monkeypatch.setattr(report_module, "PAGE_SIZE", 5)
-    monkeypatch.setattr(report_module, "PROGRESS_MIN_ROWS", 10)
-    monkeypatch.setattr(report_module, "PROGRESS_INTERVAL_S", 0)
+    monkeypatch.setattr(report_module.reading, "PAGE_SIZE", 5)
+    monkeypatch.setattr(report_module.reading, "PROGRESS_MIN_ROWS", 10)
+    monkeypatch.setattr(report_module.reading, "PROGRESS_INTERVAL_S", 0)
     assert main_report(["--db", str(path), "--json"], pricing=PRICING) == 0
     out, err = capsys.readouterr()
     data = json.loads(out)  # nothing but the JSON
@@ -323,7 +323,7 @@ def test_progress_goes_to_stderr_and_json_stays_clean(tmp_path, monkeypatch, cap
     assert sum(r["turns"] for r in data["rows"]) + data["excluded_turns"] == 32
     assert err.splitlines() == [f"reading turns: {n} / 32" for n in (5, 10, 15, 20, 25, 30, 32)]
 
-    monkeypatch.setattr(report_module, "PROGRESS_MIN_ROWS", 100)  # a small read: no progress off a terminal
+    monkeypatch.setattr(report_module.reading, "PROGRESS_MIN_ROWS", 100)  # a small read: no progress, no tty
     assert main_report(["--db", str(path), "--json"], pricing=PRICING) == 0
     assert capsys.readouterr().err == ""
 
