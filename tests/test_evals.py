@@ -18,7 +18,7 @@ from switchboard.pipeline.call import Providers
 from switchboard.providers import registry
 from switchboard.providers.scripted import ScriptedLLM
 from switchboard.store import CallStore
-from tests.fakes.instant import InstantTTS
+from tests.fakes.instant import InstantSTT, InstantTTS
 
 # --- the scenarios file ------------------------------------------------------------------------------------
 
@@ -198,7 +198,6 @@ scenarios:
   - name: books
     calls: 1
     script:
-      - say: "i would like to book a table"
       - say: "for four people at seven"
       - say: "thank you goodbye"
     expect:
@@ -222,10 +221,10 @@ scenarios:
 @pytest.fixture
 def offline_providers():
     """The bundled pipeline's recogniser (Moonshine) and scripted responder, with a voice that costs
-    nothing (the words the caller hears are the ones the store records)."""
+    nothing and speaks fast (the words the caller hears are the ones the store records)."""
     pipeline = load_config(BUNDLED_CONFIG).pipelines["default"]
     stt = registry.build("stt", pipeline.stt)
-    return {"default": Providers(stt, ScriptedLLM(pipeline.llm), InstantTTS(ms_per_char=30))}
+    return {"default": Providers(stt, ScriptedLLM(pipeline.llm), InstantTTS(ms_per_char=10))}
 
 
 async def test_an_offline_run_checks_calls_that_pass_and_fail_and_keeps_them_out_of_live_figures(
@@ -335,19 +334,28 @@ def test_how_the_caller_speaks_rate_noise_and_talk_over():
     assert talk_over_s(said, bot, now=2.0) == 1.0  # what had not played yet does not count
 
 
-async def test_a_running_server_is_evaluated_through_its_call_store(tmp_path, offline_providers):
+GOODBYE = """
+scenarios:
+  - name: says-goodbye
+    script: [{say: "thank you goodbye"}]
+    expect: {said: ['goodbye'], end_call: true, no_tools: [book_table]}
+"""
+
+
+async def test_a_running_server_is_evaluated_through_its_call_store(tmp_path):
     from switchboard.server import create_app, running
 
     db = str(tmp_path / "served.db")
     config = load_config(BUNDLED_CONFIG)
-    app = create_app(config, store_url=db, providers=offline_providers)
-    text = FAILING.split("  - name: wants-the-impossible")[0].replace(
-        "tools: [{name: book_table, matching: {party_size: '^(four|4)$', time: 'seven|7'}}]", "no_tools: []"
-    ).replace("said: ['reference is \\w+']", "said: ['how many people']")
+    # what this checks is the store's part, not recognition (the offline run above has Moonshine hear its
+    # lines): the one line is heard as said, the bundled script answers it
+    script = ScriptedLLM(config.pipelines["default"].llm)
+    providers = {"default": Providers(InstantSTT("thank you goodbye"), script, InstantTTS(ms_per_char=10))}
+    app = create_app(config, store_url=db, providers=providers)
     store = CallStore(db)
     await store.open()  # the database exists before the server starts, as with a server already running
     async with running(app) as port:
-        runner = Runner(parse_evals(text), config, ["default"], store, run="r-url",
+        runner = Runner(parse_evals(GOODBYE), config, ["default"], store, run="r-url",
                         url=f"ws://127.0.0.1:{port}/media-stream")
         [result] = await runner.run_all()
         [row] = await store.query_eval_results("r-url")
@@ -355,8 +363,10 @@ async def test_a_running_server_is_evaluated_through_its_call_store(tmp_path, of
         await store.close()
     assert result.passed, [c for c in result.checks if not c.passed]
     tags = [(c["id"], c["eval_run"], c["eval_scenario"]) for c in calls]
-    assert tags == [(result.call_id, "r-url", "books")]  # the server stored the call as an eval call
-    assert [t["kind"] for t in row["turns"]] == ["greeting", "reply", "reply", "reply"]
+    assert tags == [(result.call_id, "r-url", "says-goodbye")]  # the server stored the call as an eval call
+    assert [(t["kind"], t["transcript"]) for t in row["turns"]] == [("greeting", ""),
+                                                                    ("reply", "thank you goodbye")]
+    assert "Goodbye" in row["turns"][1]["reply_heard"]
 
 
 def test_the_eval_command_refuses_a_broken_file_an_unknown_pipeline_and_a_bad_gate(tmp_path, capsys):
