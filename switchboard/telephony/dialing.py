@@ -22,6 +22,7 @@ DIALERS = {  # carrier -> the module whose `dial` places its calls
     "telnyx": "switchboard.telephony.telnyx.rest",
 }
 DEFAULT_CARRIER = "twilio"
+PUBLIC_URL_ENV = "PUBLIC_URL"  # where the carrier reaches this server (webhooks, the media socket)
 
 
 def request_problems(to: str, from_: str, pipeline: str, pipelines: Collection[str]) -> list[str]:
@@ -34,6 +35,35 @@ def request_problems(to: str, from_: str, pipeline: str, pipelines: Collection[s
     if pipeline not in pipelines:
         problems.append(f"unknown pipeline {pipeline!r}; defined: {', '.join(pipelines)}")
     return problems
+
+
+def check_request(to: str, from_: str, pipeline: str, pipelines: Collection[str]) -> None:
+    """DialError naming everything wrong with the request's numbers and pipeline (`request_problems`)."""
+    problems = request_problems(to, from_, pipeline, pipelines)
+    if problems:
+        raise DialError("; ".join(problems))
+
+
+def missing_env(environ: Mapping[str, str], *names: str) -> str:
+    """'A and B' for the named variables `environ` lacks, or "" when it has them all."""
+    return " and ".join(name for name in names if not environ.get(name))
+
+
+def require_settings(environ: Mapping[str, str], from_: str, from_env: str, credentials: str | None,
+                     reach: str) -> str:
+    """The server's PUBLIC_URL, or DialNotConfigured naming every setting a carrier's dialer lacks: its
+    `credentials` problem (None: none), a caller id (`from_`, else the carrier's `from_env`), and
+    PUBLIC_URL, "so `reach`" (what the carrier does with it)."""
+    problems = [credentials] if credentials else []
+    if not from_:
+        problems.append(f"no caller id: pass 'from' (--from) or set {from_env}")
+    public_url = environ.get(PUBLIC_URL_ENV)
+    if not public_url:
+        problems.append(f"set {PUBLIC_URL_ENV} to this server's public https address, so {reach}")
+    if problems:
+        raise DialNotConfigured("; ".join(problems))
+    assert public_url
+    return public_url
 
 
 class DialError(Exception):

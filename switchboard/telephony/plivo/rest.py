@@ -23,11 +23,12 @@ from plivo.exceptions import PlivoRestError, ResourceNotFoundError
 
 from switchboard.core.verdicts import WAIT_PARAMETER
 from switchboard.telephony.dialing import (
-    DialError,
     DialNotConfigured,
     DialRefused,
     PlacedCall,
-    request_problems,
+    check_request,
+    missing_env,
+    require_settings,
 )
 
 log = logging.getLogger("switchboard.plivo_rest")
@@ -136,24 +137,14 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     the stream on `pipeline`). Blocking; raises DialError with a message naming what is wrong."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = request_problems(to, from_, pipeline, pipelines)
-    if problems:
-        raise DialError("; ".join(problems))
-    missing = [name for name in (AUTH_ID_ENV, AUTH_TOKEN_ENV) if not environ.get(name)]
-    if missing:
-        problems.append(f"Plivo credentials missing: set {' and '.join(missing)}")
-    if not from_:
-        problems.append(f"no caller id: pass 'from' (--from) or set {FROM_NUMBER_ENV}")
-    public_url = environ.get(PUBLIC_URL_ENV)
-    if not public_url:
-        problems.append(f"set {PUBLIC_URL_ENV} to this server's public https address, so Plivo can "
-                        "fetch /plivo/answer")
-    if problems:
-        raise DialNotConfigured("; ".join(problems))
+    check_request(to, from_, pipeline, pipelines)
+    missing = missing_env(environ, AUTH_ID_ENV, AUTH_TOKEN_ENV)
+    public_url = require_settings(environ, from_, FROM_NUMBER_ENV,
+                                  missing and f"Plivo credentials missing: set {missing}",
+                                  "Plivo can fetch /plivo/answer")
     rest = PlivoRest.from_env(environ)
     if rest is None:
         raise DialNotConfigured(f"{AUTH_ID_ENV} is not a Plivo auth id (MA… or SA…, 20 characters)")
-    assert public_url
     wait_s = DETECTION_MS / 1000 + VERDICT_MARGIN_S if machine_detection else None
     try:
         request_uuid = rest.create_call(to, from_, answer_url(public_url, pipeline, wait_s),

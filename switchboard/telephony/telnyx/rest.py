@@ -27,11 +27,11 @@ import telnyx
 
 from switchboard.core.verdicts import WAIT_PARAMETER
 from switchboard.telephony.dialing import (
-    DialError,
-    DialNotConfigured,
     DialRefused,
     PlacedCall,
-    request_problems,
+    check_request,
+    missing_env,
+    require_settings,
 )
 from switchboard.telephony.telnyx import wire
 
@@ -159,21 +159,11 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     to our /telnyx/media-stream on `pipeline`. Blocking; raises DialError naming what is wrong."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = request_problems(to, from_, pipeline, pipelines)
-    if problems:
-        raise DialError("; ".join(problems))
-    missing = [name for name in (API_KEY_ENV, CONNECTION_ID_ENV) if not environ.get(name)]
-    if missing:
-        problems.append(f"Telnyx settings missing: set {' and '.join(missing)} (the TeXML application's id)")
-    if not from_:
-        problems.append(f"no caller id: pass 'from' (--from) or set {FROM_NUMBER_ENV}")
-    public_url = environ.get(PUBLIC_URL_ENV)
-    if not public_url:
-        problems.append(f"set {PUBLIC_URL_ENV} to this server's public https address, so the call can reach "
-                        f"{wire.STREAM_PATH}")
-    if problems:
-        raise DialNotConfigured("; ".join(problems))
-    assert public_url
+    check_request(to, from_, pipeline, pipelines)
+    missing = missing_env(environ, API_KEY_ENV, CONNECTION_ID_ENV)
+    credentials = missing and f"Telnyx settings missing: set {missing} (the TeXML application's id)"
+    public_url = require_settings(environ, from_, FROM_NUMBER_ENV, credentials,
+                                  f"the call can reach {wire.STREAM_PATH}")
     url = wire.stream_url(public_url, "", None, environ.get(STREAM_TOKEN_ENV))
     parameters = {"pipeline": pipeline, "from": from_, "to": to}
     detection = amd_body(public_url, machine_detection) if machine_detection else {}

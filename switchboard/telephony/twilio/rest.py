@@ -25,7 +25,9 @@ from switchboard.telephony.dialing import (
     DialNotConfigured,
     DialRefused,
     PlacedCall,
-    request_problems,
+    check_request,
+    missing_env,
+    require_settings,
 )
 from switchboard.telephony.twilio import wire
 
@@ -126,24 +128,13 @@ def dial(
     `answered_by` parameter, and the pipeline's `voicemail:` says what the call does."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = request_problems(to, from_, pipeline, pipelines)
-    if problems:
-        raise DialError("; ".join(problems))
-
-    missing = [name for name in (ACCOUNT_SID_ENV, AUTH_TOKEN_ENV) if not environ.get(name)]
-    if missing:
-        problems.append(f"Twilio credentials missing: set {' and '.join(missing)}")
-    if not from_:
-        problems.append(f"no caller id: pass 'from' (--from) or set {FROM_NUMBER_ENV}")
-    public_url = environ.get(PUBLIC_URL_ENV)
-    if not public_url:
-        problems.append(f"set {PUBLIC_URL_ENV} to this server's public https address, so the call can "
-                        "reach /media-stream")
-    if problems:
-        raise DialNotConfigured("; ".join(problems))
-
+    check_request(to, from_, pipeline, pipelines)
+    missing = missing_env(environ, ACCOUNT_SID_ENV, AUTH_TOKEN_ENV)
+    public_url = require_settings(environ, from_, FROM_NUMBER_ENV,
+                                  missing and f"Twilio credentials missing: set {missing}",
+                                  "the call can reach /media-stream")
     rest = TwilioRest.from_env(environ)
-    assert rest is not None and public_url
+    assert rest is not None
     url = wire.stream_url(public_url, "", None)
     twiml = wire.connect_twiml(url, {"pipeline": pipeline, "from": from_, "to": to})
     try:

@@ -29,11 +29,11 @@ from vonage_voice.voice import Voice
 
 from switchboard.core.verdicts import WAIT_PARAMETER
 from switchboard.telephony.dialing import (
-    DialError,
     DialNotConfigured,
     DialRefused,
     PlacedCall,
-    request_problems,
+    check_request,
+    require_settings,
 )
 from switchboard.telephony.vonage import wire
 
@@ -154,24 +154,16 @@ def dial(to: str, pipeline: str, pipelines: Collection[str], from_: str | None =
     connects it to the socket on `pipeline`). Blocking; raises DialError naming what is wrong."""
     environ = os.environ if environ is None else environ
     from_ = from_ or environ.get(FROM_NUMBER_ENV) or ""
-    problems = request_problems(to, from_, pipeline, pipelines)
-    if problems:
-        raise DialError("; ".join(problems))
+    check_request(to, from_, pipeline, pipelines)
+    credentials = None
     if not environ.get(APPLICATION_ID_ENV) or private_key(environ) is None:
-        problems.append(f"Vonage credentials missing: set {APPLICATION_ID_ENV} and {PRIVATE_KEY_ENV} "
-                        f"(or {PRIVATE_KEY_PATH_ENV})")
-    if not from_:
-        problems.append(f"no caller id: pass 'from' (--from) or set {FROM_NUMBER_ENV}")
-    public_url = environ.get(PUBLIC_URL_ENV)
-    if not public_url:
-        problems.append(f"set {PUBLIC_URL_ENV} to this server's public https address, so Vonage can "
-                        "fetch /vonage/answer")
-    if problems:
-        raise DialNotConfigured("; ".join(problems))
+        credentials = (f"Vonage credentials missing: set {APPLICATION_ID_ENV} and {PRIVATE_KEY_ENV} "
+                       f"(or {PRIVATE_KEY_PATH_ENV})")
+    public_url = require_settings(environ, from_, FROM_NUMBER_ENV, credentials,
+                                  "Vonage can fetch /vonage/answer")
     rest = VonageRest.from_env(environ)
     if rest is None:
         raise DialNotConfigured(f"{PRIVATE_KEY_ENV} is not a usable private key")
-    assert public_url
     try:
         uuid = rest.create_call(to, from_, answer_url(public_url, pipeline,
                                                       VERDICT_WAIT_S if machine_detection else None),
