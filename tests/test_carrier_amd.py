@@ -32,7 +32,7 @@ from tests.fakes.plivo_rest_fake import FakePlivo
 from tests.fakes.plivo_side import AUTH_ID, AUTH_TOKEN, PlivoSide
 from tests.fakes.telnyx_rest_fake import FakeTelnyx
 from tests.fakes.telnyx_side import TelnyxSide
-from tests.fakes.vonage_rest_fake import FakeVonage, private_key_pem, serving_tls
+from tests.fakes.vonage_rest_fake import vonage_api
 from tests.fakes.vonage_side import SIGNATURE_SECRET, VonageSide
 
 CALLED, OURS = "+15557654321", "+15550001111"
@@ -121,13 +121,9 @@ async def carrier(name: str, monkeypatch, tmp_path) -> AsyncIterator[Carrier]:
             yield Carrier(name, fake, side, False, verdict, open_stream)
     else:
         side = VonageSide()
-        pem, public_key = private_key_pem()
-        fake = FakeVonage(public_key)
-        async with serving_tls(fake.app(), tmp_path) as (port, cert):
-            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-            monkeypatch.setenv("VONAGE_API_HOST", f"127.0.0.1:{port}")
-            monkeypatch.setenv("VONAGE_APPLICATION_ID", "conformance-app")
-            monkeypatch.setenv("VONAGE_PRIVATE_KEY", pem)
+        async with vonage_api(tmp_path) as (fake, env):
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
 
             async def verdict(machine: bool) -> int:
                 if machine:

@@ -26,7 +26,7 @@ from switchboard.telephony.vonage.rest import VonageRest
 from switchboard.telephony.vonage.security import VonageSignatures
 from tests.fakes.carrier_side import dominant_hz
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
-from tests.fakes.vonage_rest_fake import FakeVonage, private_key_pem, serving_tls
+from tests.fakes.vonage_rest_fake import vonage_api
 from tests.fakes.vonage_side import SIGNATURE_SECRET, VonageSide, signed_jwt
 
 CONFIG = """
@@ -223,13 +223,9 @@ def test_signed_webhook_payload_hash_is_the_body():
 
 @pytest.fixture
 async def fake_vonage(monkeypatch, tmp_path):
-    pem, public_key = private_key_pem()
-    fake = FakeVonage(public_key)
-    async with serving_tls(fake.app(), tmp_path) as (port, cert):
-        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-        monkeypatch.setenv("VONAGE_API_HOST", f"127.0.0.1:{port}")
-        monkeypatch.setenv("VONAGE_APPLICATION_ID", "conformance-app")
-        monkeypatch.setenv("VONAGE_PRIVATE_KEY", pem)
+    async with vonage_api(tmp_path) as (fake, env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
         yield fake
 
 

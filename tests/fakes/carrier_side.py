@@ -13,7 +13,10 @@ was cleared), honours `clear`, and records what happened for the suite's asserti
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +37,28 @@ class Refused(Exception):
 
 class Violation(Exception):
     """A message from the server that breaks the carrier's documented rules; the text says which."""
+
+
+def json_text(raw: Frame, carrier: str) -> dict[str, Any]:
+    """A server message a JSON-text carrier reads: the object, or `Violation` (binary, not JSON, not an
+    object)."""
+    if isinstance(raw, bytes):
+        raise Violation(f"a binary frame ({carrier} takes JSON text frames)")
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise Violation(f"not JSON: {raw[:80]!r}") from None
+    if not isinstance(msg, dict):
+        raise Violation(f"not a JSON object: {raw[:80]!r}")
+    return msg
+
+
+def base64_payload(msg: dict[str, Any], event: str) -> bytes:
+    """`msg[event]["payload"]` decoded, or `Violation`."""
+    try:
+        return base64.b64decode(msg[event]["payload"], validate=True)
+    except (KeyError, TypeError, binascii.Error):
+        raise Violation(f"{event} without a base64 {event}.payload") from None
 
 
 @dataclass

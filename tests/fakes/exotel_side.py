@@ -12,7 +12,6 @@ documentation (https://support.exotel.com/support/solutions/articles/3000108630)
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import secrets
 from typing import Any
@@ -21,7 +20,17 @@ import numpy as np
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.fakes.carrier_side import Audio, Clear, Frame, MarkOut, Outbound, Refused, Violation
+from tests.fakes.carrier_side import (
+    Audio,
+    Clear,
+    Frame,
+    MarkOut,
+    Outbound,
+    Refused,
+    Violation,
+    base64_payload,
+    json_text,
+)
 
 AUTH = "conformance-key:conformance-token"
 
@@ -82,12 +91,7 @@ class ExotelSide:
                            "mark": {"name": name}})
 
     def read(self, raw: Frame) -> Outbound:
-        if isinstance(raw, bytes):
-            raise Violation("a binary frame (Exotel takes JSON text frames)")
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            raise Violation(f"not JSON: {raw[:80]!r}") from None
+        msg = json_text(raw, "Exotel")
         if msg.get("stream_sid") != self.stream_sid:
             raise Violation(f"wrong or missing stream_sid: {msg.get('stream_sid')!r}")
         event = msg.get("event")
@@ -96,10 +100,7 @@ class ExotelSide:
         if event == "mark" and isinstance(msg.get("mark", {}).get("name"), str):
             return MarkOut(msg["mark"]["name"])
         if event == "media":
-            try:
-                audio = base64.b64decode(msg["media"]["payload"], validate=True)
-            except (KeyError, TypeError, binascii.Error):
-                raise Violation("media without a base64 media.payload") from None
+            audio = base64_payload(msg, "media")
             if len(audio) < 3200 or len(audio) % 320 or len(audio) > 100 * 1024:
                 raise Violation(f"a media chunk of {len(audio)} bytes (Exotel: ≥ 3,200, ≤ 100 KB, × 320)")
             return Audio(np.frombuffer(audio, "<i2").astype(np.int16), 8000)

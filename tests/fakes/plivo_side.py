@@ -16,7 +16,6 @@ audio-streaming (the Stream Event Protocol), and "Validate requests from Plivo" 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -30,7 +29,17 @@ import numpy as np
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.fakes.carrier_side import Audio, Clear, Frame, MarkOut, Outbound, Refused, Violation
+from tests.fakes.carrier_side import (
+    Audio,
+    Clear,
+    Frame,
+    MarkOut,
+    Outbound,
+    Refused,
+    Violation,
+    base64_payload,
+    json_text,
+)
 from tests.fakes.g711_reference import ulaw_decode, ulaw_encode
 
 AUTH_ID = "MAZDQ1ZJIYMDZKMTGWNZ"  # 20 characters, MA…: what the SDK accepts as a main account's id
@@ -123,12 +132,7 @@ class PlivoSide:
                            "streamId": self.stream_id, "name": name})
 
     def read(self, raw: Frame) -> Outbound:
-        if isinstance(raw, bytes):
-            raise Violation("a binary frame (Plivo takes JSON text frames)")
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            raise Violation(f"not JSON: {raw[:80]!r}") from None
+        msg = json_text(raw, "Plivo")
         event = msg.get("event")
         if msg.get("streamId") != self.stream_id:
             raise Violation(f"{event}: wrong or missing streamId {msg.get('streamId')!r}")
@@ -143,10 +147,7 @@ class PlivoSide:
             if media.get("contentType") != "audio/x-mulaw" or media.get("sampleRate") != 8000:
                 raise Violation(f"playAudio as {media.get('contentType')!r} at {media.get('sampleRate')!r} "
                                 "(the stream is audio/x-mulaw at 8000: codecs may not switch mid-stream)")
-            try:
-                audio = base64.b64decode(media["payload"], validate=True)
-            except (KeyError, TypeError, binascii.Error):
-                raise Violation("playAudio without a base64 media.payload") from None
+            audio = base64_payload({"playAudio": media}, "playAudio")
             if not audio:
                 raise Violation("playAudio with an empty payload")
             return Audio(ulaw_decode(audio), 8000)

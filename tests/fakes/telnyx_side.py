@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import secrets
 import time
@@ -31,7 +30,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from websockets.exceptions import InvalidStatus
 
-from tests.fakes.carrier_side import Audio, Clear, Frame, MarkOut, Outbound, Refused, Violation
+from tests.fakes.carrier_side import (
+    Audio,
+    Clear,
+    Frame,
+    MarkOut,
+    Outbound,
+    Refused,
+    Violation,
+    base64_payload,
+    json_text,
+)
 from tests.fakes.g711_reference import ulaw_decode, ulaw_encode
 
 STREAM_TOKEN = "conformance-telnyx-stream-token"
@@ -154,22 +163,14 @@ class TelnyxSide:
                            "mark": {"name": name}})
 
     def read(self, raw: Frame) -> Outbound:
-        if isinstance(raw, bytes):
-            raise Violation("a binary frame (Telnyx takes JSON text frames)")
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            raise Violation(f"not JSON: {raw[:80]!r}") from None
+        msg = json_text(raw, "Telnyx")
         event = msg.get("event")
         if event == "clear":
             return Clear()
         if event == "mark" and isinstance(msg.get("mark", {}).get("name"), str):
             return MarkOut(msg["mark"]["name"])
         if event == "media":
-            try:
-                audio = base64.b64decode(msg["media"]["payload"], validate=True)
-            except (KeyError, TypeError, binascii.Error):
-                raise Violation("media without a base64 media.payload") from None
+            audio = base64_payload(msg, "media")
             if not 160 <= len(audio) <= 30 * 8000:
                 raise Violation(f"a media message of {len(audio) / 8:.1f} ms (Telnyx: 20 ms to 30 s)")
             return Audio(ulaw_decode(audio), 8000)

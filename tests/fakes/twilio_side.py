@@ -14,7 +14,6 @@ https://www.twilio.com/docs/usage/security#validating-requests
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -27,7 +26,17 @@ import numpy as np
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.fakes.carrier_side import Audio, Clear, Frame, MarkOut, Outbound, Refused, Violation
+from tests.fakes.carrier_side import (
+    Audio,
+    Clear,
+    Frame,
+    MarkOut,
+    Outbound,
+    Refused,
+    Violation,
+    base64_payload,
+    json_text,
+)
 from tests.fakes.g711_reference import ulaw_decode, ulaw_encode
 
 TOKEN = "conformance-twilio-token-0123456789"
@@ -107,12 +116,7 @@ class TwilioSide:
                            "mark": {"name": name}})
 
     def read(self, raw: Frame) -> Outbound:
-        if isinstance(raw, bytes):
-            raise Violation("a binary frame (Twilio warning 31950: text frames only)")
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            raise Violation(f"not JSON: {raw[:80]!r}") from None
+        msg = json_text(raw, "Twilio warning 31950: Twilio")
         if msg.get("streamSid") != self.stream_sid:
             raise Violation(f"wrong or missing streamSid: {msg.get('streamSid')!r}")
         event = msg.get("event")
@@ -121,11 +125,7 @@ class TwilioSide:
         if event == "mark" and isinstance(msg.get("mark", {}).get("name"), str):
             return MarkOut(msg["mark"]["name"])
         if event == "media":
-            try:
-                audio = base64.b64decode(msg["media"]["payload"], validate=True)
-            except (KeyError, TypeError, binascii.Error):
-                raise Violation("media without a base64 media.payload") from None
-            return Audio(ulaw_decode(audio), 8000)
+            return Audio(ulaw_decode(base64_payload(msg, "media")), 8000)
         raise Violation(f"not a message Twilio takes: {raw[:80]!r}")
 
     def malformed(self) -> list[Frame]:

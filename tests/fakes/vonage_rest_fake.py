@@ -161,3 +161,14 @@ async def serving_tls(app: Starlette, directory: Path) -> AsyncIterator[tuple[in
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def vonage_api(directory: Path) -> AsyncIterator[tuple[FakeVonage, dict[str, str]]]:
+    """A `FakeVonage` served over TLS from `directory`, and the environment that points the SDK at it (an
+    application id, its fresh private key, the fake's host, its certificate trusted)."""
+    pem, public_key = private_key_pem()
+    fake = FakeVonage(public_key)
+    async with serving_tls(fake.app(), directory) as (port, cert):
+        yield fake, {"REQUESTS_CA_BUNDLE": str(cert), "VONAGE_API_HOST": f"127.0.0.1:{port}",
+                     "VONAGE_APPLICATION_ID": "conformance-app", "VONAGE_PRIVATE_KEY": pem}
