@@ -40,3 +40,15 @@ async def place_call(
         result = await run_call(f"ws://127.0.0.1:{port}{path}", lines, **caller_options)
         await asyncio.wait_for(app.state.host.wait_idle(), SETTLE_S)
     return result, turns
+
+
+async def answered_then_quiet(call: Any) -> None:
+    """A caller script (`run_call(script=...)`, `place_call(..., script=answered_then_quiet)`): speak every
+    line, wait for the bot's reply to the last one (at most `reply_timeout_s`), then hang up once the bot
+    has been quiet for `hangup_timeout_s`. For a call the bot does not end: the caller waits on the answer
+    itself, so a short quiet time suffices where a fixed long silence had to cover a slow answer."""
+    since = 0.0
+    for line, audio, result in zip(call.lines, call.audio, call.result.lines, strict=True):
+        since = await call.speak(line, audio, result, since)
+    await call.wait_for_reply(since)
+    await call.hang_up(since)

@@ -210,7 +210,7 @@ async def test_a_caller_hears_the_answer_an_mcp_tool_gave(fake, speech_wav, capl
         providers = Providers(InstantSTT("When are you open on Friday?"), llm, InstantTTS(ms_per_char=10))
         with caplog.at_level("DEBUG"):
             _, turns = await calls.place_call(config, [CallerLine(wav=speech_wav)], providers,
-                                              hangup_timeout_s=4)
+                                              script=calls.answered_then_quiet, hangup_timeout_s=0.5)
     first, second = faults.requests[-2:]
     assert [tool["function"]["name"] for tool in first["tools"]][:2] == ["end_call", "opening_hours"]
     result = second["messages"][-1]
