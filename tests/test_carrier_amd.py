@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from switchboard.config import parse_config
 from switchboard.pipeline.call import Providers
@@ -227,3 +228,33 @@ async def test_a_person_gets_the_normal_call(name, monkeypatch, tmp_path):
     assert "voicemail" not in outcome.summary
     # Plivo says nothing of a person: the wait ran out, and nobody told the call who answered
     assert outcome.summary.get("answered_by") == (None if name == "plivo" else "human")
+
+
+@pytest.mark.parametrize("name", ["telnyx", "plivo", "vonage"])
+async def test_a_verdict_is_believed_only_when_the_carrier_signed_it(name, monkeypatch, tmp_path, caplog):
+    """A forged verdict (signed with another key) is refused with 403 and a logged reason, and the call
+    it names is not told it reached a machine; the carrier's own is taken."""
+    for each in ENV:
+        monkeypatch.delenv(each, raising=False)
+    async with carrier(name, monkeypatch, tmp_path) as line:
+        for key, value in line.side.server_env().items():
+            monkeypatch.setenv(key, value)
+        instant = Providers(InstantSTT("hello?"), InstantLLM(), InstantTTS())
+        app = create_app(parse_config(CONFIG), providers={"default": instant, "reminders": instant})
+        async with running(app) as port:
+            monkeypatch.setenv("PUBLIC_URL", f"http://127.0.0.1:{port}")
+            await asyncio.to_thread(dialing.dial, name, CALLED, "reminders", ["reminders"], OURS,
+                                    machine_detection="Enable")
+            if name == "telnyx":
+                call = line.fake.placed[-1]
+                forged = await line.fake.machine_detected("machine_start", Ed25519PrivateKey.generate())
+            elif name == "plivo":
+                call = line.side.call_uuid
+                forged = await line.fake.machine_detected(call, "not-the-auth-token")
+            else:
+                call = line.fake.placed[-1]
+                forged = await line.fake.detection_event("machine", "not-the-signature-secret-of-32-bytes")
+            verdicts = app.state.host.verdicts
+            assert forged == 403 and verdicts.known(call) is None
+            assert "rejected a request from 127.0.0.1" in caplog.text
+            assert await line.verdict(True) in (200, 204) and verdicts.known(call) == MACHINE[name]

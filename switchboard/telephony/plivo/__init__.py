@@ -99,8 +99,9 @@ def signature_checker(insecure_dev: bool = False) -> PlivoSignatures | None:
     if token and not insecure_dev:
         return PlivoSignatures(token)
     why_off = "--insecure-dev" if insecure_dev else f"{AUTH_TOKEN_ENV} is not set"
-    log.warning("!!! OPEN: /plivo/answer and /plivo/stream accept calls from anyone who finds this server "
-                "(%s): Plivo's signatures are NOT checked. Set %s and drop --insecure-dev in production. !!!",
+    log.warning("!!! OPEN: /plivo/answer and /plivo/stream accept calls (and /plivo/amd machine detection "
+                "verdicts) from anyone who finds this server (%s): Plivo's signatures are NOT checked. "
+                "Set %s and drop --insecure-dev in production. !!!",
                 why_off, AUTH_TOKEN_ENV)
     return None
 

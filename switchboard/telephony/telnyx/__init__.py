@@ -164,7 +164,8 @@ class TelnyxCarrier:
             from switchboard.telephony.telnyx.rest import TelnyxRest
 
             self.rest = TelnyxRest.from_env()
-        for env, what in ((PUBLIC_KEY_ENV, "/telnyx/incoming-call takes webhooks without Telnyx's signature"),
+        for env, what in ((PUBLIC_KEY_ENV, "/telnyx/incoming-call, /telnyx/call-control and /telnyx/amd take "
+                           "webhooks without Telnyx's signature"),
                           (STREAM_TOKEN_ENV, "/telnyx/media-stream accepts calls from anyone who finds it")):
             if not os.environ.get(env):
                 log.warning("!!! OPEN: %s (%s is not set). Set it in production. !!!", what, env)

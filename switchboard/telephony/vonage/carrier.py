@@ -74,9 +74,10 @@ def signature_checker(insecure_dev: bool = False) -> VonageSignatures | None:
     if secret and not insecure_dev:
         return VonageSignatures(secret)
     why_off = "--insecure-dev" if insecure_dev else f"{SIGNATURE_SECRET_ENV} is not set"
-    log.warning("!!! OPEN: /vonage/answer and /vonage/stream accept calls from anyone who finds this server "
-                "(%s): Vonage's signed webhooks are NOT checked. Set %s (and turn signed webhooks on in the "
-                "Vonage application) and drop --insecure-dev in production. !!!",
+    log.warning("!!! OPEN: /vonage/answer and /vonage/stream accept calls (and /vonage/event machine "
+                "detection verdicts) from anyone who finds this server (%s): Vonage's signed webhooks are "
+                "NOT checked. Set %s (and turn signed webhooks on in the Vonage application) and drop "
+                "--insecure-dev in production. !!!",
                 why_off, SIGNATURE_SECRET_ENV)
     return None
 
