@@ -224,6 +224,8 @@ def test_the_run_page_shows_the_report_table_and_each_calls_checks_linking_to_it
     assert "gpt: 2/4 50% [15-85], 1 unjudged" in runs and "(replay)" in runs
     assert '<a href="/dashboard/evals" aria-current=page>Evals</a>' in runs
     assert client.get("/dashboard/evals/nope", headers=AUTH).status_code == 404
+    live = client.get("/dashboard/report?since=all", headers=AUTH).text  # eval calls are not live traffic
+    assert "Live traffic only: the calls <code>switchboard eval</code> placed are under" in live
 
     replay = client.get("/dashboard/evals/r-replay", headers=AUTH).text
     assert "judge prefers it to the original" in replay and '<a href="/dashboard/calls/CA-live">' in replay

@@ -258,7 +258,9 @@ def report_form(since: str, pipeline: str, variant: str, pipelines: Sequence[str
 
 
 def report_page(form: str, content: str, logout: bool) -> str:
-    body = f'<h1>Vendor comparison</h1>{form}<section id="report">{content}</section>'
+    body = (f'<h1>Vendor comparison</h1>{form}<section id="report">{content}</section>'
+            '<p class="note">Live traffic only: the calls <code>switchboard eval</code> placed are under '
+            '<a href="/dashboard/evals">Evals</a>.</p>')
     return layout("Report", body, active="report", logout=logout, css=["report.css"])
 
 
