@@ -44,11 +44,14 @@ async def place_call(
 
 async def answered_then_quiet(call: Any) -> None:
     """A caller script (`run_call(script=...)`, `place_call(..., script=answered_then_quiet)`): speak every
-    line, wait for the bot's reply to the last one (at most `reply_timeout_s`), then hang up once the bot
-    has been quiet for `hangup_timeout_s`. For a call the bot does not end: the caller waits on the answer
-    itself, so a short quiet time suffices where a fixed long silence had to cover a slow answer."""
+    line, wait until the bot is heard after the last one (its answer, or the reply it goes on with; at most
+    `reply_timeout_s`), then hang up once the bot has been quiet for `hangup_timeout_s`. For a call the bot
+    does not end: the caller waits on the answer itself, so a short quiet time suffices where a fixed long
+    silence had to cover a slow answer."""
     since = 0.0
     for line, audio, result in zip(call.lines, call.audio, call.result.lines, strict=True):
         since = await call.speak(line, audio, result, since)
-    await call.wait_for_reply(since)
+    deadline = since + call.reply_timeout_s
+    while call.playback.ended_at() <= since and call.clock.now() < deadline:  # nothing heard after it yet
+        await call.clock.sleep(0.01)
     await call.hang_up(since)

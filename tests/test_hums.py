@@ -86,7 +86,8 @@ async def over_the_reply(tmp_path, interjection: np.ndarray, stt) -> tuple:
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(sound), barge_in=True)]
     result, turns = await calls.place_call(parse_config(CONFIG.replace("ON", "true")), lines,
                                            Providers(stt, InstantLLM(REPLY), InstantTTS(ms_per_char=60)),
-                                           hangup_timeout_s=5)  # a loaded machine may judge slowly
+                                           script=calls.answered_then_quiet,  # a loaded machine may
+                                           hangup_timeout_s=1.5)  # judge slowly: the caller waits on it
     return result, [turn for turn in turns if turn.kind == "reply"]
 
 
