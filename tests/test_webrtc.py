@@ -64,6 +64,28 @@ def test_opus_from_the_browser_becomes_the_pipelines_8khz_frames():
     assert 0.8 < rms / (8000 / np.sqrt(2)) < 1.2
 
 
+async def test_the_bots_opus_is_what_a_browser_decodes_to_the_same_voice_at_its_time():
+    """The track's own Opus (mono, at the bot's 8 kHz) through aiortc's sender path (`pack`: the packet as
+    it is, its timestamp on the 48 kHz RTP clock) and a browser-like decoder (48 kHz stereo): the same
+    tone at the same level, each packet stamped with its 20 ms slot."""
+    clock, encoder, decoder = FakeClock(), get_encoder(OPUS), get_decoder(OPUS)
+    track = BotTrack(lambda name: None, clock=clock, sleep=clock.sleep)
+    track.push(tone(440, 1.0, 8000))
+    out, stamps = [], []
+    for _ in range(50):
+        payloads, timestamp = encoder.pack(await track.recv())
+        stamps.append(timestamp)
+        for payload in payloads:
+            for decoded in decoder.decode(JitterFrame(data=payload, timestamp=timestamp)):
+                assert decoded.sample_rate == 48000
+                out.append(decoded.to_ndarray().reshape(-1, 2)[:, 0])
+    assert stamps == [960 * n for n in range(50)]
+    pcm = np.concatenate(out)[4800:]  # past the codec's start-up
+    assert abs(peak_hz(pcm, 48000) - 440) < 10
+    rms = np.sqrt(np.mean(pcm.astype(np.float64) ** 2))
+    assert 0.8 < rms / (8000 / np.sqrt(2)) < 1.2
+
+
 def test_inbound_takes_stereo_and_any_rate():
     inbound, frames = Inbound(), []
     left = tone(300, 0.5, 16000)
@@ -79,7 +101,7 @@ def test_inbound_takes_stereo_and_any_rate():
 
 
 async def _drain(track: BotTrack, n: int) -> list[AudioFrame]:
-    return [await track.recv() for _ in range(n)]
+    return [await track.frame() for _ in range(n)]
 
 
 class FakeClock:

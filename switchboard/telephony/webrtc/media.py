@@ -4,18 +4,20 @@
 pipeline's 20 ms frames (mono, 8 kHz, 160 samples), through one soxr stream per call.
 
 `BotTrack`: the bot's side, an aiortc audio track. The call's player hands it 8 kHz frames and marks
-(through `WebRTCLink`); aiortc's sender asks for one 20 ms frame at a time and encodes it to Opus at
-48 kHz (its encoder resamples; the frame is stereo with equal sides: its mono upmix costs 3 dB).
-`recv` is paced at real time by the track's own clock and sends silence when nothing is queued, so the
-stream never stalls. Each frame's timestamp is its slot on that clock: a sender held up longer than
-`MAX_BEHIND_S` (the event loop stalled) does not burst to catch up, and its next frame's timestamp jumps
-over the slots it missed, so the browser hears a short gap where it stalled. With timestamps that ran on
-as if nothing happened, the browser's jitter buffer (NetEq) takes the stall for network delay and plays
-everything after it that much later, for good: after a stall of 1.7 s it held 1.6-1.9 s of audio, and
-the bot went on that long after the caller talked over it. A mark comes back once the audio before it
-has gone out (one frame time after its last frame was handed over); `clear` (barge-in) drops everything
-queued, so the very next frame is silence, and hands back the marks it dropped (as Twilio echoes cleared
-marks).
+(through `WebRTCLink`); aiortc's sender asks for one 20 ms frame at a time. The track encodes it itself
+(`OpusEncoder`: mono, at the 8 kHz the bot speaks, which Opus takes as it is; its RTP clock is still
+48 kHz) and hands aiortc the packet, which aiortc sends as it is. aiortc's own encoder would upmix each
+frame to 48 kHz stereo and encode that on its thread pool: about 2-3 times the CPU for the same 4 kHz of
+audio, and a hand-off to a thread for every frame. `recv` is paced at real time by the track's own clock
+and sends silence when nothing is queued, so the stream never stalls. Each frame's timestamp is its slot
+on that clock: a sender held up longer than `MAX_BEHIND_S` (the event loop stalled) does not burst to
+catch up, and its next frame's timestamp jumps over the slots it missed, so the browser hears a short gap
+where it stalled. With timestamps that ran on as if nothing happened, the browser's jitter buffer (NetEq)
+takes the stall for network delay and plays everything after it that much later, for good: after a stall
+of 1.7 s it held 1.6-1.9 s of audio, and the bot went on that long after the caller talked over it.
+A mark comes back once the audio before it has gone out (one frame time after its last frame was handed
+over); `clear` (barge-in) drops everything queued, so the very next frame is silence, and hands back the
+marks it dropped (as Twilio echoes cleared marks).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
@@ -37,6 +40,8 @@ FRAME_SAMPLES = LINE_RATE // 50  # 20 ms at 8 kHz
 FRAME_S = 0.020
 MAX_BEHIND_S = 0.1  # a sender this late (a stalled loop) skips the slots it missed instead of bursting
 TIME_BASE = fractions.Fraction(1, LINE_RATE)
+OPUS_COMPLEXITY = "5"  # libopus 0-10 (default 10): 5 costs ~3/4 of it; narrowband speech loses nothing heard
+OPUS_BITRATE = 24000  # narrowband speech needs no more (a frame of the bot's voice came out at ~14 kbit/s)
 
 
 def mono_int16(frame: AudioFrame) -> np.ndarray:
@@ -51,7 +56,32 @@ def mono_int16(frame: AudioFrame) -> np.ndarray:
         pcm = samples.reshape(-1, channels).T
     if channels == 1:
         return pcm[0].astype(np.int16, copy=False)
+    if channels == 2:  # a browser's microphone: numpy's mean() over 2 rows cost more than the resampling
+        return ((pcm[0].astype(np.int32) + pcm[1]) >> 1).astype(np.int16)
     return pcm.astype(np.int32).mean(axis=0).astype(np.int16)
+
+
+class OpusEncoder:
+    """The bot's 20 ms frames (mono, 8 kHz) to Opus packets stamped on the RTP clock by their slot."""
+
+    def __init__(self) -> None:
+        self.codec = av.CodecContext.create("libopus", "w")
+        self.codec.sample_rate = LINE_RATE
+        self.codec.format = "s16"
+        self.codec.layout = "mono"
+        self.codec.bit_rate = OPUS_BITRATE
+        self.codec.time_base = TIME_BASE
+        self.codec.options = {"application": "voip", "compression_level": OPUS_COMPLEXITY}
+
+    def encode(self, pcm: np.ndarray, pts: int) -> av.Packet:
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = LINE_RATE, pts, TIME_BASE
+        packets = self.codec.encode(frame)
+        if len(packets) != 1:  # libopus takes a whole 20 ms frame and gives its packet at once
+            raise RuntimeError(f"the Opus encoder gave {len(packets)} packets for one 20 ms frame")
+        packet = packets[0]
+        packet.pts, packet.time_base = pts, TIME_BASE  # (its own pts is shifted by the encoder's lookahead)
+        return packet
 
 
 class Inbound:
@@ -86,6 +116,7 @@ class BotTrack(MediaStreamTrack):
         self._partial = np.zeros(0, dtype=np.int16)
         self._start: float | None = None  # when slot 0 was due
         self._slot = 0  # the next frame's slot on the track's clock: its time and its timestamp
+        self._opus = OpusEncoder()
         self.frames_sent = 0
         self.audio_frames_sent = 0  # frames that carried the bot's audio (not silence)
 
@@ -118,7 +149,13 @@ class BotTrack(MediaStreamTrack):
 
     # --- what aiortc's sender calls -----------------------------------------------------------------
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> av.Packet:
+        """The next 20 ms of the bot as an Opus packet, at its time (aiortc's sender sends it as it is)."""
+        frame = await self.frame()
+        return self._opus.encode(frame.to_ndarray()[0], frame.pts)
+
+    async def frame(self) -> AudioFrame:
+        """The next 20 ms of the bot (silence if nothing is queued), at its time, stamped with its slot."""
         if self.readyState != "live":
             raise MediaStreamError
         now = self._clock()
@@ -134,8 +171,7 @@ class BotTrack(MediaStreamTrack):
         self._marks_reached()  # what was before them has had its frame time
         pcm = self._next_frame()
         self.frames_sent += 1
-        # stereo with equal sides: aiortc's encoder would upmix mono at -3 dB
-        frame = AudioFrame.from_ndarray(np.repeat(pcm, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = LINE_RATE
         frame.pts = slot * FRAME_SAMPLES
         frame.time_base = TIME_BASE
