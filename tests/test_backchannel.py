@@ -102,7 +102,8 @@ async def talk_over_the_reply(tmp_path, short_word: str, backchannels: bool = Tr
     providers = Providers(stt, InstantLLM(REPLY), tts)
     config = parse_config(CONFIG.replace("ON", f"{str(backchannels).lower()}, min_words: {min_words}"))
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(interjection), barge_in=True)]
-    result, turns = await calls.place_call(config, lines, providers, hangup_timeout_s=2)
+    result, turns = await calls.place_call(config, lines, providers, script=calls.answered_then_quiet,
+                                           hangup_timeout_s=1)
     reply_s = len(tts.render(REPLY)) / tts.sample_rate
     return result, [turn for turn in turns if turn.kind == "reply"], reply_s
 
@@ -163,7 +164,7 @@ async def say_twice_over_the_reply(tmp_path, said: list[str], gap_s: float, dela
     config = parse_config(CONFIG.replace("ON", "true"))
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(twice), barge_in=True)]
     result, turns = await calls.place_call(config, lines, Providers(stt, InstantLLM(REPLY), InstantTTS()),
-                                           hangup_timeout_s=2)
+                                           script=calls.answered_then_quiet, hangup_timeout_s=1)
     return [turn for turn in turns if turn.kind == "reply"], result
 
 
@@ -228,10 +229,11 @@ async def test_a_real_persons_short_line_over_the_bot_stops_it_and_is_answered(t
     tts = InstantTTS(ms_per_char=60)
     providers = Providers(QuestionThenMoonshine(), InstantLLM(REPLY), tts)
     lines = [CallerLine(wav=str(question)), CallerLine(wav=str(SPEECH / clip), barge_in=True)]
-    # the words decide, not the length: speech over the paused bot may go on 5 s before it interrupts
+    # the words decide, not the length: speech over the paused bot may go on 5 s before it interrupts;
+    # the caller waits for the answer (Moonshine on a loaded machine is slow), then 1 s of quiet
     words = f"true, min_words: {min_words}, max_backchannel_ms: 5000"
     result, turns = await calls.place_call(parse_config(CONFIG.replace("ON", words)), lines, providers,
-                                           hangup_timeout_s=2)
+                                           script=calls.answered_then_quiet, hangup_timeout_s=1)
     replies = [turn for turn in turns if turn.kind == "reply"]
     assert result.lines[1].clear_received
     assert replies[0].interrupted and replies[0].backchannels == 0
