@@ -10,13 +10,13 @@ import sqlite3
 import pytest
 
 from switchboard.config import BUNDLED_CONFIG, ConfigError, load_config
-from switchboard.evals import summary as summaries
 from switchboard.evals.checks import CallRecord, run_checks
 from switchboard.evals.runner import Runner
 from switchboard.evals.scenarios import BUNDLED_EVALS, Expect, load_evals, parse_evals
 from switchboard.pipeline.call import Providers
 from switchboard.providers import registry
 from switchboard.providers.scripted import ScriptedLLM
+from switchboard.report import evals as summaries
 from switchboard.store import CallStore
 from tests.fakes.instant import InstantSTT, InstantTTS
 

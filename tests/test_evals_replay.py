@@ -15,10 +15,10 @@ from switchboard.caller import CallerLine, run_call
 from switchboard.config import parse_config
 from switchboard.evals.replay import replay, utterances
 from switchboard.evals.scenarios import parse_evals
-from switchboard.evals.summary import build_summary, format_summary
 from switchboard.pipeline.call import Providers
 from switchboard.providers import registry
 from switchboard.providers.scripted import ScriptedLLM
+from switchboard.report.evals import build_summary, format_summary
 from switchboard.server import create_app, running
 from switchboard.store import CallStore
 from tests.fakes.common import Faults

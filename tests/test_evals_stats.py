@@ -1,4 +1,4 @@
-"""The eval report's statistics (switchboard/evals/stats.py) against scipy, the reference, on known
+"""The eval report's statistics (switchboard/report/eval_stats.py) against scipy, the reference, on known
 samples."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from switchboard.evals.stats import bootstrap_mean_interval, fisher_exact_p, pairwise_win_rate, wilson
 from switchboard.report import mann_whitney_p_normal
+from switchboard.report.eval_stats import bootstrap_mean_interval, fisher_exact_p, pairwise_win_rate, wilson
 
 stats = pytest.importorskip("scipy.stats")
 

@@ -7,7 +7,7 @@
     simulated.py   the LLM caller: hears the bot through a recogniser, speaks through a voice
     replay.py      recorded calls replayed into another pipeline, paired turn by turn, judged pairwise
     (the run's summary, its statistics and `--gate` are report/evals.py and report/eval_stats.py: the
-    dashboard shows eval runs too; summary.py and stats.py here re-export them)
+    dashboard shows eval runs too)
 """
 
 from switchboard.evals.cli import add_arguments, add_report_arguments, run, run_report
