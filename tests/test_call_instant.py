@@ -27,9 +27,13 @@ pipelines:
 """
 
 
-async def place_call(providers: Providers, lines: list[CallerLine], **kwargs):
+async def place_call(providers: Providers, lines: list[CallerLine], answered: bool = True, **kwargs):
+    """The call; with `answered` the caller waits for the bot's answer to its last line and hangs up after
+    1 s of quiet, else (a last line that gets no answer) after 3 s of quiet."""
     # calls.place_call returns once the server has no call left: the call is over there too
-    return await calls.place_call(parse_config(CONFIG), lines, providers, hangup_timeout_s=3, **kwargs)
+    if answered:
+        kwargs.update(script=calls.answered_then_quiet, hangup_timeout_s=1)
+    return await calls.place_call(parse_config(CONFIG), lines, providers, **{"hangup_timeout_s": 3, **kwargs})
 
 
 async def test_reply_is_streamed_at_the_right_rate_and_the_call_hangs_up(speech_wav):
@@ -209,7 +213,7 @@ async def test_speech_with_no_words_is_answered_but_a_cough_is_not(tmp_path):
 
     llm = InstantLLM("An answer.")
     result, turns = await place_call(Providers(InstantSTT(""), llm, InstantTTS(ms_per_char=20)),
-                                     [line(1.2, "mumble.wav"), line(0.35, "cough.wav")])
+                                     [line(1.2, "mumble.wav"), line(0.35, "cough.wav")], answered=False)
     replies = [turn for turn in turns if turn.kind == "reply"]
     unheard = "Sorry, I didn't catch that. Could you say it again?"
     assert [turn.reply_text for turn in replies] == [unheard, ""]
