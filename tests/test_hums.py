@@ -8,6 +8,7 @@ pitches, lengths and levels (tests/speech.hum) for breadth.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.audio.murmur import is_murmur
 from switchboard.audio.resample import resample
 from switchboard.audio.wav import read_wav, write_wav
-from switchboard.caller import CallerLine
+from switchboard.caller import BotAudioStarted, CallerEvent, CallerLine, ClearReceived
 from switchboard.config import parse_config
 from switchboard.core.messages import Transcript
 from switchboard.pipeline.call import Providers
@@ -78,7 +79,7 @@ class ByLengthSTT(InstantSTT):
         return Transcript(self.short if len(pcm) < 2 * self.sample_rate else self.text)
 
 
-async def over_the_reply(tmp_path, interjection: np.ndarray, stt) -> tuple:
+async def over_the_reply(tmp_path, interjection: np.ndarray, stt, **caller_options) -> tuple:
     """The caller asks (3 s), then about a second into the 4 s answer makes `interjection` (8 kHz)."""
     question, sound = tmp_path / "question.wav", tmp_path / "sound.wav"
     write_wav(question, np.concatenate([quiet(0.1), speech_like(3.0), quiet(0.1, seed=1)]), 8000)
@@ -87,7 +88,8 @@ async def over_the_reply(tmp_path, interjection: np.ndarray, stt) -> tuple:
     result, turns = await calls.place_call(parse_config(CONFIG.replace("ON", "true")), lines,
                                            Providers(stt, InstantLLM(REPLY), InstantTTS(ms_per_char=60)),
                                            script=calls.answered_then_quiet,  # a loaded machine may
-                                           hangup_timeout_s=1.5)  # judge slowly: the caller waits on it
+                                           hangup_timeout_s=1.5,  # judge slowly: the caller waits on it
+                                           **caller_options)
     return result, [turn for turn in turns if turn.kind == "reply"]
 
 
@@ -104,6 +106,50 @@ async def test_a_hum_written_as_words_lets_the_bot_go_on(tmp_path, f0, syllables
 async def test_a_hum_written_with_an_interrupt_word_still_stops_the_bot(tmp_path):
     _, replies = await over_the_reply(tmp_path, hum(0.55, 150, 2), ByLengthSTT("No."))
     assert len(replies) == 2 and replies[0].interrupted and replies[1].transcript == "No."
+
+
+class WordsAfterTheBotWentOn(ByLengthSTT):
+    """Gives the words of what the caller said over the bot only once the caller hears the bot again (or
+    after 2 s: then the bot had waited for them)."""
+
+    def __init__(self, short: str) -> None:
+        super().__init__(short)
+        self.went_on = asyncio.Event()
+        self.bot_went_on_first: bool | None = None
+
+    def on_event(self, event: CallerEvent) -> None:
+        if isinstance(event, ClearReceived):
+            self.cleared = True
+        elif isinstance(event, BotAudioStarted) and getattr(self, "cleared", False):
+            self.went_on.set()
+
+    async def transcribe(self, pcm: np.ndarray) -> Transcript:
+        if len(pcm) < 2 * self.sample_rate:
+            try:
+                await asyncio.wait_for(self.went_on.wait(), 2)
+                self.bot_went_on_first = True
+            except TimeoutError:
+                self.bot_went_on_first = False
+        return await super().transcribe(pcm)
+
+
+async def test_a_hum_lets_the_bot_go_on_before_its_words_are_read(tmp_path):
+    # the recogniser's time is no pause: a hum's sound alone lets the bot go on (1.68 s, then 1.11 s of
+    # pause for a real "oh yeah" on bench.backchannels / bench.pipecat_turns while its words were read)
+    stt = WordsAfterTheBotWentOn("Mm-hmm.")
+    result, replies = await over_the_reply(tmp_path, hum(0.55, 150, 2), stt, on_event=stt.on_event)
+    assert stt.bot_went_on_first is True
+    assert result.lines[1].clear_received
+    assert len(replies) == 1 and replies[0].backchannels == 1 and not replies[0].interrupted
+    assert replies[0].reply_heard == REPLY
+
+
+async def test_words_over_the_bot_are_read_before_it_goes_on(tmp_path):
+    # ...but not words ("yeah", no hum): the bot waits for them (the recogniser answers only after 2 s)
+    stt = WordsAfterTheBotWentOn("Yeah.")
+    _, replies = await over_the_reply(tmp_path, speech_like(0.45), stt, on_event=stt.on_event)
+    assert stt.bot_went_on_first is False
+    assert len(replies) == 1 and replies[0].backchannels == 1 and replies[0].reply_heard == REPLY
 
 
 @needs_speech

@@ -113,18 +113,17 @@ class Interruptions:
                                                            name=f"judge-{self.call_id}")
 
     async def _judge(self, hold: Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
+        hummed = is_murmur(pcm)
+        if hummed and utterance is not None:  # a hum, ended (a pause may be the "n" of "now it's..."):
+            self._go_on(hold, "a hum")  # the bot goes on while its words are read; an interrupt word
+            # among them still stops it (the recogniser's time is no pause for the caller)
         said = await self._transcribe_aside(pcm)
         if hold is not self._hold:
             return
         cfg = self.config.interruption
         if said is not None and is_backchannel(said, cfg.backchannel_words, cfg.min_words,
-                                               cfg.interrupt_words, hummed=is_murmur(pcm)):
-            if not hold.backchannel:
-                hold.backchannel = True
-                if self._turn is not None:
-                    self._turn.metrics.backchannels += 1
-                log.info("call %s: backchannel %r: the bot goes on", self.call_id, said)
-                self.player.resume()
+                                               cfg.interrupt_words, hummed=hummed):
+            self._go_on(hold, repr(said))
             if utterance is not None:
                 self._hold = None
             return
@@ -134,6 +133,16 @@ class Interruptions:
         self._hold = None
         await self._barge_in()
         await self._start_turn(utterance)
+
+    def _go_on(self, hold: Hold, what: str) -> None:
+        """A backchannel: the bot goes on from where the caller stopped hearing it (once per hold)."""
+        if hold.backchannel:
+            return
+        hold.backchannel = True
+        if self._turn is not None:
+            self._turn.metrics.backchannels += 1
+        log.info("call %s: backchannel %s: the bot goes on", self.call_id, what)
+        self.player.resume()
 
     async def _caller_went_on(self, spoke_again_at: float | None = None) -> None:
         """The caller talks on over the bot: after a pause in their words (`Resumed`), or speaking again
