@@ -150,7 +150,8 @@ async def test_a_noise_while_the_bot_thinks_does_not_lose_the_answer(tmp_path, s
     stt = InstantSTT("what are your opening hours")
     providers = Providers(stt, InstantLLM("We open at noon.", delay_s=4.0), InstantTTS())
     config = parse_config(CONFIG.replace("GATE", "true"))
-    _, turns = await calls.place_call(config, [CallerLine(wav=str(line))], providers, hangup_timeout_s=8)
+    _, turns = await calls.place_call(config, [CallerLine(wav=str(line))], providers,
+                                      script=calls.answered_then_quiet, hangup_timeout_s=1)  # waits on it
     answered = [turn for turn in turns if turn.kind == "reply"]
     assert [turn.transcript for turn in answered][-1:] == ["what are your opening hours"]
     assert answered[-1].reply_heard == "We open at noon."
