@@ -20,6 +20,7 @@ from switchboard.pipeline.hedging import FLOOR_S, MIN_SAMPLES, Hedging, partner
 from switchboard.report import build_report
 from switchboard.server import create_app, running
 from switchboard.store import CallStore
+from tests.calls import answered_then_quiet
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
 
@@ -70,8 +71,10 @@ async def one_call(vendors: Vendors, wav: str, tmp_path, config: str = CONFIG, a
         text = config.format(after=after_ms, **urls)
         app = create_app(parse_config(text), on_turn=turns.append, store_url=url)
         async with running(app) as port:
+            # the caller waits on the answer however the stalls delay it, then 2.5 s of quiet (a hedged
+            # sentence may come that long after the one before it)
             await run_call(f"ws://127.0.0.1:{port}/media-stream", [CallerLine(wav=wav)],
-                           hangup_timeout_s=6, on_event=lambda event: None)
+                           script=answered_then_quiet, hangup_timeout_s=2.5, on_event=lambda event: None)
             await asyncio.wait_for(app.state.host.wait_idle(), 5)
             exposition = app.state.ops.metrics.exposition()
     store = CallStore(url)
