@@ -88,6 +88,7 @@ from switchboard.caller import (
 from switchboard.config import default_config_path, parse_config
 from switchboard.core.metrics import TurnMetrics
 from switchboard.server import create_app, running
+from tests.calls import answered_then_quiet
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import TRANSCRIBE_RATE, OpenAIScript, make_app
 
@@ -431,8 +432,9 @@ def stopped(sound: Sound) -> bool:
     return sound.clear_ms is not None and sound.played_s < sound.reference_s - KEPT_TOLERANCE_S
 
 
-async def call(url: str, vendors: Vendors, lines: list[Line], hangup_timeout_s: float = 6,
-               ) -> tuple[CallResult, list]:
+async def call(url: str, vendors: Vendors, lines: list[Line]) -> tuple[CallResult, list]:
+    """Place one call: every line, then the caller waits for the bot's answer to the last (or the answer
+    it goes on with; at most 20 s) and hangs up after 1.5 s of quiet (no idle reminder comes into it)."""
     vendors.lines, vendors.current = heard_lines(lines), 0
     events: list[CallerEvent] = []
 
@@ -442,7 +444,7 @@ async def call(url: str, vendors: Vendors, lines: list[Line], hangup_timeout_s: 
             vendors.current = event.index
 
     result = await run_call(url, [line.caller for line in lines], on_event=on_event,
-                            hangup_timeout_s=hangup_timeout_s, reply_timeout_s=20)
+                            hangup_timeout_s=1.5, reply_timeout_s=20, script=answered_then_quiet)
     return result, events
 
 
@@ -461,8 +463,7 @@ async def run_row(row: str, vendors: Vendors, urls: dict[str, str], scenarios: l
         if "over" in scenarios:
             async with server(row, urls, "over", log) as url:
                 for name, kind, lines in over_calls(folder, synthetic):
-                    # the reference waits out a slow answer (a starved embedded pipeline took 9 s)
-                    result, events = await call(url, vendors, lines, 15 if kind == "reference" else 6)
+                    result, events = await call(url, vendors, lines)
                     if kind == "reference":
                         out.reference_s = result.bot_audio_played_s
                     else:
