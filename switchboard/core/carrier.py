@@ -7,6 +7,7 @@ the reason, which the server logs and drops. Fields a carrier does not send keep
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from collections.abc import Callable
@@ -126,6 +127,20 @@ def frame_number(value: object, where: str) -> int:
     if not 0 <= number <= MAX_FRAME_NUMBER:
         raise BadFrame(f"{where}: {_short(value)} is out of range (0 to 2^53)")
     return number
+
+
+def payload_audio(payload: str, max_bytes: int, unit: str) -> bytes:
+    """A media message's base64 `payload` as bytes, or BadFrame: too large for one `unit` (frame,
+    chunk) of at most `max_bytes`, not strict base64, or empty."""
+    if len(payload) > max_bytes * 4 // 3 + 4:
+        raise BadFrame(f"media.payload: {len(payload)} characters is too large for one {unit}")
+    try:  # base64.b64decode(validate=True) is this plus a regex: 3x the cost, on every frame of every call
+        audio = binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise BadFrame("media.payload: invalid base64") from None
+    if not audio:
+        raise BadFrame("media.payload: empty")
+    return audio
 
 
 def _short(value: object) -> str:

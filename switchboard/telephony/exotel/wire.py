@@ -17,7 +17,6 @@ negotiated rate and brings the caller's audio to the pipeline's 8 kHz. `Chunker`
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Any
 
@@ -41,6 +40,7 @@ from switchboard.core.carrier import (
     frame_number,
     json_object,
     keypad_digit,
+    payload_audio,
 )
 
 __all__ = [
@@ -121,14 +121,7 @@ def parse(raw: str | bytes) -> InboundEvent:
     if event == "media":
         media = _section(msg, "media")
         payload = _string(media, "payload", "media")
-        if len(payload) > MAX_INBOUND_BYTES * 4 // 3 + 4:
-            raise BadFrame(f"media.payload: {len(payload)} characters is too large for one chunk")
-        try:
-            audio = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadFrame("media.payload: invalid base64") from None
-        if not audio:
-            raise BadFrame("media.payload: empty")
+        audio = payload_audio(payload, MAX_INBOUND_BYTES, "chunk")
         if len(audio) % 2:
             raise BadFrame(f"media.payload: {len(audio)} bytes is not whole 16-bit samples")
         timestamp = _number(_get(media, "timestamp"), "media.timestamp")

@@ -43,6 +43,7 @@ from switchboard.core.carrier import (
     frame_number,
     json_object,
     keypad_digit,
+    payload_audio,
 )
 
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"  # what the `<Stream>` asks for, and what playAudio carries
@@ -81,14 +82,7 @@ def parse(raw: str | bytes) -> InboundEvent:
     if event == "media":
         media = _section(msg, "media")
         payload = _string(media, "payload", "media")
-        if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
-            raise BadFrame(f"media.payload: {len(payload)} characters is too large for one chunk")
-        try:  # strict a2b_base64: what b64decode(validate=True) checks, without its per-call regex
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raise BadFrame("media.payload: invalid base64") from None
-        if not audio:
-            raise BadFrame("media.payload: empty")
+        audio = payload_audio(payload, MAX_PAYLOAD_BYTES, "chunk")
         timestamp = media.get("timestamp")
         timestamp_ms = frame_number(timestamp, "media.timestamp") if timestamp is not None else None
         return Media(pcm=ulaw_decode(audio), timestamp_ms=timestamp_ms)

@@ -47,6 +47,7 @@ from switchboard.core.carrier import (
     frame_number,
     json_object,
     keypad_digit,
+    payload_audio,
 )
 
 CODECS = {"PCMU": "PCMU", "PCMA": "PCMA", "L16": "L16", "audio/x-mulaw": "PCMU", "audio/x-alaw": "PCMA"}
@@ -129,14 +130,7 @@ def parse(raw: str | bytes, codec: Codec = PCMU) -> InboundEvent:
         if track not in ("inbound", "inbound_track"):
             raise BadFrame(f"media.track: {track!r} is not the caller's audio (stream inbound_track only)")
         payload = _text(media, "payload", "media")
-        if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
-            raise BadFrame(f"media.payload: {len(payload)} characters is too large for one frame")
-        try:  # base64.b64decode(validate=True) is this plus a regex: 3x the cost, on every frame
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raise BadFrame("media.payload: invalid base64") from None
-        if not audio:
-            raise BadFrame("media.payload: empty")
+        audio = payload_audio(payload, MAX_PAYLOAD_BYTES, "frame")
         timestamp = media.get("timestamp")
         timestamp_ms = frame_number(timestamp, "media.timestamp") if timestamp is not None else None
         return Media(pcm=codec.decode(audio), timestamp_ms=timestamp_ms)
