@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from typing import Any
 
@@ -83,7 +82,7 @@ class TwilioWire:
 
     def check(self, raw: str | bytes) -> Checked:
         """Validate a server message, or say why it is malformed."""
-        msg = _json_object(raw, self.name)
+        msg = callers.json_object(raw, self.name)
         if isinstance(msg, str):
             return msg
         event = msg.get("event")
@@ -170,7 +169,7 @@ class ExotelWire(TwilioWire):
         return {"event": "stop", "sequence_number": seq, "stream_sid": self.stream_sid, "stop": stop}
 
     def check(self, raw: str | bytes) -> Checked:
-        msg = _json_object(raw, self.name)
+        msg = callers.json_object(raw, self.name)
         if isinstance(msg, str):
             return msg
         event = msg.get("event")
@@ -187,16 +186,6 @@ class ExotelWire(TwilioWire):
                     f"(≥ {self.MIN_BYTES}, a multiple of {self.MULTIPLE}, ≤ {self.MAX_BYTES})")
         pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
         return "media", resample(pcm, self.sample_rate, RATE) if self.sample_rate != RATE else pcm
-
-
-def _json_object(raw: str | bytes, carrier: str) -> dict[str, Any] | str:
-    if isinstance(raw, bytes):
-        return f"binary frame ({carrier} accepts JSON text frames only)"
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        return "not JSON"
-    return msg if isinstance(msg, dict) else "not a JSON object"
 
 
 def make_wire(carrier: str = "twilio", sample_rate: int = RATE) -> TwilioWire:
