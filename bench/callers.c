@@ -299,16 +299,26 @@ static int field(const char *msg, size_t n, const char *key, char *out, size_t c
     return 1;
 }
 
+static int media_frames(const char *msg, size_t n) {
+    /* the 20 ms frames in a media message: its base64 payload's length (the server sends up to three) */
+    static const char key[] = "\"payload\": \"";
+    const char *p = memmem(msg, n, key, sizeof key - 1);
+    if (!p) return 1;
+    long chars = (long)n - (long)(p - msg) - (long)(sizeof key - 1) - 3;  /* "}} after the payload */
+    long frames = (chars * 3 + 320) / 640;
+    return frames < 1 ? 1 : (int)frames;
+}
+
 static void on_text(Call *c, const char *msg, size_t n, double now) {
     static const char media[] = "{\"event\": \"media\"";
     if (n >= sizeof media - 1 && !memcmp(msg, media, sizeof media - 1)) {
-        on_bot_frame(c, now);
+        for (int k = media_frames(msg, n); k > 0; k--) on_bot_frame(c, now);
         return;
     }
     char event[32], name[NAME_LEN];
     if (!field(msg, n, "\"event\": \"", event, sizeof event)) return;
     if (!strcmp(event, "media")) {
-        on_bot_frame(c, now);
+        for (int k = media_frames(msg, n); k > 0; k--) on_bot_frame(c, now);
     } else if (!strcmp(event, "mark") && field(msg, n, "\"name\": \"", name, sizeof name)) {
         if (c->play_end <= now) {
             echo_mark(c, name);

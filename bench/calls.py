@@ -864,7 +864,8 @@ class SimCaller:
             msg = json.loads(text)
             event = msg.get("event")
             if event == "media":
-                self._on_bot_frame(now)
+                for _ in range(payload_frames(len(msg["media"]["payload"]))):
+                    self._on_bot_frame(now)
             elif event == "mark":
                 name = msg["mark"]["name"]
                 if self.play_end <= now:
@@ -908,6 +909,20 @@ class SimCaller:
 
 
 MEDIA_PREFIX = b'{"event": "media"'  # how the server's Twilio wire (json.dumps) begins a media message
+PAYLOAD_KEY = b'"payload": "'
+MEDIA_TAIL = 3  # "}} after the payload
+
+
+def payload_frames(chars: int) -> int:
+    """The 20 ms μ-law frames in a base64 payload of `chars` characters (the server sends up to three a
+    message; each frame is one 20 ms step of the caller's playback clock)."""
+    return max(1, round(chars * 3 / 640))
+
+
+def media_frames(message: bytes) -> int:
+    """The frames in a server media message as the Twilio wire writes it, without decoding its JSON."""
+    at = message.find(PAYLOAD_KEY)
+    return 1 if at < 0 else payload_frames(len(message) - at - len(PAYLOAD_KEY) - MEDIA_TAIL)
 
 
 class LeanCaller(SimCaller):
@@ -974,12 +989,14 @@ class LeanCaller(SimCaller):
 
     def _on_message(self, payload: bytes, now: float) -> None:
         if payload.startswith(MEDIA_PREFIX):
-            self._on_bot_frame(now)
+            for _ in range(media_frames(payload)):
+                self._on_bot_frame(now)
             return
         msg = json.loads(payload)
         event = msg.get("event")
         if event == "media":
-            self._on_bot_frame(now)
+            for _ in range(payload_frames(len(msg["media"]["payload"]))):
+                self._on_bot_frame(now)
         elif event == "mark":
             name = msg["mark"]["name"]
             if self.play_end <= now:

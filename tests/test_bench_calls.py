@@ -8,14 +8,16 @@ import asyncio
 import shutil
 import time
 
+import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench import wsclient
-from bench.calls import CallerAudio, _build_c_callers, _callers_main, _run_c_callers
+from bench.calls import CallerAudio, _build_c_callers, _callers_main, _run_c_callers, media_frames
 from switchboard.config import parse_config
 from switchboard.pipeline.call import Providers
 from switchboard.server import create_app, running
+from switchboard.telephony.twilio.wire import MediaMessages
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 
@@ -157,3 +159,9 @@ def test_the_openai_fakes_answer_every_request_at_their_fixed_latency() -> None:
             faults[stage].requests.append({"model": "m"})  # as the fake records each request
             assert faults[stage].delay_s() == latency and not faults[stage].should_fail()
         assert len(faults[stage].requests) == 3  # counted, though nothing is kept
+
+
+def test_the_callers_count_each_20_ms_frame_of_a_media_message_that_carries_several() -> None:
+    media = MediaMessages("MZ1")
+    for frames in (1, 2, 3, 5):
+        assert media_frames(media(np.zeros(160 * frames, dtype=np.int16)).encode()) == frames

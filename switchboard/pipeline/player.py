@@ -1,8 +1,13 @@
 """The outbound player: 8 kHz PCM in, 20 ms frames out, paced at real time with a small lead.
 
 Turns `enqueue` audio and marks; one sender task per call drains the queue. The carrier plays what we
-send as it arrives, so we track where its playhead should be (`_play_until`) and stay at most `lead`
-ahead of it: enough to ride out network jitter, little enough that a `clear` has little to throw away.
+send as it arrives, so we track where its playhead should be (`_play_until`) and send more once we are
+no more than `lead` ahead of it: enough to ride out network jitter, little enough that a `clear` has
+little to throw away. Each message carries up to `FRAMES_PER_MESSAGE` frames (60 ms): the sender wakes
+a third as often and the carrier gets a third of the messages (the WebSocket send, the JSON and base64
+around the payload are per message), while what was played is still kept frame by frame (marks, pause,
+echo references, the recording). The lead is still the least we are ahead, so no frame goes out later
+than with one frame a message; the carrier holds up to `lead` + 60 ms, which a `clear` drops at once.
 
 Marks tell us what the caller really heard. Twilio echoes a mark when the audio before it has played
 *or was cleared*, so a mark that was pending when we sent `clear` does not count as heard.
@@ -28,6 +33,7 @@ log = logging.getLogger("switchboard.player")
 
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 FRAME_S = 0.020
+FRAMES_PER_MESSAGE = 3  # the most 20 ms frames one `send_audio` carries (every link takes any whole number)
 PLAYED_KEEP_S = 3.0  # how much of what was played is kept for echo checks
 ECHO_REFERENCE_S = 1.5  # the bot's audio the caller's is compared with: echo delays up to ~1.2 s
 
@@ -261,8 +267,9 @@ class Player:
                 self._ready.clear()
 
     async def _send_paced(self, frame: _Frame) -> None:
-        """Send the outbox's first frame once we are no more than `lead` ahead (unless a clear or pause
-        came while we waited: then it is for the loop to look again)."""
+        """Send the outbox's first frames (up to `FRAMES_PER_MESSAGE`, none past a mark) once we are no
+        more than `lead` ahead (unless a clear or pause came while we waited: then it is for the loop to
+        look again)."""
         generation = self._generation
         now = time.monotonic()
         ahead = self._play_until - now
@@ -273,24 +280,36 @@ class Player:
             now = time.monotonic()
             late = now - (self._play_until - self.lead_s)
             self.max_lateness_s = max(self.max_lateness_s, late)
-        self._outbox.popleft()
+        frames = self._take_frames()
         play_at = max(self._play_until, now)
-        if self.recorder is not None:
-            self.recorder.add_bot(frame.pcm, play_at)
-        self._played.append((play_at, frame.pcm))
+        for sent in frames:
+            if self.recorder is not None:
+                self.recorder.add_bot(sent.pcm, play_at)
+            self._played.append((play_at, sent.pcm))
+            play_at += len(sent.pcm) / 8000
+            self._in_flight.append((play_at, sent))
         while self._played[0][0] < now - PLAYED_KEEP_S:
             self._played.popleft()
-        self._in_flight.append((play_at + len(frame.pcm) / 8000, frame))
         while self._in_flight and self._in_flight[0][0] < now:
             self._in_flight.popleft()
-        await self.link.send_audio(frame.pcm)
+        pcm = frame.pcm if len(frames) == 1 else np.concatenate([sent.pcm for sent in frames])
+        await self.link.send_audio(pcm)
         if generation != self._generation:
             return  # a clear or pause went out behind it: the carrier dropped it too
-        self._play_until = max(self._play_until, now) + len(frame.pcm) / 8000
-        self.frames_sent += 1
-        if frame.on_sent is not None:
-            frame.on_sent(now)
-            frame.on_sent = None
+        self._play_until = max(self._play_until, now) + len(pcm) / 8000
+        self.frames_sent += len(frames)
+        for sent in frames:
+            if sent.on_sent is not None:
+                sent.on_sent(now)
+                sent.on_sent = None
+
+    def _take_frames(self) -> list[_Frame]:
+        """The outbox's first frames, up to one message's worth and up to the next mark."""
+        outbox = self._outbox
+        frames = [outbox.popleft()]
+        while len(frames) < FRAMES_PER_MESSAGE and outbox and type(outbox[0]) is _Frame:
+            frames.append(outbox.popleft())
+        return frames  # type: ignore[return-value]
 
 
 def _log_crash(task: asyncio.Task) -> None:
