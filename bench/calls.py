@@ -519,7 +519,8 @@ async def _serve_main(opts: dict[str, Any]) -> None:
         import cProfile
 
         profiler = cProfile.Profile()
-    async with running(app) as port:
+    ws = {"ws": opts["ws"]} if opts.get("ws") else {}  # --server-ws (left out: --compare's older code)
+    async with running(app, **ws) as port:
         threading.Thread(target=read_commands, daemon=True).start()
         probe_task = asyncio.create_task(probe.run(), name="lag-probe")
         rss_task = asyncio.create_task(rss.run(), name="rss")
@@ -1259,6 +1260,7 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
         "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
         "speculate_after_ms": args.speculate_after_ms, "vendor_urls": vendor_urls,
         "hedging": getattr(args, "hedging_mode", "on"), "hedge_after_ms": args.hedge_after,
+        "ws": getattr(args, "ws_mode", None),
     }
     servers = [Child(f"server{k}", _server_argv(code, server_opts), code) for k in range(n_servers)]
     callers: list[Child] = []
@@ -1808,6 +1810,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--faults", choices=("none", "mix"), default="none",
                         help="--vendors openai: mix = every 5th LLM request answers 500 and every 7th TTS "
                              "request stalls 20 s before its first byte (default none)")
+    parser.add_argument("--server-ws", default="", metavar="IMPL[,IMPL]",
+                        help="the server's uvicorn WebSocket implementation (websockets-sansio, websockets, "
+                             "wsproto); a comma list runs each side by side, as --compare does commits "
+                             "(default: what switchboard.server.running uses)")
     parser.add_argument("--hedging", default="on", metavar="on|off[,...]",
                         help="--vendors openai: the pipeline's hedging (pipelines.<name>.hedging.enabled); "
                              "a comma list (off,on) runs each size with each, side by side (default on)")
@@ -1817,6 +1823,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fakes", default=None, help=argparse.SUPPRESS)  # internal: --vendors openai
     parser.add_argument("--callers", default=None, help=argparse.SUPPRESS)  # internal: caller process
     args = parser.parse_args(argv)
+    args.server_ws = [ws.strip() for ws in args.server_ws.split(",") if ws.strip()]
     args.hedging_modes = [mode.strip() for mode in args.hedging.split(",") if mode.strip()]
     if not args.hedging_modes or any(mode not in ("on", "off") for mode in args.hedging_modes):
         parser.error("--hedging takes on, off or both (off,on)")
@@ -1887,6 +1894,7 @@ def main(argv: list[str] | None = None) -> None:
         for rev in (args.compare or "").split(","):
             if rev.strip():
                 codes.append((rev.strip(), stack.enter_context(_checkout(rev.strip()))))
+        codes = _with_ws(args, codes)
         figures = _run_all(args, sizes, codes)
     if args.vendors == "openai" and (len(args.hedging_modes) > 1 or args.faults != "none"):
         print(fault_table(figures))
@@ -1909,6 +1917,21 @@ def _checkout(rev: str) -> Iterator[Path]:
         yield Path(folder)
 
 
+def _with_ws(args: argparse.Namespace, codes: list[tuple[str, Path | None]]) -> list[tuple[str, Path | None]]:
+    """--server-ws A,B: each code once per uvicorn WebSocket implementation, side by side like commits
+    (the first implementation keeps the code's own name, so "this" stays the tree the ratios are of)."""
+    args.ws_of = {}
+    if not args.server_ws:
+        return codes
+    out = []
+    for name, code in codes:
+        for k, ws in enumerate(args.server_ws):
+            label = name if k == 0 else f"{name} ws={ws}"
+            args.ws_of[label] = ws
+            out.append((label, code))
+    return out
+
+
 def _run_all(args: argparse.Namespace, sizes: list[int], codes: list[tuple[str, Path | None]]) -> list[dict]:
     """Every size (x server count x repeat), each on every code in turn; with several codes the order
     alternates from one repeat to the next (A B, then B A), so that drift in the machine's load hits
@@ -1922,6 +1945,7 @@ def _run_all(args: argparse.Namespace, sizes: list[int], codes: list[tuple[str, 
         modes = args.hedging_modes if repeat % 2 == 0 else args.hedging_modes[::-1]  # side by side
         for (name, code), hedging in itertools.product(order, modes):
             args.hedging_mode = hedging
+            args.ws_mode = args.ws_of.get(name)
             for attempt in range(1 + args.retry_noisy):
                 if args.wait_quiet:
                     wait_for_quiet(QUIET_CORES, args.wait_quiet)

@@ -570,14 +570,24 @@ def create_app(
     return app
 
 
+# uvicorn's WebSocket implementation, named rather than left to "auto" (which picks it today, while
+# websockets is installed, and could pick another): of the two installed, the sans-I/O one parses a frame
+# in the protocol's data_received and hands it to the app, where the legacy `websockets` one runs a reader
+# task per connection and is deprecated. Side by side on the same load (`python -m bench.calls --vendors
+# openai --server-ws websockets-sansio,websockets`, bench/README.md) the sans-I/O one used less server CPU.
+# (wsproto, the third, is not installed: its frames are parsed in pure Python.)
+WS_PROTOCOL = "websockets-sansio"
+
+
 @contextlib.asynccontextmanager
-async def running(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[int]:
+async def running(app: Starlette, host: str = "127.0.0.1", ws: str = WS_PROTOCOL) -> AsyncIterator[int]:
     """Serve `app` in this event loop on a free port (for the demo, tests and benchmarks)."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind((host, 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_ping_interval=None, lifespan="on",
+                                           ws=ws))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -652,6 +662,6 @@ def _serve_one(config: Config, config_path: str, insecure_dev: bool, watch: bool
         app.state.live_hub.close()  # end the dashboards' event streams, which would hold the exit up
 
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level="info", ws_ping_interval=None,
-                                           log_config=None), drain)
+                                           log_config=None, ws=WS_PROTOCOL), drain)
     server.run(sockets=[sock] if sock is not None else None)
     return server.started
