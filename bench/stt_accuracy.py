@@ -15,7 +15,14 @@ Moonshine's words are scored alike. CPU is process CPU time per utterance (every
 uses), wall the time the call waits. PocketSphinx runs in grammar mode on the rules' phrases (as it
 would on a call) and, for the real recordings, in lm mode (any words).
 
+`--browser` scores the real recordings on a browser call's path instead (telephony/webrtc): 16 kHz ->
+48 kHz -> Opus (libopus, mono, 32 kbit/s as a browser sends a microphone) -> aiortc's decoder ->
+`media.Inbound`, which gives the call its 8 kHz frames and their 16 kHz copy; each engine hears both
+ways a recogniser can get it on such a call: the 8 kHz upsampled to its rate (`wideband = False`) and
+the 16 kHz copy (`wideband = True`), with the phone path beside them (pipeline/wideband.py).
+
 Run from the repository root:  python -m bench.stt_accuracy [--engines moonshine ...] [--no-synthetic]
+                               python -m bench.stt_accuracy --browser [--engines ...]
 """
 
 from __future__ import annotations
@@ -82,6 +89,83 @@ def telephone(pcm: np.ndarray, rate: int) -> np.ndarray:
     return resample(ulaw_decode(ulaw_encode(resample(np.asarray(pcm, np.int16), rate, 8000))), 8000, 16000)
 
 
+BROWSER_BITRATE = 32000  # a browser's Opus for a mono microphone
+
+
+def browser(pcm: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """As the recognisers receive it on a browser call: (the 8 kHz frames upsampled to 16 kHz, the 16 kHz
+    copy), through Opus at 48 kHz and the carrier's own `Inbound`."""
+    import fractions
+
+    import av
+    from aiortc.codecs import get_decoder
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from switchboard.telephony.webrtc.media import Inbound
+
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.format, encoder.layout = 48000, "s16", "mono"
+    encoder.bit_rate, encoder.time_base = BROWSER_BITRATE, fractions.Fraction(1, 48000)
+    decoder = get_decoder(RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2))
+    inbound = Inbound()
+    pcm48 = resample(np.asarray(pcm, np.int16), rate, 48000)
+    pcm48 = np.concatenate([pcm48, np.zeros(-len(pcm48) % 960 + 960 * 15, np.int16)])  # flush the delays
+    pairs = []
+    for n, at in enumerate(range(0, len(pcm48), 960)):
+        frame = av.AudioFrame.from_ndarray(pcm48[at:at + 960].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, n * 960, fractions.Fraction(1, 48000)
+        for packet in encoder.encode(frame):
+            for decoded in decoder.decode(JitterFrame(data=bytes(packet), timestamp=n * 960)):
+                pairs += inbound.frames(decoded)
+    narrow = np.concatenate([p for p, _ in pairs])
+    return resample(narrow, 8000, 16000), np.concatenate([w for _, w in pairs])
+
+
+async def score(stt: STT, clips: list[tuple[dict, np.ndarray]], categories: list[str], show: bool = False,
+                ) -> tuple[dict[str, float], float, float]:
+    """WER % per category and "all", mean CPU s and wall s per utterance."""
+    errors, words = defaultdict(int), defaultdict(int)
+    cpu, wall = [], []
+    for row, pcm in clips:
+        text, cpu_s, wall_s = await recognise(stt, pcm)
+        cpu.append(cpu_s)
+        wall.append(wall_s)
+        ref, hyp = normalise(row["transcript"]), normalise(text)
+        for key in (row["category"], "all"):
+            errors[key] += word_errors(ref, hyp)
+            words[key] += len(ref)
+        if show:
+            print(f"    {row['file']:<44} {text!r}")
+    wer = {key: 100 * errors[key] / words[key] for key in [*categories, "all"]}
+    return wer, statistics.mean(cpu), statistics.mean(wall)
+
+
+async def browser_paths(engines: dict[str, STT], show: bool) -> None:
+    rows = list(csv.DictReader((SPEECH / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
+    clips = {"recorded": [], "phone": [], "browser 8k": [], "browser 16k": []}
+    for row in rows:
+        pcm, rate = read_wav(SPEECH / row["file"])
+        narrow, wide = browser(pcm, rate)
+        clips["recorded"].append((row, resample(pcm, rate, 16000)))  # the file as it is: no line at all
+        clips["phone"].append((row, telephone(pcm, rate)))
+        clips["browser 8k"].append((row, narrow))
+        clips["browser 16k"].append((row, wide))
+    categories = sorted({row["category"] for row in rows})
+    print(f"real people: {len(rows)} recordings from {SPEECH}: as recorded, the phone path (8 kHz μ-law) "
+          f"and a browser call's two (Opus {BROWSER_BITRATE // 1000} kbit/s: its 8 kHz upsampled, its 16 kHz "
+          "copy)\n")
+    print(f"{'engine':<22}{'path':<13}" + "".join(f"{c:>10}" for c in categories)
+          + f"{'all':>8}{'CPU s/utt':>11}   (WER %)")
+    for name, stt in engines.items():
+        if name == "pocketsphinx-grammar":
+            continue
+        for path, path_clips in clips.items():
+            wer, cpu, _ = await score(stt, path_clips, categories, show)
+            print(f"{name:<22}{path:<13}" + "".join(f"{wer[c]:>10.1f}" for c in categories)
+                  + f"{wer['all']:>8.1f}{cpu:>11.2f}")
+
+
 def engine(name: str, phrases: list[str]) -> STT:
     if name == "moonshine":
         return MoonshineSTT(MoonshineSTTConfig(provider="moonshine"))
@@ -104,12 +188,17 @@ async def main() -> None:
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--no-synthetic", action="store_true", help="only the real recordings")
     parser.add_argument("--show", action="store_true", help="print every transcript")
+    parser.add_argument("--browser", action="store_true",
+                        help="the real recordings on a browser call's 8 kHz and 16 kHz paths")
     args = parser.parse_args()
 
     llm = ScriptedLLM(load_config(BUNDLED_CONFIG).pipeline(None).llm)
     engines = {name: engine(name, llm.phrases()) for name in args.engines}
     for stt in engines.values():
         await stt.warm()
+    if args.browser:
+        await browser_paths(engines, args.show)
+        return
 
     if (SPEECH / "MANIFEST.tsv").is_file():
         rows = list(csv.DictReader((SPEECH / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
@@ -121,21 +210,9 @@ async def main() -> None:
         for name, stt in engines.items():
             if name == "pocketsphinx-grammar":
                 continue  # knows only the script's phrases: meaningless on free speech
-            errors, words = defaultdict(int), defaultdict(int)
-            cpu, wall = [], []
-            for row, pcm in clips:
-                text, cpu_s, wall_s = await recognise(stt, pcm)
-                cpu.append(cpu_s)
-                wall.append(wall_s)
-                ref, hyp = normalise(row["transcript"]), normalise(text)
-                for key in (row["category"], "all"):
-                    errors[key] += word_errors(ref, hyp)
-                    words[key] += len(ref)
-                if args.show:
-                    print(f"    {row['file']:<44} {text!r}")
-            cells = "".join(f"{100 * errors[c] / words[c]:>10.1f}" for c in categories)
-            print(f"{name:<22}{cells}{100 * errors['all'] / words['all']:>8.1f}"
-                  f"{statistics.mean(cpu):>11.2f}{statistics.mean(wall):>11.2f}")
+            wer, cpu, wall = await score(stt, clips, categories, args.show)
+            print(f"{name:<22}" + "".join(f"{wer[c]:>10.1f}" for c in categories)
+                  + f"{wer['all']:>8.1f}{cpu:>11.2f}{wall:>11.2f}")
     else:
         print(f"(no real recordings at {SPEECH}: skipped)")
 

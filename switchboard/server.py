@@ -266,7 +266,7 @@ class CallHost:
             return None
         try:
             if isinstance(event, Media):
-                await session.on_audio(event.pcm)
+                await session.on_audio(event.pcm, wide=event.wide)
             elif isinstance(event, Mark):
                 session.on_mark(event.name)
             elif isinstance(event, Dtmf):

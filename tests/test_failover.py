@@ -15,6 +15,7 @@ from switchboard.pipeline import failover
 
 class FlakySTT:
     sample_rate = 16000
+    wideband = False
     timeouts = None
 
     def __init__(self, name: str, errors: list[ProviderError | None]) -> None:
@@ -76,8 +77,8 @@ def turn() -> TurnMetrics:
     return TurnMetrics(call_id="CA1", index=1)
 
 
-def pcm_for(rate: int) -> np.ndarray:
-    return np.zeros(rate, dtype=np.int16)  # one second at the rate asked for
+def pcm_for(stt: FlakySTT) -> np.ndarray:
+    return np.zeros(stt.sample_rate, dtype=np.int16)  # one second at its rate
 
 
 async def test_retryable_stt_error_is_retried_once_then_the_fallback_serves():

@@ -41,12 +41,12 @@ def peak_hz(pcm: np.ndarray, rate: int) -> float:
 # --- audio conversions -------------------------------------------------------------------------------
 
 
-def test_opus_from_the_browser_becomes_the_pipelines_8khz_frames():
+def test_opus_from_the_browser_becomes_the_pipelines_8khz_frames_and_their_16khz_copy():
     """48 kHz audio through aiortc's real Opus encoder and decoder, then Inbound: 20 ms frames of
-    160 samples at 8 kHz, the same tone at about the same level."""
+    160 samples at 8 kHz, the same tone at about the same level, each with the same 20 ms at 16 kHz."""
     encoder, decoder, inbound = get_encoder(OPUS), get_decoder(OPUS), Inbound()
     sent = tone(440, 1.0, 48000)
-    out: list[np.ndarray] = []
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for n, at in enumerate(range(0, len(sent), 960)):
         both = np.repeat(sent[at:at + 960], 2).reshape(1, -1)  # a browser's mono decodes as two equal sides
         frame = AudioFrame.from_ndarray(both, format="s16", layout="stereo")
@@ -55,8 +55,12 @@ def test_opus_from_the_browser_becomes_the_pipelines_8khz_frames():
         for payload in payloads:
             for decoded in decoder.decode(JitterFrame(data=payload, timestamp=n * 960)):
                 assert decoded.sample_rate == 48000
-                out.extend(inbound.frames(decoded))
+                pairs.extend(inbound.frames(decoded))
+    out = [narrow for narrow, _ in pairs]
     assert out and all(len(frame) == FRAME_SAMPLES and frame.dtype == np.int16 for frame in out)
+    assert all(len(wide) == 2 * FRAME_SAMPLES and wide.dtype == np.int16 for _, wide in pairs)
+    wide = np.concatenate([wide for _, wide in pairs])[1600:]
+    assert abs(peak_hz(wide, 16000) - 440) < 10
     assert len(out) * FRAME_SAMPLES > 0.8 * 8000  # the codec's lookahead and the resampler hold a little back
     pcm = np.concatenate(out)[800:]  # past the codec's start-up
     assert abs(peak_hz(pcm, 8000) - 440) < 10
@@ -94,7 +98,7 @@ def test_inbound_takes_stereo_and_any_rate():
         stereo = np.stack([piece, piece]).T.reshape(1, -1)  # packed s16, interleaved
         frame = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
         frame.sample_rate = 16000
-        frames += inbound.frames(frame)
+        frames += [narrow for narrow, _ in inbound.frames(frame)]
     assert all(len(f) == FRAME_SAMPLES for f in frames)
     assert len(frames) * FRAME_SAMPLES >= 0.4 * 8000
     assert abs(peak_hz(np.concatenate(frames), 8000) - 300) < 20

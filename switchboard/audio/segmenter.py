@@ -84,6 +84,9 @@ class Utterance:
     speech_end: float
     voiced_ms: int
     forced: bool
+    start: int = 0  # the stream's sample index of pcm[0] (samples pushed since the segmenter began)
+    wide: np.ndarray | None = None  # the same stretch at the call's wideband rate, if it has one
+
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -95,6 +98,8 @@ class Pause:
     speech_end: float
     voiced_ms: int
     at: float
+    start: int = 0  # the stream's sample index of pcm[0]
+    wide: np.ndarray | None = None  # the same stretch at the call's wideband rate, if it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ SegmenterEvent: TypeAlias = SpeechStarted | Pause | Resumed | Utterance
 @dataclass(slots=True)
 class _OpenUtterance:
     frames: list[bytes]  # pre-roll + everything since onset, one 20 ms frame each
+    start: int  # the stream's sample index of frames[0] (Utterance.start)
     onset_index: int  # index in frames of the first speech frame
     speech_start: float
     speech_end: float
@@ -157,6 +163,8 @@ class Segmenter:
         self._open: _OpenUtterance | None = None
         self._resumed_at: float | None = None  # a Resumed to report with the frame's events
         self._last_chunk_ms = 0.0  # the audio length of the latest push: the carrier's chunk
+        self._frames_in = 0  # frames taken so far: where each utterance starts in the stream
+        self._dropped = 0  # samples of partial frames dropped by reset (sample indexes count them)
 
     def push(self, pcm: np.ndarray, now: float) -> list[SegmenterEvent]:
         """Add caller audio (mono int16, any length) that arrived at monotonic time ``now``."""
@@ -228,12 +236,14 @@ class Segmenter:
     def _pause(self, utt: _OpenUtterance, now: float, events: list[SegmenterEvent]) -> None:
         utt.paused = True
         pcm = self._pcm(utt, forced=False)
-        events.append(Pause(pcm, utt.speech_start, _voice_end(utt), utt.speech_frames * FRAME_MS, now))
+        voiced_ms = utt.speech_frames * FRAME_MS
+        events.append(Pause(pcm, utt.speech_start, _voice_end(utt), voiced_ms, now, utt.start))
 
     def reset(self) -> None:
         """Drop any partial utterance and buffered audio, as if the stream had just started."""
         self._open = None
         self._ring.clear()
+        self._dropped += self._pending.size
         self._pending = np.zeros(0, dtype=np.int16)
         self._run = 0
         self._last_arrival = None
@@ -251,6 +261,7 @@ class Segmenter:
         return [data[i : i + step] for i in range(0, len(data), step)]
 
     def _on_frame(self, frame: bytes, now: float, events: list[SegmenterEvent]) -> None:
+        self._frames_in += 1
         if self._vad.is_speech(frame, self.sample_rate):
             self._run += 1
             if self._run == 1:
@@ -270,13 +281,15 @@ class Segmenter:
 
     def _start_utterance(self, frame: bytes, now: float) -> _OpenUtterance:
         frames = [*self._ring, frame]
+        count = len(frames)
         self._ring.clear()
         self._open = _OpenUtterance(
             frames=frames,
-            onset_index=len(frames) - MIN_RUN_FRAMES,
+            start=(self._frames_in - count) * self._frame_len + self._dropped,
+            onset_index=count - MIN_RUN_FRAMES,
             speech_start=self._run_start_at,
             speech_end=now,
-            last_speech_index=len(frames) - 1,
+            last_speech_index=count - 1,
             speech_frames=MIN_RUN_FRAMES,
             loudness=[(_level(frame), now)],
             loudest=_level(frame),
@@ -325,7 +338,8 @@ class Segmenter:
         voiced_ms = utt.speech_frames * FRAME_MS
         if voiced_ms < self.min_speech_ms:
             return
-        events.append(Utterance(self._pcm(utt, forced), utt.speech_start, _voice_end(utt), voiced_ms, forced))
+        events.append(Utterance(self._pcm(utt, forced), utt.speech_start, _voice_end(utt), voiced_ms, forced,
+                                utt.start))
 
     @staticmethod
     def _pcm(utt: _OpenUtterance, forced: bool) -> np.ndarray:

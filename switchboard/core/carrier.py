@@ -44,6 +44,9 @@ class Start:
 class Media:
     pcm: np.ndarray  # int16, 8 kHz once the carrier has decoded it
     timestamp_ms: int | None
+    # a wideband carrier's copy of the same audio at its link's `wideband_rate` (a whole multiple of
+    # 8 kHz: len(wide) == len(pcm) * rate // 8000), for the recognisers that hear better with it
+    wide: np.ndarray | None = None
 
 
 @dataclass
@@ -159,6 +162,9 @@ class CarrierLink(Protocol):
     # can it hand the live call to another number or SIP URI (`transfer`)? The `transfer_call` tool is
     # offered only then; a link that can't says why (`switchboard check` shows it)
     transfers: bool
+    # a carrier whose line is wider than 8 kHz (a browser call) may hand the call a copy of the caller's
+    # audio at this rate beside the 8 kHz one (`Media.wide`), for the recognisers that want it; None: 8 kHz
+    wideband_rate: int | None
 
     async def send_audio(self, pcm: np.ndarray) -> None: ...  # int16, 8 kHz, a whole number of frames
     async def send_mark(self, name: str) -> None: ...

@@ -2,8 +2,10 @@
 `ProviderError` for anything that goes wrong.
 
 Capabilities are declared, not probed: every provider says whether the call's failover should hold it
-to deadlines (`timeouts`: a cloud adapter's, None for an embedded engine), and every STT can be asked to
-`warm` up before the first caller speaks (build decoders, load a model; a no-op for most).
+to deadlines (`timeouts`: a cloud adapter's, None for an embedded engine), every STT can be asked to
+`warm` up before the first caller speaks (build decoders, load a model; a no-op for most), and says
+whether it hears better with a wideband call's own audio than with its 8 kHz audio upsampled
+(`wideband`: README's *Talk to it from the browser* gives the figures).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ class STT(Protocol):
     vendor: str
     model: str
     sample_rate: int  # what it wants; the call resamples the utterance for it
+    # a browser call's 16 kHz audio (True) or its 8 kHz audio upsampled (False) for it: a phone call has
+    # only the 8 kHz; pipeline/wideband.py
+    wideband: bool
     timeouts: Timeouts | None  # first-result and total deadlines (pipeline/failover.py); None: none
 
     async def warm(self) -> None: ...  # called once at server start-up

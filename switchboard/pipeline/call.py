@@ -26,7 +26,7 @@ import numpy as np
 
 from switchboard.audio import smart_turn
 from switchboard.audio.noise import NoiseGate
-from switchboard.audio.resample import StreamResampler, resample
+from switchboard.audio.resample import StreamResampler
 from switchboard.audio.segmenter import Pause, Resumed, Segmenter, SegmenterEvent, SpeechStarted, Utterance
 from switchboard.config import PipelineConfig
 from switchboard.config.tools import is_machine
@@ -38,7 +38,7 @@ from switchboard.core.tools import END_CALL_TOOL, TRANSFER_CALL, transfer_call_t
 from switchboard.pipeline import failover
 from switchboard.pipeline.call_interruptions import Hold, Interruptions
 from switchboard.pipeline.call_own_lines import OwnLines
-from switchboard.pipeline.call_turn import Keypad, Turn, joined
+from switchboard.pipeline.call_turn import Keypad, Turn, joined, so_far
 from switchboard.pipeline.call_voice import Voice
 from switchboard.pipeline.clock import tick_forever
 from switchboard.pipeline.context import CallContext
@@ -50,6 +50,7 @@ from switchboard.pipeline.recorder import Recorder, save_recording
 from switchboard.pipeline.shadow import CallShadows
 from switchboard.pipeline.text import SentenceChunker
 from switchboard.pipeline.tools import Filler, Pending, ToolBox, rounds
+from switchboard.pipeline.wideband import KEEP_MARGIN_S, WideAudio, for_recognisers
 
 log = logging.getLogger("switchboard.call")
 
@@ -114,6 +115,9 @@ class CallSession(Interruptions, OwnLines, Voice):
         lead_ms = config.player.lead_ms + link.holds_ms
         self.player = Player(link, lead_ms=lead_ms, recorder=self.recorder)
         self.noise_gate = NoiseGate()  # vad.noise_gate: an utterance with no voicing is not a turn
+        # a browser call's 16 kHz copy of the caller, for the recognisers that want it (pipeline/wideband.py)
+        self.wideband = (WideAudio(link.wideband_rate, vad.max_utterance_s + KEEP_MARGIN_S, call_id)
+                         if link.wideband_rate else None)
         self.to_line_rate: dict[int, StreamResampler] = {}  # one outbound stream per TTS rate, per call
         self.history: list[Message] = []
         # the audio end-of-turn model, one per process (loaded at start-up by the server's warm-up)
@@ -191,10 +195,13 @@ class CallSession(Interruptions, OwnLines, Voice):
 
     # --- what the carrier tells us ----------------------------------------------------------------
 
-    async def on_audio(self, pcm: np.ndarray, now: float | None = None) -> None:
+    async def on_audio(self, pcm: np.ndarray, now: float | None = None, *, wide: np.ndarray | None = None
+                       ) -> None:
         at = time.monotonic() if now is None else now
         if self.recorder is not None:
             self.recorder.add_caller(pcm, at)
+        if self.wideband is not None:
+            self.wideband.add(pcm, wide)
         await self._on_events(self.segmenter.push(pcm, at))
         if self._echo:
             await self._recheck_echo()
@@ -240,6 +247,8 @@ class CallSession(Interruptions, OwnLines, Voice):
         await self._check_idle(now)
 
     async def _on_events(self, events: list[SegmenterEvent]) -> None:
+        if self.wideband is not None and events:
+            events = self.wideband.attach(events)
         for event in events:
             if isinstance(event, SpeechStarted):
                 if self._sounds_like_echo():
@@ -260,7 +269,7 @@ class CallSession(Interruptions, OwnLines, Voice):
                     await self._barge_in()
             elif isinstance(event, Pause):
                 if self._hold is not None:
-                    self._judge_hold(event.pcm, None)
+                    self._judge_hold(so_far(event), ended=False)
                 else:
                     await self._speculate(event)
             elif isinstance(event, Resumed):
@@ -281,7 +290,7 @@ class CallSession(Interruptions, OwnLines, Voice):
                     await self._drop_speculation()
                     continue
                 if self._hold is not None:
-                    self._judge_hold(event.pcm, event)  # a turn of its own only if it interrupts
+                    self._judge_hold(event, ended=True)  # a turn of its own only if it interrupts
                     continue
                 await self._start_turn(event)
         if self._echo and not self.segmenter.in_utterance:
@@ -308,8 +317,7 @@ class CallSession(Interruptions, OwnLines, Voice):
             return
         if await self._is_noise(pause.pcm, pause.speech_start):
             return
-        heard = joined(self._carried, Utterance(pause.pcm, pause.speech_start, pause.speech_end,
-                                                 pause.voiced_ms, forced=False))
+        heard = joined(self._carried, so_far(pause))
         turn = self._new_turn("reply", heard)
         self._speculation = turn
         self._speculated += 1
@@ -506,9 +514,8 @@ class CallSession(Interruptions, OwnLines, Voice):
 
     async def _transcribe(self, utterance: Utterance, metrics: TurnMetrics) -> str:
         metrics.stt_start = time.monotonic()
-        transcript = await failover.transcribe(
-            self.stt_chain, lambda rate: resample(utterance.pcm, 8000, rate), metrics, self.hedging
-        )
+        transcript = await failover.transcribe(self.stt_chain, for_recognisers(utterance, self.wideband),
+                                               metrics, self.hedging)
         metrics.stt_done = time.monotonic()
         if not transcript.text.strip():
             log.info("call %s: %d ms of speech, no words", self.call_id, utterance.voiced_ms)

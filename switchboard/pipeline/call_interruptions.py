@@ -10,15 +10,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from switchboard.audio.murmur import is_murmur
-from switchboard.audio.resample import resample
 from switchboard.audio.segmenter import Utterance
 from switchboard.core.metrics import TurnMetrics
 from switchboard.pipeline import failover
 from switchboard.pipeline.backchannel import is_backchannel
 from switchboard.pipeline.call_turn import joined
+from switchboard.pipeline.wideband import for_recognisers
 
 log = logging.getLogger("switchboard.call")
 
@@ -94,30 +92,28 @@ class Interruptions:
         await self.player.pause()  # the caller stops hearing the bot now; nothing is dropped yet
         log.info("call %s: the caller talks over the bot: paused until their words say why", self.call_id)
 
-    def _judge_hold(self, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        """Transcribe what the caller said over the bot (at a pause in it, or once it ended) and act;
-        what they finished saying before, while the bot stayed paused, is judged with it."""
+    def _judge_hold(self, heard: Utterance, ended: bool) -> None:
+        """Transcribe what the caller said over the bot (at a pause in it, so far, or once it `ended`) and
+        act; what they finished saying before, while the bot stayed paused, is judged with it."""
         hold = self._hold
         assert hold is not None
         if hold.judging is not None:
             hold.judging.cancel()
-        if utterance is not None:
-            hold.heard = joined(hold.heard, utterance)
-            utterance, pcm = hold.heard, hold.heard.pcm
-        elif hold.heard is not None:
-            pcm = np.concatenate([hold.heard.pcm, pcm])
-        self._start_judging(hold, pcm, utterance)
+        heard = joined(hold.heard, heard)
+        if ended:
+            hold.heard = heard
+        self._start_judging(hold, heard, heard if ended else None)
 
-    def _start_judging(self, hold: Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        hold.judging = self._judging = asyncio.create_task(self._judge(hold, pcm, utterance),
+    def _start_judging(self, hold: Hold, heard: Utterance, utterance: Utterance | None) -> None:
+        hold.judging = self._judging = asyncio.create_task(self._judge(hold, heard, utterance),
                                                            name=f"judge-{self.call_id}")
 
-    async def _judge(self, hold: Hold, pcm: np.ndarray, utterance: Utterance | None) -> None:
-        hummed = is_murmur(pcm)
+    async def _judge(self, hold: Hold, heard: Utterance, utterance: Utterance | None) -> None:
+        hummed = is_murmur(heard.pcm)
         if hummed and utterance is not None:  # a hum, ended (a pause may be the "n" of "now it's..."):
             self._go_on(hold, "a hum")  # the bot goes on while its words are read; an interrupt word
             # among them still stops it (the recogniser's time is no pause for the caller)
-        said = await self._transcribe_aside(pcm)
+        said = await self._transcribe_aside(heard)
         if hold is not self._hold:
             return
         cfg = self.config.interruption
@@ -180,16 +176,16 @@ class Interruptions:
                 await self._barge_in()
         elif not judging and self._hold is hold:  # the sound ended without an utterance (a cough, noise)
             if hold.heard is not None:  # ...after words still to be judged
-                self._start_judging(hold, hold.heard.pcm, hold.heard)
+                self._start_judging(hold, hold.heard, hold.heard)
                 return
             self._hold = None
             self.player.resume()
 
-    async def _transcribe_aside(self, pcm: np.ndarray) -> str | None:
+    async def _transcribe_aside(self, heard: Utterance) -> str | None:
         """What the caller said, outside any turn; None if recognition failed (taken as an interruption)."""
         scratch = TurnMetrics(call_id=self.call_id, index=-1)
         try:
-            transcript = await failover.transcribe(self.stt_chain, lambda rate: resample(pcm, 8000, rate),
+            transcript = await failover.transcribe(self.stt_chain, for_recognisers(heard, self.wideband),
                                                    scratch, self.hedging)
         except Exception as exc:
             log.warning("call %s: could not tell a backchannel from an interruption: %s", self.call_id, exc)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from switchboard.audio.segmenter import Utterance
+from switchboard.audio.segmenter import Pause, Utterance
 from switchboard.core.messages import Message
 from switchboard.core.metrics import TurnMetrics
 
@@ -31,11 +31,19 @@ class Keypad:
 
 def joined(first: Utterance | None, then: Utterance) -> Utterance:
     """Two utterances, one after the other, as one (for the recogniser and the turn); `then` alone when
-    there is no `first` (nothing carried, nothing said before on the hold)."""
+    there is no `first` (nothing carried, nothing said before on the hold). Its wideband copy is both
+    copies joined, if both have one; its `start` is the first's."""
     if first is None:
         return then
+    wide = None if first.wide is None or then.wide is None else np.concatenate([first.wide, then.wide])
     return Utterance(np.concatenate([first.pcm, then.pcm]), first.speech_start, then.speech_end,
-                     first.voiced_ms + then.voiced_ms, then.forced)
+                     first.voiced_ms + then.voiced_ms, then.forced, first.start, wide)
+
+
+def so_far(pause: Pause) -> Utterance:
+    """What the caller said up to a pause in their utterance, as an utterance (its wideband copy too)."""
+    return Utterance(pause.pcm, pause.speech_start, pause.speech_end, pause.voiced_ms, False, pause.start,
+                     pause.wide)
 
 
 @dataclass(eq=False)

@@ -272,13 +272,14 @@ async def _stream_stage(
 
 
 async def transcribe(
-    chain: list[STT], pcm_for: Callable[[int], np.ndarray], metrics: TurnMetrics,
+    chain: list[STT], pcm_for: Callable[[STT], np.ndarray], metrics: TurnMetrics,
     hedging: Hedging | None = None,
 ) -> Transcript:
-    """The first transcript any STT in the chain gives. `pcm_for(rate)` is the utterance at that rate."""
+    """The first transcript any STT in the chain gives. `pcm_for(stt)` is the utterance as that STT
+    takes it (at its `sample_rate`; wideband or not: pipeline/wideband.py)."""
 
     async def one(stt: STT) -> AsyncIterator[Transcript]:
-        yield await stt.transcribe(pcm_for(stt.sample_rate))
+        yield await stt.transcribe(pcm_for(stt))
 
     async with contextlib.aclosing(_stream_stage("stt", chain, one, metrics, hedging)) as results:
         async for _, transcript in results:

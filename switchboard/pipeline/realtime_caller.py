@@ -28,7 +28,9 @@ from switchboard.pipeline.realtime_state import (
 class CallerSide(RealtimeState):
     """The caller's audio, marks and barge-in (a part of `RealtimeSession`)."""
 
-    async def on_audio(self, pcm: np.ndarray, now: float | None = None) -> None:
+    async def on_audio(self, pcm: np.ndarray, now: float | None = None, *, wide: np.ndarray | None = None
+                       ) -> None:
+        """The caller's 8 kHz frame (`wide`, a wideband carrier's copy, is unused: the vendor hears 8 kHz)."""
         at = time.monotonic() if now is None else now
         if self.recorder is not None:
             self.recorder.add_caller(pcm, at)

@@ -101,6 +101,9 @@ def _engine(model: str) -> _Engine:
 class MoonshineSTT:
     vendor = "moonshine"
     sample_rate = SAMPLE_RATE
+    # a browser call's 16 kHz: 9.2-9.8 % WER on the real recordings against 12.4-13.1 % for its 8 kHz
+    # upsampled (two runs of `python -m bench.stt_accuracy --browser`; README, *Talk to it from the browser*)
+    wideband = True
     timeouts: Timeouts | None = None  # embedded: no deadlines
 
     def __init__(self, config: MoonshineSTTConfig) -> None:

@@ -285,6 +285,7 @@ class PocketsphinxSTT:
     vendor = "pocketsphinx"
     timeouts: Timeouts | None = None  # embedded: no deadlines
     sample_rate = SAMPLE_RATE
+    wideband = True  # a 16 kHz model: 39.9 % WER (lm) on a browser call's 16 kHz, 56.9 % at 8 kHz upsampled
 
     def __init__(self, config: PocketsphinxSTTConfig, vocabulary_phrases: Sequence[str] = ()) -> None:
         self.phrases = normalize_phrases([*vocabulary_phrases, *config.phrases])

@@ -19,6 +19,7 @@ from switchboard.core.settings import Timeouts
 
 class InstantSTT:
     vendor, model, sample_rate = "instant", "fixed", 16000
+    wideband = False  # a browser call's utterances come upsampled from 8 kHz, as to the embedded engines
     timeouts: Timeouts | None = None
 
     def __init__(self, text: str = "hello", fail: bool = False, delay_s: float = 0.0) -> None:

@@ -111,6 +111,7 @@ class OpenAISTT:
 
     vendor = VENDOR
     sample_rate = STT_RATE
+    wideband = True  # a browser call's own 16 kHz, not its 8 kHz upsampled: the model hears the full band
 
     def __init__(self, config: OpenAISTTConfig) -> None:
         self.model = config.model

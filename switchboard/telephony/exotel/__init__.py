@@ -40,6 +40,7 @@ class ExotelLink:
 
     holds_ms = wire.Chunker.HOLD_MS
     transfers = False  # TRANSFER_UNSUPPORTED
+    wideband_rate = None  # its decoder brings every negotiated rate to 8 kHz
 
     def __init__(self, websocket: WebSocket, stream_sid: str, sample_rate: int) -> None:
         self.sender = WebSocketSender(websocket)

@@ -51,6 +51,7 @@ class PlivoLink:
     """The call's way back to Plivo: playAudio (μ-law, 20 ms a message), checkpoints, clearAudio."""
 
     holds_ms = 0  # every 20 ms frame goes out as it comes
+    wideband_rate = None  # μ-law at 8 kHz
 
     def __init__(self, websocket: WebSocket, stream_id: str, call_uuid: str = "",
                  rest: PlivoRest | None = None, transfer_url: Callable[[str], str] | None = None) -> None:

@@ -78,6 +78,7 @@ class TelnyxLink:
     """The call's way back to Telnyx: our audio in the stream's codec, marks, clear, hang-up, transfer."""
 
     holds_ms = 0  # every 20 ms frame goes out as it comes (Telnyx takes 20 ms to 30 s a message)
+    wideband_rate = None  # its decoder brings L16 at 16 kHz to 8 kHz too (a PSTN call is narrowband)
 
 
     def __init__(self, websocket: WebSocket, start: Start, codec: wire.Codec,

@@ -43,6 +43,7 @@ class TwilioLink:
     """The call's way back to Twilio: our audio, marks, clear and hang-up as Media Streams messages."""
 
     holds_ms = 0  # every 20 ms frame goes out as it comes
+    wideband_rate = None  # μ-law at 8 kHz: nothing wider to hand on
 
     def __init__(
         self, websocket: WebSocket, stream_sid: str, call_sid: str = "", rest: TwilioRest | None = None

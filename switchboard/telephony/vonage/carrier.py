@@ -34,6 +34,7 @@ class VonageLink:
         self.uuid, self.rest, self.our_number = uuid, rest, our_number
         self.framer = wire.Framer(sample_rate)
         self.holds_ms = self.framer.holds_ms  # at 16 kHz, up to one partial frame waits for the next
+        self.wideband_rate: int | None = None  # 16 kHz L16 is brought to 8 kHz (a PSTN call is narrowband)
 
     async def send_audio(self, pcm: np.ndarray) -> None:
         for frame in self.framer.push(pcm):

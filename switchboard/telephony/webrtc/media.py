@@ -1,7 +1,12 @@
 """A browser call's audio both ways: Opus at 48 kHz on the wire, the pipeline's 8 kHz PCM16 inside.
 
 `Inbound`: the frames aiortc decodes from the caller's Opus (48 kHz, usually stereo s16) to the
-pipeline's 20 ms frames (mono, 8 kHz, 160 samples), through one soxr stream per call.
+pipeline's 20 ms frames (mono, 8 kHz, 160 samples), each with the same 20 ms at 16 kHz (320 samples) for
+the recognisers that hear better with wideband audio (`Media.wide`). One soxr stream per call brings the
+audio to 16 kHz (it holds back ~21 ms), and the half-band filter takes each 16 kHz frame down to 8 kHz
+(3 ms, nothing held back), so both come out together, sample for sample: 16 kHz sample 2i is 8 kHz
+sample i (the 16 kHz copy is delayed by the filter's group delay to match). soxr straight from 48 to
+8 kHz held back 128 ms, so the narrowband path is also ~100 ms quicker this way.
 
 `BotTrack`: the bot's side, an aiortc audio track. The call's player hands it 8 kHz frames and marks
 (through `WebRTCLink`); aiortc's sender asks for one 20 ms frame at a time. The track encodes it itself
@@ -33,10 +38,15 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from switchboard.audio.resample import StreamResampler
+from switchboard.audio.resample import HalfbandResampler, StreamResampler
 from switchboard.core.carrier import LINE_RATE
+from switchboard.telephony.webrtc.wire import WIDE_RATE
 
 FRAME_SAMPLES = LINE_RATE // 50  # 20 ms at 8 kHz
+WIDE_FRAME_SAMPLES = WIDE_RATE // 50
+# the half-band filter's group delay going down, in 16 kHz samples (46.5, measured; an even number keeps
+# 16 kHz sample 2i on 8 kHz sample i): the 16 kHz copy is held back this much to line up with the 8 kHz
+WIDE_LAG = 46
 FRAME_S = 0.020
 MAX_BEHIND_S = 0.1  # a sender this late (a stalled loop) skips the slots it missed instead of bursting
 TIME_BASE = fractions.Fraction(1, LINE_RATE)
@@ -85,20 +95,30 @@ class OpusEncoder:
 
 
 class Inbound:
-    """The caller's decoded audio at any rate -> the pipeline's 20 ms frames at 8 kHz."""
+    """The caller's decoded audio at any rate -> the pipeline's 20 ms frames: (8 kHz, 16 kHz) pairs of the
+    same 20 ms."""
 
     def __init__(self) -> None:
         self._resampler: StreamResampler | None = None
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._down = HalfbandResampler(up=False)
+        self._pending = np.zeros(0, dtype=np.int16)  # 16 kHz, less than a frame
+        self._lag = np.zeros(WIDE_LAG, dtype=np.int16)  # the 16 kHz copy's last samples, not yet out
 
-    def frames(self, frame: AudioFrame) -> list[np.ndarray]:
+    def frames(self, frame: AudioFrame) -> list[tuple[np.ndarray, np.ndarray]]:
         rate = frame.sample_rate
         if self._resampler is None or self._resampler.in_rate != rate:
-            self._resampler = StreamResampler(rate, LINE_RATE)
+            self._resampler = StreamResampler(rate, WIDE_RATE)
         pcm = np.concatenate([self._pending, self._resampler.process(mono_int16(frame))])
-        whole = len(pcm) - len(pcm) % FRAME_SAMPLES
+        whole = len(pcm) - len(pcm) % WIDE_FRAME_SAMPLES
         self._pending = pcm[whole:]
-        return [pcm[at:at + FRAME_SAMPLES] for at in range(0, whole, FRAME_SAMPLES)]
+        if not whole:
+            return []
+        narrow = self._down.process(pcm[:whole])
+        wide = np.concatenate([self._lag, pcm[:whole]])
+        self._lag = wide[whole:]
+        return [(narrow[n * FRAME_SAMPLES:(n + 1) * FRAME_SAMPLES],
+                 wide[n * WIDE_FRAME_SAMPLES:(n + 1) * WIDE_FRAME_SAMPLES])
+                for n in range(whole // WIDE_FRAME_SAMPLES)]
 
 
 class BotTrack(MediaStreamTrack):

@@ -20,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from switchboard.telephony.webrtc import wire
 from switchboard.telephony.webrtc.media import BotTrack, Inbound
+from switchboard.telephony.webrtc.wire import WIDE_RATE
 
 log = logging.getLogger("switchboard.webrtc")
 
@@ -107,8 +108,8 @@ class BrowserCall:
                 frame = await track.recv()
                 if not self._started:
                     continue
-                for pcm in self._inbound.frames(frame):
-                    self._put({"bytes": wire.audio_frame(pcm)})
+                for pcm, wide in self._inbound.frames(frame):
+                    self._put({"bytes": wire.audio_frame(pcm, wide)})
         except MediaStreamError:
             log.info("call %s: the caller's audio track ended", self.call_id)
             self._end()
@@ -149,6 +150,7 @@ class WebRTCLink:
 
     holds_ms = 0  # the track takes each 20 ms frame as the player sends it
     transfers = False  # a browser call has no number to hand over to
+    wideband_rate = WIDE_RATE  # Opus at 48 kHz: the caller's audio also comes at 16 kHz (`Media.wide`)
 
     def __init__(self, call: BrowserCall) -> None:
         self.call = call

@@ -9,8 +9,10 @@ pipeline's 8 kHz by `media.Inbound`) and the page talks over a data channel. The
   `{"type": "dtmf", "digit": "5"}` (a keypad key) or `{"type": "hangup"}` (the caller hung up).
   Anything else raises `BadFrame`, which the server logs and drops; the call goes on.
 - **bytes**: our own frames, made on the server (the page cannot send these: a binary data-channel
-  message is read as text), a one-byte tag and a body: `a` + 8 kHz PCM16 (the caller's audio), `m` +
-  a mark's name (the audio before it was sent, or cleared), `s` + JSON (the call's start).
+  message is read as text), a one-byte tag and a body: `w` + 8 kHz PCM16 then the same stretch at
+  16 kHz (the caller's audio, both ways the call uses it: one third, then two thirds of the body), `a` +
+  8 kHz PCM16 alone, `m` + a mark's name (the audio before it was sent, or cleared), `s` + JSON (the
+  call's start).
 """
 
 from __future__ import annotations
@@ -34,12 +36,19 @@ from switchboard.core.carrier import (
     keypad_digit,
 )
 
-AUDIO, MARK, START = b"a", b"m", b"s"
+AUDIO, WIDE_AUDIO, MARK, START = b"a", b"w", b"m", b"s"
+WIDE_RATE = 16000  # the caller's audio for the recognisers that want wideband (WebRTCLink.wideband_rate)
+WIDE_RATIO = WIDE_RATE // 8000
 MAX_MESSAGE_CHARS = 1024  # the page sends only small control messages
 
 
-def audio_frame(pcm: np.ndarray) -> bytes:
-    return AUDIO + pcm.astype("<i2", copy=False).tobytes()
+def audio_frame(pcm: np.ndarray, wide: np.ndarray | None = None) -> bytes:
+    """The caller's 8 kHz audio, and with `wide` the same stretch at WIDE_RATE, as one frame."""
+    if wide is None:
+        return AUDIO + pcm.astype("<i2", copy=False).tobytes()
+    if len(wide) != WIDE_RATIO * len(pcm):
+        raise ValueError(f"{len(wide)} samples at {WIDE_RATE} Hz are not the {len(pcm)} at 8 kHz")
+    return WIDE_AUDIO + pcm.astype("<i2", copy=False).tobytes() + wide.astype("<i2", copy=False).tobytes()
 
 
 def mark_frame(name: str) -> bytes:
@@ -80,6 +89,12 @@ def _own(raw: bytes) -> InboundEvent:
         if len(body) % 2:
             raise BadFrame(f"odd-length PCM16 ({len(body)} bytes)")
         return Media(np.frombuffer(body, dtype="<i2").astype(np.int16), None)
+    if tag == WIDE_AUDIO:
+        if len(body) % (2 * (1 + WIDE_RATIO)):
+            raise BadFrame(f"wideband audio frame of {len(body)} bytes is not 8 kHz + {WIDE_RATE} Hz PCM16")
+        samples = np.frombuffer(body, dtype="<i2").astype(np.int16)
+        narrow = len(samples) // (1 + WIDE_RATIO)
+        return Media(samples[:narrow], None, wide=samples[narrow:])
     if tag == MARK:
         return Mark(body.decode("utf-8", "replace"))
     if tag == START:
