@@ -13,10 +13,11 @@ Three parts (all by default; pick with --parts):
   carrier's audio path: Opus decode + resample in, encode out, SRTP and the RTP stack for WebRTC;
   JSON + base64 + μ-law for Twilio), read from /proc for the server process only. Also the Opus codec
   alone (aiortc's encoder and decoder) in µs per 20 ms frame.
-* **recognition**: what narrowing a browser's wideband audio to the pipeline's 8 kHz does to Moonshine:
-  word error rate on the real recordings in ../shared/speech/ (if present) and on the script's phrases
-  spoken by the caller voices, at 16 kHz as recorded, through 8 kHz PCM (the WebRTC path), and through
-  8 kHz μ-law (the phone path).
+* **recognition**: what narrowing wideband audio to 8 kHz does to Moonshine: word error rate on the
+  real recordings in ../shared/speech/ (if present) and on the script's phrases spoken by the caller
+  voices, at 16 kHz as recorded, through 8 kHz PCM, and through 8 kHz μ-law (the phone path). A browser
+  call's recogniser now gets its 16 kHz copy: `python -m bench.stt_accuracy --browser` measures the two
+  ways through the real browser path (Opus, the carrier's own conversion), for every embedded engine.
 
 Run from the repository root:  python -m bench.webrtc [--parts v2v cpu recognition] [--rounds 3]
 [--calls 8] [--seconds 20]. The machine's other load shows in every wall-clock figure: compare the two

@@ -254,6 +254,9 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
             await page.screenshot(path=str(shots / "talk.png"), full_page=True)
             transcript = await page.locator("#talk-transcript").inner_text()
             first_call = await page.locator("#talk-call").get_attribute("data-call-id")
+            for key in "42#":  # the page's keypad: keys over the data channel, a keypad turn at "#"
+                await page.click(f'#talk .keypad [data-key="{key}"]')
+            await page.wait_for_function(SAID, arg="pressed 42 on the keypad")
             await page.click("#talk-hangup")
             await page.wait_for_function("() => /you hung up/.test(document.getElementById('talk-status')"
                                          ".textContent)")
@@ -294,6 +297,8 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     stored = await stored_call(store_url, first_call)
     hours = next(turn for turn in stored["turns"] if "opening hour" in (turn["transcript"] or "").lower())
     assert hours["reply_heard"] == hours_reply and hours["voice_to_voice_ms"] > 0
+    keypad = [turn for turn in stored["turns"] if turn["kind"] == "keypad"]
+    assert [turn["transcript"] for turn in keypad] == ["The caller pressed 42 on the keypad."]
 
     # 2. Talked over, the reply stopped at once: the bot kept quiet while the caller went on talking
     # (without the barge-in the ~9 s reply would have filled those seconds), and it was heard only in part.

@@ -347,6 +347,28 @@ async def test_the_bot_hangs_up_and_the_page_is_told(monkeypatch):
         await asyncio.wait_for(app.state.host.wait_idle(), 10)
 
 
+async def test_a_page_that_goes_away_without_saying_hangup_ends_the_call(tmp_path, monkeypatch):
+    """The tab is closed (no `hangup` on the data channel, the peer connection just closes): the server
+    ends the call at once, and the store has it ended with its greeting, as after a hang-up."""
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    app = create_app(parse_config(PIPELINE), providers={"default": instant()},
+                     store_url=str(tmp_path / "calls.db"))
+    async with running(app) as port:
+        caller = BrowserCaller(f"http://127.0.0.1:{port}")
+        call_id = await caller.call("default")
+        await caller.bot_spoke(after=0)
+        await caller.close()  # no hangup message first
+        await asyncio.wait_for(app.state.host.wait_idle(), 10)
+    store = CallStore(str(tmp_path / "calls.db"))
+    await store.open()
+    try:
+        stored = await store.get_call(call_id)
+    finally:
+        await store.close()
+    assert stored is not None and stored["ended_at"] is not None and stored["carrier"] == "webrtc"
+    assert stored["turns"][0]["kind"] == "greeting"
+
+
 async def test_an_offer_without_the_token_is_refused_and_a_bad_one_says_why(monkeypatch):
     monkeypatch.setenv("SWITCHBOARD_API_TOKEN", "tok")
     app = create_app(parse_config(PIPELINE), providers={"default": instant()})
