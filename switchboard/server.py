@@ -500,7 +500,7 @@ def create_app(
     if config_path is not None:
         host.config_file = short_hash(Path(config_path).read_text(encoding="utf-8"))
     host.on_turn = _also(host.ops.turn, host.on_turn)  # Prometheus (ops/metrics.py)
-    host.ops.share_live_view(hub, store_url)  # PostgreSQL: every process's calls in the live view
+    host.ops.share_live_view(hub, store_url, host.verdicts)  # PostgreSQL: every process's calls and verdicts
     auth = Auth(os.environ.get(API_TOKEN_ENV), API_TOKEN_ENV)
     auth.warn_if_open()
     carriers: list[Carrier] = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 
 import httpx2
@@ -101,3 +102,47 @@ def test_a_turn_too_big_for_a_notify_is_cut_to_fit() -> None:
     assert json.loads(fit(small)) == small
 
 
+
+
+AMD_CONFIG = """
+pipelines:
+  default:
+    greeting: "Hi, a reminder from Luigi's."
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+    voicemail: {action: leave_message, message: "Your table is booked for seven."}
+"""
+
+
+@needs_postgres
+async def test_a_machine_verdict_posted_to_another_instance_reaches_the_held_call(database, caplog) -> None:
+    """`serve --workers N` or a load balancer: the carrier's machine detection webhook lands on one process,
+    the call's socket on another. The held start learns the verdict through PostgreSQL and the machine
+    gets the voicemail message, not the greeting."""
+    caplog.set_level(logging.INFO, logger="switchboard.verdicts")
+    spoken: dict[str, list[str]] = {}
+
+    def app(name: str):
+        tts = InstantTTS(ms_per_char=10)
+        spoken[name] = tts.spoken
+        return create_app(parse_config(AMD_CONFIG), providers={"default": Providers(
+            InstantSTT("hello"), InstantLLM("Hi."), tts)}, store_url=database)
+
+    holding, posted = app("holding"), app("posted")
+    async with contextlib.AsyncExitStack() as stack:
+        port = await stack.enter_async_context(running(holding))
+        await stack.enter_async_context(running(posted))
+        for each in (holding, posted):
+            await asyncio.wait_for(each.state.ops.live_bus.connected.wait(), 5)
+        caller = asyncio.create_task(run_call(
+            f"ws://127.0.0.1:{port}/media-stream", [], hangup_timeout_s=3,
+            custom_parameters={"verdict_wait_s": "8"}, on_event=lambda event: None))
+        await until(lambda: any("holding the start" in r.getMessage() for r in caplog.records))
+        call_sid = next(r for r in caplog.records if "holding the start" in r.getMessage()).args[0]
+        await asyncio.sleep(0.3)  # the carrier listens: nothing is said meanwhile
+        assert spoken["holding"] == []
+        posted.state.host.verdicts.record(call_sid, "machine_end_beep")  # what its AMD webhook does
+        result = await asyncio.wait_for(caller, 10)
+    assert spoken["holding"] == ["Your table is booked for seven."] and spoken["posted"] == []
+    assert result.hangup  # the message, then the bot hung up

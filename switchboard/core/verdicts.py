@@ -9,9 +9,11 @@ until it is in or that long has passed, so the call starts knowing who answered,
 a machine gets the pipeline's `voicemail:` behaviour, a person the greeting. What the line carries
 while the start is held (the machine's greeting, a person's "hello?") is not the call's.
 
-A verdict is kept `KEEP_S` for a socket that opens after it, at most `MAX_KEPT` of them. One process's
-board: with `serve --workers N` a verdict posted to another worker is not seen (the wait runs out, and
-the call goes on as answered by a person).
+A verdict is kept `KEEP_S` for a socket that opens after it, at most `MAX_KEPT` of them. The carrier may
+post it to another process than the one holding the call's socket (`serve --workers N`, several instances
+behind a load balancer): with a PostgreSQL store every process shares the verdicts it is posted
+(`relay`, set by ops/live_bus.py) and records the others' (`record(..., shared=True)`). Without one there
+is one process, whose board is all there is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from switchboard.core.carrier import Start
 
@@ -39,11 +42,15 @@ class MachineVerdicts:
     def __init__(self) -> None:
         self._kept: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._waiting: dict[str, asyncio.Future[str]] = {}
+        self.relay: Callable[[str, str], None] | None = None  # tells the other processes (never waits)
 
-    def record(self, call_id: str, answered_by: str) -> None:
-        """The carrier's verdict for `call_id` (a later one replaces it; a held start takes the first)."""
+    def record(self, call_id: str, answered_by: str, shared: bool = False) -> None:
+        """The carrier's verdict for `call_id` (a later one replaces it; a held start takes the first).
+        `shared`: another process was posted it and passed it on (so it is not relayed back)."""
         if not call_id or not answered_by:
             return
+        if not shared and self.relay is not None:
+            self.relay(call_id, answered_by)
         now = time.monotonic()
         self._kept.pop(call_id, None)
         self._kept[call_id] = (answered_by, now)

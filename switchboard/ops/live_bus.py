@@ -8,6 +8,8 @@ with its `origin` (a random id per process). Each process applies the others' ev
 - A process that starts late says `hello`; the others announce their active calls (with their turns).
 - Each process says `alive` every `HEARTBEAT_S`; the calls of one not heard from for `FORGET_AFTER_S`
   (killed without a drain) leave the view.
+- Answering machine detection's verdicts go the same way (`verdict` events): a carrier may post one to
+  any process, and the process holding that call's socket needs it (core/verdicts.py).
 - NOTIFY payloads are limited to 8000 bytes: a turn's long texts are cut to fit (the store keeps them whole).
 - Publishing never waits on the call path: events go into a bounded queue (`MAX_QUEUE`, then dropped and
   counted) that one task sends. A lost connection is retried every `RETRY_S`; events meanwhile are lost
@@ -24,6 +26,7 @@ import secrets
 import time
 from typing import Any
 
+from switchboard.core.verdicts import MachineVerdicts
 from switchboard.web.live import LiveHub
 
 log = logging.getLogger("switchboard.ops")
@@ -64,8 +67,8 @@ def fit(message: dict[str, Any]) -> str | None:
 
 
 class LiveBus:
-    def __init__(self, database_url: str, hub: LiveHub) -> None:
-        self.url, self.hub = asyncpg_url(database_url), hub
+    def __init__(self, database_url: str, hub: LiveHub, verdicts: MachineVerdicts | None = None) -> None:
+        self.url, self.hub, self.verdicts = asyncpg_url(database_url), hub, verdicts
         self.origin = secrets.token_hex(8)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_QUEUE)
         self.dropped = 0  # events not shared: queue full, or too big for a NOTIFY
@@ -78,10 +81,14 @@ class LiveBus:
 
     def start(self) -> None:
         self.hub.relay = self.share
+        if self.verdicts is not None:
+            self.verdicts.relay = self.share_verdict
         self._task = asyncio.create_task(self._run(), name="live-bus")
 
     async def aclose(self) -> None:
         self.hub.relay = None
+        if self.verdicts is not None:
+            self.verdicts.relay = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -94,6 +101,10 @@ class LiveBus:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
+
+    def share_verdict(self, call_id: str, answered_by: str) -> None:
+        """A carrier posted this process a machine detection verdict: the call may be another's."""
+        self.share({"type": "verdict", "call_id": call_id[:200], "answered_by": answered_by[:32]})
 
     async def _run(self) -> None:
         import asyncpg
@@ -161,6 +172,10 @@ class LiveBus:
             self.hub.apply(event)
         elif kind == "turn":
             self.hub.apply(event)
+        elif kind == "verdict" and self.verdicts is not None:
+            call_id, answered_by = event.get("call_id"), event.get("answered_by")
+            if isinstance(call_id, str) and isinstance(answered_by, str):
+                self.verdicts.record(call_id, answered_by, shared=True)
 
     def _announce(self) -> None:
         """A process joined: tell it about our active calls, with their turns so far."""

@@ -20,6 +20,7 @@ from switchboard.config import Config
 from switchboard.core.carrier import Connection, Start
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import TTS
+from switchboard.core.verdicts import MachineVerdicts
 from switchboard.ops.admission import Admission, BusyLine, Refused
 from switchboard.ops.drain import Drain
 from switchboard.ops.live_bus import LiveBus, is_postgres
@@ -56,10 +57,12 @@ class Operations:
         self.live_bus: LiveBus | None = None
         self.tracing = Tracing()  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
 
-    def share_live_view(self, hub: LiveHub, database_url: str | None) -> None:
-        """With a PostgreSQL store, the live view shows every process's calls (ops/live_bus.py)."""
+    def share_live_view(self, hub: LiveHub, database_url: str | None,
+                        verdicts: MachineVerdicts | None = None) -> None:
+        """With a PostgreSQL store, the live view shows every process's calls, and a machine detection
+        verdict posted to one process reaches the one holding its call (ops/live_bus.py)."""
         if database_url and is_postgres(database_url):
-            self.live_bus = LiveBus(database_url, hub)
+            self.live_bus = LiveBus(database_url, hub, verdicts)
 
     # --- the server tells us -------------------------------------------------------------------------------
 
