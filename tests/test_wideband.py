@@ -177,6 +177,25 @@ def test_the_wire_carries_both_and_refuses_a_frame_that_is_not_both():
         wire.parse(b"w" + bytes(10))
 
 
+def test_every_utterance_says_where_its_audio_starts_in_the_stream_across_cuts_and_chunks():
+    """`start` is the index of its first sample among all pushed, whatever the chunk sizes: long speech
+    cut at `max_utterance_s` (each piece goes on from the last), then a new utterance after a silence."""
+    from switchboard.audio.segmenter import Segmenter
+
+    stream = np.concatenate([quiet(0.5), speech_like(2.5), quiet(1.0), speech_like(0.8), quiet(1.0)])
+    segmenter = Segmenter(max_utterance_s=1.0, speculate_after_ms=0)
+    events, at, pushed = [], 0, 0
+    for size in [137, 160, 333, 80] * 200:  # chunks of any length, not whole frames
+        if pushed >= len(stream):
+            break
+        events += segmenter.push(stream[pushed:pushed + size], at := at + size / NARROW)
+        pushed += size
+    utterances = [e for e in events if isinstance(e, Utterance)]
+    assert len(utterances) >= 3 and any(u.forced for u in utterances)
+    for utterance in utterances:
+        assert np.array_equal(utterance.pcm, stream[utterance.start:utterance.start + len(utterance.pcm)])
+
+
 # --- a call ------------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,10 @@ Rules (all durations in whole 20 ms frames):
   (a click or a cough is not a turn).
 * Trailing audio. An endpointed utterance's pcm runs to ``TRAIL_KEEP_MS`` after its last speech
   frame; the rest of the endpoint silence is trimmed.
+* Position. Each ``Utterance`` and ``Pause`` says where its pcm begins in the stream (``start``: the
+  index of its first sample among every sample pushed, whatever the chunk sizes), so the call can find
+  the same stretch in another copy of the stream (a browser call's 16 kHz audio, pipeline/wideband.py).
+  It costs one counter per frame.
 
 Times: ``now`` is ``time.monotonic()`` when a chunk arrived, and every frame completed by that chunk
 is taken to have arrived then. ``Utterance.speech_start`` / ``speech_end`` are the arrival times of
