@@ -1898,7 +1898,7 @@ def main(argv: list[str] | None = None) -> None:
         figures = _run_all(args, sizes, codes)
     if args.vendors == "openai" and (len(args.hedging_modes) > 1 or args.faults != "none"):
         print(fault_table(figures))
-    if args.compare:
+    if args.compare or len(args.server_ws) > 1:
         print(compare_table(figures, [name for name, _ in codes]))
     elif len(figures) > 1:
         print(summary_table(figures))
