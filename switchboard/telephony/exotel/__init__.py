@@ -34,7 +34,7 @@ TRANSFER_UNSUPPORTED = "Exotel's Voicebot stream has no way to hand a live call 
 class ExotelLink:
     """The call's way back to Exotel: PCM16 at the call's rate in chunks Exotel accepts, marks, clear.
 
-    The player sends 20 ms frames; Exotel wants ≥ 200 ms per message, so up to `holds_ms` of audio
+    The player sends 20–60 ms at a time; Exotel wants ≥ 200 ms per message, so up to `holds_ms` of audio
     waits here (the player runs that much further ahead to make up for it). A mark first sends what is
     held, padded with silence to a valid chunk. Hang-up closes the socket."""
 
