@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
+import pytest
 
 from switchboard.audio.wav import write_wav
 from switchboard.caller import BotAudioStarted, CallerLine, run_call
@@ -24,6 +25,8 @@ from switchboard.server import create_app, running
 from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
+
+pytestmark = pytest.mark.timescale()  # in-process calls on instant providers: tests/timescale.py
 
 CONFIG = """
 pipelines:
@@ -100,6 +103,7 @@ async def test_a_caller_who_never_confirms_playback_is_still_hung_up_on(speech_w
     assert turns[-1].ended_call
 
 
+@pytest.mark.timescale(1)  # the 25 ms of loopback allowed is real time: scaled, a loaded machine exceeds it
 async def test_voice_to_voice_on_the_server_is_what_the_caller_measured(tmp_path):
     """The figure every comparison rests on: the server's voice-to-voice and the caller's own measurement
     (from the true end of its line to the first bot audio) agree within a frame plus loopback time."""
@@ -120,11 +124,11 @@ async def test_an_exception_handling_one_frame_does_not_end_the_call(speech_wav,
     broken_once = {"left": 3}
     on_audio = CallSession.on_audio
 
-    async def flaky(self: CallSession, pcm: np.ndarray) -> None:
+    async def flaky(self: CallSession, pcm: np.ndarray, **kwargs) -> None:
         if broken_once["left"] > 0:
             broken_once["left"] -= 1
             raise RuntimeError("injected failure handling a frame")
-        await on_audio(self, pcm)
+        await on_audio(self, pcm, **kwargs)
 
     monkeypatch.setattr(CallSession, "on_audio", flaky)
     providers = Providers(InstantSTT("hello"), InstantLLM("Still here."), InstantTTS(ms_per_char=20))

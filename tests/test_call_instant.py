@@ -16,6 +16,8 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant providers: tests/timescale.py
+
 CONFIG = """
 pipelines:
   default:
