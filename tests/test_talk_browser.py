@@ -320,3 +320,54 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     assert hours is not None, [(turn["transcript"], turn["reply_text"]) for turn in stored["turns"]]
     assert hours["interrupted"] and len(hours["reply_heard"]) < len(hours_reply)
     assert any("located" in turn["transcript"].lower() for turn in said)
+
+
+async def test_the_bot_hangs_up_and_the_page_says_so(tmp_path, monkeypatch):
+    """Hang-up from the server's side reaches the page: the call's time limit says its goodbye and hangs
+    up, and the page (told `hangup` on the data channel) shows the bot hung up, leaves the call, and still
+    shows the goodbye, whose turn is recorded as the call ends."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        async_playwright = None
+    need(async_playwright is not None, "Playwright is not installed (pip install -e '.[test]')")
+    executable = chromium_path()
+    need(executable is not None, "Chromium is not installed (apt-get install chromium)")
+    from switchboard.config import parse_config
+    from switchboard.pipeline.call import Providers
+    from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    config = parse_config("""
+pipelines:
+  default:
+    greeting: "Hi there."
+    max_call_duration_s: 3
+    stt: {provider: pocketsphinx}
+    llm: {provider: scripted}
+    tts: {provider: espeak}
+""")
+    providers = Providers(InstantSTT("hello"), InstantLLM("Hello."), InstantTTS(ms_per_char=40))
+    wav = tmp_path / "quiet.wav"
+    await asyncio.to_thread(write_wav, wav, quiet(20.0, rate=RATE), RATE)  # a silent caller
+    app = create_app(config, providers={"default": providers})
+    async with running(app) as port, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required"])
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            await page.goto(f"http://127.0.0.1:{port}/dashboard")
+            await page.wait_for_function("() => document.getElementById('live-status').textContent == 'live'")
+            await page.click('button.talk[data-pipeline="default"]')
+            await page.wait_for_function(IN_CALL)
+            await page.wait_for_function("() => /the bot hung up/.test(document.getElementById('talk-status')"
+                                         ".textContent)")
+            # its goodbye, recorded as the call ends, still joins the transcript
+            await page.wait_for_function(SAID.replace("li.caller", "li.bot"), arg="reached the time limit")
+            transcript = await page.locator("#talk-transcript").inner_text()
+        finally:
+            await browser.close()
+        await asyncio.wait_for(app.state.host.wait_idle(), 15)
+    assert "reached the time limit" in transcript

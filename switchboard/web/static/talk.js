@@ -11,6 +11,7 @@
   const audio = document.getElementById("talk-audio");
   const buttons = [...document.querySelectorAll("button.talk")];
   let call = null; // {pc, channel, mic, callId, context, meters, shown: Set}
+  let ended = null; // the call just ended: its last turns (the bot's goodbye) are still recorded after it
 
   const say = (text, cls) => { statusEl.textContent = text; statusEl.className = cls || ""; };
   const ms = (v) => (v === null || v === undefined ? "-" : `${Math.round(v)} ms`);
@@ -29,9 +30,9 @@
     transcript.append(item);
   }
 
-  function showTurn(turn) {
-    if (!call || call.shown.has(turn.index)) return;
-    call.shown.add(turn.index);
+  function showTurn(turn, shown) {
+    if (shown.has(turn.index)) return;
+    shown.add(turn.index);
     if (turn.transcript) line("caller", turn.transcript);
     const v2v = turn.voice_to_voice_ms !== null && turn.voice_to_voice_ms !== undefined
       ? `(voice-to-voice ${ms(turn.voice_to_voice_ms)})` : `(${turn.kind})`;
@@ -40,12 +41,15 @@
 
   document.addEventListener("switchboard-live", (e) => {
     const event = e.detail;
-    if (!call || !call.callId) return;
-    if (event.type === "turn" && event.call_id === call.callId) showTurn(event.turn);
+    const shown = call || ended;
+    if (!shown || !shown.callId) return;
+    if (event.type === "turn" && event.call_id === shown.callId) showTurn(event.turn, shown.shown);
     if (event.type === "snapshot") {
-      for (const live of event.calls) if (live.id === call.callId) (live.turns || []).forEach(showTurn);
+      for (const live of event.calls) {
+        if (live.id === shown.callId) (live.turns || []).forEach((turn) => showTurn(turn, shown.shown));
+      }
     }
-    if (event.type === "call_ended" && event.call_id === call.callId) finish("call ended");
+    if (call && event.type === "call_ended" && event.call_id === call.callId) finish("call ended");
   });
 
   // A level meter per side, from Web Audio: how loud the microphone and the bot are right now.
@@ -85,6 +89,7 @@
     buttons.forEach((b) => { b.disabled = true; });
     panel.hidden = false;
     transcript.replaceChildren();
+    ended = null;
     say("asking for the microphone…");
     call = { shown: new Set(), context: null, callId: null };
     try {
@@ -134,6 +139,7 @@
     if (!call) return;
     const ending = call;
     call = null;
+    ended = ending;
     if (ending.channel && ending.channel.readyState === "open") {
       try { ending.channel.send(JSON.stringify({ type: "hangup" })); } catch (_) { /* closing anyway */ }
     }
