@@ -20,7 +20,7 @@ from switchboard.pipeline.call import CallSession, Providers
 from switchboard.pipeline.wideband import WideAudio
 from switchboard.providers.openai import OpenAISTTConfig
 from switchboard.providers.openai.adapter import OpenAISTT
-from switchboard.server import running
+from switchboard.server import create_app, running
 from switchboard.telephony.webrtc import wire
 from switchboard.telephony.webrtc.media import Inbound
 from tests.fakes.common import Faults
@@ -285,3 +285,28 @@ async def test_openai_gets_the_browser_calls_16khz_and_a_phone_calls_8khz_upsamp
         assert np.array_equal(pcm, at(wide, utterance, 2)) and high_band(pcm, 16000) > 0.05
     else:  # as before: the 8 kHz audio upsampled, nothing above 4 kHz
         assert np.array_equal(pcm, resample(utterance.pcm, NARROW, 16000)) and high_band(pcm, 16000) < 0.001
+
+
+async def test_a_browser_call_uploads_its_16khz_to_openai_end_to_end(openai, monkeypatch):
+    """An aiortc peer as the browser says a line with a 6 kHz band: through Opus, the carrier's `w`
+    frames and the server's dispatch, OpenAI's upload carries that band (16 kHz, not 8 kHz upsampled)."""
+    from tests.test_webrtc import PIPELINE as WEBRTC_PIPELINE
+    from tests.webrtc_client import BrowserCaller
+
+    stt, script, uploads = openai
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    providers = Providers(stt, InstantLLM("Sure."), InstantTTS(ms_per_char=20))
+    app = create_app(parse_config(WEBRTC_PIPELINE), providers={"default": providers})
+    async with running(app) as port:
+        caller = BrowserCaller(f"http://127.0.0.1:{port}")
+        await caller.call("default")
+        try:
+            await caller.bot_spoke(after=0)
+            await caller.bot_quiet(0.3)
+            ended = await caller.mic.say(np.concatenate([voice(1.2), quiet(0.1, rate=WIDE)]), WIDE)
+            await caller.bot_spoke(after=ended)  # answered: the utterance was transcribed
+        finally:
+            await caller.hang_up()
+        await asyncio.wait_for(app.state.host.wait_idle(), 10)
+    assert uploads and script.uploads[0]["sample_rate"] == 16000
+    assert high_band(uploads[0], 16000) > 0.05, [high_band(pcm, 16000) for pcm in uploads]
