@@ -27,6 +27,13 @@ class ProviderConfig(Strict):
         return ""
 
 
+# How long an idle vendor connection waits in its client's pool for the next request. httpx's default,
+# 5 s, is shorter than the gap between one caller's turns, so at a few calls (or turns in step) every
+# turn's request opened a new connection: on a real API a TCP and TLS handshake (CPU, and a round trip or
+# two before the first byte). A connection the server closed meanwhile is noticed when taken and replaced.
+VENDOR_KEEPALIVE_S = 60.0
+
+
 class Timeouts(Strict):
     """Per-stage limits for a cloud vendor. A stage that misses one fails over (see `fallback`)."""
 

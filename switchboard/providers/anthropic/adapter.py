@@ -30,6 +30,7 @@ import httpx2
 
 from switchboard.core.errors import ProviderError, api_key
 from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
+from switchboard.core.settings import VENDOR_KEEPALIVE_S
 from switchboard.providers.anthropic import KEY_ENV, AnthropicLLMConfig
 
 __all__ = ["AnthropicLLM", "provider_error", "to_anthropic"]
@@ -37,6 +38,9 @@ __all__ = ["AnthropicLLM", "provider_error", "to_anthropic"]
 VENDOR = "anthropic"
 MAX_TEMPERATURE = 1.0
 LEADING_USER_TURN = "(The call has started.)"  # the API wants the first turn to be the user's
+# the SDK's own limits, with idle connections kept VENDOR_KEEPALIVE_S (core/settings.py) instead of 5 s
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100,
+                       keepalive_expiry=VENDOR_KEEPALIVE_S)
 
 # `error.type` of an error body or of an `event: error` in a stream -> the HTTP status it stands for.
 _ERROR_TYPE_STATUS = {
@@ -128,6 +132,7 @@ class AnthropicLLM:
             base_url=config.base_url,
             max_retries=0,
             timeout=anthropic.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=LIMITS),
         )
 
     async def stream(self, messages: list[Message], tools: list[Tool]) -> AsyncIterator[LLMEvent]:

@@ -32,6 +32,7 @@ from cohere.core.api_error import ApiError
 
 from switchboard.core.errors import ProviderError, api_key
 from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
+from switchboard.core.settings import VENDOR_KEEPALIVE_S
 from switchboard.providers.cohere import KEY_ENV, CohereLLMConfig
 
 __all__ = ["CohereLLM", "provider_error", "to_cohere"]
@@ -120,6 +121,9 @@ class CohereLLM:
             max_retries=0,
             httpx_client=httpx.AsyncClient(
                 timeout=httpx.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
+                # httpx's default limits, but idle connections kept VENDOR_KEEPALIVE_S (core/settings.py)
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                    keepalive_expiry=VENDOR_KEEPALIVE_S),
                 follow_redirects=True,
             ),
             **endpoint,

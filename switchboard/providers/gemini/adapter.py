@@ -33,6 +33,7 @@ from google.genai import errors, types
 
 from switchboard.core.errors import ProviderError, api_key
 from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Usage
+from switchboard.core.settings import VENDOR_KEEPALIVE_S
 from switchboard.providers.gemini import KEY_ENV, GeminiLLMConfig
 
 __all__ = ["GeminiLLM"]
@@ -49,7 +50,9 @@ class _TrackingClient(httpx.AsyncClient):
     applies `connect_s` (the SDK sets one timeout, in ms, for everything)."""
 
     def __init__(self, connect_s: float) -> None:
-        super().__init__(timeout=None)
+        # httpx's default limits, but idle connections kept VENDOR_KEEPALIVE_S (core/settings.py)
+        super().__init__(timeout=None, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                                           keepalive_expiry=VENDOR_KEEPALIVE_S))
         self.connect_s = connect_s
 
     async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:

@@ -31,7 +31,7 @@ import openai
 
 from switchboard.core.errors import ProviderError, api_key
 from switchboard.core.messages import LLMEvent, Message, TextDelta, Tool, ToolCall, Transcript, Usage
-from switchboard.core.settings import VendorConfig
+from switchboard.core.settings import VENDOR_KEEPALIVE_S, VendorConfig
 from switchboard.providers.openai import KEY_ENV, OpenAILLMConfig, OpenAISTTConfig, OpenAITTSConfig
 
 __all__ = ["OpenAILLM", "OpenAISTT", "OpenAITTS", "provider_error"]
@@ -40,12 +40,9 @@ VENDOR = "openai"
 STT_RATE = 16000
 TTS_RATE = 24000
 MIN_AUDIO_S = 0.1  # the API rejects shorter uploads with 400 audio_too_short
-# How long an idle connection waits in the pool for the next request. httpx's default, 5 s, is shorter
-# than the gap between one caller's turns, so at a few calls (or turns in step) every turn's request
-# opened a new connection (on the real API a TCP and TLS handshake: CPU and a round trip or two before the
-# first byte). A connection the server closed meanwhile is noticed when it is taken and replaced.
-KEEPALIVE_S = 60.0
-LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_S)
+# the SDK's own limits, with idle connections kept VENDOR_KEEPALIVE_S (core/settings.py) instead of 5 s
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100,
+                       keepalive_expiry=VENDOR_KEEPALIVE_S)
 
 
 def _needs_key(config: VendorConfig) -> bool:
@@ -64,7 +61,7 @@ def _client(config: VendorConfig) -> tuple[openai.AsyncOpenAI, str]:
         base_url=config.base_url,
         max_retries=0,
         timeout=openai.Timeout(config.timeouts.total_s, connect=config.timeouts.connect_s),
-        http_client=openai.DefaultAsyncHttpxClient(limits=LIMITS),  # the SDK's own limits, but KEEPALIVE_S
+        http_client=openai.DefaultAsyncHttpxClient(limits=LIMITS),
     )
     return client, key
 
