@@ -216,14 +216,14 @@ def test_many_connections_with_a_few_bad_frames_each_cannot_flood_the_log(caplog
     held back; nothing is lost from the counts."""
     import logging
 
-    from switchboard import server
+    from switchboard import host
 
     clock = [1000.0]
-    monkeypatch.setattr(server.time, "monotonic", lambda: clock[0])
-    budget = server.WarningBudget()
+    monkeypatch.setattr(host.time, "monotonic", lambda: clock[0])
+    budget = host.WarningBudget()
     with caplog.at_level(logging.WARNING, "switchboard.server"):
         for n in range(1000):
-            drops = server.FrameDrops(budget)
+            drops = host.FrameDrops(budget)
             for _ in range(3):
                 drops.drop(f"CA{n}", "not JSON")
             drops.close(f"CA{n}")
