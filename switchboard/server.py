@@ -51,7 +51,7 @@ from switchboard.pipeline.shadow import ShadowRunner
 from switchboard.pipeline.variants import PipelineProviders
 from switchboard.report import pricing_from_config
 from switchboard.store import CallStore, StoreWriter
-from switchboard.telephony.base import Carrier
+from switchboard.telephony.base import Carrier, warn_open
 from switchboard.telephony.dialing import DEFAULT_CARRIER, DIALERS, DialError, dial
 from switchboard.telephony.exotel import ExotelCarrier
 from switchboard.telephony.plivo import PlivoCarrier
@@ -179,6 +179,8 @@ def create_app(
         VonageCarrier(config.vonage, config.numbers, config.default_pipeline, insecure_dev,
                       busy=host.ops.admission.busy_at_webhook, verdicts=host.verdicts),
     ]
+
+    warn_open(carriers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

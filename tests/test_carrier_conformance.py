@@ -277,3 +277,34 @@ async def test_the_call_and_its_turns_are_stored_with_the_carriers_name(side, mo
     assert row["carrier"] == side.name
     assert (row["from_number"], row["to_number"]) == (CALLER, MAIN)
     assert [t["kind"] for t in stored["turns"]] == ["greeting", "reply"]
+
+
+def test_open_routes_are_said_in_one_warning_naming_each_variable(monkeypatch, caplog):
+    """An operator who set nothing hears once which routes anyone may call and which variable guards
+    each; one who set them all hears nothing of it."""
+    from switchboard.config import parse_config
+    from switchboard.server import create_app
+
+    guards = ["EXOTEL_BASIC_AUTH", "TELNYX_PUBLIC_KEY", "TELNYX_STREAM_TOKEN", "PLIVO_AUTH_TOKEN",
+              "VONAGE_SIGNATURE_SECRET"]
+    config = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
+                          "tts: {provider: espeak}}}")
+    for name in guards:
+        monkeypatch.delenv(name, raising=False)
+    with caplog.at_level(logging.WARNING, logger="switchboard.telephony"):
+        create_app(config)
+    said = [r.getMessage() for r in caplog.records if "!!! OPEN" in r.getMessage()]
+    assert len(said) == 1
+    for name in guards:
+        assert name in said[0]
+    assert "/exotel" in said[0] and "/plivo/answer" in said[0] and "/telnyx/media-stream" in said[0]
+
+    caplog.clear()
+    monkeypatch.setenv("EXOTEL_BASIC_AUTH", "key:token")
+    monkeypatch.setenv("TELNYX_PUBLIC_KEY", "MCowBQYDK2VwAyEA" + "A" * 43 + "=")
+    monkeypatch.setenv("TELNYX_STREAM_TOKEN", "stream-token")
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "plivo-token")
+    monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", "vonage-secret")
+    with caplog.at_level(logging.WARNING, logger="switchboard.telephony"):
+        create_app(config)
+    assert not [r for r in caplog.records if "!!! OPEN" in r.getMessage()]

@@ -36,8 +36,20 @@ ServeStream = Callable[[Channel, Connection], Awaitable[None]]  # the server's c
 
 class Carrier(Protocol):
     name: str  # recorded on every call it carries
+    # its routes that take calls or webhooks from anyone, each with what would guard it ("/exotel
+    # (EXOTEL_BASIC_AUTH is not set)"); the server says them all in one warning at start-up
+    open_routes: list[str]
 
     def routes(self, serve: ServeStream) -> list[BaseRoute]: ...
+
+
+def warn_open(carriers: list[Carrier]) -> None:
+    """One loud line for every carrier's open routes (a line per carrier buried the ones that matter)."""
+    open_routes = [route for carrier in carriers for route in carrier.open_routes]
+    if open_routes:
+        log.warning("!!! OPEN: these routes accept calls and webhooks from anyone who finds this server, "
+                    "unsigned and unchecked: %s. A carrier you use needs its variable set (and no "
+                    "--insecure-dev) in production; docs/carriers.md. !!!", "; ".join(open_routes))
 
 
 class WebSocketSender:

@@ -82,11 +82,11 @@ def auth_ok(authorization: str | None, expected: str) -> bool:
 class ExotelCarrier:
     name = "exotel"
 
+    def __init__(self) -> None:
+        unset = not os.environ.get(AUTH_ENV)
+        self.open_routes = [f'/exotel ({AUTH_ENV} is not set: "key:token")'] if unset else []
+
     def routes(self, serve: ServeStream) -> list[BaseRoute]:
-        if not os.environ.get(AUTH_ENV):
-            log.warning("!!! OPEN: /exotel accepts calls from anyone who finds this server (%s is not set; "
-                        "Twilio's signature check does not cover it). Set it to \"key:token\" in production. "
-                        "!!!", AUTH_ENV)
         async def exotel_stream(websocket: WebSocket) -> None:
             expected = os.environ.get(AUTH_ENV)
             if expected and not auth_ok(websocket.headers.get("authorization"), expected):

@@ -165,11 +165,9 @@ class TelnyxCarrier:
             from switchboard.telephony.telnyx.rest import TelnyxRest
 
             self.rest = TelnyxRest.from_env()
-        for env, what in ((PUBLIC_KEY_ENV, "/telnyx/incoming-call, /telnyx/call-control and /telnyx/amd take "
-                           "webhooks without Telnyx's signature"),
-                          (STREAM_TOKEN_ENV, "/telnyx/media-stream accepts calls from anyone who finds it")):
-            if not os.environ.get(env):
-                log.warning("!!! OPEN: %s (%s is not set). Set it in production. !!!", what, env)
+        self.open_routes = [f"{routes} ({env} is not set)" for env, routes in (
+            (PUBLIC_KEY_ENV, "/telnyx/incoming-call, /telnyx/call-control, /telnyx/amd"),
+            (STREAM_TOKEN_ENV, "/telnyx/media-stream")) if not os.environ.get(env)]
 
     def routes(self, serve: ServeStream) -> list[BaseRoute]:
         async def media_stream(websocket: WebSocket) -> None:

@@ -111,6 +111,7 @@ class TwilioCarrier:
 
     def __init__(self, config: TwilioConfig, numbers: Mapping[str, str], default_pipeline: str,
                  insecure_dev: bool = False, busy: Callable[[str], str | None] | None = None) -> None:
+        self.open_routes: list[str] = []  # signatures off: its own warning, louder (the default carrier)
         self.numbers, self.default_pipeline = numbers, default_pipeline
         # busy(carrier) -> what a caller hears when the server can't take a call now (full, draining), or None
         self.busy = busy

@@ -70,17 +70,15 @@ class VonageLink:
 
 
 def signature_checker(insecure_dev: bool = False) -> VonageSignatures | None:
-    """The Vonage checks, or None (with a loud warning) when they are off."""
+    """The Vonage checks, or None when they are off (the carrier's `open_routes` says so)."""
     secret = os.environ.get(SIGNATURE_SECRET_ENV)
-    if secret and not insecure_dev:
-        return VonageSignatures(secret)
+    return VonageSignatures(secret) if secret and not insecure_dev else None
+
+
+def why_open(insecure_dev: bool) -> list[str]:
     why_off = "--insecure-dev" if insecure_dev else f"{SIGNATURE_SECRET_ENV} is not set"
-    log.warning("!!! OPEN: /vonage/answer and /vonage/stream accept calls (and /vonage/event machine "
-                "detection verdicts) from anyone who finds this server (%s): Vonage's signed webhooks are "
-                "NOT checked. Set %s (and turn signed webhooks on in the Vonage application) and drop "
-                "--insecure-dev in production. !!!",
-                why_off, SIGNATURE_SECRET_ENV)
-    return None
+    return [f"/vonage/answer, /vonage/stream, /vonage/event ({why_off}; turn signed webhooks on in the "
+            "Vonage application)"]
 
 
 def _number(value: object) -> str:
@@ -101,6 +99,7 @@ class VonageCarrier:
         self.verdicts = verdicts or MachineVerdicts()
         self.numbers, self.default_pipeline, self.busy = numbers, default_pipeline, busy
         self.checker = signature_checker(insecure_dev)
+        self.open_routes = why_open(insecure_dev) if self.checker is None else []
         self.rest = VonageRest.from_env()
 
     def routes(self, serve: ServeStream) -> list[BaseRoute]:

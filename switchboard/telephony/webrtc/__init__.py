@@ -111,6 +111,7 @@ class WebRTCCarrier:
     name = "webrtc"
 
     def __init__(self, config: WebRTCConfig, guard: Guard, pipelines: Mapping[str, Sequence[str]]) -> None:
+        self.open_routes: list[str] = []  # guarded like the dashboard (its own warning when open)
         self.config, self.guard, self.pipelines = config, guard, pipelines
         for server in config.ice_servers:
             server.browser()  # a TURN credential missing from the environment fails at start-up
