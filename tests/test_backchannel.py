@@ -20,6 +20,8 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS, PhrasesSTT, spoken_bursts
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 DEFAULTS = parse_config("pipelines: {default: {stt: {provider: pocketsphinx}, llm: {provider: scripted}, "
                         "tts: {provider: espeak}}}").pipeline().interruption
 WORDS, STOP_WORDS = DEFAULTS.backchannel_words, DEFAULTS.interrupt_words
@@ -221,6 +223,7 @@ class QuestionThenMoonshine(InstantSTT):
 @pytest.mark.parametrize(("clip", "min_words"), [*((clip, 1) for clip in sorted(REAL_SHORT_CLIPS)),
                                                  ("speechcommands_no.wav", 2),
                                                  ("noisy_vctk_p232_113_its_not_fair.wav", 2)])
+@pytest.mark.timescale(1)  # Moonshine hears the clip, in a thread: real time
 async def test_a_real_persons_short_line_over_the_bot_stops_it_and_is_answered(tmp_path, clip, min_words):
     if not (SPEECH / clip).exists():
         pytest.skip(f"{SPEECH / clip} is absent (the real recordings sit beside the repository)")

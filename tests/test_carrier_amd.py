@@ -36,6 +36,8 @@ from tests.fakes.telnyx_side import TelnyxSide
 from tests.fakes.vonage_rest_fake import vonage_api
 from tests.fakes.vonage_side import SIGNATURE_SECRET, VonageSide
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CALLED, OURS = "+15557654321", "+15550001111"
 GREETING, MESSAGE = "Hi, a reminder from Luigi's.", "Your table is booked for seven. Goodbye."
 CONFIG = f"""

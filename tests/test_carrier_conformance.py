@@ -52,6 +52,8 @@ from tests.fakes.twilio_side import TwilioSide
 from tests.fakes.vonage_side import VonageSide
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SIDES: dict[str, Callable[[], CarrierSide]] = {
     "twilio": TwilioSide,
     "exotel": ExotelSide,

@@ -23,6 +23,8 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantTTS, PhrasesSTT, spoken_bursts
 from tests.test_turn_taking import CALLER_VOICE, bot_audio_while_speaking, place_call
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 TURN = TurnConfig(complete_end_silence_ms=300, incomplete_end_silence_ms=1600)
 
@@ -154,6 +156,7 @@ def _with_recogniser(stt: str) -> str:
     return text.replace("provider: moonshine", f"provider: {stt}", 1)
 
 
+@pytest.mark.timescale(1)  # the embedded recognisers run in threads: real time
 @pytest.mark.parametrize("stt", ["moonshine", "whisper", "pocketsphinx"])
 async def test_a_450_ms_pause_after_a_request_is_waited_out_by_every_embedded_recogniser(stt):
     # the bundled pipeline, its recogniser hearing the caller for real: no bot audio before they finish

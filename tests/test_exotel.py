@@ -27,6 +27,8 @@ from tests.calls import answered_then_quiet
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 numbers:
   "+15550003333": sales
@@ -214,6 +216,7 @@ def test_basic_auth_header():
 # --- whole calls ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timescale(1)  # the bundled embedded pipeline runs in threads: real time
 async def test_embedded_call_recognises_each_line_and_hangs_up_on_goodbye(chunk_sizes):
     """The bundled offline pipeline over Exotel: slin in 100 ms chunks, replies in valid chunks."""
     from tests.test_call_embedded import rule_reply

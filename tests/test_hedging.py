@@ -24,6 +24,8 @@ from tests.calls import answered_then_quiet
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 pipelines:
   default:

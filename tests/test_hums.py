@@ -28,6 +28,8 @@ from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import espeak, hum, quiet, speech_like
 from tests.test_backchannel import CONFIG, REAL_SHORT_CLIPS, REPLY, QuestionThenMoonshine
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 # real listener sounds said while someone else talked (MANIFEST.tsv category backchannel)
 LISTENER_SOUNDS = ["ami_FEE016_mm-hmm_22.32.wav", "ami_FEE016_mm_25.60.wav", "ami_FEE016_oh-yeah_18.52.wav",
@@ -152,6 +154,7 @@ async def test_words_over_the_bot_are_read_before_it_goes_on(tmp_path):
     assert len(replies) == 1 and replies[0].backchannels == 1 and replies[0].reply_heard == REPLY
 
 
+@pytest.mark.timescale(1)  # Moonshine hears the clip, in a thread: real time
 @needs_speech
 @pytest.mark.parametrize("clip", LISTENER_SOUNDS)
 async def test_a_real_listener_sound_lets_the_bot_go_on(tmp_path, clip):

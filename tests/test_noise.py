@@ -22,6 +22,8 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import espeak, quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 

@@ -20,6 +20,8 @@ from tests import calls
 from tests.fakes.openai_realtime_fake import RealtimeScript, make_app
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 KEY = "sk-test-realtime-call"
 MS_PER_CHAR = 20  # the fake's speech: short, so the calls are quick; whole 20 ms frames
 GREETING_MS = len("Hi there.") * MS_PER_CHAR
@@ -91,6 +93,7 @@ async def test_a_call_greets_answers_and_records_both_sides(fake, speech_wav) ->
     assert result.stop_sent and result.malformed_count == 0
 
 
+@pytest.mark.timescale(1)  # truncation within -40..+20 ms of what was heard: a real-time margin
 async def test_barge_in_truncates_the_reply_to_what_the_caller_heard(fake, speech_wav) -> None:
     script, port = fake
     script.ms_per_char = 40  # the reply is still playing when the caller talks over it, 1 s in
@@ -263,6 +266,7 @@ async def test_the_session_is_renewed_between_replies_with_the_conversation(fake
     assert "Hi there." in replayed  # the new session knows what was said
 
 
+@pytest.mark.timescale(1)  # the echo is told by its alignment with what was played: scaled, 1 in 4 failed
 async def test_the_bots_echo_is_not_sent_to_the_vendor_as_the_caller(fake, speech_wav) -> None:
     from switchboard.caller import Echo
 

@@ -23,6 +23,8 @@ from tests.fakes import gemini_live_fake, openai_realtime_fake
 from tests.fakes.tool_server import ToolServer
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 OPENAI_KEY, GEMINI_KEY = "sk-test-realtime-tools", "gemini-test-realtime-tools"
 TOOLS = """
     tools:

@@ -22,6 +22,8 @@ from tests import calls
 from tests.fakes.instant import InstantSTT, InstantTTS
 from tests.fakes.tool_server import ToolServer
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SECRET = "s3cr3t-booking-key-0123"
 
 TOOL = """

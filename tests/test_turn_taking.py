@@ -28,6 +28,8 @@ from switchboard.server import create_app, running
 from tests import calls
 from tests.fakes.instant import InstantLLM, InstantTTS, PhrasesSTT
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 pipelines:
   default:
@@ -137,6 +139,7 @@ async def test_a_complete_sounding_pause_then_more_speech_is_one_turn_if_the_bot
     assert bot_audio_while_speaking(events) == []
 
 
+@pytest.mark.timescale(1)  # eSpeak speaks the bot's reply, in a thread: real time
 async def test_the_bots_echo_does_not_interrupt_it_but_the_caller_does():
     long_reply = "We are open from noon until ten at night, Tuesday to Sunday, and until eleven on Fridays."
     lines = [CallerLine(text="when are you open")]
