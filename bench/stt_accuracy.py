@@ -166,6 +166,29 @@ async def browser_paths(engines: dict[str, STT], show: bool) -> None:
                   + f"{wer['all']:>8.1f}{cpu:>11.2f}")
 
 
+async def browser_synthetic(engines: dict[str, STT], llm: ScriptedLLM) -> None:
+    """The script's phrases in the simulated caller's voices on a browser call's two paths."""
+    phrases = llm.phrases()
+    print(f"\nsynthetic callers on a browser call: the script's {len(phrases)} rule phrases")
+    print(f"{'engine':<22}{'caller voice':<15}{'path':<13}{'WER %':>7}{'same rule':>11}")
+    for voice in SYNTHETIC_VOICES:
+        paths: dict[str, list[tuple[str, np.ndarray]]] = {"browser 8k": [], "browser 16k": []}
+        for phrase in phrases:
+            narrow, wide = browser(*synthesize_line(phrase, voice))
+            paths["browser 8k"].append((phrase, narrow))
+            paths["browser 16k"].append((phrase, wide))
+        for name, stt in engines.items():
+            for path, cases in paths.items():
+                errors = words = same_rule = 0
+                for phrase, pcm in cases:
+                    text, _, _ = await recognise(stt, pcm)
+                    errors += word_errors(normalise(phrase), normalise(text))
+                    words += len(normalise(phrase))
+                    same_rule += llm.respond(text) == llm.respond(phrase)
+                print(f"{name:<22}{voice:<15}{path:<13}{100 * errors / words:>7.1f}"
+                      f"{f'{same_rule}/{len(cases)}':>11}", flush=True)
+
+
 def engine(name: str, phrases: list[str]) -> STT:
     if name == "moonshine":
         return MoonshineSTT(MoonshineSTTConfig(provider="moonshine"))
@@ -198,6 +221,8 @@ async def main() -> None:
         await stt.warm()
     if args.browser:
         await browser_paths(engines, args.show)
+        if not args.no_synthetic:
+            await browser_synthetic(engines, llm)
         return
 
     if (SPEECH / "MANIFEST.tsv").is_file():
