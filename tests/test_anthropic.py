@@ -20,6 +20,8 @@ from tests.fakes.anthropic_fake import anthropic_app
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 KEY = "sk-ant-test-0123456789"
 REPLY = "Hello from Claude. How can I help?"
 HISTORY = [Message("system", "You are on the phone."), Message("user", "Hi!")]

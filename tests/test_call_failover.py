@@ -15,6 +15,8 @@ from switchboard.server import create_app, running
 from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 pipelines:
   default:

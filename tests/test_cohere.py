@@ -20,6 +20,8 @@ from tests.fakes.cohere_fake import cohere_app
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 KEY = "co-test-0123456789"
 REPLY = "Hello from Command. How can I help?"
 HISTORY = [Message("system", "You are on the phone."), Message("user", "Hi!")]

@@ -17,6 +17,8 @@ from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.tool_server import ToolServer
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SECRET = "ctx-secret-4242"
 CONFIG = """
 pipelines:

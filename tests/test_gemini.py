@@ -22,6 +22,8 @@ from tests.fakes import gemini_fake
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 KEY = "test-gemini-key-0123456789"
 REPLY = "Hello there. How can I help you today?"
 

@@ -19,6 +19,8 @@ from tests import calls
 from tests.fakes.gemini_live_fake import LiveScript, serving
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 KEY = "gemini-test-key"
 
 

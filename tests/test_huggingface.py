@@ -24,6 +24,8 @@ from tests.fakes import huggingface_fake
 from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 TOKEN = "hf_testtoken0123456789"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 REPLY = "Hello there. How can I help you today?"

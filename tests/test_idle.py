@@ -3,11 +3,15 @@ politely; speaking again starts the reminders over."""
 
 from __future__ import annotations
 
+import pytest
+
 from switchboard.caller import CallerLine
 from switchboard.config import parse_config
 from switchboard.pipeline.call import Providers
 from tests import calls
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
 
 CONFIG = """
 pipelines:

@@ -23,6 +23,8 @@ from tests.fakes.instant import InstantTTS
 from tests.fakes.openai_fake import OpenAIScript, make_app
 from tests.fakes.tool_server import ToolServer
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 GREETING = "Thanks for calling Luigi's."
 CONFIG = """
 pipelines:

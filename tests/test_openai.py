@@ -26,6 +26,8 @@ from tests.fakes.common import Faults
 from tests.fakes.openai_fake import OpenAIScript, make_app
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 KEY = "sk-test-0123456789abcdef"
 
 

@@ -19,6 +19,8 @@ from switchboard.server import create_app, running
 from tests.fakes.instant import InstantSTT, InstantTTS
 from tests.fakes.twilio_rest_fake import FakeTwilio
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SID, TOKEN = "AC" + "1" * 32, "rest-auth-token-transfer"
 CONFIG = """
 pipelines:

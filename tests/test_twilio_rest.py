@@ -22,6 +22,8 @@ from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.twilio_rest_fake import FakeTwilio
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SID, TOKEN = "AC" + "0" * 32, "rest-auth-token-abcdef"
 API_TOKEN = "api-token-123"
 CONFIG = """
