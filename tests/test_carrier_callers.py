@@ -17,6 +17,8 @@ from switchboard.pipeline.call import Providers
 from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 numbers:
   "+15550003333": sales

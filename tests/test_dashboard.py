@@ -21,6 +21,8 @@ from switchboard.web.live import LiveHub
 from switchboard.web.pages import waterfall
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 TOKEN = "s3cret-dashboard-token"
 CONFIG = """
 pipelines:

@@ -21,6 +21,8 @@ from switchboard.pipeline.call import Providers
 from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 pipelines:
   default:

@@ -25,6 +25,8 @@ from tests.fakes.common import Faults
 from tests.fakes.instant import InstantTTS
 from tests.fakes.openai_fake import OpenAIScript, make_app
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 RULES = """
       rules:
         - {{match: 'bye', reply: "{prefix}Goodbye!", end_call: true}}

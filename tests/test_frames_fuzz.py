@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from switchboard.server import create_app, running
 from switchboard.telephony.exotel import wire as exotel
 from switchboard.telephony.twilio import wire as twilio
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

@@ -28,6 +28,8 @@ from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.plivo_rest_fake import FakePlivo
 from tests.fakes.plivo_side import AUTH_ID, AUTH_TOKEN, PlivoSide, v3_signature
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 numbers:
   "+15550003333": sales

@@ -22,6 +22,8 @@ from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.openai_realtime_fake import RealtimeScript, make_app
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SPLIT = """
 pipelines:
   default:

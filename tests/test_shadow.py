@@ -25,6 +25,8 @@ from tests.fakes.common import Faults
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.openai_fake import OpenAIScript, make_app
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 pipelines:
   default:

@@ -33,6 +33,8 @@ from tests.fakes.telnyx_rest_fake import FakeTelnyx
 from tests.fakes.telnyx_side import STREAM_TOKEN, TelnyxSide, public_key_b64, signed_headers
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 ENV = (
     "TELNYX_PUBLIC_KEY",
     "TELNYX_STREAM_TOKEN",

@@ -28,6 +28,8 @@ from switchboard.server import create_app, running
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 TOKEN = "test-auth-token-0123456789abcdef"
 ENV = ("TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_API_BASE", "TWILIO_FROM_NUMBER", "PUBLIC_URL",
        "SWITCHBOARD_API_TOKEN")

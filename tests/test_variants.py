@@ -7,6 +7,8 @@ import math
 import random
 from collections import Counter
 
+import pytest
+
 from switchboard.caller import CallerLine, run_call
 from switchboard.config import parse_config
 from switchboard.pipeline.build import build_providers, expected_phrases
@@ -16,6 +18,8 @@ from switchboard.report import main_report
 from switchboard.server import create_app, running
 from switchboard.store import CallStore
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
+
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
 
 CONFIG = """
 pipelines:

@@ -19,6 +19,8 @@ from switchboard.store import CallStore
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.twilio_rest_fake import FakeTwilio
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SID, TOKEN, API_TOKEN = "AC" + "2" * 32, "rest-auth-token-amd", "api-token-amd"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 CONFIG = """

@@ -29,6 +29,8 @@ from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.fakes.vonage_rest_fake import vonage_api
 from tests.fakes.vonage_side import SIGNATURE_SECRET, VonageSide, signed_jwt
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 CONFIG = """
 numbers:
   "+15550003333": sales
