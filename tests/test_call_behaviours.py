@@ -45,6 +45,7 @@ def config(watchdog_s: float = 10):
     return parse_config(CONFIG.replace("WATCHDOG", str(watchdog_s)))
 
 
+@pytest.mark.timescale(1)  # lead within 240 ms: scaled, a loaded machine's jitter overran it by 1 ms
 async def test_bot_audio_is_paced_within_the_players_lead(speech_wav):
     """A 4 s reply is sent at the pace it plays: never more than lead_ms (+ one message of up to three
     frames) queued at the caller."""

@@ -32,6 +32,8 @@ from tests.fakes.common import Faults
 from tests.fakes.instant import InstantSTT, InstantTTS
 from tests.fakes.mcp_server import McpFake
 
+pytestmark = pytest.mark.timescale()  # in-process calls on instant/fake providers: tests/timescale.py
+
 SECRET = "mcp-secret-token-0123456789"
 ANSWER = "We are open from noon to ten on Friday."
 
@@ -223,6 +225,7 @@ async def test_a_caller_hears_the_answer_an_mcp_tool_gave(fake, speech_wav, capl
 # --- a server that dies ------------------------------------------------------------------------------------
 
 
+@pytest.mark.timescale(1)  # its MCP server is a subprocess: real time
 async def test_a_stdio_server_that_dies_mid_call_is_an_error_then_restarted(monkeypatch) -> None:
     monkeypatch.setenv("FAKE_GREETING", "Hello. ")
     entry = (f'      - mcp: {{command: ["{sys.executable}", "-m", "tests.fakes.mcp_server"], '
@@ -240,6 +243,7 @@ def http_server(port: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tests.fakes.mcp_server", "--http", str(port)])
 
 
+@pytest.mark.timescale(1)  # its MCP server is a subprocess: real time
 async def test_an_http_server_that_dies_mid_call_is_an_error_not_a_hang() -> None:
     port = free_port()
     process = http_server(port)  # a process of its own, so that it can die (the stdio test reconnects)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import pytest
 
 DEFAULT_K = 2.0  # what `pytest.mark.timescale()` with no argument runs at
-SCALE_ENV = "SWITCHBOARD_TEST_TIMESCALE"  # overrides every marked module's k (1 = real time everywhere)
+SCALE_ENV = "SWITCHBOARD_TEST_TIMESCALE"  # overrides every scaled test's k (1 = real time everywhere)
 
 
 def _scaled_clock(real: Callable[[], float], k: float) -> Callable[[], float]:
@@ -93,14 +93,13 @@ class ScaledLoop(asyncio.SelectorEventLoop):
 
 
 def scale_for(item: pytest.Item, env: str | None) -> float:
-    """The k a test runs at: its `timescale` marker's (DEFAULT_K without an argument), 1 unmarked;
-    SCALE_ENV, if set, replaces every marked test's k."""
+    """The k a test runs at: its closest `timescale` marker's (DEFAULT_K without an argument), 1 unmarked.
+    SCALE_ENV, if set, replaces every k but 1 (a test kept at `timescale(1)` is bound to real time)."""
     marker = item.get_closest_marker("timescale")
     if marker is None:
         return 1.0
-    if env:
-        return float(env)
-    return float(marker.args[0]) if marker.args else DEFAULT_K
+    k = float(marker.args[0]) if marker.args else DEFAULT_K
+    return float(env) if env and k != 1.0 else k
 
 
 def loop_factory(k: float) -> Callable[[], asyncio.AbstractEventLoop]:
