@@ -21,6 +21,9 @@ from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 
 RATE = 8000
 SLACK_S = 0.05  # clock offset between caller and server, frame granularity, VAD-free onset detection
+# The caller's channel places a frame at its arrival, which a loaded machine delays (78 ms seen at load
+# average 4): where a line starts in the recording is checked to this, what the bot did to SLACK_S.
+ARRIVAL_SLACK_S = 0.15
 LOUD = 1000  # speech_like and the instant TTS tone peak at 6000-8000; line noise stays below 20
 
 
@@ -69,7 +72,7 @@ async def test_channels_hold_caller_and_bot_at_their_offsets(tmp_path, speech_wa
     line = result.lines[0]
 
     # Left: the caller's speech starts 0.1 s into the line (after its quiet lead-in) and lasts 1.2 s.
-    assert onset(caller) == pytest.approx(line.started_s + 0.1, abs=SLACK_S)
+    assert onset(caller) == pytest.approx(line.started_s + 0.1, abs=ARRIVAL_SLACK_S)
     assert loud(caller, line.started_s + 0.15, line.started_s + 1.25) > 0.9
     assert loud(caller, 0, line.started_s) == 0  # silence frames before it
     # Right: the greeting plays from the start of the call for as long as it was rendered.
@@ -101,7 +104,7 @@ async def test_a_clear_cuts_the_bot_channel(tmp_path, speech_wav):
     # ...and is silent from the clear until it answers the barge-in, though ~4 s of reply had been queued.
     assert loud(bot, cleared_at + SLACK_S, barge.ended_s + 0.3) == 0
     # The caller's barge-in line is on the left, over the bot.
-    assert onset(caller, after_s=barge.started_s) == pytest.approx(barge.started_s + 0.1, abs=SLACK_S)
+    assert onset(caller, after_s=barge.started_s) == pytest.approx(barge.started_s + 0.1, abs=ARRIVAL_SLACK_S)
 
 
 def test_recorder_places_cuts_and_bounds(tmp_path):
