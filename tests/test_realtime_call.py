@@ -175,7 +175,8 @@ async def test_a_dropped_vendor_socket_is_reopened_and_the_call_goes_on(fake, sp
     script.replies = ["A long answer that the dropped socket cuts in the middle of its audio.", "Here it is."]
     script.drop_after_deltas = 5  # the greeting takes 2 deltas; the reply drops after 3
     with caplog.at_level(logging.INFO, "switchboard.realtime"):
-        _, turns = await place_call(port, [CallerLine(wav=speech_wav)])
+        # the caller waits out the reopening (on a loaded machine more than the usual 0.6 s of quiet)
+        _, turns = await place_call(port, [CallerLine(wav=speech_wav)], hangup_timeout_s=3)
 
     assert script.sessions == 2
     cut = turns[1]
