@@ -172,7 +172,10 @@ async def test_a_gemini_turn_complete_right_after_the_tool_call_does_not_end_the
     script.turn_complete_after_tool_call = True
     tool_server.delay_s = 0.3
     script.replies = [BOOK, "Booked: {output}"]
-    _, turns = await call(gemini_pipeline(base_url, tool_server.url), [CallerLine(wav=speech_wav)])
+    # the caller bears the tool's silence (0.3 s here, longer on a loaded machine: at 0.8 s of patience
+    # it sometimes hung up before the result was sent)
+    _, turns = await call(gemini_pipeline(base_url, tool_server.url), [CallerLine(wav=speech_wav)],
+                          hangup_timeout_s=2)
 
     assert tool_server.answered == 1 and tool_server.disconnected == 0
     (response,) = script.tool_responses
