@@ -40,6 +40,19 @@ def chromium_path() -> str | None:
     return None
 
 
+def playwright_and_chromium():
+    """Playwright's `async_playwright` and Debian's Chromium, or a skip (a failure with
+    SWITCHBOARD_REQUIRE_BROWSER=1) naming what is missing."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        async_playwright = None
+    need(async_playwright is not None, "Playwright is not installed (pip install -e '.[test]')")
+    executable = chromium_path()
+    need(executable is not None, "Chromium is not installed (apt-get install chromium)")
+    return async_playwright, executable
+
+
 class LinesSTT(InstantSTT):
     """Hears each caller line as the next of `texts`."""
 
@@ -53,13 +66,7 @@ class LinesSTT(InstantSTT):
 
 
 async def test_dashboard_shows_a_live_call_its_page_and_the_report_charts(tmp_path, speech_wav, monkeypatch):
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        async_playwright = None
-    need(async_playwright is not None, "Playwright is not installed (pip install -e '.[test]')")
-    executable = chromium_path()
-    need(executable is not None, "Chromium is not installed (apt-get install chromium)")
+    async_playwright, executable = playwright_and_chromium()
 
     monkeypatch.setenv("SWITCHBOARD_API_TOKEN", TOKEN)
     config = parse_config(f"""

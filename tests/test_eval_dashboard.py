@@ -25,7 +25,7 @@ from switchboard.report.evals import build_summary, format_summary, table
 from switchboard.server import create_app, running
 from switchboard.store import CallStore
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
-from tests.test_dashboard_browser import chromium_path, need
+from tests.test_dashboard_browser import playwright_and_chromium
 
 TOKEN = "eval-dashboard-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -253,13 +253,7 @@ def test_without_a_store_the_eval_pages_say_so(monkeypatch):
 
 
 async def test_the_eval_pages_in_a_browser(db, tmp_path, monkeypatch):
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        async_playwright = None
-    need(async_playwright is not None, "Playwright is not installed (pip install -e '.[test]')")
-    executable = chromium_path()
-    need(executable is not None, "Chromium is not installed (apt-get install chromium)")
+    async_playwright, executable = playwright_and_chromium()
     monkeypatch.setenv("SWITCHBOARD_API_TOKEN", TOKEN)
     app = create_app(parse_config(CONFIG), providers={"default": providers()}, store_url=db)
 

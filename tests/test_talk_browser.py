@@ -33,7 +33,7 @@ from switchboard.providers.piper import voice
 from switchboard.server import create_app, running
 from switchboard.store import CallStore
 from tests.speech import quiet
-from tests.test_dashboard_browser import chromium_path, need
+from tests.test_dashboard_browser import playwright_and_chromium
 
 TOKEN = "talk-test-token"
 TIMEOUT_MS = 90_000  # the embedded engines on a loaded machine took up to 12 s to answer
@@ -194,13 +194,7 @@ async def stored_call(store_url: str, call_id: str) -> dict:
 
 @pytest.mark.timeout(360)  # two calls on the embedded engines: ~110 s on a machine loaded 10 on 2 cores
 async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch):
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        async_playwright = None
-    need(async_playwright is not None, "Playwright is not installed (pip install -e '.[test]')")
-    executable = chromium_path()
-    need(executable is not None, "Chromium is not installed (apt-get install chromium)")
+    async_playwright, executable = playwright_and_chromium()
 
     monkeypatch.setenv("SWITCHBOARD_API_TOKEN", TOKEN)
     config = load_config(default_config_path())  # the bundled offline pipeline
@@ -326,13 +320,7 @@ async def test_the_bot_hangs_up_and_the_page_says_so(tmp_path, monkeypatch):
     """Hang-up from the server's side reaches the page: the call's time limit says its goodbye and hangs
     up, and the page (told `hangup` on the data channel) shows the bot hung up, leaves the call, and still
     shows the goodbye, whose turn is recorded as the call ends."""
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        async_playwright = None
-    need(async_playwright is not None, "Playwright is not installed (pip install -e '.[test]')")
-    executable = chromium_path()
-    need(executable is not None, "Chromium is not installed (apt-get install chromium)")
+    async_playwright, executable = playwright_and_chromium()
     from switchboard.config import parse_config
     from switchboard.pipeline.call import Providers
     from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
