@@ -31,9 +31,9 @@ from switchboard.caller import synthesize_line
 from switchboard.config import default_config_path, load_config
 from switchboard.providers.piper import voice
 from switchboard.server import create_app, running
-from switchboard.store import CallStore
 from tests.speech import quiet
 from tests.test_dashboard_browser import playwright_and_chromium
+from tests.test_store import store_row
 
 TOKEN = "talk-test-token"
 TIMEOUT_MS = 90_000  # the embedded engines on a loaded machine took up to 12 s to answer
@@ -185,12 +185,7 @@ def line_for_page(text: str) -> PageLine:
 
 
 async def stored_call(store_url: str, call_id: str) -> dict:
-    store = CallStore(store_url)
-    await store.open()
-    try:
-        stored = await store.get_call(call_id)
-    finally:
-        await store.close()
+    stored = await store_row(Path(store_url), call_id)
     assert stored is not None and stored["carrier"] == "webrtc" and stored["pipeline"] == "default"
     return stored
 

@@ -18,24 +18,14 @@ from switchboard.config import ConfigError, parse_config
 from switchboard.core.carrier import BadFrame, Dtmf, Mark, Media, Start, Stop
 from switchboard.pipeline.call import Providers
 from switchboard.server import create_app, running
-from switchboard.store import CallStore
 from switchboard.telephony.webrtc import wire
 from switchboard.telephony.webrtc.media import FRAME_SAMPLES, BotTrack, Inbound
 from tests.fakes.instant import InstantLLM, InstantSTT, InstantTTS
 from tests.speech import quiet, speech_like
+from tests.test_store import store_row
 from tests.webrtc_client import BrowserCaller
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
-
-
-async def stored_call(path, call_id: str) -> dict | None:
-    """The call as the store has it, once the server has stopped writing."""
-    store = CallStore(str(path))
-    await store.open()
-    try:
-        return await store.get_call(call_id)
-    finally:
-        await store.close()
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 8000) -> np.ndarray:
@@ -322,7 +312,7 @@ async def test_a_browser_call_greets_answers_takes_barge_in_keys_and_hang_up(tmp
         finally:
             await caller.hang_up()
         await asyncio.wait_for(app.state.host.wait_idle(), 10)
-    stored = await stored_call(tmp_path / "calls.db", call_id)
+    stored = await store_row(tmp_path / "calls.db", call_id)
     assert stored is not None and stored["carrier"] == "webrtc" and stored["pipeline"] == "default"
     turns = stored["turns"]
     kinds = [t["kind"] for t in turns]
@@ -364,7 +354,7 @@ async def test_a_page_that_goes_away_without_saying_hangup_ends_the_call(tmp_pat
         await caller.bot_spoke(after=0)
         await caller.close()  # no hangup message first
         await asyncio.wait_for(app.state.host.wait_idle(), 10)
-    stored = await stored_call(tmp_path / "calls.db", call_id)
+    stored = await store_row(tmp_path / "calls.db", call_id)
     assert stored is not None and stored["ended_at"] is not None and stored["carrier"] == "webrtc"
     assert stored["turns"][0]["kind"] == "greeting"
 
@@ -431,6 +421,6 @@ pipelines:
         finally:
             await caller.hang_up()
         await asyncio.wait_for(app.state.host.wait_idle(), 10)
-    stored = await stored_call(tmp_path / "calls.db", call_id)
+    stored = await store_row(tmp_path / "calls.db", call_id)
     assert stored["pipeline"] == "default" and stored["variant"] == "second"
     assert stored["turns"][0]["reply_text"].startswith("Two here")
