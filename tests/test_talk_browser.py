@@ -197,7 +197,11 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     monkeypatch.setenv("SWITCHBOARD_API_TOKEN", TOKEN)
     config = load_config(default_config_path())  # the bundled offline pipeline
     default = config.pipelines["default"]
-    config.pipelines["default"] = default.model_copy(update={"record": True, "recordings_dir": str(tmp_path)})
+    # no idle reminder: ~10 s after the greeting it fell on the question (at QUESTION_AT_S on a quiet
+    # machine), and which of the two went first decided what the page's first lines were
+    no_reminder = default.idle.model_copy(update={"reminder_after_s": 0})
+    config.pipelines["default"] = default.model_copy(update={"record": True, "recordings_dir": str(tmp_path),
+                                                             "idle": no_reminder})
     hours_reply = next(rule.reply for rule in default.llm.rules if re.search(rule.match, QUESTION))
     speaker = voice()
     full_reply_ms = len(speaker.render(hours_reply)) / speaker.sample_rate * 1000
@@ -249,6 +253,7 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
             await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
             await page.screenshot(path=str(shots / "talk.png"), full_page=True)
             transcript = await page.locator("#talk-transcript").inner_text()
+            print(f"the page's transcript: {transcript!r}")
             first_call = await page.locator("#talk-call").get_attribute("data-call-id")
             for key in "42#":  # the page's keypad: keys over the data channel, a keypad turn at "#"
                 await page.click(f'#talk .keypad [data-key="{key}"]')
@@ -288,7 +293,10 @@ async def test_talk_to_the_default_pipeline_from_a_browser(tmp_path, monkeypatch
     asked_until = QUESTION_AT_S * 1000 + question.ms
     assert spoken_ms(first_heard, asked_until, 1e9) > 0.7 * full_reply_ms, spans(first_heard)
     assert "Hello, thanks for calling Luigi's" in transcript or greeted < 0.9 * greeting_ms  # heard, or cut
-    assert re.search(r"(?i)what are your " + OPENING_HOURS, transcript)
+    # the question as the page showed it, as heard: Moonshine's words vary ("your" as "you"), and a pause
+    # inside it can split it over two lines
+    asked = re.search(r"(?i)what are\b", transcript) and re.search(r"(?i)" + OPENING_HOURS, transcript)
+    assert asked, transcript
     assert "We are open from noon" in transcript and re.search(r"voice-to-voice \d+ ms", transcript)
     stored = await stored_call(store_url, first_call)
     hours = next(turn for turn in stored["turns"] if re.search(OPENING_HOURS, turn["transcript"] or "", re.I))
