@@ -75,6 +75,7 @@ Run from the repository root::
     python -m bench.calls --calls 25,50,100 --wait-quiet 600 --retry-noisy 5   # on a shared machine
     python -m bench.calls --calls 100 --profile py-spy     # top server CPU costs (pip install py-spy)
     python -m bench.calls --calls 100 --profile cprofile   # same with cProfile (slows the server)
+    python -m bench.calls --calls 50 --profile tracemalloc # the memory a live call holds, by where
     python -m bench.calls --json results.json      # also write every figure as JSON
 
     python -m bench.calls --calls 100,200 --servers 2   # two server processes (as --workers 2), calls
@@ -462,6 +463,50 @@ class RssPeak:
             self.peak_mb = max(self.peak_mb, _rss_mb())
 
 
+class MemoryByCall:
+    """--profile tracemalloc: what the live calls hold, by where it was allocated. A snapshot when the
+    measured window begins, another each time more calls are live than before (at most every second);
+    the difference between the last two, per live call, grouped by the innermost Switchboard line on each
+    allocation's stack (else its innermost line: the library's own)."""
+
+    DEPTH = 12  # frames kept per allocation: enough to reach Switchboard's line from inside a library
+
+    def __init__(self, app: Any) -> None:
+        import tracemalloc
+
+        self.tracemalloc, self.app = tracemalloc, app
+        self.base: Any = None
+        self.peak: Any = None
+        self.peak_calls = 0
+
+    def begin(self) -> None:
+        self.base, self.peak, self.peak_calls = self.tracemalloc.take_snapshot(), None, 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            live = len(self.app.state.calls)
+            if self.base is not None and live > self.peak_calls:
+                self.peak, self.peak_calls = self.tracemalloc.take_snapshot(), live
+
+    def top(self, limit: int = 25) -> str:
+        if self.base is None or self.peak is None or not self.peak_calls:
+            return "tracemalloc: no calls were live at a snapshot"
+        by_line: dict[str, int] = {}
+        for stat in self.peak.compare_to(self.base, "traceback"):
+            frames = list(stat.traceback)  # innermost last
+            ours = next((f for f in reversed(frames) if "/switchboard/" in f.filename), frames[-1])
+            key = f"{ours.filename.split('site-packages/')[-1].split('/switchboard/')[-1]}:{ours.lineno}"
+            by_line[key] = by_line.get(key, 0) + stat.size_diff
+        total = sum(by_line.values())
+        per_call_kib = total / self.peak_calls / 1024
+        rows = [f"traced memory held by {self.peak_calls} live calls: {per_call_kib:.0f} KiB per call "
+                "(Python and numpy allocations; RSS adds the allocator's own)"]
+        for key, size in sorted(by_line.items(), key=lambda item: -item[1])[:limit]:
+            rows.append(f"  {size / self.peak_calls / 1024:8.1f} KiB/call  {key}")
+        return "\n".join(rows)
+
+
 async def _serve_main(opts: dict[str, Any]) -> None:
     """The server process: serve, measure between `begin` and `end`, print the figures as JSON."""
     import yaml
@@ -519,11 +564,18 @@ async def _serve_main(opts: dict[str, Any]) -> None:
         import cProfile
 
         profiler = cProfile.Profile()
+    memory = None
+    if opts["profile"] == "tracemalloc":
+        import tracemalloc
+
+        tracemalloc.start(MemoryByCall.DEPTH)
+        memory = MemoryByCall(app)
     ws = {"ws": opts["ws"]} if opts.get("ws") else {}  # --server-ws (left out: --compare's older code)
     async with running(app, **ws) as port:
         threading.Thread(target=read_commands, daemon=True).start()
         probe_task = asyncio.create_task(probe.run(), name="lag-probe")
         rss_task = asyncio.create_task(rss.run(), name="rss")
+        memory_task = asyncio.create_task(memory.run(), name="tracemalloc") if memory else None
         idle_cpu0, idle_wall0 = _cpu_s(), time.monotonic()
         _emit({"port": port, "pid": os.getpid()})
         await expect("begin")
@@ -537,6 +589,8 @@ async def _serve_main(opts: dict[str, Any]) -> None:
         cpu0, wall0, times0 = _cpu_s(), time.monotonic(), os.times()
         if profiler is not None:
             profiler.enable()
+        if memory is not None:
+            memory.begin()
         _emit({"begun": True})
         await expect("end")
         deadline = time.monotonic() + 3.0
@@ -549,6 +603,8 @@ async def _serve_main(opts: dict[str, Any]) -> None:
         cpu, wall, times1 = _cpu_s() - cpu0, time.monotonic() - wall0, os.times()
         probe_task.cancel()
         rss_task.cancel()
+        if memory_task is not None:
+            memory_task.cancel()
         rss.peak_mb = max(rss.peak_mb, _rss_mb())
         _emit({
             "lag": probe.hist.to_json(),
@@ -565,7 +621,8 @@ async def _serve_main(opts: dict[str, Any]) -> None:
             "turns": [_turn_record(t) for t in turns],
             "players": players,
             "calls_left_open": len(app.state.calls),
-            "profile_top": _profile_top(profiler) if profiler is not None else None,
+            "profile_top": (_profile_top(profiler) if profiler is not None
+                            else memory.top() if memory is not None else None),
         })
 
 
@@ -1257,7 +1314,8 @@ def run_once(n_calls: int, n_servers: int, args: argparse.Namespace,
         "log_level": args.log_level, "greeting": args.greeting, "transcript": DEFAULT_TRANSCRIPT,
         "reply": args.reply, "end_silence_ms": args.end_silence_ms, "lead_ms": args.lead_ms,
         "tts_rate": 24000, "ms_per_char": args.ms_per_char, "loop": args.server_loop,
-        "profile": args.profile if args.profile == "cprofile" else None, "embedded": args.embedded,
+        "profile": args.profile if args.profile in ("cprofile", "tracemalloc") else None,
+        "embedded": args.embedded,
         "speculate_after_ms": args.speculate_after_ms, "vendor_urls": vendor_urls,
         "hedging": getattr(args, "hedging_mode", "on"), "hedge_after_ms": args.hedge_after,
         "ws": getattr(args, "ws_mode", None),
@@ -1781,8 +1839,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ms-per-char", type=float, default=60.0, help="instant TTS: audio ms per character")
     parser.add_argument("--end-silence-ms", type=int, default=600, help="vad.end_silence_ms")
     parser.add_argument("--lead-ms", type=int, default=160, help="player.lead_ms")
-    parser.add_argument("--profile", choices=("py-spy", "cprofile"), default=None,
-                        help="profile the server over the measured window and print its top costs")
+    parser.add_argument("--profile", choices=("py-spy", "cprofile", "tracemalloc"), default=None,
+                        help="profile the server over the measured window and print its top costs "
+                             "(tracemalloc: the memory the live calls hold, by where it was allocated)")
     parser.add_argument("--log-level", default="WARNING", help="server log level (default WARNING)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the call start offsets")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",

@@ -97,24 +97,26 @@ async def _timed_stream(provider: Any, stream: AsyncIterator[T]) -> AsyncIterato
             yield item
 
 
-async def _first_item(stream: AsyncIterator[T]) -> T:
-    return await anext(stream)
+_NOTHING = object()  # a stream that ended before its first item
 
 
 @dataclass(eq=False)
 class _Attempt:
-    """One request of the stage: its provider's place in the chain, its stream and its first item."""
+    """One request of the stage: its provider's place in the chain, its stream and, once it has to run
+    beside another (it may be hedged), the task awaiting its first item."""
 
     index: int
     number: int  # 1, 2... on this provider
     provider: Any
     stream: AsyncIterator[Any]
     started_at: float
-    first: asyncio.Task[Any]
+    first: asyncio.Task[None] | None = None
+    outcome: tuple[Any, Exception | None] = (_NOTHING, None)  # its first item, or why it has none
 
     async def close(self) -> None:
-        self.first.cancel()
-        await asyncio.gather(self.first, return_exceptions=True)
+        if self.first is not None:
+            self.first.cancel()
+            await asyncio.gather(self.first, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.stream.aclose()  # type: ignore[attr-defined]  # closes the vendor's stream
 
@@ -133,12 +135,13 @@ class _Race:
         self.hedges: list[tuple[_Attempt, str]] = []  # each hedge and its "stage late -> partner"
         self.settled = False
         self.loop = asyncio.get_running_loop()
+        self.answered: list[_Attempt] = []  # attempts running beside others that have their outcome
+        self.news: asyncio.Future[None] | None = None  # what winner() waits on while they run
 
     def start(self, index: int, number: int) -> _Attempt:
         provider = self.chain[index]
         stream = _timed_stream(provider, self.open_stream(provider))
-        first = asyncio.create_task(_first_item(stream))
-        attempt = _Attempt(index, number, provider, stream, self.loop.time(), first)
+        attempt = _Attempt(index, number, provider, stream, self.loop.time())
         self.running.append(attempt)
         self.latest = (index, number)
         return attempt
@@ -191,35 +194,74 @@ class _Race:
 
     async def winner(self) -> tuple[_Attempt, Any] | None:
         """The first attempt to give a first item, and that item (None: one ended with none: done)."""
-        last_error: ProviderError | None = None
         while True:
-            done, _ = await asyncio.wait([a.first for a in self.running], timeout=self.hedge_wait(),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                late = self._late()
-                if late is not None:
-                    self.start_hedge(late)
-                continue
-            for attempt in [a for a in self.running if a.first in done]:
-                exc = attempt.first.exception()
-                if exc is None or isinstance(exc, StopAsyncIteration):
-                    self.running.remove(attempt)
-                    self._won(attempt)
-                    return None if exc is not None else (attempt, attempt.first.result())
-                self.running.remove(attempt)
-                await attempt.close()
-                error = _as_provider_error(attempt.provider, exc)
-                _note_failure(self.metrics, self.stage, attempt.provider, error, attempt.number)
-                last_error = error
-                # a hedged request keeps two going; otherwise one at a time, in the chain's order
-                if len(self.running) < (2 if self.hedges else 1):
-                    following = self.next_after(attempt, error)
-                    if following is not None:
-                        self.start(*following)
-            if not self.running:
-                assert last_error is not None
-                self._settle(lambda _: "failed")
-                raise last_error
+            hedge_wait = self.hedge_wait()
+            if hedge_wait is None and len(self.running) == 1 and self.running[0].first is None:
+                # nothing can run beside it (hedging off, an embedded engine, no hedges left): awaited
+                # here, with no task to start and no wait to wake from, each a turn of a busy event loop
+                attempt = self.running[0]
+                try:
+                    item = await anext(attempt.stream)
+                except StopAsyncIteration:
+                    return self._ended_first(attempt, _NOTHING)
+                except Exception as exc:
+                    await self._failed(attempt, exc)
+                    continue
+                return self._ended_first(attempt, item)
+            for attempt in self.running:
+                if attempt.first is None:
+                    attempt.first = asyncio.create_task(self._first(attempt))
+            if not self.answered:
+                self.news = self.loop.create_future()
+                try:
+                    async with asyncio.timeout(hedge_wait):
+                        await self.news
+                except TimeoutError:
+                    late = self._late()
+                    if late is not None:
+                        self.start_hedge(late)
+                    continue
+            answered, self.answered = self.answered, []
+            for attempt in answered:
+                if attempt in self.running:
+                    item, exc = attempt.outcome
+                    if exc is None:
+                        return self._ended_first(attempt, item)
+                    await self._failed(attempt, exc)
+
+    async def _first(self, attempt: _Attempt) -> None:
+        """Await `attempt`'s first item beside the others, and tell winner() (its own future, set from
+        here: one turn of the event loop to wake it, where a wait on the tasks takes two)."""
+        try:
+            attempt.outcome = (await anext(attempt.stream), None)
+        except StopAsyncIteration:
+            attempt.outcome = (_NOTHING, None)
+        except Exception as exc:
+            attempt.outcome = (None, exc)
+        self.answered.append(attempt)
+        if self.news is not None and not self.news.done():
+            self.news.set_result(None)
+
+    def _ended_first(self, attempt: _Attempt, item: Any) -> tuple[_Attempt, Any] | None:
+        """`attempt` won: it gave its first `item` (`_NOTHING`: it ended without one)."""
+        self.running.remove(attempt)
+        self._won(attempt)
+        return None if item is _NOTHING else (attempt, item)
+
+    async def _failed(self, attempt: _Attempt, exc: Exception) -> None:
+        """`attempt` failed before its first item: noted, and the next one started (raised: none left)."""
+        self.running.remove(attempt)
+        await attempt.close()
+        error = _as_provider_error(attempt.provider, exc)
+        _note_failure(self.metrics, self.stage, attempt.provider, error, attempt.number)
+        # a hedged request keeps two going; otherwise one at a time, in the chain's order
+        if len(self.running) < (2 if self.hedges else 1):
+            following = self.next_after(attempt, error)
+            if following is not None:
+                self.start(*following)
+        if not self.running:
+            self._settle(lambda _: "failed")
+            raise error
 
     def _won(self, attempt: _Attempt) -> None:
         self.metrics.vendors[self.stage] = name(attempt.provider)
