@@ -135,6 +135,12 @@ async def test_request_body_is_openai_chat_format(fake):
         {"type": "function", "function": {"name": "end_call", "description": END_CALL_TOOL.description,
                                           "parameters": END_CALL_TOOL.parameters}},
     ]
+    # The adapter skips chat.completions.create's walk of the body against its typed parameters (~0.3 ms
+    # of CPU a message): what that walk would send is exactly this body.
+    from openai._utils._transform import async_maybe_transform
+    from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+
+    assert await async_maybe_transform(body, CompletionCreateParamsStreaming) == body
 
 
 async def test_no_tools_and_no_temperature_are_omitted(fake):

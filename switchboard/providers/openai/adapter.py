@@ -9,9 +9,14 @@ Wire choices (the `openai` 3.x SDK sends exactly what is passed, over `httpx2`):
 - STT uploads a 16 kHz mono PCM16 WAV as multipart `file`, `response_format=json`. Under 0.1 s of audio
   no request is made (the API answers 400 `audio_too_short`); the transcript is then empty.
 - LLM streams chat completions with `stream_options.include_usage`, so the last chunk (empty `choices`)
-  carries the usage. The output bound goes as `max_completion_tokens` to OpenAI itself (its newer models
-  reject `max_tokens`) and as `max_tokens` when `base_url` is set: every OpenAI-compatible server accepts
-  that one, while some ignore or reject `max_completion_tokens`.
+  carries the usage. The output bound goes as `max_completion_tokens` to OpenAI itself (its newer
+  models reject `max_tokens`) and as `max_tokens` when `base_url` is set: every OpenAI-compatible server
+  accepts that one, while some ignore or reject `max_completion_tokens`. The request goes through the
+  client's generic `post` (the SDK's way to any endpoint) and the chunks are read as the JSON objects
+  the API documents: `chat.completions.create` first walks the whole body against its typed parameters
+  (a no-op for these plain JSON bodies: tests/test_openai.py checks) and builds a typed model of every
+  chunk: ~1.4 ms of CPU for a 3-message request, 13 ms for 41 messages, and ~0.1 ms per chunk, on the
+  event loop every call's audio shares.
 - TTS streams raw 24 kHz little-endian PCM16 (`response_format=pcm`) and yields it as it arrives.
 """
 
@@ -182,30 +187,29 @@ class OpenAILLM:
             options["temperature"] = self.temperature
         calls: dict[int, dict[str, str]] = {}  # index -> id, name, arguments so far
         finished = False
+        body = {"model": self.model, "messages": [_message(m) for m in messages], "stream": True,
+                "stream_options": {"include_usage": True}, **options}
         try:
-            response = await self._client.chat.completions.create(
-                model=self.model,
-                messages=[_message(m) for m in messages],  # type: ignore[misc]
-                stream=True,
-                stream_options={"include_usage": True},
-                **options,
-            )
+            response = await self._client.post("/chat/completions", body=body, cast_to=object, stream=True,
+                                               stream_cls=openai.AsyncStream[object])
             async with response:  # closes the HTTP response however we leave, cancellation included
                 async for chunk in response:
-                    if chunk.usage is not None:
+                    usage = chunk.get("usage")
+                    if usage:
                         finished = True
-                        yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices[:1]:
-                        delta = choice.delta
-                        if delta.content:
-                            yield TextDelta(delta.content)
-                        for part in delta.tool_calls or ():
-                            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                            call["id"] = part.id or call["id"]
-                            if part.function is not None:
-                                call["name"] = call["name"] or part.function.name or ""
-                                call["arguments"] += part.function.arguments or ""
-                        if choice.finish_reason is not None:
+                        yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+                    for choice in (chunk.get("choices") or ())[:1]:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield TextDelta(delta["content"])
+                        for part in delta.get("tool_calls") or ():
+                            call = calls.setdefault(part.get("index", 0),
+                                                    {"id": "", "name": "", "arguments": ""})
+                            call["id"] = part.get("id") or call["id"]
+                            function = part.get("function") or {}
+                            call["name"] = call["name"] or function.get("name") or ""
+                            call["arguments"] += function.get("arguments") or ""
+                        if choice.get("finish_reason") is not None:
                             finished = True
                             for index in sorted(calls):
                                 yield _tool_call(calls.pop(index))
