@@ -10,8 +10,11 @@ Wire choices (the SDK speaks `httpx2`, sends exactly what is passed):
   content blocks; a leading assistant turn, such as the greeting, gets a short user turn before it).
 - An assistant message with tool calls becomes `[text?, tool_use{id, name, input}]`; a tool message
   becomes a user turn with a `tool_result` block. Tools go as `{name, description, input_schema}`.
-- `temperature` is not a named parameter of this SDK version: it is sent through `extra_body`, capped
-  at 1.0 (the API's maximum; the config allows 2 for other vendors).
+- `temperature` is capped at 1.0 (the API's maximum; the config allows 2 for other vendors).
+- The request goes through the client's generic `post` (the SDK's way to any endpoint: its auth,
+  headers, timeouts, SSE reading and error mapping) and the events are read as the JSON objects the API
+  documents: `messages.create` would build a typed model of every event (a discriminated union of
+  pydantic models), CPU on the event loop every call's audio shares, for each token of every reply.
 - Events: text deltas as they come; a tool call when its `tool_use` block stops (its
   `input_json_delta` fragments joined and parsed); Usage after `message_stop` (input tokens from
   `message_start`, cache reads/writes included, output tokens from the last `message_delta`).
@@ -137,44 +140,46 @@ class AnthropicLLM:
 
     async def stream(self, messages: list[Message], tools: list[Tool]) -> AsyncIterator[LLMEvent]:
         system, turns = to_anthropic(messages)
-        options: dict[str, Any] = {}
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": turns,
+                                "stream": True}
         if system:
-            options["system"] = system
+            body["system"] = system
         if tools:
-            options["tools"] = [_tool(tool) for tool in tools]
+            body["tools"] = [_tool(tool) for tool in tools]
         if self.temperature is not None:
-            options["extra_body"] = {"temperature": min(self.temperature, MAX_TEMPERATURE)}
+            body["temperature"] = min(self.temperature, MAX_TEMPERATURE)
         calls: dict[int, dict[str, str]] = {}  # content block index -> id, name, input JSON so far
         input_tokens = output_tokens = 0
         finished = False
         try:
-            response = await self._client.messages.create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                messages=turns,  # type: ignore[arg-type]
-                stream=True,
-                **options,
-            )
+            response = await self._client.post("/v1/messages", body=body, cast_to=object, stream=True,
+                                               stream_cls=anthropic.AsyncStream[object])
             async with response:  # closes the HTTP response however we leave, cancellation included
                 async for event in response:
-                    if event.type == "message_start":
-                        input_tokens = _input_tokens(event.message.usage)
-                        output_tokens = event.message.usage.output_tokens
-                    elif event.type == "content_block_start" and event.content_block.type == "tool_use":
-                        block = event.content_block
-                        calls[event.index] = {"id": block.id, "name": block.name, "json": ""}
-                    elif event.type == "content_block_delta":
-                        if event.delta.type == "text_delta" and event.delta.text:
-                            yield TextDelta(event.delta.text)
-                        elif event.delta.type == "input_json_delta" and event.index in calls:
-                            calls[event.index]["json"] += event.delta.partial_json
-                    elif event.type == "content_block_stop" and event.index in calls:
-                        yield _tool_call(calls.pop(event.index))
-                    elif event.type == "message_delta":
-                        output_tokens = event.usage.output_tokens
-                        if event.usage.input_tokens is not None:  # cumulative totals, when repeated here
-                            input_tokens = max(input_tokens, _input_tokens(event.usage))
-                    elif event.type == "message_stop":
+                    kind = event.get("type")
+                    if kind == "content_block_delta":
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            yield TextDelta(delta["text"])
+                        elif delta.get("type") == "input_json_delta" and event.get("index") in calls:
+                            calls[event["index"]]["json"] += delta.get("partial_json") or ""
+                    elif kind == "message_start":
+                        usage = (event.get("message") or {}).get("usage") or {}
+                        input_tokens = _input_tokens(usage)
+                        output_tokens = usage.get("output_tokens") or 0
+                    elif kind == "content_block_start":
+                        block = event.get("content_block") or {}
+                        if block.get("type") == "tool_use":
+                            calls[event.get("index", 0)] = {"id": block.get("id") or "",
+                                                            "name": block.get("name") or "", "json": ""}
+                    elif kind == "content_block_stop" and event.get("index") in calls:
+                        yield _tool_call(calls.pop(event["index"]))
+                    elif kind == "message_delta":
+                        usage = event.get("usage") or {}
+                        output_tokens = usage.get("output_tokens") or output_tokens
+                        if usage.get("input_tokens") is not None:  # cumulative totals, when repeated here
+                            input_tokens = max(input_tokens, _input_tokens(usage))
+                    elif kind == "message_stop":
                         finished = True
         except Exception as exc:
             raise provider_error(exc, self._key) from exc
@@ -183,12 +188,12 @@ class AnthropicLLM:
         yield Usage(input_tokens, output_tokens)
 
 
-def _input_tokens(usage: Any) -> int:
+def _input_tokens(usage: dict[str, Any]) -> int:
     """Total input tokens: uncached plus cache writes plus cache reads."""
     return (
-        (usage.input_tokens or 0)
-        + (usage.cache_creation_input_tokens or 0)
-        + (usage.cache_read_input_tokens or 0)
+        (usage.get("input_tokens") or 0)
+        + (usage.get("cache_creation_input_tokens") or 0)
+        + (usage.get("cache_read_input_tokens") or 0)
     )
 
 
