@@ -3,7 +3,11 @@ and the protocol its adapter offers the call engine (pipeline/realtime.py).
 
 Audio crosses this boundary as int16 PCM at the phone line's 8 kHz in both directions: the adapter
 converts to and from its vendor's format (OpenAI: G.711 μ-law, which is lossless from the carrier's
-μ-law; Gemini: 16 kHz in, 24 kHz out, resampled), so the engine never knows a vendor's codec.
+μ-law; Gemini: 16 kHz in, 24 kHz out, resampled), so the engine never knows a vendor's codec. One
+exception, the caller's audio of a wideband call (a browser's: the carrier's `wideband_rate`): a model
+that lists that rate in `input_rates` is connected with `rate=` it and given the carrier's own copy
+(OpenAI: 24 kHz PCM, resampled; Gemini: 16 kHz as is), so it hears the band an 8 kHz line loses
+(pipeline/realtime_caller.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from switchboard.core.carrier import LINE_RATE
 from switchboard.core.messages import Message, Tool
 from switchboard.core.settings import Timeouts
 
@@ -107,7 +112,7 @@ RealtimeEvent = (BotAudio | BotText | CallerSpeechStarted | CallerSpeechStopped 
 class RealtimeConnection(Protocol):
     """One open session with the vendor. Every method raises `ProviderError` when the socket is gone."""
 
-    async def send_audio(self, pcm: np.ndarray) -> None: ...  # caller audio, int16 8 kHz
+    async def send_audio(self, pcm: np.ndarray) -> None: ...  # caller audio, int16 at connect's `rate`
     async def send_text(self, text: str) -> None: ...  # a user message (keypad digits)
     async def respond(self, instructions: str | None = None) -> None: ...  # ask for a reply now
     async def cancel(self) -> None: ...  # stop the response being generated
@@ -132,8 +137,12 @@ class RealtimeModel(Protocol):
     timeouts: Timeouts
     # a session the vendor ends by itself after this long (None: no limit); renewed before it expires
     session_limit_s: float | None
+    # the rates of caller audio its sessions take (`connect`'s `rate`): LINE_RATE, and a wideband
+    # carrier's rate (16 kHz) when the vendor hears that band (it is then given the carrier's own copy)
+    input_rates: tuple[int, ...]
 
-    async def connect(self, instructions: str, tools: list[Tool],
-                      history: list[Message] | None = None) -> RealtimeConnection:
-        """Open a session (with `history` replayed as text when resuming after a drop)."""
+    async def connect(self, instructions: str, tools: list[Tool], history: list[Message] | None = None,
+                      rate: int = LINE_RATE) -> RealtimeConnection:
+        """Open a session (with `history` replayed as text when resuming after a drop) whose
+        `send_audio` takes the caller's audio at `rate` (one of `input_rates`)."""
         ...

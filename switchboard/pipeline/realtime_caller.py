@@ -1,6 +1,11 @@
 """The caller's side of a realtime call: their audio to the vendor (through our VAD, with the bot's
 own echo sent as silence by a short delay line), the carrier's marks, and barge-in: the reply stopped at
-the carrier and the vendor, the vendor's copy truncated at what the caller heard of it."""
+the carrier and the vendor, the vendor's copy truncated at what the caller heard of it.
+
+The 8 kHz frame is what our side reads (VAD, echo checks, barge-in, the recorder), whatever the carrier.
+A browser call's carrier also hands each frame at 16 kHz (`wide`): when the vendor takes that rate
+(`input_rates`), it is what the vendor hears (`self.wide`, pipeline/wideband.py), through the same delay
+line frame for frame (its echo sent as silence just as long); a phone call sends the 8 kHz frame."""
 
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ class CallerSide(RealtimeState):
 
     async def on_audio(self, pcm: np.ndarray, now: float | None = None, *, wide: np.ndarray | None = None
                        ) -> None:
-        """The caller's 8 kHz frame (`wide`, a wideband carrier's copy, is unused: the vendor hears 8 kHz)."""
+        """The caller's 8 kHz frame, and a wideband carrier's 16 kHz copy of it (`wide`: what the vendor
+        hears, when it takes that rate)."""
         at = time.monotonic() if now is None else now
         if self.recorder is not None:
             self.recorder.add_caller(pcm, at)
@@ -39,7 +45,8 @@ class CallerSide(RealtimeState):
         if self._echo and not self.segmenter.in_utterance:
             self._echo = False  # the echo was too short to be an utterance
         await self._recheck_echo()
-        await self._forward(np.zeros_like(pcm) if self._echo else pcm)
+        heard = pcm if self.wide is None else self.wide.frame(pcm, wide)
+        await self._forward(np.zeros_like(heard) if self._echo else heard)
 
     async def _forward(self, pcm: np.ndarray) -> None:
         """Send the caller's audio to the vendor. While the bot is audible it goes through a delay line

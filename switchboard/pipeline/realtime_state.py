@@ -16,7 +16,7 @@ import numpy as np
 
 from switchboard.audio.segmenter import Segmenter
 from switchboard.config import PipelineConfig
-from switchboard.core.carrier import CarrierLink
+from switchboard.core.carrier import LINE_RATE, CarrierLink
 from switchboard.core.messages import Message
 from switchboard.core.metrics import TurnMetrics
 from switchboard.core.protocols import TTS
@@ -26,6 +26,7 @@ from switchboard.pipeline.player import Player
 from switchboard.pipeline.realtime_tools import RealtimeTools
 from switchboard.pipeline.recorder import Recorder
 from switchboard.pipeline.tools import ToolBox
+from switchboard.pipeline.wideband import WideFrames
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -146,9 +147,13 @@ class RealtimeState:
         self._acked: dict[str, float] = {}  # mark -> when the carrier said it played
         self._echo = False
         self._echo_checks = 0
+        # a browser call's 16 kHz copy of the caller goes to a vendor that takes it (pipeline/wideband.py)
+        wide = link.wideband_rate
+        self.wide = WideFrames(wide, call_id) if wide and wide in self.model.input_rates else None
+        self.vendor_rate = LINE_RATE if self.wide is None else self.wide.rate  # of the audio sent to it
         self._delay_line: deque[np.ndarray] = deque()  # caller audio held back while the bot talks
-        self._delayed = 0  # samples in it
-        self._delay_samples = (vad.barge_in_min_ms + DELAY_MARGIN_MS) * 8
+        self._delayed = 0  # samples in it (at vendor_rate)
+        self._delay_samples = (vad.barge_in_min_ms + DELAY_MARGIN_MS) * self.vendor_rate // 1000
         self._ending = False
         self._renewing = False
         self._renewal: asyncio.Task | None = None

@@ -65,7 +65,8 @@ class VendorSession(RealtimeState):
         self._expect_by, self._deferred, self._reply_owed_until = None, None, None
         await self.context.ready()  # the instructions with the webhook's values (timeout_s at most)
         instructions, tools = self.context.system_prompt, self.tools.offered
-        self._conn = await self.model.connect(instructions, tools, list(self.history))
+        # rate: a browser call's vendor hears the carrier's 16 kHz copy of the caller (realtime_caller.py)
+        self._conn = await self.model.connect(instructions, tools, list(self.history), rate=self.vendor_rate)
         self._session_started = time.monotonic()
 
     async def _open_the_call(self) -> None:

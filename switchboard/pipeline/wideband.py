@@ -1,4 +1,5 @@
-"""A wideband call's audio for its recognisers (a browser call: a part of `CallSession`'s job).
+"""A wideband call's audio for its recognisers (a browser call: a part of `CallSession`'s job), and for
+a speech-to-speech model (`WideFrames`: a part of `RealtimeSession`'s).
 
 The call works at 8 kHz: the segmenter, echo, the noise gate, Smart Turn and the hum test read the
 caller's 8 kHz frames whatever the carrier. A carrier whose link declares `wideband_rate` (WebRTC: 16
@@ -13,6 +14,12 @@ that declares `wideband` (core/protocols.py: the cloud ones) gets the wide slice
 wants another), every other one, and every phone call, the 8 kHz audio resampled to its rate as before.
 An utterance a wideband call has no copy for (older than the ring, or over a frame that came without
 one) goes to every recogniser at 8 kHz.
+
+A realtime call streams the caller to its vendor frame by frame instead: `WideFrames.frame` gives the
+frame's wide copy as is (no copy, no resampling: the vendor's adapter converts the one stream to its own
+rate), and for a frame that came without one, its 8 kHz audio brought up by a half-band filter the call
+keeps (created at the first such frame), so the vendor's stream stays at one rate and keeps its timing;
+each run of such frames starts the filter afresh. A phone call holds no `WideFrames`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from switchboard.audio.resample import resample
+from switchboard.audio.resample import HalfbandResampler, resample
 from switchboard.audio.segmenter import Pause, SegmenterEvent, Utterance
 from switchboard.core.carrier import LINE_RATE
 from switchboard.core.protocols import STT
@@ -96,3 +103,37 @@ def for_recognisers(heard: Utterance, wide: WideAudio | None) -> Callable[[STT],
         return resample(heard.pcm, LINE_RATE, stt.sample_rate)
 
     return pcm_for
+
+
+class WideFrames:
+    """A realtime call's caller audio for a vendor that takes its carrier's 16 kHz, frame by frame."""
+
+    def __init__(self, rate: int, call_id: str = "-") -> None:
+        if rate != 2 * LINE_RATE:
+            raise ValueError(f"a realtime call's wideband audio is at {2 * LINE_RATE} Hz, not {rate}")
+        self.rate, self.ratio, self.call_id = rate, 2, call_id
+        self._up: HalfbandResampler | None = None  # for frames without their copy
+        self._gap = False  # the last frame came without its copy
+        self.missing = 0  # frames that did
+
+    def frame(self, pcm: np.ndarray, wide: np.ndarray | None) -> np.ndarray:
+        """The vendor's audio for one 8 kHz frame: its wide copy, or (none, or the wrong length) its 8 kHz
+        audio brought up to `rate`, exactly as long."""
+        n = len(pcm) * self.ratio
+        if wide is not None and len(wide) == n:
+            self._gap = False
+            return wide
+        return self._brought_up(pcm, wide, n)
+
+    def _brought_up(self, pcm: np.ndarray, wide: np.ndarray | None, n: int) -> np.ndarray:
+        self.missing += 1
+        if self.missing == 1:
+            log.warning("call %s: a frame came without its %d Hz copy (%s): the vendor hears its 8 kHz audio "
+                        "upsampled", self.call_id, self.rate,
+                        "none" if wide is None else f"{len(wide)} samples, not {n}")
+        if self._up is None:
+            self._up = HalfbandResampler(up=True)  # nothing held back: the frame keeps its length
+        elif not self._gap:
+            self._up.reset()  # a new run: not the tail of the last one
+        self._gap = True
+        return self._up.process(pcm)

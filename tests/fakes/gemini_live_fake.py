@@ -81,6 +81,7 @@ class LiveScript:
     received: list[dict[str, Any]] = field(default_factory=list)  # every message but audio
     audio_in_ms: int = 0
     audio_rates: set[str] = field(default_factory=set)
+    caller_audio: list[np.ndarray] = field(default_factory=list)  # the PCM of each realtimeInput.audio
     spoken: list[str] = field(default_factory=list)
     interruptions: int = 0
     tool_responses: list[dict[str, Any]] = field(default_factory=list)  # each toolResponse received
@@ -112,8 +113,9 @@ class _Session:
     async def on_audio(self, audio: dict[str, Any]) -> None:
         self.script.audio_rates.add(audio.get("mimeType", ""))
         data = audio["data"]  # the SDK sends URL-safe base64 without padding; protobuf JSON takes either
-        data = data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4)
-        self.pending += base64.urlsafe_b64decode(data)
+        data = base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4))
+        self.script.caller_audio.append(np.frombuffer(data, dtype="<i2").astype(np.int16))
+        self.pending += data
         frame = IN_RATE * FRAME_MS // 1000 * 2
         while len(self.pending) >= frame:
             chunk, self.pending = self.pending[:frame], self.pending[frame:]

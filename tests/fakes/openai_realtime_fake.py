@@ -6,7 +6,9 @@ events are the GA protocol's, as the SDK's types name them (openai>=2: `response
 not the beta's `response.audio.delta`):
 
 client → `session.update`, `input_audio_buffer.append` (base64 audio in the session's input format; the
-fake takes `audio/pcmu`), `response.create` (optional `response.instructions`), `response.cancel`,
+fake takes `audio/pcmu` and `audio/pcm` at 24 kHz, the only PCM rate the API takes; what it heard is kept
+in `caller_audio`, as int16 PCM at the session's rate), `response.create` (optional
+`response.instructions`), `response.cancel`,
 `conversation.item.create` (a user `input_text` message, or a `function_call_output`),
 `conversation.item.truncate` (`item_id`, `content_index`, `audio_end_ms`).
 
@@ -52,6 +54,7 @@ from tests.fakes.common import Reply, next_reply
 from tests.speech import speech_like
 
 RATE = 8000
+PCM_RATE = 24000  # `audio/pcm` input: the API takes no other rate
 FRAME_MS = 20
 SPEECH_LEVEL = 400.0  # mean |sample| of a frame that counts as speech
 MIN_SPEECH_MS = 200  # shorter bursts are not speech (a click)
@@ -79,6 +82,7 @@ class RealtimeScript:
     headers: list[dict[str, str]] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)  # every client event but audio appends
     audio_in_ms: int = 0  # caller audio appended, all sessions
+    caller_audio: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (rate, PCM) of each append
     truncations: list[dict[str, Any]] = field(default_factory=list)
     items_audio_ms: dict[str, int] = field(default_factory=dict)  # reply item id -> audio ms sent
     spoken: list[str] = field(default_factory=list)  # the text of each reply's audio, in order
@@ -107,7 +111,7 @@ class _Session:
         self.speaking_since: int | None = None  # ms of the first loud frame of a possible utterance
         self.in_speech = False
         self.quiet_ms = 0
-        self.pending = b""
+        self.pending = np.zeros(0, dtype=np.int16)  # caller audio short of a whole frame
         self.calls: set[str] = set()  # the call ids of this session's function calls
         self.response_audio_ms = 0  # audio of the response under way
 
@@ -121,14 +125,28 @@ class _Session:
         audio = self.config.get("audio") or {}
         return (audio.get("input") or {}).get("turn_detection") or {"type": "server_vad"}
 
-    async def on_audio(self, ulaw: bytes) -> None:
-        self.pending += ulaw
-        frame = RATE * FRAME_MS // 1000
+    def input_rate(self) -> int:
+        audio = self.config.get("audio") or {}
+        fmt = (audio.get("input") or {}).get("format") or {}
+        return PCM_RATE if fmt.get("type") == "audio/pcm" else RATE
+
+    async def on_audio(self, data: bytes) -> None:
+        rate = self.input_rate()
+        if rate == RATE:
+            pcm = ulaw_decode(data)
+        elif len(data) % 2:
+            await self.error("invalid_value", "PCM audio must be whole 16-bit samples.", "audio")
+            return
+        else:
+            pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
+        self.script.caller_audio.append((rate, pcm))
+        self.pending = np.concatenate([self.pending, pcm])
+        frame = rate * FRAME_MS // 1000
         while len(self.pending) >= frame:
             chunk, self.pending = self.pending[:frame], self.pending[frame:]
             self.audio_ms += FRAME_MS
             self.script.audio_in_ms += FRAME_MS
-            await self.on_frame(float(np.abs(ulaw_decode(chunk).astype(np.float64)).mean()) > SPEECH_LEVEL)
+            await self.on_frame(float(np.abs(chunk.astype(np.float64)).mean()) > SPEECH_LEVEL)
 
     async def on_frame(self, loud: bool) -> None:
         silence_ms = int(self.detection().get("silence_duration_ms", 500))
@@ -292,10 +310,11 @@ class _Session:
         self.script.received.append(event)
         if kind == "session.update":
             session = event.get("session") or {}
-            fmt = (((session.get("audio") or {}).get("input") or {}).get("format") or {}).get("type")
-            if fmt not in (None, "audio/pcmu"):
-                await self.error("invalid_value", f"This fake takes audio/pcmu input, got {fmt!r}.",
-                                 "session.audio.input.format", event.get("event_id"))
+            fmt = ((session.get("audio") or {}).get("input") or {}).get("format") or {}
+            if fmt.get("type") not in (None, "audio/pcmu", "audio/pcm") or (
+                    fmt.get("type") == "audio/pcm" and fmt.get("rate", PCM_RATE) != PCM_RATE):
+                await self.error("invalid_value", f"This fake takes audio/pcmu or 24 kHz audio/pcm input, "
+                                 f"got {fmt!r}.", "session.audio.input.format", event.get("event_id"))
                 return
             self.config.update(session)
             await self.send({"type": "session.updated", "session": {"id": "sess_fake", **self.config}})

@@ -1,16 +1,17 @@
 """Gemini Live through google-genai's live client (`client.aio.live.connect`): BidiGenerateContent.
 
 The caller's 8 kHz audio goes up as 16 kHz PCM (`realtimeInput.audio`, `audio/pcm;rate=16000`) and the
-model's 24 kHz PCM comes back resampled to 8 kHz, each direction one soxr stream per session. Gemini's
-automatic activity detection ends the caller's turn and interrupts the model when they talk over it
-(`serverContent.interrupted`). What Gemini does not offer: cancelling a reply (`cancel` is a no-op: its
-own VAD stops the reply when the caller speaks) and truncating the reply to what the caller heard
-(`truncate` is a no-op: the server keeps what it generated). `respond` is a user turn with
-`turnComplete` (there is no response.create). Tools: `setup.tools[].functionDeclarations`; the server's
-`toolCall` is answered by one `toolResponse` (the model then goes on by itself), and a
-`toolCallCancellation` withdraws calls the caller talked over. The SDK connects to
-`wss://<base_url host>/ws/...` whatever the scheme, so a fake must speak TLS (the tests trust its
-certificate via SSL_CERT_FILE).
+model's 24 kHz PCM comes back resampled to 8 kHz, each direction one soxr stream per session; a wideband
+call's session (`connect(rate=16000)`: a browser caller) is sent the carrier's own 16 kHz copy as is, so the
+model hears what an 8 kHz line loses. Gemini's automatic activity detection ends the caller's turn and
+interrupts the model when they talk over it (`serverContent.interrupted`). What Gemini does not offer:
+cancelling a reply (`cancel` is a no-op: its own VAD stops the reply when the caller speaks) and truncating
+the reply to what the caller heard (`truncate` is a no-op: the server keeps what it generated). `respond` is
+a user turn with `turnComplete` (there is no response.create). Tools: `setup.tools[].functionDeclarations`;
+the server's `toolCall` is answered by one `toolResponse` (the model then goes on by itself), and a
+`toolCallCancellation` withdraws calls the caller talked over. The SDK connects to `wss://<base_url
+host>/ws/...` whatever the scheme, so a fake must speak TLS (the tests trust its certificate via
+SSL_CERT_FILE).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class GeminiLive:
     """A pipeline's Gemini Live model: one session per call (and per reconnection)."""
 
     vendor = VENDOR
+    input_rates = (LINE_RATE, IN_RATE)
 
     def __init__(self, config: GeminiLiveConfig) -> None:
         self.config = config
@@ -90,8 +92,10 @@ class GeminiLive:
             http_options=types.HttpOptions(base_url=config.base_url, api_version="v1beta"),
         )
 
-    async def connect(self, instructions: str, tools: list[Tool],
-                      history: list[Message] | None = None) -> GeminiLiveConnection:
+    async def connect(self, instructions: str, tools: list[Tool], history: list[Message] | None = None,
+                      rate: int = LINE_RATE) -> GeminiLiveConnection:
+        if rate not in self.input_rates:
+            raise ValueError(f"Gemini Live sessions take caller audio at {self.input_rates} Hz, not {rate}")
         manager = self.client.aio.live.connect(model=self.model, config=live_config(self.config, instructions,
                                                                                      tools))
         try:
@@ -102,7 +106,7 @@ class GeminiLive:
                                 f"{self.timeouts.connect_s:g} s", retryable=True) from None
         except Exception as exc:
             raise _error(exc, self._key) from exc
-        connection = GeminiLiveConnection(manager, session, self._key)
+        connection = GeminiLiveConnection(manager, session, self._key, rate)
         turns = _replayed(history or [])
         if turns:
             await connection.call(session.send_client_content(turns=turns, turn_complete=False))
@@ -129,9 +133,10 @@ def _replayed(history: list[Message]) -> list[types.Content]:
 class GeminiLiveConnection:
     """One Live session, in the events of core/realtime.py."""
 
-    def __init__(self, manager: Any, session: Any, key: str) -> None:
+    def __init__(self, manager: Any, session: Any, key: str, rate: int = LINE_RATE) -> None:
         self._manager, self._session, self._key = manager, session, key
-        self._up = StreamResampler(LINE_RATE, IN_RATE)
+        # the caller's audio up to 16 kHz (None: a wideband call's, already at 16 kHz)
+        self._up = StreamResampler(rate, IN_RATE) if rate != IN_RATE else None
         self._down = StreamResampler(OUT_RATE, LINE_RATE)
         self._tool_names: dict[str, str] = {}
         # calls the model waits on: a turnComplete meanwhile ends the calling turn, not the reply
@@ -148,7 +153,7 @@ class GeminiLiveConnection:
             raise _error(exc, self._key) from exc
 
     async def send_audio(self, pcm: np.ndarray) -> None:
-        wideband = self._up.process(pcm)
+        wideband = self._up.process(pcm) if self._up is not None else pcm
         if len(wideband):
             blob = types.Blob(data=wideband.astype("<i2").tobytes(), mime_type=f"audio/pcm;rate={IN_RATE}")
             await self.call(self._session.send_realtime_input(audio=blob))

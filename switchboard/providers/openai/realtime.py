@@ -2,7 +2,10 @@
 
 The session takes and gives G.711 μ-law (`audio/pcmu`) at 8 kHz: the carrier's own format, so the caller's
 audio goes to OpenAI and the model's comes back without resampling (the call engine speaks int16 PCM at
-8 kHz; μ-law → PCM → μ-law is bit-exact). `base_url` `http://host/v1` makes the SDK connect to
+8 kHz; μ-law → PCM → μ-law is bit-exact). A wideband call's session (`connect(rate=16000)`: a browser
+caller) takes the caller's 16 kHz audio as 24 kHz PCM instead (`audio/pcm`, the only other rate the API
+takes), one soxr stream per session, so the model hears what an 8 kHz line loses; its replies still come
+as μ-law. `base_url` `http://host/v1` makes the SDK connect to
 `ws://host/v1/realtime?model=…` (the test fake). The SDK's own reconnection is off (no `on_reconnecting`):
 the call engine reconnects once itself, with the conversation replayed, and otherwise apologises.
 """
@@ -20,6 +23,7 @@ import openai
 from websockets.exceptions import ConnectionClosed
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
+from switchboard.audio.resample import StreamResampler
 from switchboard.core.errors import ProviderError
 from switchboard.core.messages import Message, Tool
 from switchboard.core.realtime import (
@@ -38,15 +42,19 @@ from switchboard.providers.openai import OpenAIRealtimeConfig
 from switchboard.providers.openai.adapter import VENDOR, _client, provider_error
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}  # G.711 μ-law, 8 kHz: what Twilio sends and plays
+LINE_RATE, WIDE_RATE, PCM_RATE = 8000, 16000, 24000  # a phone line, a browser call, the API's PCM
+WIDE_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}  # a wideband call's caller audio
 CANCELLED = "Cancelled: the caller spoke before the result came; nothing is known about the outcome."
 AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")  # GA name, then the beta's
 
 
-def session_settings(config: OpenAIRealtimeConfig, instructions: str, tools: list[Tool]) -> dict[str, Any]:
-    """The `session.update` body for a pipeline's section."""
+def session_settings(config: OpenAIRealtimeConfig, instructions: str, tools: list[Tool],
+                     rate: int = LINE_RATE) -> dict[str, Any]:
+    """The `session.update` body for a pipeline's section (`rate`: the caller audio's, 8 or 16 kHz)."""
     detection = config.turn_detection.model_dump(exclude_none=True)
     detection.update(create_response=True, interrupt_response=True)
-    audio_in: dict[str, Any] = {"format": AUDIO_FORMAT, "turn_detection": detection}
+    audio_in: dict[str, Any] = {"format": AUDIO_FORMAT if rate == LINE_RATE else WIDE_FORMAT,
+                                "turn_detection": detection}
     if config.transcription_model:
         transcription = {"model": config.transcription_model}
         if config.language:
@@ -85,6 +93,7 @@ class OpenAIRealtime:
     """A pipeline's OpenAI Realtime model: opens one session per call (and per reconnection)."""
 
     vendor = VENDOR
+    input_rates = (LINE_RATE, WIDE_RATE)
 
     def __init__(self, config: OpenAIRealtimeConfig) -> None:
         self.config = config
@@ -93,8 +102,10 @@ class OpenAIRealtime:
         self.session_limit_s: float | None = config.session_limit_s
         self._client, self._key = _client(config)
 
-    async def connect(self, instructions: str, tools: list[Tool],
-                      history: list[Message] | None = None) -> OpenAIRealtimeConnection:
+    async def connect(self, instructions: str, tools: list[Tool], history: list[Message] | None = None,
+                      rate: int = LINE_RATE) -> OpenAIRealtimeConnection:
+        if rate not in self.input_rates:
+            raise ValueError(f"OpenAI Realtime takes caller audio at {self.input_rates} Hz, not {rate}")
         try:
             async with asyncio.timeout(self.timeouts.connect_s):
                 connection = await self._client.realtime.connect(model=self.model).enter()
@@ -103,18 +114,20 @@ class OpenAIRealtime:
                                 f"{self.timeouts.connect_s:g} s", retryable=True) from None
         except Exception as exc:
             raise _error(exc, self._key) from exc
-        opened = OpenAIRealtimeConnection(connection, self._key)
-        await opened.setup(session_settings(self.config, instructions, tools), history or [])
+        opened = OpenAIRealtimeConnection(connection, self._key, rate)
+        await opened.setup(session_settings(self.config, instructions, tools, rate), history or [])
         return opened
 
 
 class OpenAIRealtimeConnection:
     """One Realtime session: the SDK's connection, in the events of core/realtime.py."""
 
-    def __init__(self, connection: Any, key: str) -> None:
+    def __init__(self, connection: Any, key: str, rate: int = LINE_RATE) -> None:
         self._connection = connection
         self._key = key
         self._closing = False
+        # a wideband call's caller audio, 16 kHz → the API's 24 kHz PCM (None: μ-law at 8 kHz)
+        self._up = StreamResampler(rate, PCM_RATE) if rate != LINE_RATE else None
 
     async def setup(self, session: dict[str, Any], history: list[Message]) -> None:
         await self._send({"type": "session.update", "session": session})
@@ -129,7 +142,13 @@ class OpenAIRealtimeConnection:
             raise _error(exc, self._key) from exc
 
     async def send_audio(self, pcm: np.ndarray) -> None:
-        audio = base64.b64encode(ulaw_encode(pcm)).decode("ascii")
+        if self._up is None:
+            payload = ulaw_encode(pcm)
+        else:
+            payload = self._up.process(pcm).astype("<i2", copy=False).tobytes()
+            if not payload:
+                return  # soxr holds the first few ms back: they come with the next frame
+        audio = base64.b64encode(payload).decode("ascii")
         try:  # 50 a second per call: the raw JSON, without the SDK's per-event type transform
             await self._connection.send_raw(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
         except Exception as exc:
