@@ -1,8 +1,9 @@
 """A browser caller on a speech-to-speech pipeline is heard at 16 kHz (core/realtime.py `input_rates`,
 pipeline/wideband.py `WideFrames`): a call fed 8 kHz frames and their 16 kHz copy delivers the copy's
-6 kHz band to OpenAI Realtime (as 24 kHz PCM) and Gemini Live (16 kHz as is), against their fakes; a
-phone call's upload is what it always was (μ-law of its frames, nothing above 4 kHz); the bot's echo is
-sent as silence on the wide path exactly as on the 8 kHz one; a frame without its copy keeps the stream's
+6 kHz band to OpenAI Realtime (as 24 kHz PCM) and Gemini Live (16 kHz as is), against their fakes, in a
+renewed session too and end to end from an aiortc browser; a phone call's upload is what it always was
+(μ-law of its frames; Gemini's soxr stream of them, nothing above 4 kHz); the bot's echo is sent as
+silence on the wide path exactly as on the 8 kHz one; a frame without its copy keeps the stream's
 timing."""
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from switchboard.config import parse_config
 from switchboard.pipeline.build import build_realtime
 from switchboard.pipeline.realtime import RealtimeSession
 from switchboard.pipeline.wideband import WideFrames
-from switchboard.server import running
+from switchboard.server import create_app, running
 from tests.fakes.gemini_live_fake import LiveScript, serving
 from tests.fakes.openai_realtime_fake import RealtimeScript, make_app
-from tests.test_wideband import NARROW, WIDE, Link, caller, high_band
+from tests.speech import quiet
+from tests.test_wideband import NARROW, WIDE, Link, caller, high_band, voice
 
 PIPELINE = """
 pipelines:
@@ -112,6 +114,66 @@ async def test_a_browser_call_to_a_model_without_16khz_is_sent_its_8khz_frames(o
     assert {rate for rate, _ in script.caller_audio} == {NARROW}
     heard = np.concatenate([pcm for _, pcm in script.caller_audio])
     assert np.array_equal(heard, ulaw_decode(ulaw_encode(narrow)))
+
+
+async def test_a_renewed_session_of_a_browser_call_hears_16khz_too(openai):
+    """The session is renewed (its limit is near): the new one is opened for 16 kHz as well, and the
+    caller's words after it reach the model with their 6 kHz band."""
+    script, port = openai
+    config = parse_config(PIPELINE % (OPENAI % port)).pipeline(None)
+    providers = build_realtime(config)
+    providers.model.session_limit_s = 0.4  # renewed when idle 0.2 s after it opened
+    call = RealtimeSession("RTCwide", config, providers, Link(WIDE))
+    await call.start()
+    try:
+        first = None
+        for _ in range(500):  # the first session opens, then its renewal (5 s at most)
+            conn = None if call._renewing else call._conn
+            first = first or conn
+            if conn is not None and conn is not first:
+                break
+            await asyncio.sleep(0.01)
+        assert script.sessions == 2, "the session was not renewed"
+        since = len(script.caller_audio)
+        wide, narrow = caller(("speech", 0.8))
+        start = time.monotonic()
+        for n in range(len(narrow) // 160):
+            frame, copy = narrow[n * 160:(n + 1) * 160], wide[n * 320:(n + 1) * 320]
+            await call.on_audio(frame, start + n * 0.02, wide=copy)
+        await asyncio.sleep(0.3)
+    finally:
+        await call.close()
+    formats = [update["session"]["audio"]["input"]["format"] for update in script.of_type("session.update")]
+    assert formats == [{"type": "audio/pcm", "rate": 24000}] * 2
+    heard = np.concatenate([pcm for _, pcm in script.caller_audio[since:]])
+    assert len(heard) > 0.5 * 24000 and high_band(heard, 24000) > 0.05
+
+
+async def test_a_browser_caller_reaches_openai_realtime_at_16khz_end_to_end(openai, monkeypatch):
+    """An aiortc peer as the browser, on a realtime pipeline: after the greeting it says a line with a 6 kHz
+    band; through Opus, the WebRTC carrier's frames and the server's dispatch, the model hears that band."""
+    from tests.webrtc_client import BrowserCaller
+
+    script, port = openai
+    monkeypatch.delenv("SWITCHBOARD_API_TOKEN", raising=False)
+    pipeline = (PIPELINE % (OPENAI % port)).replace('greeting: ""', 'greeting: "Hi there."')
+    app = create_app(parse_config(pipeline))
+    async with running(app) as server:
+        browser = BrowserCaller(f"http://127.0.0.1:{server}")
+        await browser.call("default")
+        try:
+            await browser.bot_spoke(after=0)
+            await browser.bot_quiet(0.3)
+            since = len(script.caller_audio)
+            await browser.mic.say(np.concatenate([voice(1.2), quiet(0.3, rate=WIDE)]), WIDE)
+            await asyncio.sleep(0.3)
+        finally:
+            await browser.hang_up()
+        await asyncio.wait_for(app.state.host.wait_idle(), 10)
+    assert script.spoken == ["Hi there."]
+    assert script.of_type("session.update")[0]["session"]["audio"]["input"]["format"]["rate"] == 24000
+    heard = np.concatenate([pcm for _, pcm in script.caller_audio[since:]])
+    assert high_band(heard, 24000) > 0.05
 
 
 # --- Gemini Live ---------------------------------------------------------------------------------------
