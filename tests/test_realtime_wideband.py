@@ -1,10 +1,10 @@
 """A browser caller on a speech-to-speech pipeline is heard at 16 kHz (core/realtime.py `input_rates`,
 pipeline/wideband.py `WideFrames`): a call fed 8 kHz frames and their 16 kHz copy delivers the copy's
 6 kHz band to OpenAI Realtime (as 24 kHz PCM) and Gemini Live (16 kHz as is), against their fakes, in a
-renewed session too and end to end from an aiortc browser; a phone call's upload is what it always was
-(μ-law of its frames; Gemini's soxr stream of them, nothing above 4 kHz); the bot's echo is sent as
-silence on the wide path exactly as on the 8 kHz one; a frame without its copy keeps the stream's
-timing."""
+renewed session too and end to end from an aiortc browser; a phone call's upload to OpenAI is what it
+always was (μ-law of its frames), to Gemini its frames through the half-band filter (none held back,
+nothing above 4 kHz); the bot's echo is sent as silence on the wide path exactly as on the 8 kHz one; a
+frame without its copy keeps the stream's timing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
-from switchboard.audio.resample import StreamResampler
+from switchboard.audio.resample import HalfbandResampler
 from switchboard.config import parse_config
 from switchboard.pipeline.build import build_realtime
 from switchboard.pipeline.realtime import RealtimeSession
@@ -197,12 +197,12 @@ async def test_gemini_hears_the_browser_calls_own_16khz_and_a_phone_calls_8khz_u
     heard = np.concatenate(script.caller_audio)
     if wideband:  # the carrier's copy, sample for sample: no resampling at all
         assert np.array_equal(heard, wide) and high_band(heard, WIDE) > 0.05
-    else:  # as before: the 8 kHz frames through the session's soxr stream, nothing above 4 kHz
-        up = StreamResampler(NARROW, WIDE)
-        before = np.concatenate([up.process(narrow[n:n + 160]) for n in range(0, len(narrow), 160)])
-        assert len(heard) == len(before) and high_band(heard, WIDE) < 0.001
-        # soxr's int16 output differs by a rounding step or two between runs: not bit-exact, the same
-        assert np.abs(heard.astype(np.int32) - before).max() <= 3
+    else:  # the 8 kHz frames brought up by the half-band filter, nothing above 4 kHz, and each frame's
+        # audio sent with it: all of the caller, none held back (soxr's stream held 10-118 ms)
+        up = HalfbandResampler(up=True)
+        expected = np.concatenate([up.process(narrow[n:n + 160]) for n in range(0, len(narrow), 160)])
+        assert len(heard) == 2 * len(narrow) and np.array_equal(heard, expected)
+        assert high_band(heard, WIDE) < 0.001
 
 
 # --- the echo delay line, and a frame without its copy ------------------------------------------------

@@ -1,7 +1,8 @@
 """Gemini Live through google-genai's live client (`client.aio.live.connect`): BidiGenerateContent.
 
-The caller's 8 kHz audio goes up as 16 kHz PCM (`realtimeInput.audio`, `audio/pcm;rate=16000`) and the
-model's 24 kHz PCM comes back resampled to 8 kHz, each direction one soxr stream per session; a wideband
+The caller's 8 kHz audio goes up as 16 kHz PCM (`realtimeInput.audio`, `audio/pcm;rate=16000`) through
+the half-band filter (audio/resample.py: 3 ms, each frame sent with its own audio), and the model's 24 kHz
+PCM comes back resampled to 8 kHz by a soxr stream per session; a wideband
 call's session (`connect(rate=16000)`: a browser caller) is sent the carrier's own 16 kHz copy as is, so the
 model hears what an 8 kHz line loses. Gemini's automatic activity detection ends the caller's turn and
 interrupts the model when they talk over it (`serverContent.interrupted`). What Gemini does not offer:
@@ -26,7 +27,7 @@ from google import genai
 from google.genai import errors, types
 from websockets.exceptions import ConnectionClosed
 
-from switchboard.audio.resample import StreamResampler
+from switchboard.audio.resample import StreamResampler, line_resampler
 from switchboard.core.errors import ProviderError, api_key
 from switchboard.core.messages import Message, Tool
 from switchboard.core.realtime import (
@@ -135,8 +136,9 @@ class GeminiLiveConnection:
 
     def __init__(self, manager: Any, session: Any, key: str, rate: int = LINE_RATE) -> None:
         self._manager, self._session, self._key = manager, session, key
-        # the caller's audio up to 16 kHz (None: a wideband call's, already at 16 kHz)
-        self._up = StreamResampler(rate, IN_RATE) if rate != IN_RATE else None
+        # the caller's audio up to 16 kHz (None: a wideband call's, already at 16 kHz): the half-band
+        # filter, which holds nothing back (soxr's stream held 10-118 ms of the caller's speech)
+        self._up = line_resampler(rate, IN_RATE) if rate != IN_RATE else None
         self._down = StreamResampler(OUT_RATE, LINE_RATE)
         self._tool_names: dict[str, str] = {}
         # calls the model waits on: a turnComplete meanwhile ends the calling turn, not the reply
