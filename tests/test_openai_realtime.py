@@ -158,3 +158,28 @@ async def test_check_ping_opens_and_closes_a_session(fake) -> None:
     script, base_url = fake
     result = await ping("realtime", OpenAIRealtimeConfig(provider="openai", base_url=base_url), [])
     assert result.endswith(" ms") and script.sessions == 1
+
+
+def test_a_failed_response_and_an_error_event_reach_the_call_with_the_vendors_words() -> None:
+    """Server events read as the API's JSON (not the SDK's typed models): a response that failed says why
+    (its status_details.error, as documented for `response.done`), with its usage, and an `error` event
+    keeps its message and code; events the call does not use are skipped."""
+    from switchboard.providers.openai.realtime import _convert
+
+    failed = _convert({
+        "type": "response.done", "event_id": "event_1",
+        "response": {"id": "resp_1", "object": "realtime.response", "status": "failed",
+                     "status_details": {"type": "failed", "error": {
+                         "type": "server_error", "code": "rate_limit_exceeded", "message": "Slow down."}},
+                     "usage": {"total_tokens": 30, "input_tokens": 20, "output_tokens": 10,
+                               "input_token_details": {"text_tokens": 5, "audio_tokens": 15},
+                               "output_token_details": {"text_tokens": 4, "audio_tokens": 6}}}})
+    assert isinstance(failed, ResponseDone) and failed.status == "failed"
+    assert failed.error == "rate_limit_exceeded: Slow down."
+    assert (failed.usage.text_in, failed.usage.audio_in, failed.usage.text_out, failed.usage.audio_out) == (
+        5, 15, 4, 6)
+    error = _convert({"type": "error", "event_id": "event_2", "error": {
+        "type": "invalid_request_error", "code": "invalid_value", "message": "Invalid 'audio_end_ms'.",
+        "param": None, "event_id": None}})
+    assert error == VendorError("Invalid 'audio_end_ms'.", "invalid_value")
+    assert _convert({"type": "rate_limits.updated", "event_id": "event_3", "rate_limits": []}) is None
