@@ -103,8 +103,11 @@ async def test_a_clear_cuts_the_bot_channel(tmp_path, speech_wav):
     assert loud(bot, barge.started_s - 0.5, cleared_at - 0.02) > 0.6
     # ...and is silent from the clear until it answers the barge-in, though ~4 s of reply had been queued.
     assert loud(bot, cleared_at + SLACK_S, barge.ended_s + 0.3) == 0
-    # The caller's barge-in line is on the left, over the bot.
-    assert onset(caller, after_s=barge.started_s) == pytest.approx(barge.started_s + 0.1, abs=ARRIVAL_SLACK_S)
+    # The caller's barge-in line is on the left, over the bot: placed at its arrival, so after the line
+    # began and, whatever a loaded machine delayed (0.4 s seen in CI), before the clear its words caused.
+    heard_at = onset(caller, after_s=barge.started_s)
+    assert barge.started_s + 0.1 - SLACK_S <= heard_at <= cleared_at + SLACK_S, (barge.started_s, cleared_at)
+    assert loud(caller, heard_at + 0.05, heard_at + 1.0) > 0.9
 
 
 def test_recorder_places_cuts_and_bounds(tmp_path):
