@@ -189,6 +189,23 @@ async def test_a_dropped_vendor_socket_is_reopened_and_the_call_goes_on(fake, sp
     assert KEY not in caplog.text
 
 
+async def test_a_reply_cut_by_a_drop_after_part_of_it_was_heard_is_asked_again(fake, speech_wav) -> None:
+    """The reply's first words were heard before the socket dropped: they end the replayed history, yet
+    the caller's question is still owed its answer, and the new session is asked for it."""
+    script, port = fake
+    script.replies = ["A long answer that the dropped socket cuts in the middle of its audio.", "Here it is."]
+    script.drop_after_deltas = 5  # the greeting takes 2 deltas; the reply drops after 3...
+    script.delta_delay_s = 0.25  # ...of 100 ms each, 250 ms apart: its first one has been played by then
+    _, turns = await place_call(port, [CallerLine(wav=speech_wav)], hangup_timeout_s=3)
+
+    assert script.sessions == 2
+    cut = turns[1]
+    assert cut.error is not None and "1011" in cut.error and cut.reply_heard  # some of it was heard
+    replayed = [event["item"]["content"][0]["text"] for event in script.of_type("conversation.item.create")]
+    assert replayed[-1] == cut.reply_heard  # what was heard ends the history the new session gets
+    assert turns[-1].reply_heard == "Here it is."  # and the question was still answered
+
+
 async def test_a_vendor_that_fails_twice_gets_the_apology_and_a_hang_up(fake, speech_wav) -> None:
     script, port = fake
     script.silent = True  # the socket opens and nothing ever answers

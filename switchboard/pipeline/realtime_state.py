@@ -127,6 +127,7 @@ class RealtimeState:
         self._conn: RealtimeConnection | None = None
         self._session_started = 0.0
         self._reconnects = 0
+        self._reply_cut = False  # a drop cut the answer the caller was owed: the new session asks again
         self._runner: asyncio.Task | None = None
         self._ticker: asyncio.Task | None = None
         self._turn: Turn | None = None

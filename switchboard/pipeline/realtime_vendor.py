@@ -40,8 +40,9 @@ class VendorSession(RealtimeState):
                 self._renewing = self._expiring = False
                 if greet:
                     await self._open_the_call()
-                elif resume and self._turn is None and self._last_words_unanswered():
-                    await self._ask("reply", None)
+                elif resume and self._turn is None and (self._last_words_unanswered() or self._reply_cut):
+                    self._reply_cut = False
+                    await self._ask("reply", None)  # the history ends with what they heard of it, if any
                 assert self._conn is not None
                 async for event in self._conn.events():
                     await self._on_vendor(event)
@@ -98,6 +99,9 @@ class VendorSession(RealtimeState):
                     self.model.model, reason)
         self._failures.append(reason)
         turn = self._turn
+        # an answer to the caller, cut: asked again even when part of it was heard (that part then ends
+        # the replayed history, and the caller's words no longer look unanswered)
+        self._reply_cut = turn is not None and turn.metrics.kind in ("reply", "keypad")
         if turn is not None:  # the reply in flight is lost with its session
             self._stop_playing_turn(turn)
             await self.player.clear()
