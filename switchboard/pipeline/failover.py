@@ -100,6 +100,16 @@ async def _timed_stream(provider: Any, stream: AsyncIterator[T]) -> AsyncIterato
 _NOTHING = object()  # a stream that ended before its first item
 
 
+async def _first_outcome(stream: AsyncIterator[Any]) -> tuple[Any, Exception | None]:
+    """The stream's first item (`_NOTHING`: it ended without one), or the error that came instead."""
+    try:
+        return await anext(stream), None
+    except StopAsyncIteration:
+        return _NOTHING, None
+    except Exception as exc:
+        return None, exc
+
+
 @dataclass(eq=False)
 class _Attempt:
     """One request of the stage: its provider's place in the chain, its stream and, once it has to run
@@ -200,28 +210,23 @@ class _Race:
                 # nothing can run beside it (hedging off, an embedded engine, no hedges left): awaited
                 # here, with no task to start and no wait to wake from, each a turn of a busy event loop
                 attempt = self.running[0]
-                try:
-                    item = await anext(attempt.stream)
-                except StopAsyncIteration:
-                    return self._ended_first(attempt, _NOTHING)
-                except Exception as exc:
-                    await self._failed(attempt, exc)
-                    continue
-                return self._ended_first(attempt, item)
-            for attempt in self.running:
-                if attempt.first is None:
-                    attempt.first = asyncio.create_task(self._first(attempt))
-            if not self.answered:
-                self.news = self.loop.create_future()
-                try:
-                    async with asyncio.timeout(hedge_wait):
-                        await self.news
-                except TimeoutError:
-                    late = self._late()
-                    if late is not None:
-                        self.start_hedge(late)
-                    continue
-            answered, self.answered = self.answered, []
+                attempt.outcome = await _first_outcome(attempt.stream)
+                answered = [attempt]
+            else:
+                for attempt in self.running:
+                    if attempt.first is None:
+                        attempt.first = asyncio.create_task(self._first(attempt))
+                if not self.answered:
+                    self.news = self.loop.create_future()
+                    try:
+                        async with asyncio.timeout(hedge_wait):
+                            await self.news
+                    except TimeoutError:
+                        late = self._late()
+                        if late is not None:
+                            self.start_hedge(late)
+                        continue
+                answered, self.answered = self.answered, []
             for attempt in answered:
                 if attempt in self.running:
                     item, exc = attempt.outcome
@@ -232,12 +237,7 @@ class _Race:
     async def _first(self, attempt: _Attempt) -> None:
         """Await `attempt`'s first item beside the others, and tell winner() (its own future, set from
         here: one turn of the event loop to wake it, where a wait on the tasks takes two)."""
-        try:
-            attempt.outcome = (await anext(attempt.stream), None)
-        except StopAsyncIteration:
-            attempt.outcome = (_NOTHING, None)
-        except Exception as exc:
-            attempt.outcome = (None, exc)
+        attempt.outcome = await _first_outcome(attempt.stream)
         self.answered.append(attempt)
         if self.news is not None and not self.news.done():
             self.news.set_result(None)

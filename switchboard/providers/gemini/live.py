@@ -28,6 +28,7 @@ from google.genai import errors, types
 from websockets.exceptions import ConnectionClosed
 
 from switchboard.audio.resample import StreamResampler, line_resampler
+from switchboard.core.carrier import LINE_RATE
 from switchboard.core.errors import ProviderError, api_key
 from switchboard.core.messages import Message, Tool
 from switchboard.core.realtime import (
@@ -45,7 +46,7 @@ from switchboard.core.realtime import (
 from switchboard.providers.gemini import KEY_ENV, GeminiLiveConfig
 
 VENDOR = "gemini"
-IN_RATE, OUT_RATE, LINE_RATE = 16000, 24000, 8000
+IN_RATE, OUT_RATE = 16000, 24000
 SENSITIVITY = {"start": {"high": types.StartSensitivity.START_SENSITIVITY_HIGH,
                          "low": types.StartSensitivity.START_SENSITIVITY_LOW},
                "end": {"high": types.EndSensitivity.END_SENSITIVITY_HIGH,

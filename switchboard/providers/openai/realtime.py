@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from switchboard.audio.g711 import ulaw_decode, ulaw_encode
 from switchboard.audio.resample import StreamResampler
+from switchboard.core.carrier import LINE_RATE
 from switchboard.core.errors import ProviderError
 from switchboard.core.messages import Message, Tool
 from switchboard.core.realtime import (
@@ -45,7 +46,7 @@ from switchboard.providers.openai import OpenAIRealtimeConfig
 from switchboard.providers.openai.adapter import VENDOR, _client, provider_error
 
 AUDIO_FORMAT = {"type": "audio/pcmu"}  # G.711 μ-law, 8 kHz: what Twilio sends and plays
-LINE_RATE, WIDE_RATE, PCM_RATE = 8000, 16000, 24000  # a phone line, a browser call, the API's PCM
+WIDE_RATE, PCM_RATE = 2 * LINE_RATE, 24000  # a browser call's caller audio, the API's PCM
 WIDE_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}  # a wideband call's caller audio
 CANCELLED = "Cancelled: the caller spoke before the result came; nothing is known about the outcome."
 AUDIO_DELTAS = ("response.output_audio.delta", "response.audio.delta")  # GA name, then the beta's
